@@ -1,0 +1,3 @@
+//! netpath's tracer core: turns one node's kernel events into a typed event stream, and the
+//! pieces the CLI builds on it (lab, path rebuilding, diagnosis, capture).
+pub mod netns;

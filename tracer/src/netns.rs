@@ -1,0 +1,149 @@
+//! Network namespaces: identify them (inode), name them, and run code inside them.
+//!
+//! Named namespaces live in /run/netns (ip-netns(8)); unnamed ones are found through the
+//! processes that hold them (/proc/PID/ns/net). A namespace's identity is the inode of its nsfs
+//! file, the same number the kernel programs read from `net->ns.inum`.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespace {0:?} not found (see `ip netns list`)")]
+    NotFound(String),
+    #[error("cannot open network namespace {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot enter network namespace {path}: {source}")]
+    Enter { path: PathBuf, source: std::io::Error },
+    #[error("thread running inside network namespace {0} panicked")]
+    Panicked(String),
+}
+
+/// A network namespace the tracer knows about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    /// Inode of the nsfs file: the namespace's identity in kernel events.
+    pub inode: u32,
+    /// `ip netns` name, `pid:N` for an unnamed namespace held by a process, or `root`.
+    pub name: String,
+    /// A path that opens it (/run/netns/NAME or /proc/PID/ns/net).
+    pub path: PathBuf,
+}
+
+fn inode_of(path: &Path) -> Option<u32> {
+    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// The namespace of this process (the "root" namespace when run on a node).
+pub fn current() -> Result<Netns, NetnsError> {
+    let path = PathBuf::from("/proc/self/ns/net");
+    let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound("self".into()))?;
+    Ok(Netns { inode, name: "root".into(), path: PathBuf::from("/proc/1/ns/net") })
+}
+
+/// Resolves an `ip netns` name, or `root`/empty for the current namespace.
+pub fn by_name(name: &str) -> Result<Netns, NetnsError> {
+    if name.is_empty() || name == "root" {
+        let mut ns = current()?;
+        ns.path = PathBuf::from("/proc/self/ns/net");
+        return Ok(ns);
+    }
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound(name.into()))?;
+    Ok(Netns { inode, name: name.into(), path })
+}
+
+/// Every namespace on the machine: the current one, the named ones, then those only held by
+/// processes. Sorted by discovery order, one entry per inode.
+pub fn all() -> Vec<Netns> {
+    let mut seen: BTreeMap<u32, ()> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut push = |ns: Netns, out: &mut Vec<Netns>| {
+        if seen.insert(ns.inode, ()).is_none() {
+            out.push(ns);
+        }
+    };
+    if let Ok(mut ns) = current() {
+        ns.path = PathBuf::from("/proc/self/ns/net");
+        push(ns, &mut out);
+    }
+    if let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) {
+        let mut names: Vec<_> = dir.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            if let Ok(ns) = by_name(&name) {
+                push(ns, &mut out);
+            }
+        }
+    }
+    if let Ok(proc_dir) = std::fs::read_dir("/proc") {
+        for entry in proc_dir.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if let Some(inode) = inode_of(&path) {
+                push(Netns { inode, name: format!("pid:{pid}"), path }, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Name of the namespace with this inode (`netns:<inode>` when nobody names it).
+pub fn name_of(inode: u32, known: &[Netns]) -> String {
+    known
+        .iter()
+        .find(|ns| ns.inode == inode)
+        .map(|ns| ns.name.clone())
+        .unwrap_or_else(|| format!("netns:{inode}"))
+}
+
+/// Runs `f` on a fresh thread that has entered the namespace at `path`, and returns its result.
+///
+/// Entering a namespace changes only the calling thread, so the rest of the process (and the
+/// tokio runtime) stays where it is. Sockets and BPF links made inside `f` keep pointing at that
+/// namespace after the thread ends.
+pub fn run_in<T, F>(ns: &Netns, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let path = ns.path.clone();
+    let file = File::open(&path).map_err(|source| NetnsError::Open { path: path.clone(), source })?;
+    let name = ns.name.clone();
+    std::thread::spawn(move || -> Result<T, NetnsError> {
+        // SAFETY: setns on a valid nsfs fd only changes this thread's namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetnsError::Enter { path, source: std::io::Error::last_os_error() });
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| NetnsError::Panicked(name))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_inode_gets_a_stable_placeholder_name() {
+        assert_eq!(name_of(42, &[]), "netns:42");
+        let known = vec![Netns { inode: 42, name: "pod-a".into(), path: "/x".into() }];
+        assert_eq!(name_of(42, &known), "pod-a");
+    }
+
+    #[test]
+    fn missing_named_namespace_is_a_clear_error() {
+        let err = by_name("netpath-does-not-exist").unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+}
