@@ -1,1 +1,174 @@
+//! Types shared by the kernel programs (`tracer-ebpf`) and userspace (`tracer`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel writes it into the ring buffer, userspace
+//! reads the same bytes. The packet parser lives here too, so the kernel (for its filter) and
+//! userspace (for decoding) agree on every header by construction.
 #![no_std]
+
+pub mod parse;
+
+/// Bytes of each packet copied into an event, from the Ethernet header (or the network header
+/// when the skb has no MAC header).
+pub const SNAP_LEN: usize = 256;
+
+/// Maximum address prefixes in the in-kernel filter.
+pub const MAX_FILTER_ADDRS: usize = 8;
+
+/// What an event is.
+pub mod kind {
+    pub const HOP: u8 = 1;
+    pub const DROP: u8 = 2;
+    pub const ROUTE: u8 = 3;
+    pub const NEIGH: u8 = 4;
+}
+
+/// Where in the kernel an event was taken.
+pub mod hook {
+    pub const TC_INGRESS: u8 = 1;
+    pub const TC_EGRESS: u8 = 2;
+    pub const KFREE_SKB: u8 = 3;
+    pub const NET_DEV_QUEUE: u8 = 4;
+    pub const NETIF_RECEIVE: u8 = 5;
+    pub const FIB_LOOKUP: u8 = 6;
+    pub const FIB6_LOOKUP: u8 = 7;
+}
+
+/// Direction of a hop relative to the device.
+pub mod dir {
+    pub const NONE: u8 = 0;
+    pub const INGRESS: u8 = 1;
+    pub const EGRESS: u8 = 2;
+}
+
+/// `RawEvent::flags` bits.
+pub mod flags {
+    /// `data` starts at the Ethernet header (otherwise at the network header).
+    pub const DATA_FROM_MAC: u8 = 1;
+}
+
+/// One kernel event, as written to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawEvent {
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Drop location (kernel text address) for drops; 0 otherwise.
+    pub location: u64,
+    /// The skb's address: ties together events about the same buffer on one node.
+    pub skb: u64,
+    /// Inode of the network namespace of the device (or socket).
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Drop reason (enum skb_drop_reason) for drops; lookup error for route events.
+    pub reason: u32,
+    /// skb->len.
+    pub skb_len: u32,
+    pub kind: u8,
+    pub hook: u8,
+    pub dir: u8,
+    pub flags: u8,
+    /// skb->protocol (host byte order).
+    pub protocol: u16,
+    /// Valid bytes in `data`.
+    pub data_len: u16,
+    pub data: [u8; SNAP_LEN],
+}
+
+impl RawEvent {
+    pub const ZERO: RawEvent = RawEvent {
+        ts_ns: 0,
+        location: 0,
+        skb: 0,
+        netns: 0,
+        ifindex: 0,
+        reason: 0,
+        skb_len: 0,
+        kind: 0,
+        hook: 0,
+        dir: 0,
+        flags: 0,
+        protocol: 0,
+        data_len: 0,
+        data: [0; SNAP_LEN],
+    };
+}
+
+/// Offsets of the kernel struct fields the tracepoint programs read, taken from the running
+/// kernel's BTF at load time (never compiled in). A zero `valid` means "not resolved".
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    pub skb_head: u32,
+    pub skb_data: u32,
+    pub skb_len: u32,
+    pub skb_tail: u32,
+    pub skb_mac_header: u32,
+    pub skb_network_header: u32,
+    pub skb_protocol: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    pub sk_net: u32,
+}
+
+/// One address prefix of the in-kernel filter.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct AddrPrefix {
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    pub prefix_len: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The in-kernel filter, applied before any ring-buffer work. Zero fields match everything.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Only packets of this family (4 or 6), outer or inner; 0 = any.
+    pub family: u8,
+    /// Only this IP protocol (inner-most), 0 = any.
+    pub proto: u8,
+    /// Number of valid entries in `addrs`; a packet matches when any of its outer or inner
+    /// addresses falls in any prefix.
+    pub n_addrs: u8,
+    pub _pad: u8,
+    /// Either port (outer or inner), 0 = any.
+    pub port: u16,
+    /// Extra UDP port carrying VXLAN (besides 4789 and 8472), 0 = none.
+    pub vxlan_port: u16,
+    /// Only this network namespace inode, 0 = any (tracepoint hooks).
+    pub netns: u32,
+    pub addrs: [AddrPrefix; MAX_FILTER_ADDRS],
+}
+
+/// Everything userspace hands the kernel programs, in the one-entry `CONFIG` array map. It can
+/// be updated while the programs run (a new filter needs no reload).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    pub filter: FilterConfig,
+    /// Drop reasons that are not drops (SKB_NOT_DROPPED_YET, SKB_CONSUMED), from BTF.
+    pub reason_not_dropped: u32,
+    pub reason_consumed: u32,
+    /// Wake the reader only once this many bytes wait in the ring (batched wake-ups); a
+    /// userspace timer drains the rest.
+    pub wakeup_bytes: u32,
+    /// Non-zero: emit hop events from net_dev_queue/netif_receive_skb.
+    pub dev_hops: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] plain data without padding-dependent invariants.
+    unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::Config {}
+}

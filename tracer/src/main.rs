@@ -1,3 +1,30 @@
+mod cli;
+
+use clap::Parser;
+
 fn main() {
-    println!("netpath: under construction");
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETPATH_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netpath: cannot start runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Watch(args) => cli::watch::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("netpath: {e:#}");
+            std::process::exit(2);
+        }
+    }
 }

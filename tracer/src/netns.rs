@@ -106,28 +106,56 @@ pub fn name_of(inode: u32, known: &[Netns]) -> String {
         .unwrap_or_else(|| format!("netns:{inode}"))
 }
 
-/// Runs `f` on a fresh thread that has entered the namespace at `path`, and returns its result.
+/// Runs `f` on a fresh thread that has entered the namespace at `ns.path`, and returns its
+/// result.
 ///
 /// Entering a namespace changes only the calling thread, so the rest of the process (and the
 /// tokio runtime) stays where it is. Sockets and BPF links made inside `f` keep pointing at that
-/// namespace after the thread ends.
+/// namespace after the thread ends. The thread is scoped, so `f` may borrow.
 pub fn run_in<T, F>(ns: &Netns, f: F) -> Result<T, NetnsError>
 where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
+    T: Send,
+    F: FnOnce() -> T + Send,
 {
     let path = ns.path.clone();
     let file = File::open(&path).map_err(|source| NetnsError::Open { path: path.clone(), source })?;
-    let name = ns.name.clone();
-    std::thread::spawn(move || -> Result<T, NetnsError> {
-        // SAFETY: setns on a valid nsfs fd only changes this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetnsError::Enter { path, source: std::io::Error::last_os_error() });
-        }
-        Ok(f())
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> Result<T, NetnsError> {
+                // SAFETY: setns on a valid nsfs fd only changes this thread's namespace.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetnsError::Enter { path, source: std::io::Error::last_os_error() });
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| NetnsError::Panicked(ns.name.clone()))?
     })
-    .join()
-    .map_err(|_| NetnsError::Panicked(name))?
+}
+
+/// Devices of the namespace this thread is in, as (ifindex, name).
+pub fn devices_here() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut cur = list;
+        while (*cur).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*cur).if_name).to_string_lossy().into_owned();
+            out.push(((*cur).if_index, name));
+            cur = cur.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// Devices of a namespace, as (ifindex, name).
+pub fn devices(ns: &Netns) -> Result<Vec<(u32, String)>, NetnsError> {
+    run_in(ns, devices_here)
 }
 
 #[cfg(test)]
@@ -139,6 +167,13 @@ mod tests {
         assert_eq!(name_of(42, &[]), "netns:42");
         let known = vec![Netns { inode: 42, name: "pod-a".into(), path: "/x".into() }];
         assert_eq!(name_of(42, &known), "pod-a");
+    }
+
+    #[test]
+    fn devices_of_the_current_namespace_include_loopback() {
+        let ns = by_name("root").unwrap();
+        let devs = devices(&ns).unwrap();
+        assert!(devs.iter().any(|(_, n)| n == "lo"), "{devs:?}");
     }
 
     #[test]

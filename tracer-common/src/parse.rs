@@ -1,0 +1,432 @@
+//! Header parser shared by the kernel programs (in-kernel filter) and userspace (decoding).
+//!
+//! It reads Ethernet (+ up to two 802.1Q/802.1ad tags), IPv4 (with options), IPv6 (with a
+//! bounded extension-header chain), TCP/UDP/SCTP/ICMP/ICMPv6, and one level of encapsulation:
+//! VXLAN, Geneve, GRE, IPIP, IPv6-in-IPv4, IPv4-in-IPv6, IPv6-in-IPv6. Every read is bounds
+//! checked and loops are bounded, so the same code passes the BPF verifier and never panics on
+//! truncated or malformed bytes: what cannot be read is left zero.
+
+/// Encapsulation types (`Parsed::tunnel`).
+pub mod tunnel {
+    pub const NONE: u8 = 0;
+    pub const VXLAN: u8 = 1;
+    pub const GENEVE: u8 = 2;
+    pub const GRE: u8 = 3;
+    /// IPv4 in IPv4 (protocol 4 over IPv4).
+    pub const IPIP: u8 = 4;
+    /// IPv6 in IPv4 (protocol 41 over IPv4, "sit").
+    pub const IP6IN4: u8 = 5;
+    /// IPv4 in IPv6 (protocol 4 over IPv6).
+    pub const IP4IN6: u8 = 6;
+    /// IPv6 in IPv6 (protocol 41 over IPv6).
+    pub const IP6IN6: u8 = 7;
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_TEB: u16 = 0x6558;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_GRE: u8 = 47;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+pub const VXLAN_PORT: u16 = 4789;
+/// Linux's historical VXLAN port, used by flannel.
+pub const VXLAN_PORT_LINUX: u16 = 8472;
+pub const GENEVE_PORT: u16 = 6081;
+
+/// Most IPv6 extension headers followed before giving up.
+pub const MAX_IPV6_EXT: usize = 6;
+
+/// One IP layer and its transport header.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// 4 or 6; 0 when there is no IP header.
+    pub family: u8,
+    /// Transport protocol after extension headers.
+    pub proto: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Offset of the IP header in the buffer.
+    pub l3_off: u16,
+    /// Offset of the transport header (0 if unknown).
+    pub l4_off: u16,
+    /// IPv4 identification, or the IPv6 flow label.
+    pub ip_id: u32,
+    /// TCP sequence number, or ICMP/ICMPv6 echo `id << 16 | seq`.
+    pub l4_ident: u32,
+    /// TCP acknowledgment number.
+    pub l4_ack: u32,
+    /// IP payload length from the header (IPv4 total length - header, IPv6 payload length).
+    pub ip_payload_len: u16,
+    pub ttl: u8,
+    pub tcp_flags: u8,
+    /// Non-first fragment: no transport header.
+    pub fragment: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What the parser found in one packet.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub outer: Flow,
+    /// The encapsulated packet when `tunnel != NONE` (family 0 if it could not be read).
+    pub inner: Flow,
+    pub tunnel: u8,
+    pub _pad: u8,
+    /// Ethertype after VLAN tags (or skb->protocol when there is no MAC header).
+    pub ethertype: u16,
+    /// Outer VLAN id, 0 if untagged.
+    pub vlan: u16,
+    pub _pad2: u16,
+    /// VXLAN/Geneve VNI or GRE key.
+    pub vni: u32,
+}
+
+impl Parsed {
+    /// The innermost IP layer: what the workload sent.
+    #[inline(always)]
+    pub fn innermost(&self) -> &Flow {
+        if self.tunnel != tunnel::NONE && self.inner.family != 0 {
+            &self.inner
+        } else {
+            &self.outer
+        }
+    }
+}
+
+#[inline(always)]
+fn u8_at(b: &[u8], off: usize) -> Option<u8> {
+    b.get(off).copied()
+}
+
+#[inline(always)]
+fn be16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([u8_at(b, off)?, u8_at(b, off + 1)?]))
+}
+
+#[inline(always)]
+fn be32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        u8_at(b, off)?,
+        u8_at(b, off + 1)?,
+        u8_at(b, off + 2)?,
+        u8_at(b, off + 3)?,
+    ]))
+}
+
+#[inline(always)]
+fn copy_addr<const N: usize>(b: &[u8], off: usize, out: &mut [u8; 16]) -> Option<()> {
+    let src = b.get(off..off + N)?;
+    let mut i = 0;
+    while i < N {
+        out[i] = src[i];
+        i += 1;
+    }
+    Some(())
+}
+
+/// Parses a packet. `from_mac`: `buf` starts at the Ethernet header; otherwise at the network
+/// header whose ethertype is `protocol` (skb->protocol). `extra_vxlan_port`: one more UDP port
+/// carrying VXLAN (0 = none).
+pub fn parse(buf: &[u8], from_mac: bool, protocol: u16, extra_vxlan_port: u16) -> Parsed {
+    let mut p = Parsed::default();
+    parse_into(buf, from_mac, protocol, extra_vxlan_port, &mut p);
+    p
+}
+
+/// [`parse`] into a caller-provided (zeroed) `Parsed`: the kernel keeps it in a per-CPU map
+/// because the BPF stack is too small for it.
+#[inline(always)]
+pub fn parse_into(buf: &[u8], from_mac: bool, protocol: u16, extra_vxlan_port: u16, p: &mut Parsed) {
+    let (ethertype, l3, vlan) = if from_mac {
+        match parse_eth(buf, 0) {
+            Some(v) => v,
+            None => return,
+        }
+    } else {
+        (protocol, 0, 0)
+    };
+    p.ethertype = ethertype;
+    p.vlan = vlan;
+    if parse_ip(buf, l3, ethertype, &mut p.outer).is_none() {
+        return;
+    }
+    let (inner_eth, inner_off, ty) = match classify_tunnel(buf, &p.outer, extra_vxlan_port, &mut p.vni) {
+        Some(t) => t,
+        None => return,
+    };
+    p.tunnel = ty;
+    let (inner_type, inner_l3) = if inner_eth == ETH_P_TEB {
+        match parse_eth(buf, inner_off) {
+            Some((t, off, _)) => (t, off),
+            None => return,
+        }
+    } else {
+        (inner_eth, inner_off)
+    };
+    let _ = parse_ip(buf, inner_l3, inner_type, &mut p.inner);
+}
+
+/// Returns (ethertype, offset of the network header, outer VLAN id).
+#[inline(always)]
+fn parse_eth(buf: &[u8], off: usize) -> Option<(u16, usize, u16)> {
+    let mut ethertype = be16_at(buf, off + 12)?;
+    let mut l3 = off + 14;
+    let mut vlan = 0;
+    // Up to two tags (QinQ).
+    let mut i = 0;
+    while i < 2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        if vlan == 0 {
+            vlan = be16_at(buf, l3)? & 0x0fff;
+        }
+        ethertype = be16_at(buf, l3 + 2)?;
+        l3 += 4;
+        i += 1;
+    }
+    Some((ethertype, l3, vlan))
+}
+
+/// Decides whether the outer flow carries an encapsulated packet. Returns (inner ethertype or
+/// ETH_P_TEB for an inner Ethernet frame, offset of the inner header, tunnel type).
+#[inline(always)]
+fn classify_tunnel(buf: &[u8], o: &Flow, extra_vxlan_port: u16, vni: &mut u32) -> Option<(u16, usize, u8)> {
+    let l4 = o.l4_off as usize;
+    if o.fragment != 0 || (l4 == 0 && o.proto != IPPROTO_IPIP && o.proto != IPPROTO_IPV6) {
+        return None;
+    }
+    match o.proto {
+        IPPROTO_UDP => {
+            let d = o.dport;
+            if d == VXLAN_PORT || d == VXLAN_PORT_LINUX || (extra_vxlan_port != 0 && d == extra_vxlan_port) {
+                // VXLAN: flags(1) reserved(3) VNI(3) reserved(1), then Ethernet.
+                if u8_at(buf, l4 + 8)? & 0x08 == 0 {
+                    return None;
+                }
+                *vni = be32_at(buf, l4 + 12)? >> 8;
+                Some((ETH_P_TEB, l4 + 16, tunnel::VXLAN))
+            } else if d == GENEVE_PORT {
+                // Geneve: ver/optlen(1) flags(1) protocol(2) VNI(3) reserved(1) options.
+                let opt_len = (u8_at(buf, l4 + 8)? & 0x3f) as usize * 4;
+                let proto = be16_at(buf, l4 + 10)?;
+                *vni = be32_at(buf, l4 + 12)? >> 8;
+                Some((proto, l4 + 16 + opt_len, tunnel::GENEVE))
+            } else {
+                None
+            }
+        }
+        IPPROTO_GRE => {
+            // GRE: flags/version(2) protocol(2) [checksum+reserved(4)] [key(4)] [sequence(4)].
+            let flags = be16_at(buf, l4)?;
+            if flags & 0x0007 != 0 {
+                return None; // only version 0
+            }
+            let proto = be16_at(buf, l4 + 2)?;
+            let mut off = l4 + 4;
+            if flags & 0x8000 != 0 {
+                off += 4;
+            }
+            if flags & 0x2000 != 0 {
+                *vni = be32_at(buf, off)?;
+                off += 4;
+            }
+            if flags & 0x1000 != 0 {
+                off += 4;
+            }
+            Some((proto, off, tunnel::GRE))
+        }
+        IPPROTO_IPIP => {
+            let ty = if o.family == 4 { tunnel::IPIP } else { tunnel::IP4IN6 };
+            Some((ETH_P_IP, o.l4_off as usize, ty))
+        }
+        IPPROTO_IPV6 => {
+            let ty = if o.family == 4 { tunnel::IP6IN4 } else { tunnel::IP6IN6 };
+            Some((ETH_P_IPV6, o.l4_off as usize, ty))
+        }
+        _ => None,
+    }
+}
+
+/// Parses an IPv4 or IPv6 header at `off` and its transport header into `f`.
+#[inline(always)]
+fn parse_ip(buf: &[u8], off: usize, ethertype: u16, f: &mut Flow) -> Option<()> {
+    let l4;
+    if ethertype == ETH_P_IP {
+        let vihl = u8_at(buf, off)?;
+        if vihl >> 4 != 4 {
+            return None;
+        }
+        let ihl = (vihl & 0x0f) as usize * 4;
+        if ihl < 20 {
+            return None;
+        }
+        f.family = 4;
+        f.l3_off = off as u16;
+        let total = be16_at(buf, off + 2)?;
+        f.ip_payload_len = total.saturating_sub(ihl as u16);
+        f.ip_id = be16_at(buf, off + 4)? as u32;
+        let frag = be16_at(buf, off + 6)?;
+        f.fragment = (frag & 0x1fff != 0) as u8;
+        f.ttl = u8_at(buf, off + 8)?;
+        f.proto = u8_at(buf, off + 9)?;
+        copy_addr::<4>(buf, off + 12, &mut f.src)?;
+        copy_addr::<4>(buf, off + 16, &mut f.dst)?;
+        l4 = off + ihl;
+    } else if ethertype == ETH_P_IPV6 {
+        if u8_at(buf, off)? >> 4 != 6 {
+            return None;
+        }
+        f.family = 6;
+        f.l3_off = off as u16;
+        f.ip_id = be32_at(buf, off)? & 0x000f_ffff;
+        f.ip_payload_len = be16_at(buf, off + 4)?;
+        f.ttl = u8_at(buf, off + 7)?;
+        copy_addr::<16>(buf, off + 8, &mut f.src)?;
+        copy_addr::<16>(buf, off + 24, &mut f.dst)?;
+        let mut next = u8_at(buf, off + 6)?;
+        let mut cur = off + 40;
+        let mut i = 0;
+        while i < MAX_IPV6_EXT {
+            match next {
+                // Hop-by-hop, routing, destination options: length in 8-octet units after the first 8.
+                0 | 43 | 60 => {
+                    let len = (u8_at(buf, cur + 1)? as usize + 1) * 8;
+                    next = u8_at(buf, cur)?;
+                    cur += len;
+                }
+                // Fragment header: fixed 8 bytes; only the first fragment has a transport header.
+                44 => {
+                    let frag = be16_at(buf, cur + 2)?;
+                    if frag & 0xfff8 != 0 {
+                        f.fragment = 1;
+                    }
+                    next = u8_at(buf, cur)?;
+                    cur += 8;
+                }
+                // Authentication header: length in 4-octet units, minus 2.
+                51 => {
+                    let len = (u8_at(buf, cur + 1)? as usize + 2) * 4;
+                    next = u8_at(buf, cur)?;
+                    cur += len;
+                }
+                _ => break,
+            }
+            i += 1;
+        }
+        f.proto = next;
+        l4 = cur;
+    } else {
+        return None;
+    }
+    if f.fragment != 0 {
+        return Some(());
+    }
+    f.l4_off = l4 as u16;
+    match f.proto {
+        IPPROTO_TCP => {
+            f.sport = be16_at(buf, l4)?;
+            f.dport = be16_at(buf, l4 + 2)?;
+            f.l4_ident = be32_at(buf, l4 + 4)?;
+            f.l4_ack = be32_at(buf, l4 + 8)?;
+            f.tcp_flags = u8_at(buf, l4 + 13)?;
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            f.sport = be16_at(buf, l4)?;
+            f.dport = be16_at(buf, l4 + 2)?;
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            f.icmp_type = u8_at(buf, l4)?;
+            f.icmp_code = u8_at(buf, l4 + 1)?;
+            f.l4_ident = be32_at(buf, l4 + 4)?;
+        }
+        _ => {}
+    }
+    Some(())
+}
+
+/// Does `addr` (of `family`) fall in the prefix?
+#[inline(always)]
+pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) -> bool {
+    if prefix.family != family {
+        return false;
+    }
+    let bits = prefix.prefix_len as usize;
+    let max = if family == 4 { 32 } else { 128 };
+    let bits = if bits > max { max } else { bits };
+    let mut i = 0;
+    while i < 16 {
+        let lo = i * 8;
+        if lo >= bits {
+            break;
+        }
+        let mask: u8 = if bits - lo >= 8 { 0xff } else { 0xffu8 << (8 - (bits - lo)) };
+        if (addr[i] ^ prefix.addr[i]) & mask != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The in-kernel filter decision on a parsed packet (the netns check is done by the caller).
+#[inline(always)]
+pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
+    let has_inner = p.tunnel != tunnel::NONE && p.inner.family != 0;
+    if cfg.family != 0 && p.outer.family != cfg.family && !(has_inner && p.inner.family == cfg.family) {
+        return false;
+    }
+    let inner = p.innermost();
+    if cfg.proto != 0 && inner.proto != cfg.proto {
+        return false;
+    }
+    if cfg.port != 0 {
+        let port = cfg.port;
+        let outer_hit = p.outer.sport == port || p.outer.dport == port;
+        let inner_hit = has_inner && (p.inner.sport == port || p.inner.dport == port);
+        if !outer_hit && !inner_hit {
+            return false;
+        }
+    }
+    if cfg.n_addrs != 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < crate::MAX_FILTER_ADDRS {
+            if i >= cfg.n_addrs as usize {
+                break;
+            }
+            let pr = &cfg.addrs[i];
+            if prefix_contains(pr, p.outer.family, &p.outer.src)
+                || prefix_contains(pr, p.outer.family, &p.outer.dst)
+                || (has_inner
+                    && (prefix_contains(pr, p.inner.family, &p.inner.src)
+                        || prefix_contains(pr, p.inner.family, &p.inner.dst)))
+            {
+                hit = true;
+                break;
+            }
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,206 @@
+//! What the tracer needs from the running kernel's BTF: struct field offsets for the programs
+//! that read `sk_buff`s through tracepoints, and the names of `enum skb_drop_reason` values.
+//! Both differ between kernel versions, so they are read at load time, never compiled in.
+use std::{collections::HashMap, path::Path};
+
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("kernel BTF not available at {path} ({source}); netpath needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
+    Missing { path: String, source: btf_rs::Error },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {strukt} has no field {field}")]
+    NoField { strukt: String, field: String },
+    #[error("kernel BTF: {0}")]
+    Other(#[from] btf_rs::Error),
+}
+
+/// The running kernel's BTF and what netpath derives from it.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self, BtfError> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path)
+            .map_err(|source| BtfError::Missing { path: path.display().to_string(), source })?;
+        Ok(KernelBtf { btf })
+    }
+
+    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
+            if let Type::Struct(s) = ty {
+                return Ok(s);
+            }
+        }
+        Err(BtfError::NoStruct(name.into()))
+    }
+
+    /// Strips typedefs and qualifiers down to a struct or union.
+    fn as_struct(&self, mut ty: Type) -> Option<btf_rs::Struct> {
+        for _ in 0..16 {
+            match ty {
+                Type::Struct(s) | Type::Union(s) => return Some(s),
+                Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                    let btf_ty = ty.as_btf_type()?;
+                    ty = self.btf.resolve_chained_type(btf_ty).ok()?;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `field` in `s`, looking through anonymous structs and unions.
+    fn field_in(&self, s: &btf_rs::Struct, field: &str, depth: u32) -> Option<(u32, Type)> {
+        if depth > 8 {
+            return None;
+        }
+        for m in &s.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let ty = self.btf.resolve_chained_type(m).ok()?;
+            if name == field {
+                return Some((m.bit_offset() / 8, ty));
+            }
+            if name.is_empty() {
+                if let Some(inner) = self.as_struct(ty) {
+                    if let Some((off, t)) = self.field_in(&inner, field, depth + 1) {
+                        return Some((m.bit_offset() / 8 + off, t));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Offset of a dotted field path (`ns.inum`) inside `struct strukt`.
+    pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let err = || BtfError::NoField { strukt: strukt.into(), field: path.into() };
+        let mut s = self.find_struct(strukt)?;
+        let mut total = 0;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let (off, ty) = self.field_in(&s, part, 0).ok_or_else(err)?;
+            total += off;
+            if i + 1 < parts.len() {
+                s = self.as_struct(ty).ok_or_else(err)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every offset the tracepoint programs use.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        Ok(KernelOffsets {
+            valid: 1,
+            skb_head: self.offset_of("sk_buff", "head")?,
+            skb_data: self.offset_of("sk_buff", "data")?,
+            skb_len: self.offset_of("sk_buff", "len")?,
+            skb_tail: self.offset_of("sk_buff", "tail")?,
+            skb_mac_header: self.offset_of("sk_buff", "mac_header")?,
+            skb_network_header: self.offset_of("sk_buff", "network_header")?,
+            skb_protocol: self.offset_of("sk_buff", "protocol")?,
+            skb_dev: self.offset_of("sk_buff", "dev")?,
+            skb_sk: self.offset_of("sk_buff", "sk")?,
+            dev_ifindex: self.offset_of("net_device", "ifindex")?,
+            // possible_net_t holds a single `net` pointer.
+            dev_nd_net: self.offset_of("net_device", "nd_net")?,
+            net_ns_inum: self.offset_of("net", "ns.inum")?,
+            sk_net: self.offset_of("sock", "__sk_common.skc_net")?,
+        })
+    }
+
+    /// `enum skb_drop_reason` as value → name without the `SKB_DROP_REASON_` prefix.
+    pub fn drop_reasons(&self) -> DropReasons {
+        let mut names = HashMap::new();
+        for ty in self.btf.resolve_types_by_name("skb_drop_reason").unwrap_or_default() {
+            if let Type::Enum(e) = ty {
+                for m in &e.members {
+                    if let Ok(name) = self.btf.resolve_name(m) {
+                        names.insert(m.val(), name);
+                    }
+                }
+            }
+        }
+        DropReasons::from_enum(names)
+    }
+}
+
+/// Drop reason numbers of the running kernel and their names.
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons {
+    names: HashMap<u32, String>,
+    pub not_dropped_yet: Option<u32>,
+    pub consumed: Option<u32>,
+}
+
+impl DropReasons {
+    /// Builds the table from the raw enum members (`SKB_DROP_REASON_NO_SOCKET` → `NO_SOCKET`).
+    pub fn from_enum(raw: HashMap<u32, String>) -> Self {
+        let mut out = DropReasons::default();
+        for (val, name) in raw {
+            match name.as_str() {
+                "SKB_NOT_DROPPED_YET" => out.not_dropped_yet = Some(val),
+                "SKB_CONSUMED" => out.consumed = Some(val),
+                _ => {}
+            }
+            let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_string();
+            out.names.insert(val, short);
+        }
+        out
+    }
+
+    /// The reason's name, or `reason#N` for a value this kernel does not name.
+    pub fn name(&self, value: u32) -> String {
+        self.names.get(&value).cloned().unwrap_or_else(|| format!("reason#{value}"))
+    }
+
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_names_lose_their_prefix_and_special_values_are_found() {
+        let raw = HashMap::from([
+            (0, "SKB_NOT_DROPPED_YET".to_string()),
+            (1, "SKB_CONSUMED".to_string()),
+            (5, "SKB_DROP_REASON_NO_SOCKET".to_string()),
+        ]);
+        let r = DropReasons::from_enum(raw);
+        assert_eq!(r.name(5), "NO_SOCKET");
+        assert_eq!(r.name(99), "reason#99");
+        assert_eq!(r.not_dropped_yet, Some(0));
+        assert_eq!(r.consumed, Some(1));
+        assert_eq!(r.value("NO_SOCKET"), Some(5));
+    }
+
+    #[test]
+    fn offsets_resolve_on_the_running_kernel() {
+        let Ok(btf) = KernelBtf::load() else {
+            eprintln!("SKIPPED offsets_resolve_on_the_running_kernel: no {VMLINUX_BTF}");
+            return;
+        };
+        let o = btf.kernel_offsets().expect("offsets");
+        assert_eq!(o.valid, 1);
+        // sk_buff starts with the next/prev pointers; these fields come after them.
+        assert!(o.skb_head > 16 && o.skb_len > 16 && o.skb_dev >= 16, "{o:?}");
+        assert_ne!(o.skb_mac_header, o.skb_network_header);
+        let reasons = btf.drop_reasons();
+        assert!(reasons.value("NO_SOCKET").is_some());
+        assert!(reasons.value("IP_INNOROUTES").is_some());
+    }
+}

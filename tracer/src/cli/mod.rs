@@ -1,0 +1,23 @@
+//! Command-line interface: flags are parsed and validated here, then handed to the library.
+pub mod filter;
+pub mod watch;
+
+use clap::{Parser, Subcommand};
+
+/// netpath: see where pod-to-pod packets go, where they die, and why, in IPv4 and IPv6.
+///
+/// Kernel programs (tc/tcx and BTF tracepoints) follow each packet hop by hop through veths,
+/// bridges, tunnels and NAT, and report drops with the kernel's own drop reason.
+/// Needs Linux with BTF (/sys/kernel/btf/vmlinux) and root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON).
+#[derive(Debug, Parser)]
+#[command(name = "netpath", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print live kernel events (hops and drops) from chosen devices and namespaces.
+    Watch(watch::WatchArgs),
+}

@@ -1,0 +1,125 @@
+//! `netpath watch`: live kernel events, one line (or JSON object) each.
+use std::{io::Write, time::Duration};
+
+use anyhow::Result;
+use clap::Args;
+use tracer::tracer::{DeviceSelector, NodeTracer, StreamItem, TracerSpec};
+
+use super::filter::FilterArgs;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  netpath watch --netns pod-a --iface eth0          hops on one pod's eth0, plus every drop
+  netpath watch --iface 'cali*' --iface eth0 --json JSON lines from Calico veths and eth0
+  netpath watch --all --family 6 --count 20          first 20 IPv6 events on any device
+  netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach")]
+pub struct WatchArgs {
+    /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*').
+    #[arg(short, long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Network namespace (`ip netns` name) of the --iface devices [default: this one].
+    #[arg(long, value_name = "NS", default_value = "")]
+    pub netns: String,
+    /// Attach to every device in every network namespace, and to new ones as they appear.
+    #[arg(long, conflicts_with = "ifaces")]
+    pub all: bool,
+    /// Also report hops from the net_dev_queue/netif_receive_skb tracepoints (every device,
+    /// every namespace, no attachment needed).
+    #[arg(long)]
+    pub dev_hops: bool,
+    /// Do not attach the kfree_skb tracepoint (no drop events).
+    #[arg(long)]
+    pub no_drops: bool,
+    /// Print one JSON object per line (schema: docs/events.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Ring buffer size in KiB (power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    pub ring_kib: u32,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+impl WatchArgs {
+    fn spec(&self) -> Result<TracerSpec> {
+        if !self.ring_kib.is_power_of_two() || self.ring_kib < 4 {
+            anyhow::bail!("--ring-kib must be a power of two, at least 4");
+        }
+        Ok(TracerSpec {
+            devices: self
+                .ifaces
+                .iter()
+                .map(|i| DeviceSelector { netns: self.netns.clone(), pattern: i.clone() })
+                .collect(),
+            all_devices: self.all,
+            drops: !self.no_drops,
+            dev_hops: self.dev_hops,
+            filter: self.filter.to_config()?,
+            ring_bytes: self.ring_kib * 1024,
+            ..TracerSpec::default()
+        })
+    }
+}
+
+pub async fn run(args: WatchArgs) -> Result<i32> {
+    let spec = args.spec()?;
+    let (mut tracer, mut stream) = NodeTracer::start(spec)?;
+    for why in &tracer.unavailable {
+        eprintln!("netpath: not available on this kernel: {why}");
+    }
+    eprintln!(
+        "netpath: watching {} device(s){}{}; Ctrl-C to stop",
+        tracer.attached_devices(),
+        if args.no_drops { "" } else { " and kernel drops" },
+        if args.dev_hops { " and device tracepoints" } else { "" }
+    );
+    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut rescan = tokio::time::interval(Duration::from_secs(1));
+    let mut seen = 0u64;
+    let mut lost = 0u64;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(StreamItem::Event(ev)) => {
+                    seen += 1;
+                    let line = if args.json { serde_json::to_string(&ev)? } else { ev.line() };
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        break; // stdout closed (| head)
+                    }
+                    if args.count.is_some_and(|c| seen >= c) { break; }
+                }
+                Some(StreamItem::Lost { node, count }) => {
+                    lost += count;
+                    if args.json {
+                        let _ = writeln!(out, "{}", serde_json::json!({"kind": "lost", "node": node, "count": count}));
+                    } else {
+                        let _ = writeln!(out, "lost {count} events on {node} (ring buffer full)");
+                    }
+                }
+                None => break,
+            },
+            _ = rescan.tick() => { tracer.attach_devices(false)?; }
+            _ = sleep => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    drop(tracer);
+    eprintln!("netpath: {seen} events, {lost} lost");
+    Ok(0)
+}

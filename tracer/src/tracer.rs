@@ -1,0 +1,398 @@
+//! One node's tracer: loads the kernel programs, attaches them, and turns the ring buffer into
+//! a typed [`EventStream`]. Everything it attaches is released when it is dropped (tcx and
+//! tracepoint links close with their fds; clsact fallbacks are detached explicitly).
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{
+        tc::{self, TcAttachOptions},
+        BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType,
+    },
+    Ebpf, EbpfLoader,
+};
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
+use tracer_common::{Config, FilterConfig};
+
+use crate::{
+    btf::{BtfError, KernelBtf},
+    event::{self, Event},
+    names::LiveNamer,
+    netns::{self, Netns, NetnsError},
+};
+
+/// The kernel programs, built by build.rs (empty when the eBPF toolchain was missing).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("netpath must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
+    NotRoot,
+    #[error("this netpath was built without its kernel programs (bpf-linker was missing); run scripts/setup and rebuild")]
+    NoKernelObject,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("loading the kernel programs failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("kernel map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+    #[error("no device matches {pattern:?} in network namespace {netns}")]
+    NoDevice { netns: String, pattern: String },
+    #[error("cannot attach to {netns}/{ifname}: {reason}")]
+    Attach { netns: String, ifname: String, reason: String },
+    #[error("bad device pattern {0:?}: {1}")]
+    Pattern(String, glob::PatternError),
+    #[error("ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which devices to attach tc programs to: a glob over device names in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSelector {
+    /// `ip netns` name, or empty/`root` for the tracer's own namespace.
+    pub netns: String,
+    /// Device name or glob (`eth0`, `cali*`, `*`).
+    pub pattern: String,
+}
+
+/// What to trace on one node.
+#[derive(Debug, Clone)]
+pub struct TracerSpec {
+    /// Node name stamped on every event.
+    pub node: String,
+    /// Devices for tc ingress/egress hooks.
+    pub devices: Vec<DeviceSelector>,
+    /// Attach to every device in every namespace (and to new ones as they appear).
+    pub all_devices: bool,
+    /// Attach the kfree_skb tracepoint (drops with their reason).
+    pub drops: bool,
+    /// Hops from net_dev_queue/netif_receive_skb on every device without attaching to each.
+    pub dev_hops: bool,
+    pub filter: FilterConfig,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for TracerSpec {
+    fn default() -> Self {
+        TracerSpec {
+            node: hostname(),
+            devices: Vec::new(),
+            all_devices: false,
+            drops: true,
+            dev_hops: false,
+            filter: FilterConfig::default(),
+            ring_bytes: 4 << 20,
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// One item of a node's event stream.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    Event(Box<Event>),
+    /// The kernel could not queue this many events (ring buffer full) since the last report.
+    Lost { node: String, count: u64 },
+}
+
+/// A node's typed event stream. Local tracers and (later) remote agents produce the same thing,
+/// so path rebuilding and diagnosis never know where events come from.
+pub struct EventStream {
+    pub node: String,
+    rx: mpsc::Receiver<StreamItem>,
+}
+
+impl EventStream {
+    pub fn new(node: String, rx: mpsc::Receiver<StreamItem>) -> Self {
+        EventStream { node, rx }
+    }
+
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.rx.recv().await
+    }
+}
+
+/// A tc attachment made with the clsact/netlink fallback, undone explicitly on drop.
+struct NetlinkAttachment {
+    netns: Netns,
+    ifname: String,
+    created_qdisc: bool,
+}
+
+/// A running tracer. Drop it to detach everything.
+pub struct NodeTracer {
+    ebpf: Ebpf,
+    spec: TracerSpec,
+    /// (netns inode, ifindex) already attached.
+    attached: BTreeSet<(u32, u32)>,
+    netlink: Vec<NetlinkAttachment>,
+    reader: Option<JoinHandle<()>>,
+    lost_total: Arc<AtomicU64>,
+    /// Hooks that could not run on this kernel, with why.
+    pub unavailable: Vec<String>,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl NodeTracer {
+    /// Loads and attaches everything the spec asks for. Returns the tracer (keep it alive) and
+    /// its event stream.
+    pub fn start(spec: TracerSpec) -> Result<(NodeTracer, EventStream), TracerError> {
+        if !is_root() {
+            return Err(TracerError::NotRoot);
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(TracerError::NoKernelObject);
+        }
+        let kbtf = KernelBtf::load()?;
+        let offsets = kbtf.kernel_offsets()?;
+        let reasons = kbtf.drop_reasons();
+        let mut ebpf = EbpfLoader::new().map_max_entries("EVENTS", spec.ring_bytes).load(EBPF_OBJECT)?;
+        let config = Config {
+            offsets,
+            filter: spec.filter,
+            reason_not_dropped: reasons.not_dropped_yet.unwrap_or(u32::MAX),
+            reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
+            wakeup_bytes: (spec.ring_bytes / 8).max(4096),
+            dev_hops: spec.dev_hops as u32,
+        };
+        {
+            let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
+            let mut cfg: Array<&mut MapData, Config> =
+                Array::try_from(map).map_err(|e| TracerError::Map("CONFIG", e))?;
+            cfg.set(0, config, 0).map_err(|e| TracerError::Map("CONFIG", e))?;
+        }
+        for name in ["tc_ingress", "tc_egress"] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| TracerError::Program { name, source })?;
+        }
+        let mut unavailable = Vec::new();
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
+            netns: "-".into(),
+            ifname: "-".into(),
+            reason: format!("kernel BTF: {e}"),
+        })?;
+        let mut tracepoints: Vec<&'static str> = Vec::new();
+        if spec.drops {
+            tracepoints.push("kfree_skb");
+        }
+        if spec.dev_hops {
+            tracepoints.extend(["net_dev_queue", "netif_receive_skb"]);
+        }
+        for name in tracepoints {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            let attached = prog.load(name, &aya_btf).and_then(|_| prog.attach());
+            if let Err(e) = attached {
+                unavailable.push(format!("tracepoint {name}: {e}"));
+            }
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
+            .map_err(|e| TracerError::Map("EVENTS", e))?;
+        let lost_map: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(ebpf.take_map("LOST").expect("LOST map in object"))
+                .map_err(|e| TracerError::Map("LOST", e))?;
+
+        let mut tracer = NodeTracer {
+            ebpf,
+            spec: spec.clone(),
+            attached: BTreeSet::new(),
+            netlink: Vec::new(),
+            reader: None,
+            lost_total: Arc::new(AtomicU64::new(0)),
+            unavailable,
+        };
+        tracer.attach_devices(true)?;
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let namer = LiveNamer::new(reasons);
+        let reader = spawn_reader(ring, lost_map, namer, spec.node.clone(), spec.filter.vxlan_port, tx, tracer.lost_total.clone())?;
+        tracer.reader = Some(reader);
+        Ok((tracer, EventStream::new(spec.node, rx)))
+    }
+
+    /// Events the kernel could not queue so far.
+    pub fn lost(&self) -> u64 {
+        self.lost_total.load(Ordering::Relaxed)
+    }
+
+    /// Number of (namespace, device) pairs with tc programs attached.
+    pub fn attached_devices(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Attaches to devices matching the spec that are not attached yet (new pod veths). With
+    /// `strict`, a selector that matches nothing is an error (the user named a device).
+    pub fn attach_devices(&mut self, strict: bool) -> Result<usize, TracerError> {
+        let mut targets: Vec<(Netns, Vec<glob::Pattern>, String)> = Vec::new();
+        if self.spec.all_devices {
+            for ns in netns::all() {
+                targets.push((ns, vec![glob::Pattern::new("*").expect("glob")], "*".into()));
+            }
+        } else {
+            let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
+            for sel in &self.spec.devices {
+                by_ns.entry(sel.netns.clone()).or_default().push(sel.pattern.clone());
+            }
+            for (ns_name, patterns) in by_ns {
+                let ns = netns::by_name(&ns_name)?;
+                let globs = patterns
+                    .iter()
+                    .map(|p| glob::Pattern::new(p).map_err(|e| TracerError::Pattern(p.clone(), e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                targets.push((ns, globs, patterns.join(",")));
+            }
+        }
+        let mut added = 0;
+        for (ns, globs, pattern_text) in targets {
+            let Ok(devices) = netns::devices(&ns) else { continue };
+            let matching: Vec<(u32, String)> = devices
+                .into_iter()
+                .filter(|(_, name)| name != "lo" || globs.iter().any(|g| g.as_str() == "lo"))
+                .filter(|(_, name)| globs.iter().any(|g| g.matches(name)))
+                .collect();
+            if matching.is_empty() && strict && !self.spec.all_devices {
+                return Err(TracerError::NoDevice { netns: ns.name.clone(), pattern: pattern_text });
+            }
+            for (ifindex, ifname) in matching {
+                if self.attached.contains(&(ns.inode, ifindex)) {
+                    continue;
+                }
+                match self.attach_one(&ns, &ifname) {
+                    Ok(()) => {
+                        self.attached.insert((ns.inode, ifindex));
+                        added += 1;
+                    }
+                    // A device that vanished between listing and attaching is not an error.
+                    Err(e) if !strict => tracing::debug!("skipping {}/{ifname}: {e}", ns.name),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    fn attach_one(&mut self, ns: &Netns, ifname: &str) -> Result<(), TracerError> {
+        let ebpf = &mut self.ebpf;
+        let result = netns::run_in(ns, || -> Result<bool, String> {
+            let mut used_netlink = false;
+            for (name, ty) in [("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)] {
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| format!("program {name} missing"))?;
+                // tcx: ordered, never replaces a CNI's programs; we return "next".
+                let tcx = prog.attach_with_options(ifname, ty, TcAttachOptions::TcxOrder(LinkOrder::first()));
+                if tcx.is_err() {
+                    // Kernels before 6.6: clsact qdisc + netlink filter.
+                    let _ = tc::qdisc_add_clsact(ifname);
+                    prog.attach_with_options(ifname, ty, TcAttachOptions::Netlink(Default::default()))
+                        .map_err(|e| e.to_string())?;
+                    used_netlink = true;
+                }
+            }
+            Ok(used_netlink)
+        })?;
+        match result {
+            Ok(used_netlink) => {
+                if used_netlink {
+                    self.netlink.push(NetlinkAttachment { netns: ns.clone(), ifname: ifname.into(), created_qdisc: true });
+                }
+                Ok(())
+            }
+            Err(reason) => Err(TracerError::Attach { netns: ns.name.clone(), ifname: ifname.into(), reason }),
+        }
+    }
+}
+
+impl Drop for NodeTracer {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        for att in self.netlink.drain(..) {
+            let ifname = att.ifname.clone();
+            let _ = netns::run_in(&att.netns, move || {
+                for (name, ty) in [("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)] {
+                    let _ = tc::qdisc_detach_program(&ifname, ty, name);
+                }
+                if att.created_qdisc {
+                    let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &ifname, "clsact"]).output();
+                }
+            });
+        }
+        // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(TracerError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(|source| TracerError::Program { name, source })
+}
+
+/// Drains the ring buffer on wake-ups and on a short timer (the kernel batches wake-ups).
+fn spawn_reader(
+    ring: RingBuf<MapData>,
+    lost_map: PerCpuArray<MapData, u64>,
+    mut namer: LiveNamer,
+    node: String,
+    vxlan_port: u16,
+    tx: mpsc::Sender<StreamItem>,
+    lost_total: Arc<AtomicU64>,
+) -> Result<JoinHandle<()>, TracerError> {
+    // SAFETY: the RingBuf owns its fd and lives inside the AsyncFd until the reader ends.
+    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut reported_lost = 0u64;
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    if let Ok(mut guard) = guard { guard.clear_ready(); }
+                }
+                _ = tick.tick() => {}
+            }
+            let ring = fd.get_mut();
+            while let Some(item) = ring.next() {
+                if let Ok(raw) = event::raw_from_bytes(&item) {
+                    let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
+                    if tx.send(StreamItem::Event(Box::new(ev))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let lost: u64 = lost_map.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            if lost > reported_lost {
+                lost_total.store(lost, Ordering::Relaxed);
+                let count = lost - reported_lost;
+                reported_lost = lost;
+                if tx.send(StreamItem::Lost { node: node.clone(), count }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+}
