@@ -8,7 +8,11 @@ use std::{
 
 /// Runs a command and returns its output; panics with stderr when it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}",
@@ -36,7 +40,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short prefix for names a test creates, so tests can run in parallel.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id() % 10000, SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 10000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A named network namespace that is deleted when the guard drops (also on panic).
@@ -48,11 +56,17 @@ impl NetNsGuard {
     pub fn new(name: &str) -> Self {
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
-        NetNsGuard { name: name.to_string() }
+        NetNsGuard {
+            name: name.to_string(),
+        }
     }
     /// Runs a shell command inside the namespace.
     pub fn exec(&self, cmd: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
     }
 }
 
@@ -68,13 +82,154 @@ pub fn netpath_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     let bin = profile_dir.join("netpath");
-    assert!(bin.exists(), "{} not built: run `cargo build --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --bins` first",
+        bin.display()
+    );
     bin
 }
 
 /// Runs `netpath ARGS` to completion.
 pub fn netpath(args: &[&str]) -> Output {
-    Command::new(netpath_bin()).args(args).output().expect("spawn netpath")
+    Command::new(netpath_bin())
+        .args(args)
+        .output()
+        .expect("spawn netpath")
+}
+
+/// A running `netpath` process, killed (SIGINT, then SIGKILL) if still alive when dropped.
+pub struct NetpathProcess {
+    pub child: std::process::Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl NetpathProcess {
+    /// Starts `netpath ARGS` with piped stdout/stderr.
+    pub fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(netpath_bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn netpath");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NetpathProcess {
+            child,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with what was seen on timeout.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.stderr_seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "netpath never printed {needle:?}; stderr so far: {:#?}",
+            self.stderr_seen
+        );
+    }
+
+    /// Sends SIGINT (Ctrl-C).
+    pub fn interrupt(&self) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    /// Waits for exit and returns (exit code, stdout).
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        let status = self.child.wait().expect("wait netpath");
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            self.stderr_seen.push(line);
+        }
+        (status.code(), out)
+    }
+}
+
+impl Drop for NetpathProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.interrupt();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses JSON lines, ignoring anything else.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// tc programs on a device: tcx links (queried from the kernel, bpftool 7.1 cannot show them)
+/// plus classic clsact filters (`tc filter show`).
+pub fn tc_programs(netns: &str, ifname: &str) -> usize {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let ns = tracer::netns::by_name(netns).expect("netns");
+    let dev = ifname.to_string();
+    let tcx = tracer::netns::run_in(&ns, move || {
+        [TcAttachType::Ingress, TcAttachType::Egress]
+            .into_iter()
+            .map(|ty| {
+                SchedClassifier::query_tcx(&dev, ty)
+                    .map(|(_, progs)| progs.len())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    })
+    .expect("query tcx");
+    let classic = ["ingress", "egress"]
+        .iter()
+        .map(|dir| {
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", netns, "tc", "filter", "show", "dev", ifname, dir,
+                ])
+                .output()
+                .expect("tc");
+            String::from_utf8_lossy(&out.stdout).matches("bpf").count()
+        })
+        .sum::<usize>();
+    tcx + classic
 }

@@ -153,7 +153,13 @@ pub fn parse(buf: &[u8], from_mac: bool, protocol: u16, extra_vxlan_port: u16) -
 /// [`parse`] into a caller-provided (zeroed) `Parsed`: the kernel keeps it in a per-CPU map
 /// because the BPF stack is too small for it.
 #[inline(always)]
-pub fn parse_into(buf: &[u8], from_mac: bool, protocol: u16, extra_vxlan_port: u16, p: &mut Parsed) {
+pub fn parse_into(
+    buf: &[u8],
+    from_mac: bool,
+    protocol: u16,
+    extra_vxlan_port: u16,
+    p: &mut Parsed,
+) {
     let (ethertype, l3, vlan) = if from_mac {
         match parse_eth(buf, 0) {
             Some(v) => v,
@@ -167,10 +173,11 @@ pub fn parse_into(buf: &[u8], from_mac: bool, protocol: u16, extra_vxlan_port: u
     if parse_ip(buf, l3, ethertype, &mut p.outer).is_none() {
         return;
     }
-    let (inner_eth, inner_off, ty) = match classify_tunnel(buf, &p.outer, extra_vxlan_port, &mut p.vni) {
-        Some(t) => t,
-        None => return,
-    };
+    let (inner_eth, inner_off, ty) =
+        match classify_tunnel(buf, &p.outer, extra_vxlan_port, &mut p.vni) {
+            Some(t) => t,
+            None => return,
+        };
     p.tunnel = ty;
     let (inner_type, inner_l3) = if inner_eth == ETH_P_TEB {
         match parse_eth(buf, inner_off) {
@@ -208,7 +215,12 @@ fn parse_eth(buf: &[u8], off: usize) -> Option<(u16, usize, u16)> {
 /// Decides whether the outer flow carries an encapsulated packet. Returns (inner ethertype or
 /// ETH_P_TEB for an inner Ethernet frame, offset of the inner header, tunnel type).
 #[inline(always)]
-fn classify_tunnel(buf: &[u8], o: &Flow, extra_vxlan_port: u16, vni: &mut u32) -> Option<(u16, usize, u8)> {
+fn classify_tunnel(
+    buf: &[u8],
+    o: &Flow,
+    extra_vxlan_port: u16,
+    vni: &mut u32,
+) -> Option<(u16, usize, u8)> {
     let l4 = o.l4_off as usize;
     if o.fragment != 0 || (l4 == 0 && o.proto != IPPROTO_IPIP && o.proto != IPPROTO_IPV6) {
         return None;
@@ -216,7 +228,10 @@ fn classify_tunnel(buf: &[u8], o: &Flow, extra_vxlan_port: u16, vni: &mut u32) -
     match o.proto {
         IPPROTO_UDP => {
             let d = o.dport;
-            if d == VXLAN_PORT || d == VXLAN_PORT_LINUX || (extra_vxlan_port != 0 && d == extra_vxlan_port) {
+            if d == VXLAN_PORT
+                || d == VXLAN_PORT_LINUX
+                || (extra_vxlan_port != 0 && d == extra_vxlan_port)
+            {
                 // VXLAN: flags(1) reserved(3) VNI(3) reserved(1), then Ethernet.
                 if u8_at(buf, l4 + 8)? & 0x08 == 0 {
                     return None;
@@ -254,11 +269,19 @@ fn classify_tunnel(buf: &[u8], o: &Flow, extra_vxlan_port: u16, vni: &mut u32) -
             Some((proto, off, tunnel::GRE))
         }
         IPPROTO_IPIP => {
-            let ty = if o.family == 4 { tunnel::IPIP } else { tunnel::IP4IN6 };
+            let ty = if o.family == 4 {
+                tunnel::IPIP
+            } else {
+                tunnel::IP4IN6
+            };
             Some((ETH_P_IP, o.l4_off as usize, ty))
         }
         IPPROTO_IPV6 => {
-            let ty = if o.family == 4 { tunnel::IP6IN4 } else { tunnel::IP6IN6 };
+            let ty = if o.family == 4 {
+                tunnel::IP6IN4
+            } else {
+                tunnel::IP6IN6
+            };
             Some((ETH_P_IPV6, o.l4_off as usize, ty))
         }
         _ => None,
@@ -377,7 +400,11 @@ pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) 
         if lo >= bits {
             break;
         }
-        let mask: u8 = if bits - lo >= 8 { 0xff } else { 0xffu8 << (8 - (bits - lo)) };
+        let mask: u8 = if bits - lo >= 8 {
+            0xff
+        } else {
+            0xffu8 << (8 - (bits - lo))
+        };
         if (addr[i] ^ prefix.addr[i]) & mask != 0 {
             return false;
         }
@@ -390,7 +417,10 @@ pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) 
 #[inline(always)]
 pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
     let has_inner = p.tunnel != tunnel::NONE && p.inner.family != 0;
-    if cfg.family != 0 && p.outer.family != cfg.family && !(has_inner && p.inner.family == cfg.family) {
+    if cfg.family != 0
+        && p.outer.family != cfg.family
+        && !(has_inner && p.inner.family == cfg.family)
+    {
         return false;
     }
     let inner = p.innermost();

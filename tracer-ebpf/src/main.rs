@@ -57,7 +57,11 @@ unsafe fn skb_netns_ifindex(o: &KernelOffsets, skb: u64) -> (u32, u32) {
         if dev != 0 {
             let ifindex: u32 = read(dev, o.dev_ifindex).unwrap_or(0);
             let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
-            let inum: u32 = if net != 0 { read(net, o.net_ns_inum).unwrap_or(0) } else { 0 };
+            let inum: u32 = if net != 0 {
+                read(net, o.net_ns_inum).unwrap_or(0)
+            } else {
+                0
+            };
             return (inum, ifindex);
         }
         let sk: u64 = read(skb, o.skb_sk).unwrap_or(0);
@@ -100,7 +104,12 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
             ev.data_len = 0;
             return;
         }
-        if probe_read_raw(ev.data.as_mut_ptr().cast(), n, (head + start as u64) as *const _) != 0 {
+        if probe_read_raw(
+            ev.data.as_mut_ptr().cast(),
+            n,
+            (head + start as u64) as *const _,
+        ) != 0
+        {
             ev.data_len = 0;
             return;
         }
@@ -119,12 +128,22 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
     };
     let p = &mut scratch.parsed;
     *p = parse::Parsed::default();
-    parse::parse_into(data, ev.flags & flags::DATA_FROM_MAC != 0, ev.protocol, cfg.filter.vxlan_port, p);
+    parse::parse_into(
+        data,
+        ev.flags & flags::DATA_FROM_MAC != 0,
+        ev.protocol,
+        cfg.filter.vxlan_port,
+        p,
+    );
     if !parse::filter_matches(&cfg.filter, p) {
         return;
     }
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let wake = if avail >= cfg.wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let wake = if avail >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     if EVENTS.output::<RawEvent>(ev, wake as u64).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -147,7 +166,11 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
     // A device with no link-layer header (tun, ipip) starts at the network header.
     let mac: u16 = unsafe { read(skb_addr, cfg.offsets.skb_mac_header) }.unwrap_or(0);
     let net: u16 = unsafe { read(skb_addr, cfg.offsets.skb_network_header) }.unwrap_or(0);
-    ev.flags = if mac != net || cfg.offsets.valid == 0 { flags::DATA_FROM_MAC } else { 0 };
+    ev.flags = if mac != net || cfg.offsets.valid == 0 {
+        flags::DATA_FROM_MAC
+    } else {
+        0
+    };
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
     if n > SNAP_LEN as u32 {
@@ -157,7 +180,8 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
         return None;
     }
     // SAFETY: ev.data has SNAP_LEN bytes and 1 <= n <= SNAP_LEN.
-    let loaded = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
+    let loaded =
+        unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
     ev.data_len = if loaded == 0 { n as u16 } else { 0 };
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = 0;
@@ -188,7 +212,14 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 
 /// Shared body of the skb tracepoints.
 #[inline(always)]
-fn skb_event(skb: u64, kind_id: u8, hook_id: u8, direction: u8, reason: u32, location: u64) -> Option<()> {
+fn skb_event(
+    skb: u64,
+    kind_id: u8,
+    hook_id: u8,
+    direction: u8,
+    reason: u32,
+    location: u64,
+) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     if cfg.offsets.valid == 0 || skb == 0 {
         return None;
@@ -228,7 +259,14 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
     }
-    let _ = skb_event(skb, kind::DROP, hook::KFREE_SKB, dir::NONE, reason, location);
+    let _ = skb_event(
+        skb,
+        kind::DROP,
+        hook::KFREE_SKB,
+        dir::NONE,
+        reason,
+        location,
+    );
     0
 }
 
@@ -236,7 +274,14 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
     if CONFIG.get(0).is_some_and(|c| c.dev_hops != 0) {
-        let _ = skb_event(ctx.arg(0), kind::HOP, hook::NET_DEV_QUEUE, dir::EGRESS, 0, 0);
+        let _ = skb_event(
+            ctx.arg(0),
+            kind::HOP,
+            hook::NET_DEV_QUEUE,
+            dir::EGRESS,
+            0,
+            0,
+        );
     }
     0
 }
@@ -245,7 +290,14 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     if CONFIG.get(0).is_some_and(|c| c.dev_hops != 0) {
-        let _ = skb_event(ctx.arg(0), kind::HOP, hook::NETIF_RECEIVE, dir::INGRESS, 0, 0);
+        let _ = skb_event(
+            ctx.arg(0),
+            kind::HOP,
+            hook::NETIF_RECEIVE,
+            dir::INGRESS,
+            0,
+            0,
+        );
     }
     0
 }

@@ -31,8 +31,10 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let btf = Btf::from_file(path)
-            .map_err(|source| BtfError::Missing { path: path.display().to_string(), source })?;
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Missing {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(KernelBtf { btf })
     }
 
@@ -50,7 +52,11 @@ impl KernelBtf {
         for _ in 0..16 {
             match ty {
                 Type::Struct(s) | Type::Union(s) => return Some(s),
-                Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                Type::Typedef(_)
+                | Type::Volatile(_)
+                | Type::Const(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
                     let btf_ty = ty.as_btf_type()?;
                     ty = self.btf.resolve_chained_type(btf_ty).ok()?;
                 }
@@ -84,7 +90,10 @@ impl KernelBtf {
 
     /// Offset of a dotted field path (`ns.inum`) inside `struct strukt`.
     pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
-        let err = || BtfError::NoField { strukt: strukt.into(), field: path.into() };
+        let err = || BtfError::NoField {
+            strukt: strukt.into(),
+            field: path.into(),
+        };
         let mut s = self.find_struct(strukt)?;
         let mut total = 0;
         let parts: Vec<&str> = path.split('.').collect();
@@ -122,7 +131,11 @@ impl KernelBtf {
     /// `enum skb_drop_reason` as value → name without the `SKB_DROP_REASON_` prefix.
     pub fn drop_reasons(&self) -> DropReasons {
         let mut names = HashMap::new();
-        for ty in self.btf.resolve_types_by_name("skb_drop_reason").unwrap_or_default() {
+        for ty in self
+            .btf
+            .resolve_types_by_name("skb_drop_reason")
+            .unwrap_or_default()
+        {
             if let Type::Enum(e) = ty {
                 for m in &e.members {
                     if let Ok(name) = self.btf.resolve_name(m) {
@@ -153,7 +166,10 @@ impl DropReasons {
                 "SKB_CONSUMED" => out.consumed = Some(val),
                 _ => {}
             }
-            let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_string();
+            let short = name
+                .strip_prefix("SKB_DROP_REASON_")
+                .unwrap_or(&name)
+                .to_string();
             out.names.insert(val, short);
         }
         out
@@ -161,11 +177,17 @@ impl DropReasons {
 
     /// The reason's name, or `reason#N` for a value this kernel does not name.
     pub fn name(&self, value: u32) -> String {
-        self.names.get(&value).cloned().unwrap_or_else(|| format!("reason#{value}"))
+        self.names
+            .get(&value)
+            .cloned()
+            .unwrap_or_else(|| format!("reason#{value}"))
     }
 
     pub fn value(&self, name: &str) -> Option<u32> {
-        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| *v)
     }
 }
 
@@ -197,7 +219,10 @@ mod tests {
         let o = btf.kernel_offsets().expect("offsets");
         assert_eq!(o.valid, 1);
         // sk_buff starts with the next/prev pointers; these fields come after them.
-        assert!(o.skb_head > 16 && o.skb_len > 16 && o.skb_dev >= 16, "{o:?}");
+        assert!(
+            o.skb_head > 16 && o.skb_len > 16 && o.skb_dev >= 16,
+            "{o:?}"
+        );
         assert_ne!(o.skb_mac_header, o.skb_network_header);
         let reasons = btf.drop_reasons();
         assert!(reasons.value("NO_SOCKET").is_some());

@@ -156,7 +156,10 @@ pub trait Namer {
 pub fn raw_from_bytes(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     let want = std::mem::size_of::<RawEvent>();
     if bytes.len() < want {
-        return Err(DecodeError::Size { got: bytes.len(), want });
+        return Err(DecodeError::Size {
+            got: bytes.len(),
+            want,
+        });
     }
     // SAFETY: RawEvent is repr(C) plain data valid for any bit pattern; read_unaligned copes
     // with the ring buffer's 8-byte alignment.
@@ -272,10 +275,14 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
     let f = *parsed.innermost();
     let has_tunnel = parsed.tunnel != tunnel::NONE;
     let tunnel = if has_tunnel {
-        match (addr(parsed.outer.family, &parsed.outer.src), addr(parsed.outer.family, &parsed.outer.dst)) {
+        match (
+            addr(parsed.outer.family, &parsed.outer.src),
+            addr(parsed.outer.family, &parsed.outer.dst),
+        ) {
             (Some(outer_src), Some(outer_dst)) => Some(Tunnel {
                 kind: tunnel_name(parsed.tunnel),
-                vni: matches!(parsed.tunnel, tunnel::VXLAN | tunnel::GENEVE | tunnel::GRE).then_some(parsed.vni),
+                vni: matches!(parsed.tunnel, tunnel::VXLAN | tunnel::GENEVE | tunnel::GRE)
+                    .then_some(parsed.vni),
                 outer_src,
                 outer_dst,
             }),
@@ -284,7 +291,10 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
     } else {
         None
     };
-    let ports = matches!(f.proto, parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP) && f.fragment == 0;
+    let ports = matches!(
+        f.proto,
+        parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP
+    ) && f.fragment == 0;
     let kind = match raw.kind {
         kind::DROP => EventKind::Drop,
         kind::ROUTE => EventKind::Route,
@@ -298,7 +308,11 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
         node: node.to_string(),
         netns: namer.netns_name(raw.netns),
         netns_inode: raw.netns,
-        ifname: if raw.ifindex == 0 { String::new() } else { namer.ifname(raw.netns, raw.ifindex) },
+        ifname: if raw.ifindex == 0 {
+            String::new()
+        } else {
+            namer.ifname(raw.netns, raw.ifindex)
+        },
         ifindex: raw.ifindex,
         dir: match raw.dir {
             dir::INGRESS => Direction::Ingress,
@@ -342,7 +356,11 @@ impl Event {
             EventKind::Neigh => "neigh",
             EventKind::Lost => "lost",
         };
-        let dev = if self.ifname.is_empty() { "-".to_string() } else { self.ifname.clone() };
+        let dev = if self.ifname.is_empty() {
+            "-".to_string()
+        } else {
+            self.ifname.clone()
+        };
         let mut line = format!(
             "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
             self.hook.as_str(),
@@ -370,7 +388,10 @@ impl Event {
         }
         line.push_str(&format!(" len {}", self.len));
         if let Some(t) = &self.tunnel {
-            line.push_str(&format!(" via {} {} > {}", t.kind, t.outer_src, t.outer_dst));
+            line.push_str(&format!(
+                " via {} {} > {}",
+                t.kind, t.outer_src, t.outer_dst
+            ));
             if let Some(vni) = t.vni {
                 line.push_str(&format!(" vni {vni}"));
             }
@@ -400,7 +421,11 @@ mod tests {
             format!("if{ifindex}")
         }
         fn drop_reason(&self, r: u32) -> String {
-            if r == 5 { "NO_SOCKET".into() } else { format!("reason#{r}") }
+            if r == 5 {
+                "NO_SOCKET".into()
+            } else {
+                format!("reason#{r}")
+            }
         }
         fn symbol(&self, a: u64) -> String {
             format!("fn+0x{:x}", a & 0xff)
@@ -427,7 +452,11 @@ mod tests {
 
     fn icmp6_echo(seq: u16) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+            .ipv6(
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
             .icmpv6_echo_request(1, seq);
         let mut v = Vec::new();
         b.write(&mut v, &[0u8; 8]).unwrap();
@@ -449,7 +478,10 @@ mod tests {
         assert_eq!(ev.dir, Direction::Egress);
         assert_eq!(ev.ts_ns, 1_000);
         let json = serde_json::to_value(&ev).unwrap();
-        for key in ["kind", "ts_ns", "netns", "ifname", "ifindex", "dir", "hook", "family", "src", "dst", "proto", "len", "pkt_id"] {
+        for key in [
+            "kind", "ts_ns", "netns", "ifname", "ifindex", "dir", "hook", "family", "src", "dst",
+            "proto", "len", "pkt_id",
+        ] {
             assert!(json.get(key).is_some(), "missing {key} in {json}");
         }
         assert_eq!(json["dir"], "egress");
@@ -492,6 +524,9 @@ mod tests {
 
     #[test]
     fn short_records_are_rejected() {
-        assert!(matches!(raw_from_bytes(&[0; 10]), Err(DecodeError::Size { .. })));
+        assert!(matches!(
+            raw_from_bytes(&[0; 10]),
+            Err(DecodeError::Size { .. })
+        ));
     }
 }

@@ -8,7 +8,11 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETPATH_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netpath: cannot start runtime: {e}");

@@ -91,7 +91,11 @@ impl Namer for LiveNamer {
     }
 
     fn ifname(&mut self, netns_inode: u32, ifindex: u32) -> String {
-        let known = self.devices.get(&netns_inode).and_then(|d| d.get(&ifindex)).cloned();
+        let known = self
+            .devices
+            .get(&netns_inode)
+            .and_then(|d| d.get(&ifindex))
+            .cloned();
         if let Some(name) = known {
             return name;
         }
@@ -124,7 +128,10 @@ impl Namer for LiveNamer {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

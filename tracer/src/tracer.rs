@@ -44,13 +44,20 @@ pub enum TracerError {
     #[error("loading the kernel programs failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("kernel program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("kernel map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
     #[error("no device matches {pattern:?} in network namespace {netns}")]
     NoDevice { netns: String, pattern: String },
     #[error("cannot attach to {netns}/{ifname}: {reason}")]
-    Attach { netns: String, ifname: String, reason: String },
+    Attach {
+        netns: String,
+        ifname: String,
+        reason: String,
+    },
     #[error("bad device pattern {0:?}: {1}")]
     Pattern(String, glob::PatternError),
     #[error("ring buffer: {0}")]
@@ -109,7 +116,10 @@ pub fn hostname() -> String {
 pub enum StreamItem {
     Event(Box<Event>),
     /// The kernel could not queue this many events (ring buffer full) since the last report.
-    Lost { node: String, count: u64 },
+    Lost {
+        node: String,
+        count: u64,
+    },
 }
 
 /// A node's typed event stream. Local tracers and (later) remote agents produce the same thing,
@@ -167,7 +177,9 @@ impl NodeTracer {
         let kbtf = KernelBtf::load()?;
         let offsets = kbtf.kernel_offsets()?;
         let reasons = kbtf.drop_reasons();
-        let mut ebpf = EbpfLoader::new().map_max_entries("EVENTS", spec.ring_bytes).load(EBPF_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", spec.ring_bytes)
+            .load(EBPF_OBJECT)?;
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -180,11 +192,13 @@ impl NodeTracer {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
             let mut cfg: Array<&mut MapData, Config> =
                 Array::try_from(map).map_err(|e| TracerError::Map("CONFIG", e))?;
-            cfg.set(0, config, 0).map_err(|e| TracerError::Map("CONFIG", e))?;
+            cfg.set(0, config, 0)
+                .map_err(|e| TracerError::Map("CONFIG", e))?;
         }
         for name in ["tc_ingress", "tc_egress"] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| TracerError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| TracerError::Program { name, source })?;
         }
         let mut unavailable = Vec::new();
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
@@ -224,7 +238,15 @@ impl NodeTracer {
         tracer.attach_devices(true)?;
         let (tx, rx) = mpsc::channel(16 * 1024);
         let namer = LiveNamer::new(reasons);
-        let reader = spawn_reader(ring, lost_map, namer, spec.node.clone(), spec.filter.vxlan_port, tx, tracer.lost_total.clone())?;
+        let reader = spawn_reader(
+            ring,
+            lost_map,
+            namer,
+            spec.node.clone(),
+            spec.filter.vxlan_port,
+            tx,
+            tracer.lost_total.clone(),
+        )?;
         tracer.reader = Some(reader);
         Ok((tracer, EventStream::new(spec.node, rx)))
     }
@@ -250,7 +272,10 @@ impl NodeTracer {
         } else {
             let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
             for sel in &self.spec.devices {
-                by_ns.entry(sel.netns.clone()).or_default().push(sel.pattern.clone());
+                by_ns
+                    .entry(sel.netns.clone())
+                    .or_default()
+                    .push(sel.pattern.clone());
             }
             for (ns_name, patterns) in by_ns {
                 let ns = netns::by_name(&ns_name)?;
@@ -263,14 +288,19 @@ impl NodeTracer {
         }
         let mut added = 0;
         for (ns, globs, pattern_text) in targets {
-            let Ok(devices) = netns::devices(&ns) else { continue };
+            let Ok(devices) = netns::devices(&ns) else {
+                continue;
+            };
             let matching: Vec<(u32, String)> = devices
                 .into_iter()
                 .filter(|(_, name)| name != "lo" || globs.iter().any(|g| g.as_str() == "lo"))
                 .filter(|(_, name)| globs.iter().any(|g| g.matches(name)))
                 .collect();
             if matching.is_empty() && strict && !self.spec.all_devices {
-                return Err(TracerError::NoDevice { netns: ns.name.clone(), pattern: pattern_text });
+                return Err(TracerError::NoDevice {
+                    netns: ns.name.clone(),
+                    pattern: pattern_text,
+                });
             }
             for (ifindex, ifname) in matching {
                 if self.attached.contains(&(ns.inode, ifindex)) {
@@ -294,18 +324,29 @@ impl NodeTracer {
         let ebpf = &mut self.ebpf;
         let result = netns::run_in(ns, || -> Result<bool, String> {
             let mut used_netlink = false;
-            for (name, ty) in [("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)] {
+            for (name, ty) in [
+                ("tc_ingress", TcAttachType::Ingress),
+                ("tc_egress", TcAttachType::Egress),
+            ] {
                 let prog: &mut SchedClassifier = ebpf
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| format!("program {name} missing"))?;
                 // tcx: ordered, never replaces a CNI's programs; we return "next".
-                let tcx = prog.attach_with_options(ifname, ty, TcAttachOptions::TcxOrder(LinkOrder::first()));
+                let tcx = prog.attach_with_options(
+                    ifname,
+                    ty,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                );
                 if tcx.is_err() {
                     // Kernels before 6.6: clsact qdisc + netlink filter.
                     let _ = tc::qdisc_add_clsact(ifname);
-                    prog.attach_with_options(ifname, ty, TcAttachOptions::Netlink(Default::default()))
-                        .map_err(|e| e.to_string())?;
+                    prog.attach_with_options(
+                        ifname,
+                        ty,
+                        TcAttachOptions::Netlink(Default::default()),
+                    )
+                    .map_err(|e| e.to_string())?;
                     used_netlink = true;
                 }
             }
@@ -314,11 +355,19 @@ impl NodeTracer {
         match result {
             Ok(used_netlink) => {
                 if used_netlink {
-                    self.netlink.push(NetlinkAttachment { netns: ns.clone(), ifname: ifname.into(), created_qdisc: true });
+                    self.netlink.push(NetlinkAttachment {
+                        netns: ns.clone(),
+                        ifname: ifname.into(),
+                        created_qdisc: true,
+                    });
                 }
                 Ok(())
             }
-            Err(reason) => Err(TracerError::Attach { netns: ns.name.clone(), ifname: ifname.into(), reason }),
+            Err(reason) => Err(TracerError::Attach {
+                netns: ns.name.clone(),
+                ifname: ifname.into(),
+                reason,
+            }),
         }
     }
 }
@@ -331,11 +380,16 @@ impl Drop for NodeTracer {
         for att in self.netlink.drain(..) {
             let ifname = att.ifname.clone();
             let _ = netns::run_in(&att.netns, move || {
-                for (name, ty) in [("tc_ingress", TcAttachType::Ingress), ("tc_egress", TcAttachType::Egress)] {
+                for (name, ty) in [
+                    ("tc_ingress", TcAttachType::Ingress),
+                    ("tc_egress", TcAttachType::Egress),
+                ] {
                     let _ = tc::qdisc_detach_program(&ifname, ty, name);
                 }
                 if att.created_qdisc {
-                    let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &ifname, "clsact"]).output();
+                    let _ = std::process::Command::new("tc")
+                        .args(["qdisc", "del", "dev", &ifname, "clsact"])
+                        .output();
                 }
             });
         }
@@ -348,7 +402,10 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or(TracerError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+        .ok_or(TracerError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(|source| TracerError::Program { name, source })
 }
@@ -364,7 +421,8 @@ fn spawn_reader(
     lost_total: Arc<AtomicU64>,
 ) -> Result<JoinHandle<()>, TracerError> {
     // SAFETY: the RingBuf owns its fd and lives inside the AsyncFd until the reader ends.
-    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut fd =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut reported_lost = 0u64;
@@ -389,7 +447,14 @@ fn spawn_reader(
                 lost_total.store(lost, Ordering::Relaxed);
                 let count = lost - reported_lost;
                 reported_lost = lost;
-                if tx.send(StreamItem::Lost { node: node.clone(), count }).await.is_err() {
+                if tx
+                    .send(StreamItem::Lost {
+                        node: node.clone(),
+                        count,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

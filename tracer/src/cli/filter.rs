@@ -30,7 +30,9 @@ pub fn parse_prefix(text: &str) -> Result<AddrPrefix> {
         Some((a, l)) => (a, Some(l)),
         None => (text, None),
     };
-    let addr: IpAddr = addr.parse().with_context(|| format!("bad address {text:?}"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .with_context(|| format!("bad address {text:?}"))?;
     let (family, max, bytes) = match addr {
         IpAddr::V4(a) => {
             let mut b = [0u8; 16];
@@ -40,10 +42,19 @@ pub fn parse_prefix(text: &str) -> Result<AddrPrefix> {
         IpAddr::V6(a) => (6, 128, a.octets()),
     };
     let prefix_len = match len {
-        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).with_context(|| format!("bad prefix length in {text:?}"))?,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .with_context(|| format!("bad prefix length in {text:?}"))?,
         None => max,
     };
-    Ok(AddrPrefix { addr: bytes, family, prefix_len, _pad: [0; 2] })
+    Ok(AddrPrefix {
+        addr: bytes,
+        family,
+        prefix_len,
+        _pad: [0; 2],
+    })
 }
 
 pub fn parse_proto(text: &str) -> Result<u8> {
@@ -54,7 +65,9 @@ pub fn parse_proto(text: &str) -> Result<u8> {
         "icmp6" | "icmpv6" => 58,
         "sctp" => 132,
         "gre" => 47,
-        n => n.parse().with_context(|| format!("unknown protocol {text:?}"))?,
+        n => n
+            .parse()
+            .with_context(|| format!("unknown protocol {text:?}"))?,
     })
 }
 
@@ -69,8 +82,17 @@ impl FilterArgs {
         }
         cfg.n_addrs = self.hosts.len() as u8;
         cfg.port = self.port.unwrap_or(0);
-        cfg.proto = self.proto.as_deref().map(parse_proto).transpose()?.unwrap_or(0);
-        cfg.family = self.family.as_deref().map(|f| f.parse().expect("validated by clap")).unwrap_or(0);
+        cfg.proto = self
+            .proto
+            .as_deref()
+            .map(parse_proto)
+            .transpose()?
+            .unwrap_or(0);
+        cfg.family = self
+            .family
+            .as_deref()
+            .map(|f| f.parse().expect("validated by clap"))
+            .unwrap_or(0);
         cfg.vxlan_port = self.vxlan_port.unwrap_or(0);
         Ok(cfg)
     }
@@ -83,7 +105,10 @@ mod tests {
     #[test]
     fn prefixes_and_protocols_parse_and_bad_ones_are_refused() {
         let p = parse_prefix("10.244.1.0/24").unwrap();
-        assert_eq!((p.family, p.prefix_len, &p.addr[..4]), (4, 24, &[10, 244, 1, 0][..]));
+        assert_eq!(
+            (p.family, p.prefix_len, &p.addr[..4]),
+            (4, 24, &[10, 244, 1, 0][..])
+        );
         assert_eq!(parse_prefix("fd00::1").unwrap().prefix_len, 128);
         assert!(parse_prefix("10.0.0.0/33").is_err());
         assert!(parse_prefix("nonsense").is_err());

@@ -55,7 +55,10 @@ impl WatchArgs {
             devices: self
                 .ifaces
                 .iter()
-                .map(|i| DeviceSelector { netns: self.netns.clone(), pattern: i.clone() })
+                .map(|i| DeviceSelector {
+                    netns: self.netns.clone(),
+                    pattern: i.clone(),
+                })
                 .collect(),
             all_devices: self.all,
             drops: !self.no_drops,
@@ -76,10 +79,20 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     eprintln!(
         "netpath: watching {} device(s){}{}; Ctrl-C to stop",
         tracer.attached_devices(),
-        if args.no_drops { "" } else { " and kernel drops" },
-        if args.dev_hops { " and device tracepoints" } else { "" }
+        if args.no_drops {
+            ""
+        } else {
+            " and kernel drops"
+        },
+        if args.dev_hops {
+            " and device tracepoints"
+        } else {
+            ""
+        }
     );
-    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut seen = 0u64;
     let mut lost = 0u64;

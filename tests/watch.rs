@@ -1,0 +1,220 @@
+//! `netpath watch` against the real kernel: two namespaces joined by a veth; the watched side
+//! forwards. Asserts hop events (device, direction, family, addresses) in both families and the
+//! drop of a packet it has no route for, with the kernel's reason name.
+use std::time::Duration;
+
+use integration_tests::*;
+use serde_json::Value;
+
+struct Pair {
+    a: NetNsGuard,
+    b: NetNsGuard,
+}
+
+/// `a` (10.1.0.1, fd00:1::1) -- veth -- `b` (10.1.0.2, fd00:1::2, forwarding on, no route to
+/// 10.99.0.0/16 or fd00:99::/64, which `a` routes through `b`).
+fn pair() -> Pair {
+    let a = NetNsGuard::new(&unique("npwa"));
+    let b = NetNsGuard::new(&unique("npwb"));
+    sh(&format!(
+        "ip link add va netns {} type veth peer name vb netns {}",
+        a.name, b.name
+    ));
+    for (ns, dev, v4, v6) in [
+        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
+        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
+    ] {
+        sh(&format!("ip -n {} addr add {v4} dev {dev}", ns.name));
+        sh(&format!("ip -n {} addr add {v6} dev {dev} nodad", ns.name));
+        sh(&format!("ip -n {} link set {dev} up", ns.name));
+    }
+    b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    sh(&format!(
+        "ip -n {} route add 10.99.0.0/16 via 10.1.0.2",
+        a.name
+    ));
+    sh(&format!(
+        "ip -n {} route add fd00:99::/64 via fd00:1::2",
+        a.name
+    ));
+    Pair { a, b }
+}
+
+fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
+    events.iter().find(|e| pred(e))
+}
+
+#[test]
+fn watch_reports_hops_in_both_families_and_a_no_route_drop() {
+    if skip_unless_root("watch_reports_hops_in_both_families_and_a_no_route_drop") {
+        return;
+    }
+    let p = pair();
+    let mut np = NetpathProcess::spawn(&[
+        "watch",
+        "--json",
+        "--netns",
+        &p.b.name,
+        "--iface",
+        "vb",
+        "--duration",
+        "6",
+    ]);
+    np.wait_stderr("watching", Duration::from_secs(10));
+    p.a.exec("ping -c1 -W1 10.1.0.2");
+    p.a.exec("ping -c1 -W1 fd00:1::2");
+    p.a.exec("ping -c1 -W1 10.99.0.1 || true");
+    p.a.exec("ping -c1 -W1 fd00:99::1 || true");
+    let (code, out) = np.finish();
+    assert_eq!(code, Some(0));
+    let events = json_lines(&out);
+    let hop = |family: u64, dir: &str, src: &str, dst: &str| {
+        find(&events, |e| {
+            e["kind"] == "hop"
+                && e["ifname"] == "vb"
+                && e["netns"] == p.b.name.as_str()
+                && e["dir"] == dir
+                && e["family"] == family
+                && e["src"] == src
+                && e["dst"] == dst
+        })
+        .unwrap_or_else(|| panic!("no {dir} IPv{family} hop {src} > {dst} on vb in {events:#?}"))
+    };
+    let req4 = hop(4, "ingress", "10.1.0.1", "10.1.0.2");
+    assert_eq!(req4["proto"], "icmp");
+    assert_eq!(req4["hook"], "tc_ingress");
+    hop(4, "egress", "10.1.0.2", "10.1.0.1");
+    let req6 = hop(6, "ingress", "fd00:1::1", "fd00:1::2");
+    assert_eq!(req6["proto"], "icmp6");
+    hop(6, "egress", "fd00:1::2", "fd00:1::1");
+    for (family, dst) in [(4u64, "10.99.0.1"), (6, "fd00:99::1")] {
+        let drop = find(&events, |e| {
+            e["kind"] == "drop" && e["family"] == family && e["dst"] == dst
+        })
+        .unwrap_or_else(|| panic!("no drop to {dst} in {events:#?}"));
+        assert_eq!(drop["reason"], "IP_INNOROUTES", "{drop}");
+        assert_eq!(drop["netns"], p.b.name.as_str());
+        assert!(
+            drop["location"].as_str().is_some_and(|l| l.contains("+0x")),
+            "{drop}"
+        );
+        // The same packet was seen entering vb: its identity links the two events.
+        let seen = hop(
+            family,
+            "ingress",
+            if family == 4 { "10.1.0.1" } else { "fd00:1::1" },
+            dst,
+        );
+        assert_eq!(seen["pkt_id"], drop["pkt_id"]);
+    }
+    assert_eq!(
+        tc_programs(&p.b.name, "vb"),
+        0,
+        "tc programs left attached after exit"
+    );
+}
+
+#[test]
+fn ctrl_c_detaches_everything() {
+    if skip_unless_root("ctrl_c_detaches_everything") {
+        return;
+    }
+    let p = pair();
+    let mut np = NetpathProcess::spawn(&["watch", "--netns", &p.b.name, "--iface", "vb"]);
+    np.wait_stderr("watching", Duration::from_secs(10));
+    assert_eq!(
+        tc_programs(&p.b.name, "vb"),
+        2,
+        "ingress and egress should be attached while running"
+    );
+    np.interrupt();
+    let (code, _) = np.finish();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        tc_programs(&p.b.name, "vb"),
+        0,
+        "tc programs left attached after Ctrl-C"
+    );
+    drop(p);
+}
+
+#[test]
+fn unknown_device_and_namespace_are_one_clear_line() {
+    if skip_unless_root("unknown_device_and_namespace_are_one_clear_line") {
+        return;
+    }
+    let out = netpath(&[
+        "watch",
+        "--netns",
+        "netpath-no-such-ns",
+        "--iface",
+        "eth0",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("netpath-no-such-ns") && err.contains("not found"),
+        "{err}"
+    );
+    let p = pair();
+    let out = netpath(&[
+        "watch",
+        "--netns",
+        &p.b.name,
+        "--iface",
+        "nosuchdev0",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nosuchdev0"), "{err}");
+}
+
+#[test]
+fn not_root_is_one_clear_line() {
+    if skip_unless_root("not_root_is_one_clear_line") {
+        return;
+    }
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(netpath_bin())
+        .args(["watch", "--iface", "lo", "--duration", "1"])
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("root"), "{err}");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = netpath(&["watch", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--iface",
+        "--netns",
+        "--all",
+        "--json",
+        "--duration",
+        "--count",
+        "--host",
+        "--port",
+        "--proto",
+        "--family",
+    ] {
+        assert!(help.contains(flag), "watch --help lacks {flag}");
+    }
+    let top = String::from_utf8_lossy(&netpath(&["--help"]).stdout).into_owned();
+    assert!(top.contains("watch") && top.contains("root"), "{top}");
+}
