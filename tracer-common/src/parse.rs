@@ -460,3 +460,235 @@ pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::{AddrPrefix, FilterConfig};
+    use etherparse::PacketBuilder;
+
+    const A6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const B6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+
+    fn icmp6(seq: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(A6, B6, 64)
+            .icmpv6_echo_request(7, seq)
+            .write(&mut v, &[0; 8])
+            .unwrap();
+        v
+    }
+
+    fn addr16(b: &[u8]) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..b.len()].copy_from_slice(b);
+        a
+    }
+
+    #[test]
+    fn ipv4_udp_with_options_and_vlan() {
+        let mut frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, b"hi");
+        // Insert an 802.1Q tag (VLAN 42) and grow the IPv4 header by a 4-byte NOP option.
+        frame.splice(12..12, [0x81, 0x00, 0x00, 42]);
+        let ip = 18;
+        frame[ip] = 0x46;
+        let total = u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]) + 4;
+        frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+        frame.splice(ip + 20..ip + 20, [1, 1, 1, 0]);
+        let p = parse(&frame, true, 0, 0);
+        assert_eq!(p.vlan, 42);
+        assert_eq!(p.outer.family, 4);
+        assert_eq!(p.outer.proto, IPPROTO_UDP);
+        assert_eq!((p.outer.sport, p.outer.dport), (1000, 53));
+        assert_eq!(p.outer.l4_off as usize, ip + 24);
+    }
+
+    #[test]
+    fn ipv6_extension_header_chain_is_followed() {
+        let base = icmp6(1);
+        // hop-by-hop (8 bytes) then destination options (16 bytes) before ICMPv6.
+        let mut frame = base[..54].to_vec();
+        frame[14 + 6] = 0; // next header: hop-by-hop
+        let hbh = [60u8, 0, 1, 4, 0, 0, 0, 0];
+        let dst = [58u8, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(&hbh);
+        frame.extend_from_slice(&dst);
+        frame.extend_from_slice(&base[54..]);
+        let plen = (frame.len() - 54) as u16;
+        frame[18..20].copy_from_slice(&plen.to_be_bytes());
+        let p = parse(&frame, true, 0, 0);
+        assert_eq!(p.outer.family, 6);
+        assert_eq!(p.outer.proto, IPPROTO_ICMPV6);
+        assert_eq!(p.outer.icmp_type, 128);
+        assert_eq!(p.outer.l4_ident, (7 << 16) | 1);
+        assert_eq!(p.outer.l4_off, 54 + 24);
+    }
+
+    #[test]
+    fn ipv6_non_first_fragment_has_no_transport_header() {
+        let mut frame = icmp6(1)[..54].to_vec();
+        frame[20] = 44;
+        frame.extend_from_slice(&[58, 0, 0x05, 0x00, 0, 0, 0, 1]); // offset 160, not first
+        frame.extend_from_slice(&[0; 16]);
+        let p = parse(&frame, true, 0, 0);
+        assert_eq!(p.outer.fragment, 1);
+        assert_eq!(p.outer.proto, IPPROTO_ICMPV6);
+        assert_eq!(p.outer.icmp_type, 0);
+    }
+
+    fn vxlan(port: u16, inner: &[u8]) -> Vec<u8> {
+        let mut payload = std::vec![0x08, 0, 0, 0, 0, 0, 0x2a, 0];
+        payload[4..7].copy_from_slice(&[0, 0, 1]); // VNI 1
+        payload.extend_from_slice(inner);
+        udp4([198, 18, 0, 1], [198, 18, 0, 2], 40000, port, &payload)
+    }
+
+    #[test]
+    fn vxlan_on_both_standard_ports_and_a_configured_one() {
+        let inner = icmp6(3);
+        for (port, extra) in [(4789, 0), (8472, 0), (9999, 9999)] {
+            let p = parse(&vxlan(port, &inner), true, 0, extra);
+            assert_eq!(p.tunnel, tunnel::VXLAN, "port {port}");
+            assert_eq!(p.vni, 1);
+            assert_eq!(p.inner.family, 6);
+            assert_eq!(p.inner.src, A6);
+            assert_eq!(p.innermost().icmp_type, 128);
+        }
+        assert_eq!(parse(&vxlan(9999, &inner), true, 0, 0).tunnel, tunnel::NONE);
+    }
+
+    #[test]
+    fn geneve_with_options() {
+        let inner = icmp6(1);
+        // ver 0, opt len 2 words (8 bytes), proto 0x6558, VNI 0x000102.
+        let mut payload = std::vec![0x02, 0, 0x65, 0x58, 0, 1, 2, 0];
+        payload.extend_from_slice(&[0; 8]);
+        payload.extend_from_slice(&inner);
+        let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 5000, GENEVE_PORT, &payload);
+        let p = parse(&frame, true, 0, 0);
+        assert_eq!(p.tunnel, tunnel::GENEVE);
+        assert_eq!(p.vni, 0x102);
+        assert_eq!(p.inner.dst, B6);
+    }
+
+    /// Wraps an inner IP packet (no Ethernet) in an outer IPv4/IPv6 header with `proto`.
+    fn ip_in(outer_v6: bool, proto: u8, inner_ip: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6]);
+        if outer_v6 {
+            b.ipv6(A6, B6, 64)
+                .write(&mut v, proto.into(), inner_ip)
+                .unwrap();
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .write(&mut v, proto.into(), inner_ip)
+                .unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn ip_in_ip_variants() {
+        let inner6 = icmp6(1)[14..].to_vec();
+        let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1, 2, b"x")[14..].to_vec();
+        for (outer_v6, proto, inner, ty, fam) in [
+            (false, IPPROTO_IPIP, &inner4, tunnel::IPIP, 4),
+            (false, IPPROTO_IPV6, &inner6, tunnel::IP6IN4, 6),
+            (true, IPPROTO_IPIP, &inner4, tunnel::IP4IN6, 4),
+            (true, IPPROTO_IPV6, &inner6, tunnel::IP6IN6, 6),
+        ] {
+            let p = parse(&ip_in(outer_v6, proto, inner), true, 0, 0);
+            assert_eq!(p.tunnel, ty);
+            assert_eq!(p.inner.family, fam);
+        }
+    }
+
+    #[test]
+    fn gre_with_key() {
+        let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1, 2, b"x")[14..].to_vec();
+        let mut gre = std::vec![0x20, 0x00, 0x08, 0x00, 0, 0, 0, 77];
+        gre.extend_from_slice(&inner4);
+        let p = parse(&ip_in(false, IPPROTO_GRE, &gre), true, 0, 0);
+        assert_eq!(p.tunnel, tunnel::GRE);
+        assert_eq!(p.vni, 77);
+        assert_eq!(p.inner.src[..4], [10, 9, 9, 1]);
+    }
+
+    #[test]
+    fn packet_without_mac_header_uses_skb_protocol() {
+        let frame = icmp6(1);
+        let p = parse(&frame[14..], false, ETH_P_IPV6, 0);
+        assert_eq!(p.outer.family, 6);
+        assert_eq!(p.outer.icmp_type, 128);
+    }
+
+    #[test]
+    fn every_truncation_and_garbage_is_safe() {
+        let frames = [
+            vxlan(4789, &icmp6(1)),
+            icmp6(2),
+            udp4([1, 2, 3, 4], [5, 6, 7, 8], 1, 2, b"abc"),
+        ];
+        for f in &frames {
+            for n in 0..f.len() {
+                let _ = parse(&f[..n], true, 0, 0);
+            }
+        }
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let buf: Vec<u8> = (0..96)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = parse(&buf, true, 0, 0);
+            let _ = parse(&buf, false, ETH_P_IPV6, 4789);
+        }
+    }
+
+    #[test]
+    fn filter_matches_outer_or_inner_addresses_ports_and_families() {
+        let frame = vxlan(4789, &icmp6(1));
+        let p = parse(&frame, true, 0, 0);
+        let pre = |a: [u8; 16], family, len| AddrPrefix {
+            addr: a,
+            family,
+            prefix_len: len,
+            _pad: [0; 2],
+        };
+        let mut cfg = FilterConfig::default();
+        assert!(filter_matches(&cfg, &p));
+        cfg.n_addrs = 1;
+        cfg.addrs[0] = pre(addr16(&[0xfd]), 6, 8); // inner fd00::/8
+        assert!(filter_matches(&cfg, &p));
+        cfg.addrs[0] = pre(addr16(&[198, 18, 0, 0]), 4, 15); // outer underlay
+        assert!(filter_matches(&cfg, &p));
+        cfg.addrs[0] = pre(addr16(&[10, 244, 0, 0]), 4, 16);
+        assert!(!filter_matches(&cfg, &p));
+        cfg.n_addrs = 0;
+        cfg.family = 6;
+        assert!(filter_matches(&cfg, &p), "inner family counts");
+        cfg.proto = IPPROTO_UDP;
+        assert!(!filter_matches(&cfg, &p), "protocol is the innermost one");
+        cfg.proto = 0;
+        cfg.port = 4789;
+        assert!(filter_matches(&cfg, &p), "outer port counts");
+        cfg.port = 80;
+        assert!(!filter_matches(&cfg, &p));
+    }
+}
