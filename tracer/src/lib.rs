@@ -1,3 +1,4 @@
 //! netpath's tracer core: turns one node's kernel events into a typed event stream, and the
 //! pieces the CLI builds on it (lab, path rebuilding, diagnosis, capture).
+pub mod capture;
 pub mod netns;
