@@ -108,26 +108,31 @@ fn write_frame(
         }
         let tci = be16(data, off);
         ethertype = be16(data, off + 2);
-        write!(s, "vlan {}, p {}", tci & 0x0fff, tci >> 13)?;
-        if tci & 0x1000 != 0 {
-            s.push_str(", DEI");
+        write!(s, "vlan {}", tci & 0x0fff)?;
+        if opts.link_headers {
+            write!(s, ", p {}", tci >> 13)?;
+            if tci & 0x1000 != 0 {
+                s.push_str(", DEI");
+            }
+            write!(
+                s,
+                ", ethertype {} (0x{ethertype:04x})",
+                ethertype_name(ethertype)
+            )?;
         }
-        write!(
-            s,
-            ", ethertype {} (0x{ethertype:04x}), ",
-            ethertype_name(ethertype)
-        )?;
+        s.push_str(", ");
         off += 4;
     }
     let payload = &data[off..];
     let l3_wire_len = wire_len.saturating_sub(off);
-    // tcpdump names the protocol only when -e has not already shown the ethertype.
-    let named = opts.link_headers || off > 14;
+    // tcpdump names the protocol ("IP", "ARP, ") only when -e has not shown the ethertype.
+    // Unlike tcpdump, VLAN tags are shown without -e too (short form): they matter on a path.
+    let named = opts.link_headers;
     match ethertype {
         ETH_P_IP | ETH_P_IPV6 => write_ip(s, payload, opts, named, depth),
         ETH_P_ARP => write_arp(s, payload, l3_wire_len, named),
         t if t < 0x0600 => write!(s, "802.3, length {l3_wire_len}"),
-        t if named => write!(s, "length {l3_wire_len}: ethertype 0x{t:04x}"),
+        t if named => write!(s, "unknown ethertype 0x{t:04x}, length {l3_wire_len}"),
         t => write!(
             s,
             "ethertype {} (0x{t:04x}), length {wire_len}",
@@ -501,4 +506,262 @@ fn write_icmp6(s: &mut String, d: &[u8], l4_len: usize) -> fmt::Result {
         (t, c) => write!(s, "type {t}, code {c}")?,
     }
     write!(s, ", length {l4_len}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
+    };
+
+    const MAC_A: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+    const MAC_B: [u8; 6] = [0x0a, 0, 0, 0, 0, 2];
+    const V6A: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const V6B: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    fn build(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = Vec::new();
+        b(&mut v);
+        v
+    }
+
+    fn icmp_echo() -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64)
+                .icmpv4_echo_request(1, 1)
+                .write(v, &[0u8; 56])
+                .unwrap()
+        })
+    }
+
+    fn text(frame: &[u8], opts: TextOptions) -> String {
+        format_frame(frame, frame.len(), &opts)
+    }
+
+    const PLAIN: TextOptions = TextOptions {
+        verbose: false,
+        link_headers: false,
+    };
+
+    #[test]
+    fn icmp_echo_like_tcpdump() {
+        assert_eq!(
+            text(&icmp_echo(), PLAIN),
+            "IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+        assert_eq!(
+            text(
+                &icmp_echo(),
+                TextOptions {
+                    verbose: true,
+                    link_headers: true
+                }
+            ),
+            "0a:00:00:00:00:01 > 0a:00:00:00:00:02, ethertype IPv4 (0x0800), length 98: \
+             (tos 0x0, ttl 64, id 0, offset 0, flags [DF], proto ICMP (1), length 84) \
+             10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+    }
+
+    #[test]
+    fn tcp_syn_over_ipv6() {
+        let f = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv6(V6A, V6B, 64)
+                .tcp(40000, 80, 1, 64240)
+                .syn()
+                .write(v, &[])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&f, PLAIN),
+            "IP6 fd00::1.40000 > fd00::2.80: Flags [S], seq 1, win 64240, length 0"
+        );
+        assert_eq!(
+            text(
+                &f,
+                TextOptions {
+                    verbose: true,
+                    link_headers: false
+                }
+            ),
+            "IP6 (hlim 64, next-header TCP (6) payload length: 20) fd00::1.40000 > fd00::2.80: \
+             Flags [S], seq 1, win 64240, length 0"
+        );
+    }
+
+    #[test]
+    fn tcp_data_udp_arp_icmp6_vlan_vxlan() {
+        let data = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(1234, 80, 100, 502)
+                .ack(7)
+                .psh()
+                .write(v, &[1u8; 10])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&data, PLAIN),
+            "IP 10.0.0.1.1234 > 10.0.0.2.80: Flags [P.], seq 100:110, ack 7, win 502, length 10"
+        );
+        let udp = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(5353, 53)
+                .write(v, &[0u8; 12])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&udp, PLAIN),
+            "IP 10.0.0.1.5353 > 10.0.0.2.53: UDP, length 12"
+        );
+        let arp = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
+                .arp(
+                    ArpPacket::new(
+                        ArpHardwareId::ETHERNET,
+                        EtherType::IPV4,
+                        ArpOperation::REQUEST,
+                        &MAC_A,
+                        &[10, 0, 0, 1],
+                        &[0; 6],
+                        &[10, 0, 0, 2],
+                    )
+                    .unwrap(),
+                )
+                .write(v)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&arp, PLAIN),
+            "ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 28"
+        );
+        let ns = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv6(V6A, V6B, 255)
+                .icmpv6(Icmpv6Type::NeighborSolicitation)
+                .write(v, &V6B)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&ns, PLAIN),
+            "IP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 24"
+        );
+        let vlan = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .single_vlan(100.try_into().unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .icmpv4_echo_reply(7, 9)
+                .write(v, &[])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&vlan, PLAIN),
+            "vlan 100, IP 10.0.0.1 > 10.0.0.2: ICMP echo reply, id 7, seq 9, length 8"
+        );
+        let mut vxlan_payload = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+        vxlan_payload.extend(icmp_echo());
+        let vxlan = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([192, 168, 0, 1], [192, 168, 0, 2], 64)
+                .udp(40000, 4789)
+                .write(v, &vxlan_payload)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&vxlan, PLAIN),
+            "IP 192.168.0.1.40000 > 192.168.0.2.4789: VXLAN, flags [I] (0x08), vni 42: \
+             IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+    }
+
+    #[test]
+    fn packet_line_has_interface_direction_and_drop() {
+        let pkt = CapturedPacket {
+            ts_ns: 1_700_000_000_123_456_789,
+            node: "node-1".into(),
+            netns: "pod-a".into(),
+            ifname: "eth0".into(),
+            dir: None,
+            data: icmp_echo().into(),
+            orig_len: 98,
+            drop: Some(super::super::DropInfo {
+                reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow+0x8c".into(),
+            }),
+        };
+        let line = format_packet(&pkt, &PLAIN);
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert_eq!(time.len(), 15, "{line}");
+        assert!(time.ends_with(".123456"), "{line}");
+        assert_eq!(
+            rest,
+            "pod-a/eth0 IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64 \
+             DROP reason=NETFILTER_DROP at nf_hook_slow+0x8c"
+        );
+        let out = CapturedPacket {
+            dir: Some(Direction::Out),
+            drop: None,
+            ..pkt
+        };
+        assert!(format_packet(&out, &PLAIN).contains(" pod-a/eth0 Out IP 10.244.1.2 > "));
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_never_panic() {
+        let samples = [icmp_echo(), {
+            let mut v = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+            v.extend(icmp_echo());
+            build(|o| {
+                PacketBuilder::ethernet2(MAC_A, MAC_B)
+                    .ipv6(V6A, V6B, 1)
+                    .udp(1, 4789)
+                    .write(o, &v)
+                    .unwrap()
+            })
+        }];
+        let all = [
+            PLAIN,
+            TextOptions {
+                verbose: true,
+                link_headers: true,
+            },
+        ];
+        for s in &samples {
+            for cut in 0..=s.len() {
+                for o in &all {
+                    let _ = text(&s[..cut], *o);
+                    let _ = format_frame(&s[..cut], 0, o);
+                }
+            }
+        }
+        assert_eq!(
+            text(&icmp_echo()[..40], PLAIN),
+            "IP 10.244.1.2 > 10.244.2.3: [|icmp]"
+        );
+        // Deterministic pseudo-random frames with plausible ethertypes and IP versions.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut frame = Vec::with_capacity(80);
+            let len = (x % 90) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                frame.push(x as u8);
+            }
+            if frame.len() > 15 {
+                let et: [u8; 2] =
+                    [[0x08, 0x00], [0x86, 0xdd], [0x81, 0x00], [0x08, 0x06]][(x % 4) as usize];
+                frame[12..14].copy_from_slice(&et);
+                frame[14] = if x & 1 == 0 { 0x45 } else { 0x60 };
+            }
+            for o in &all {
+                let _ = format_frame(&frame, (x % 2000) as usize, o);
+            }
+        }
+    }
 }
