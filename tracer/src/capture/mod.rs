@@ -112,6 +112,11 @@ impl<W: Write> CaptureSink<W> {
         self.stats.lost_by_tracer += n;
     }
 
+    /// The userspace filter, e.g. to read its [`PacketFilter::kernel_hint`].
+    pub fn filter(&self) -> Option<&PacketFilter> {
+        self.filter.as_ref()
+    }
+
     pub fn stats(&self) -> CaptureStats {
         self.stats
     }
