@@ -287,39 +287,81 @@ fn write_ip(s: &mut String, d: &[u8], opts: &TextOptions, named: bool, depth: u8
     } else {
         payload.payload.len()
     };
-    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+    let mut ends = Ends {
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        shown: false,
+    };
+    if let LaxIpSlice::Ipv6(v6) = &ip {
+        // Like tcpdump: addresses, then the extension headers, then the transport ports.
+        if !v6.extensions().is_empty() {
+            write!(s, "{} > {}:", ends.src, ends.dst)?;
+            for e in v6.extensions().clone() {
+                s.push_str(match e {
+                    Ipv6ExtensionSlice::HopByHop(_) => " HBH",
+                    Ipv6ExtensionSlice::DestinationOptions(_) => " DSTOPT",
+                    Ipv6ExtensionSlice::Routing(_) => " srcrt",
+                    Ipv6ExtensionSlice::Fragment(_) => " frag",
+                    Ipv6ExtensionSlice::Authentication(_) => " AH",
+                });
+            }
+            s.push(' ');
+            ends.shown = true;
+        }
+    }
     let data = payload.payload;
     if !first_fragment {
-        return write!(s, "{src} > {dst}: ip-proto-{proto}");
+        ends.write(s, None)?;
+        return write!(s, "ip-proto-{proto}");
     }
     match proto {
-        6 => write_tcp(s, src, dst, data, l4_len),
-        17 => write_udp(s, src, dst, data, opts, depth),
+        6 => write_tcp(s, &ends, data, l4_len),
+        17 => write_udp(s, &ends, data, opts, depth),
         1 => {
-            write!(s, "{src} > {dst}: ")?;
+            ends.write(s, None)?;
             write_icmp(s, data, l4_len)
         }
         58 => {
-            write!(s, "{src} > {dst}: ")?;
+            ends.write(s, None)?;
             write_icmp6(s, data, l4_len)
         }
-        p => match proto_name(p) {
-            Some(name) => write!(s, "{src} > {dst}: {} {l4_len}", name.to_lowercase()),
-            None => write!(s, "{src} > {dst}: ip-proto-{p} {l4_len}"),
-        },
+        p => {
+            ends.write(s, None)?;
+            match proto_name(p) {
+                Some(name) => write!(s, "{} {l4_len}", name.to_lowercase()),
+                None => write!(s, "ip-proto-{p} {l4_len}"),
+            }
+        }
     }
 }
 
-fn write_tcp(s: &mut String, src: IpAddr, dst: IpAddr, d: &[u8], l4_len: usize) -> fmt::Result {
+/// The address pair of an IP packet, printed with the transport ports (`a.p > b.q: `).
+struct Ends {
+    src: IpAddr,
+    dst: IpAddr,
+    /// Already printed before IPv6 extension headers: print only the ports.
+    shown: bool,
+}
+
+impl Ends {
+    fn write(&self, s: &mut String, ports: Option<(u16, u16)>) -> fmt::Result {
+        let (src, dst) = (self.src, self.dst);
+        match (self.shown, ports) {
+            (false, Some((sp, dp))) => write!(s, "{src}.{sp} > {dst}.{dp}: "),
+            (false, None) => write!(s, "{src} > {dst}: "),
+            (true, Some((sp, dp))) => write!(s, "{sp} > {dp}: "),
+            (true, None) => Ok(()),
+        }
+    }
+}
+
+fn write_tcp(s: &mut String, ends: &Ends, d: &[u8], l4_len: usize) -> fmt::Result {
     let Ok(tcp) = TcpSlice::from_slice(d) else {
-        return write!(s, "{src} > {dst}: [|tcp]");
+        ends.write(s, None)?;
+        return s.write_str("[|tcp]");
     };
-    write!(
-        s,
-        "{src}.{} > {dst}.{}: Flags [",
-        tcp.source_port(),
-        tcp.destination_port()
-    )?;
+    ends.write(s, Some((tcp.source_port(), tcp.destination_port())))?;
+    s.push_str("Flags [");
     let flags = [
         (tcp.fin(), 'F'),
         (tcp.syn(), 'S'),
@@ -388,19 +430,13 @@ fn write_tcp(s: &mut String, src: IpAddr, dst: IpAddr, d: &[u8], l4_len: usize) 
     write!(s, ", length {len}")
 }
 
-fn write_udp(
-    s: &mut String,
-    src: IpAddr,
-    dst: IpAddr,
-    d: &[u8],
-    opts: &TextOptions,
-    depth: u8,
-) -> fmt::Result {
+fn write_udp(s: &mut String, ends: &Ends, d: &[u8], opts: &TextOptions, depth: u8) -> fmt::Result {
     let Ok(udp) = UdpSlice::from_slice_lax(d) else {
-        return write!(s, "{src} > {dst}: [|udp]");
+        ends.write(s, None)?;
+        return s.write_str("[|udp]");
     };
-    let (sport, dport) = (udp.source_port(), udp.destination_port());
-    write!(s, "{src}.{sport} > {dst}.{dport}: ")?;
+    let dport = udp.destination_port();
+    ends.write(s, Some((udp.source_port(), dport)))?;
     let payload = udp.payload();
     if dport == VXLAN_PORT && payload.len() >= 8 && depth < MAX_ENCAP_DEPTH {
         let flags = payload[0];
@@ -675,6 +711,21 @@ mod tests {
             text(&vxlan, PLAIN),
             "IP 192.168.0.1.40000 > 192.168.0.2.4789: VXLAN, flags [I] (0x08), vni 42: \
              IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+    }
+
+    #[test]
+    fn ipv6_extension_headers_like_tcpdump() {
+        // Ethernet + IPv6 + hop-by-hop + destination options + TCP SYN (checked with tcpdump).
+        let hex = "0a580af402030a580af4010286dd6000000000240040fd00000000000000000000000000\
+                   0001fd0000000000000000000000000000023c0001040000000006000104000000009c40\
+                   005000000001000000005002faf000000000";
+        let f: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(
+            text(&f, PLAIN),
+            "IP6 fd00::1 > fd00::2: HBH DSTOPT 40000 > 80: Flags [S], seq 1, win 64240, length 0"
         );
     }
 
