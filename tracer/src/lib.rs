@@ -1,6 +1,7 @@
 //! netpath's tracer core: turns one node's kernel events into a typed event stream, and the
 //! pieces the CLI builds on it (lab, path rebuilding, diagnosis, capture).
 pub mod btf;
+pub mod capture;
 pub mod event;
 pub mod names;
 pub mod netns;

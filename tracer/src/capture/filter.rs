@@ -1,0 +1,383 @@
+//! pcap-filter expressions (`tcpdump` syntax), compiled by libpcap and matched in userspace,
+//! plus the conservative pre-filter hint the kernel side may apply first.
+//!
+//! Split of work:
+//! - **Kernel**: at most the [`KernelHint`] — address family, transport protocol, host/net
+//!   prefixes and one port — and only when the whole expression is a plain `and` of such
+//!   primitives. It is always a superset of what the expression accepts, so it only saves
+//!   copying packets to userspace; it never decides alone.
+//! - **Userspace**: the full expression, compiled by libpcap for `LINKTYPE_ETHERNET` and run
+//!   by libpcap's BPF interpreter on every packet that reaches userspace, exactly as tcpdump
+//!   would run it on a saved file.
+use std::{
+    net::IpAddr,
+    os::raw::{c_uint, c_void},
+};
+
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use pcap::{BpfInstruction, BpfProgram, Capture, Linktype};
+
+use super::CaptureError;
+
+/// Shown in `netpath capture --help`.
+pub const FILTER_HELP: &str = "\
+FILTER is a tcpdump/pcap-filter expression (man 7 pcap-filter), e.g. \
+'host 10.244.1.2 and tcp port 80'. It is compiled by libpcap for Ethernet frames and the \
+complete expression is evaluated in userspace on every packet, so results match tcpdump's. \
+When the expression is only ip/ip6/tcp/udp/icmp/icmp6, host ADDR, net CIDR and port N joined \
+by 'and', a coarse copy of it (family, protocol, addresses, port) also runs in the kernel to \
+cut the traffic sent to userspace; anything with or/not/parentheses/other primitives is \
+filtered in userspace only.";
+
+// libpcap's BPF interpreter (pcap/bpf.h). `pcap` links libpcap but does not expose a way to
+// pass the original length, which `len`/`greater`/`less` need.
+extern "C" {
+    fn bpf_filter(pc: *const c_void, pkt: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
+}
+
+/// A compiled pcap-filter expression.
+pub struct PacketFilter {
+    expr: String,
+    program: BpfProgram,
+    hint: Option<KernelHint>,
+}
+
+impl std::fmt::Debug for PacketFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketFilter")
+            .field("expr", &self.expr)
+            .field("hint", &self.hint)
+            .finish()
+    }
+}
+
+impl PacketFilter {
+    /// Compiles `expr` for Ethernet frames (optimised, like tcpdump). An empty expression
+    /// accepts everything.
+    pub fn compile(expr: &str) -> Result<Self, CaptureError> {
+        let bad = |message: String| CaptureError::Filter {
+            expr: expr.to_string(),
+            message,
+        };
+        let dead = Capture::dead(Linktype::ETHERNET).map_err(|e| bad(pcap_message(e)))?;
+        let program = dead.compile(expr, true).map_err(|e| bad(pcap_message(e)))?;
+        if program.get_instructions().is_empty() {
+            return Err(bad("libpcap produced an empty program".into()));
+        }
+        Ok(PacketFilter {
+            expr: expr.to_string(),
+            program,
+            hint: KernelHint::from_expression(expr),
+        })
+    }
+
+    /// The expression as given.
+    pub fn expression(&self) -> &str {
+        &self.expr
+    }
+
+    /// What the kernel may pre-filter on, if anything.
+    pub fn kernel_hint(&self) -> Option<&KernelHint> {
+        self.hint.as_ref()
+    }
+
+    /// Runs the filter on `data` (the captured bytes, from the Ethernet header on) of a packet
+    /// that was `orig_len` bytes long on the wire. As in tcpdump, loads past the captured
+    /// bytes reject the packet and `len` refers to the original length.
+    pub fn matches(&self, data: &[u8], orig_len: u32) -> bool {
+        let insns: &[BpfInstruction] = self.program.get_instructions();
+        let buflen = c_uint::try_from(data.len()).unwrap_or(c_uint::MAX);
+        let wirelen = orig_len.max(buflen);
+        // SAFETY: `insns` is a program libpcap compiled and validated, alive for the call;
+        // BpfInstruction is a transparent wrapper of libpcap's `struct bpf_insn`. The
+        // interpreter bounds-checks every load against `buflen`, which is at most data.len().
+        unsafe { bpf_filter(insns.as_ptr().cast(), data.as_ptr(), wirelen, buflen) != 0 }
+    }
+}
+
+fn pcap_message(e: pcap::Error) -> String {
+    match e {
+        pcap::Error::PcapError(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// An address prefix: `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpPrefix {
+    /// Network address (host bits cleared).
+    pub addr: IpAddr,
+    /// Prefix length in bits (32 or 128 for a single host).
+    pub prefix: u8,
+}
+
+impl IpPrefix {
+    /// A prefix with host bits cleared; `None` if `prefix` is too long for the family.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let addr = match addr {
+            IpAddr::V4(a) if prefix <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) if prefix <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+            _ => return None,
+        };
+        Some(IpPrefix { addr, prefix })
+    }
+
+    /// True if `ip` is inside the prefix (never across families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (ip, IpPrefix::new(ip, self.prefix)) {
+            (_, Some(p)) => p.addr == self.addr,
+            _ => false,
+        }
+    }
+}
+
+/// A coarse pre-filter the kernel may apply before copying a packet to userspace.
+///
+/// Contract (see [`KernelHint::admits`], the reference implementation): every field that is
+/// set must hold, and the hint admits *at least* every packet the full expression accepts.
+/// - Non-IP packets (ARP, ...) pass when `family` is `None`, and are dropped otherwise.
+/// - `family`: IP version, 4 or 6.
+/// - `proto`: upper-layer protocol number after IPv6 extension headers; a packet whose
+///   protocol cannot be determined (headers not walked, truncated) must pass.
+/// - `hosts`: each prefix must contain the source or the destination address.
+/// - `port`: TCP/UDP source or destination port; packets where it cannot be read (SCTP,
+///   fragments, truncated headers) must pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelHint {
+    pub family: Option<u8>,
+    pub proto: Option<u8>,
+    pub hosts: Vec<IpPrefix>,
+    pub port: Option<u16>,
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_SCTP: u8 = 132;
+
+impl KernelHint {
+    /// Extracts a hint from a pcap-filter expression, or `None` when the expression is not a
+    /// plain `and` of the primitives listed in [`FILTER_HELP`] (or constrains nothing).
+    /// Unknown syntax yields `None`, never a narrower hint: dropping a conjunct only widens it.
+    pub fn from_expression(expr: &str) -> Option<Self> {
+        let mut hint = KernelHint::default();
+        let mut toks = expr.split_whitespace().peekable();
+        loop {
+            // One primitive: [proto] [src|dst] [host ADDR | net CIDR | port N], or proto alone.
+            let mut tok = toks.next()?;
+            let proto_kw = match tok {
+                "ip" => Some((Some(4), None)),
+                "ip6" => Some((Some(6), None)),
+                "tcp" => Some((None, Some(IPPROTO_TCP))),
+                "udp" => Some((None, Some(IPPROTO_UDP))),
+                "icmp" => Some((Some(4), Some(IPPROTO_ICMP))),
+                "icmp6" => Some((Some(6), Some(IPPROTO_ICMPV6))),
+                _ => None,
+            };
+            if let Some((family, proto)) = proto_kw {
+                hint.family = hint.family.or(family);
+                hint.proto = hint.proto.or(proto);
+                match toks.peek() {
+                    None | Some(&"and") | Some(&"&&") => tok = "",
+                    Some(_) => tok = toks.next()?,
+                }
+            }
+            if matches!(tok, "src" | "dst") {
+                tok = toks.next()?;
+                if !matches!(tok, "host" | "net" | "port") {
+                    return None;
+                }
+            }
+            match tok {
+                "" => {}
+                "host" => {
+                    let addr: IpAddr = toks.next()?.parse().ok()?;
+                    let bits = if addr.is_ipv4() { 32 } else { 128 };
+                    hint.hosts.push(IpPrefix::new(addr, bits)?);
+                }
+                "net" => {
+                    let value = toks.next()?;
+                    let (addr, bits) = match value.split_once('/') {
+                        Some((a, b)) => (a.parse::<IpAddr>().ok()?, b.parse::<u8>().ok()?),
+                        None => {
+                            let a: IpAddr = value.parse().ok()?;
+                            (a, if a.is_ipv4() { 32 } else { 128 })
+                        }
+                    };
+                    hint.hosts.push(IpPrefix::new(addr, bits)?);
+                }
+                "port" => {
+                    let port: u16 = toks.next()?.parse().ok()?;
+                    hint.port = hint.port.or(Some(port));
+                }
+                _ => return None,
+            }
+            match toks.next() {
+                None => break,
+                Some("and" | "&&") => continue,
+                Some(_) => return None,
+            }
+        }
+        (hint != KernelHint::default()).then_some(hint)
+    }
+
+    /// Reference semantics of the hint over an Ethernet frame: false only when the packet
+    /// certainly fails one of the set fields.
+    pub fn admits(&self, frame: &[u8]) -> bool {
+        let Ok(pkt) = LaxSlicedPacket::from_ethernet(frame) else {
+            return true;
+        };
+        let (src, dst, payload, stopped_in_ip) = match &pkt.net {
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                (
+                    IpAddr::from(h.source_addr()),
+                    IpAddr::from(h.destination_addr()),
+                    ip.payload(),
+                    false,
+                )
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                let stopped = pkt.stop_err.is_some() && pkt.transport.is_none();
+                (
+                    IpAddr::from(h.source_addr()),
+                    IpAddr::from(h.destination_addr()),
+                    ip.payload(),
+                    stopped,
+                )
+            }
+            _ => return self.family.is_none(),
+        };
+        let version = if src.is_ipv4() { 4 } else { 6 };
+        if self.family.is_some_and(|f| f != version) {
+            return false;
+        }
+        if !self
+            .hosts
+            .iter()
+            .all(|h| h.contains(src) || h.contains(dst))
+        {
+            return false;
+        }
+        let upper = payload.ip_number.0;
+        let unknown = stopped_in_ip || payload.fragmented;
+        if self.proto.is_some_and(|p| p != upper) && !unknown {
+            return false;
+        }
+        if let Some(port) = self.port {
+            return match &pkt.transport {
+                Some(TransportSlice::Tcp(t)) => {
+                    t.source_port() == port || t.destination_port() == port
+                }
+                Some(TransportSlice::Udp(u)) => {
+                    u.source_port() == port || u.destination_port() == port
+                }
+                _ => unknown || matches!(upper, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP),
+            };
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> IpPrefix {
+        let (a, b) = s.split_once('/').unwrap();
+        IpPrefix::new(a.parse().unwrap(), b.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn hint_from_simple_conjunctions() {
+        let h = KernelHint::from_expression("ip and tcp and host 10.244.1.2 and port 80").unwrap();
+        assert_eq!(
+            h,
+            KernelHint {
+                family: Some(4),
+                proto: Some(6),
+                hosts: vec![p("10.244.1.2/32")],
+                port: Some(80)
+            }
+        );
+        let h = KernelHint::from_expression("icmp6").unwrap();
+        assert_eq!((h.family, h.proto), (Some(6), Some(58)));
+        let h = KernelHint::from_expression("net 10.244.7.9/16 && udp dst port 53").unwrap();
+        assert_eq!(h.hosts, vec![p("10.244.0.0/16")]);
+        assert_eq!((h.proto, h.port), (Some(17), Some(53)));
+        let h = KernelHint::from_expression("ip6 host fd00::1").unwrap();
+        assert_eq!(
+            (h.family, h.hosts.clone()),
+            (Some(6), vec![p("fd00::1/128")])
+        );
+        let h = KernelHint::from_expression("tcp src port 443 and src net 10.0.0.0/8").unwrap();
+        assert_eq!((h.proto, h.port, h.hosts.len()), (Some(6), Some(443), 1));
+    }
+
+    #[test]
+    fn no_hint_for_anything_else() {
+        for expr in [
+            "",
+            "not host 10.0.0.1",
+            "host 10.0.0.1 or host 10.0.0.2",
+            "udp or icmp",
+            "(tcp)",
+            "! tcp",
+            "tcp[tcpflags] & tcp-syn != 0",
+            "vlan",
+            "host example.com",
+            "port http",
+            "host 10.0.0.1 and 10.0.0.2",
+            "ether host 00:11:22:33:44:55",
+            "tcp and not port 22",
+            "greater 100",
+            "net 10.0.0.0/40",
+            "src and dst host 10.0.0.1",
+        ] {
+            assert_eq!(KernelHint::from_expression(expr), None, "{expr}");
+        }
+    }
+
+    #[test]
+    fn prefix_contains() {
+        assert!(p("10.244.0.0/16").contains("10.244.3.4".parse().unwrap()));
+        assert!(!p("10.244.0.0/16").contains("10.245.0.1".parse().unwrap()));
+        assert!(!p("10.244.0.0/16").contains("::1".parse().unwrap()));
+        assert!(p("0.0.0.0/0").contains("1.2.3.4".parse().unwrap()));
+        assert!(p("fd00::/8").contains("fd12::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_expression_is_one_line_with_libpcap_message() {
+        let err = PacketFilter::compile("tcp and bogus")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert_eq!(
+            err,
+            "invalid capture filter 'tcp and bogus': syntax error in filter expression"
+        );
+        let err = PacketFilter::compile("port 99999").unwrap_err().to_string();
+        assert!(err.contains("99999"), "{err}");
+    }
+
+    #[test]
+    fn matches_uses_original_length_and_caplen() {
+        let f = PacketFilter::compile("greater 1000").unwrap();
+        let frame = [0u8; 60];
+        assert!(f.matches(&frame, 1500), "len is the original length");
+        assert!(!f.matches(&frame, 60));
+        // A load past the captured bytes rejects, as tcpdump does on truncated packets.
+        let f = PacketFilter::compile("ether[100] = 0").unwrap();
+        assert!(!f.matches(&frame, 1500));
+        assert!(PacketFilter::compile("").unwrap().matches(&[], 0));
+    }
+}

@@ -1,0 +1,818 @@
+//! tcpdump-like one-line rendering (`-n` numeric style) of captured Ethernet frames.
+//!
+//! Pure functions over bytes: any slice, truncated or malformed, renders to some line
+//! (with tcpdump's `[|proto]` marks for cut headers) and never panics.
+use std::fmt::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{
+    ArpPacketSlice, Icmpv4Slice, Icmpv6Slice, Ipv6ExtensionSlice, LaxIpSlice, TcpOptionElement,
+    TcpSlice, UdpSlice,
+};
+
+use super::{CapturedPacket, Direction};
+
+/// Text output switches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    /// `-v`: IP ttl/hop limit, id, flags, lengths.
+    pub verbose: bool,
+    /// `-e`: MAC addresses and ethertype.
+    pub link_headers: bool,
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VXLAN_PORT: u16 = 4789;
+// VXLAN inside VXLAN is legal; stop recursing well before it could matter.
+const MAX_ENCAP_DEPTH: u8 = 4;
+
+/// One line for a packet: `HH:MM:SS.ffffff netns/dev In|Out <tcpdump-like text>[ DROP ...]`.
+pub fn format_packet(pkt: &CapturedPacket, opts: &TextOptions) -> String {
+    let mut s = String::with_capacity(128);
+    let _ = write_packet(&mut s, pkt, opts);
+    s
+}
+
+fn write_packet(s: &mut String, pkt: &CapturedPacket, opts: &TextOptions) -> fmt::Result {
+    write_time(s, pkt.ts_ns)?;
+    if !pkt.ifname.is_empty() {
+        write!(s, " {}", pkt.interface_name())?;
+    }
+    match pkt.dir {
+        Some(Direction::In) => s.push_str(" In"),
+        Some(Direction::Out) => s.push_str(" Out"),
+        None => {}
+    }
+    s.push(' ');
+    write_frame(s, &pkt.data, pkt.orig_len as usize, opts, 0)?;
+    if let Some(d) = &pkt.drop {
+        write!(s, " DROP reason={} at {}", d.reason, d.location)?;
+    }
+    Ok(())
+}
+
+/// Local time of day like tcpdump's default timestamps.
+fn write_time(s: &mut String, ts_ns: u64) -> fmt::Result {
+    let secs = (ts_ns / 1_000_000_000) as libc::time_t;
+    let micros = (ts_ns % 1_000_000_000) / 1_000;
+    // SAFETY: localtime_r only writes the `tm` we own; an all-zero tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        tm = unsafe { std::mem::zeroed() };
+    }
+    write!(
+        s,
+        "{:02}:{:02}:{:02}.{micros:06}",
+        tm.tm_hour, tm.tm_min, tm.tm_sec
+    )
+}
+
+/// Renders an Ethernet frame (`wire_len` = its length on the wire) without the time prefix.
+pub fn format_frame(data: &[u8], wire_len: usize, opts: &TextOptions) -> String {
+    let mut s = String::with_capacity(128);
+    let _ = write_frame(&mut s, data, wire_len, opts, 0);
+    s
+}
+
+fn write_frame(
+    s: &mut String,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+    depth: u8,
+) -> fmt::Result {
+    let wire_len = wire_len.max(data.len());
+    if data.len() < 14 {
+        return s.write_str("[|ether]");
+    }
+    let mut ethertype = be16(data, 12);
+    if opts.link_headers {
+        write_mac(s, &data[6..12])?;
+        s.push_str(" > ");
+        write_mac(s, &data[0..6])?;
+        write!(
+            s,
+            ", ethertype {} (0x{ethertype:04x}), length {wire_len}: ",
+            ethertype_name(ethertype)
+        )?;
+    }
+    let mut off = 14;
+    while matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD) {
+        if data.len() < off + 4 {
+            return s.write_str("[|vlan]");
+        }
+        let tci = be16(data, off);
+        ethertype = be16(data, off + 2);
+        write!(s, "vlan {}", tci & 0x0fff)?;
+        if opts.link_headers {
+            write!(s, ", p {}", tci >> 13)?;
+            if tci & 0x1000 != 0 {
+                s.push_str(", DEI");
+            }
+            write!(
+                s,
+                ", ethertype {} (0x{ethertype:04x})",
+                ethertype_name(ethertype)
+            )?;
+        }
+        s.push_str(", ");
+        off += 4;
+    }
+    let payload = &data[off..];
+    let l3_wire_len = wire_len.saturating_sub(off);
+    // tcpdump names the protocol ("IP", "ARP, ") only when -e has not shown the ethertype.
+    // Unlike tcpdump, VLAN tags are shown without -e too (short form): they matter on a path.
+    let named = opts.link_headers;
+    match ethertype {
+        ETH_P_IP | ETH_P_IPV6 => write_ip(s, payload, opts, named, depth),
+        ETH_P_ARP => write_arp(s, payload, l3_wire_len, named),
+        t if t < 0x0600 => write!(s, "802.3, length {l3_wire_len}"),
+        t if named => write!(s, "unknown ethertype 0x{t:04x}, length {l3_wire_len}"),
+        t => write!(
+            s,
+            "ethertype {} (0x{t:04x}), length {wire_len}",
+            ethertype_name(t)
+        ),
+    }
+}
+
+fn be16(d: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([d[off], d[off + 1]])
+}
+
+fn write_mac(s: &mut String, mac: &[u8]) -> fmt::Result {
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        write!(s, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+fn ethertype_name(t: u16) -> &'static str {
+    match t {
+        ETH_P_IP => "IPv4",
+        ETH_P_IPV6 => "IPv6",
+        ETH_P_ARP => "ARP",
+        ETH_P_8021Q => "802.1Q",
+        ETH_P_8021AD => "802.1Q-QinQ",
+        0x88cc => "LLDP",
+        0x8847 => "MPLS unicast",
+        _ => "Unknown",
+    }
+}
+
+fn proto_name(p: u8) -> Option<&'static str> {
+    Some(match p {
+        1 => "ICMP",
+        2 => "IGMP",
+        6 => "TCP",
+        17 => "UDP",
+        41 => "IPv6",
+        47 => "GRE",
+        50 => "ESP",
+        51 => "AH",
+        58 => "ICMPv6",
+        132 => "SCTP",
+        _ => return None,
+    })
+}
+
+fn write_arp(s: &mut String, d: &[u8], wire_len: usize, named: bool) -> fmt::Result {
+    if !named {
+        s.push_str("ARP, ");
+    }
+    let Ok(arp) = ArpPacketSlice::from_slice(d) else {
+        return s.write_str("[|arp]");
+    };
+    let addr = |a: &[u8]| match <[u8; 4]>::try_from(a) {
+        Ok(v4) => Ipv4Addr::from(v4).to_string(),
+        Err(_) => format!("<{} bytes>", a.len()),
+    };
+    match arp.operation().0 {
+        1 => write!(
+            s,
+            "Request who-has {} tell {}",
+            addr(arp.target_protocol_addr()),
+            addr(arp.sender_protocol_addr())
+        )?,
+        2 => {
+            write!(s, "Reply {} is-at ", addr(arp.sender_protocol_addr()))?;
+            write_mac(s, arp.sender_hw_addr())?;
+        }
+        op => write!(s, "op {op}")?,
+    }
+    write!(s, ", length {wire_len}")
+}
+
+fn write_ip(s: &mut String, d: &[u8], opts: &TextOptions, named: bool, depth: u8) -> fmt::Result {
+    let ip = match LaxIpSlice::from_slice(d) {
+        Ok((ip, _)) => ip,
+        Err(_) => {
+            return s.write_str(if d.first().is_some_and(|b| b >> 4 == 6) {
+                "[|ip6]"
+            } else {
+                "[|ip]"
+            })
+        }
+    };
+    let payload = ip.payload();
+    let proto = payload.ip_number.0;
+    // Offset of the transport header inside the IP packet, to turn the header's declared
+    // length into the transport length even when the capture was cut short.
+    let l4_off = (payload.payload.as_ptr() as usize).saturating_sub(d.as_ptr() as usize);
+    let (declared_len, first_fragment) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let frag = h.fragments_offset().value();
+            if !named {
+                s.push_str("IP ");
+            }
+            if opts.verbose {
+                let flags = match (h.dont_fragment(), h.more_fragments()) {
+                    (true, true) => "DF+",
+                    (true, false) => "DF",
+                    (false, true) => "+",
+                    (false, false) => "none",
+                };
+                write!(
+                    s,
+                    "(tos 0x{:x}, ttl {}, id {}, offset {}, flags [{flags}], proto {} ({proto}), length {}) ",
+                    h.slice()[1],
+                    h.ttl(),
+                    h.identification(),
+                    u32::from(frag) * 8,
+                    proto_name(proto).unwrap_or("unknown"),
+                    h.total_len()
+                )?;
+            }
+            (usize::from(h.total_len()), frag == 0)
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
+            if !named {
+                s.push_str("IP6 ");
+            }
+            if opts.verbose {
+                s.push('(');
+                let flow = h.flow_label().value();
+                if flow != 0 {
+                    write!(s, "flowlabel 0x{flow:05x}, ")?;
+                }
+                let next = h.next_header().0;
+                write!(
+                    s,
+                    "hlim {}, next-header {} ({next}) payload length: {}) ",
+                    h.hop_limit(),
+                    proto_name(next).unwrap_or("unknown"),
+                    h.payload_length()
+                )?;
+            }
+            // Only the first fragment carries the transport header.
+            let first = v6.extensions().clone().into_iter().all(|e| match e {
+                Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+                _ => true,
+            });
+            (40 + usize::from(h.payload_length()), first)
+        }
+    };
+    let l4_len = if payload.incomplete {
+        declared_len.saturating_sub(l4_off)
+    } else {
+        payload.payload.len()
+    };
+    let mut ends = Ends {
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        shown: false,
+    };
+    if let LaxIpSlice::Ipv6(v6) = &ip {
+        // Like tcpdump: addresses, then the extension headers, then the transport ports.
+        if !v6.extensions().is_empty() {
+            write!(s, "{} > {}:", ends.src, ends.dst)?;
+            for e in v6.extensions().clone() {
+                s.push_str(match e {
+                    Ipv6ExtensionSlice::HopByHop(_) => " HBH",
+                    Ipv6ExtensionSlice::DestinationOptions(_) => " DSTOPT",
+                    Ipv6ExtensionSlice::Routing(_) => " srcrt",
+                    Ipv6ExtensionSlice::Fragment(_) => " frag",
+                    Ipv6ExtensionSlice::Authentication(_) => " AH",
+                });
+            }
+            s.push(' ');
+            ends.shown = true;
+        }
+    }
+    let data = payload.payload;
+    if !first_fragment {
+        ends.write(s, None)?;
+        return write!(s, "ip-proto-{proto}");
+    }
+    match proto {
+        6 => write_tcp(s, &ends, data, l4_len),
+        17 => write_udp(s, &ends, data, opts, depth),
+        1 => {
+            ends.write(s, None)?;
+            write_icmp(s, data, l4_len)
+        }
+        58 => {
+            ends.write(s, None)?;
+            write_icmp6(s, data, l4_len)
+        }
+        p => {
+            ends.write(s, None)?;
+            match proto_name(p) {
+                Some(name) => write!(s, "{} {l4_len}", name.to_lowercase()),
+                None => write!(s, "ip-proto-{p} {l4_len}"),
+            }
+        }
+    }
+}
+
+/// The address pair of an IP packet, printed with the transport ports (`a.p > b.q: `).
+struct Ends {
+    src: IpAddr,
+    dst: IpAddr,
+    /// Already printed before IPv6 extension headers: print only the ports.
+    shown: bool,
+}
+
+impl Ends {
+    fn write(&self, s: &mut String, ports: Option<(u16, u16)>) -> fmt::Result {
+        let (src, dst) = (self.src, self.dst);
+        match (self.shown, ports) {
+            (false, Some((sp, dp))) => write!(s, "{src}.{sp} > {dst}.{dp}: "),
+            (false, None) => write!(s, "{src} > {dst}: "),
+            (true, Some((sp, dp))) => write!(s, "{sp} > {dp}: "),
+            (true, None) => Ok(()),
+        }
+    }
+}
+
+fn write_tcp(s: &mut String, ends: &Ends, d: &[u8], l4_len: usize) -> fmt::Result {
+    let Ok(tcp) = TcpSlice::from_slice(d) else {
+        ends.write(s, None)?;
+        return s.write_str("[|tcp]");
+    };
+    ends.write(s, Some((tcp.source_port(), tcp.destination_port())))?;
+    s.push_str("Flags [");
+    let flags = [
+        (tcp.fin(), 'F'),
+        (tcp.syn(), 'S'),
+        (tcp.rst(), 'R'),
+        (tcp.psh(), 'P'),
+        (tcp.ack(), '.'),
+        (tcp.urg(), 'U'),
+        (tcp.ece(), 'E'),
+        (tcp.cwr(), 'W'),
+    ];
+    let before = s.len();
+    flags
+        .iter()
+        .filter(|(on, _)| *on)
+        .for_each(|(_, c)| s.push(*c));
+    if s.len() == before {
+        s.push_str("none");
+    }
+    s.push(']');
+    let len = l4_len.saturating_sub(tcp.header_slice().len());
+    let seq = tcp.sequence_number();
+    if len > 0 {
+        write!(s, ", seq {seq}:{}", seq.wrapping_add(len as u32))?;
+    } else if tcp.syn() || tcp.fin() || tcp.rst() {
+        write!(s, ", seq {seq}")?;
+    }
+    if tcp.ack() {
+        write!(s, ", ack {}", tcp.acknowledgment_number())?;
+    }
+    write!(s, ", win {}", tcp.window_size())?;
+    if tcp.urg() {
+        write!(s, ", urg {}", tcp.urgent_pointer())?;
+    }
+    if !tcp.options().is_empty() {
+        s.push_str(", options [");
+        for (i, opt) in tcp.options_iterator().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            match opt {
+                Ok(TcpOptionElement::Noop) => s.push_str("nop"),
+                Ok(TcpOptionElement::MaximumSegmentSize(m)) => write!(s, "mss {m}")?,
+                Ok(TcpOptionElement::WindowScale(w)) => write!(s, "wscale {w}")?,
+                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => s.push_str("sackOK"),
+                Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
+                    write!(
+                        s,
+                        "sack {} {{{}:{}}}",
+                        1 + rest.iter().flatten().count(),
+                        first.0,
+                        first.1
+                    )?;
+                    for (a, b) in rest.iter().flatten() {
+                        write!(s, "{{{a}:{b}}}")?;
+                    }
+                }
+                Ok(TcpOptionElement::Timestamp(val, ecr)) => write!(s, "TS val {val} ecr {ecr}")?,
+                Err(_) => {
+                    s.push_str("bad opts");
+                    break;
+                }
+            }
+        }
+        s.push(']');
+    }
+    write!(s, ", length {len}")
+}
+
+fn write_udp(s: &mut String, ends: &Ends, d: &[u8], opts: &TextOptions, depth: u8) -> fmt::Result {
+    let Ok(udp) = UdpSlice::from_slice_lax(d) else {
+        ends.write(s, None)?;
+        return s.write_str("[|udp]");
+    };
+    let dport = udp.destination_port();
+    ends.write(s, Some((udp.source_port(), dport)))?;
+    let payload = udp.payload();
+    if dport == VXLAN_PORT && payload.len() >= 8 && depth < MAX_ENCAP_DEPTH {
+        let flags = payload[0];
+        let vni = u32::from_be_bytes([0, payload[4], payload[5], payload[6]]);
+        write!(
+            s,
+            "VXLAN, flags [{}] (0x{flags:02x}), vni {vni}: ",
+            if flags & 0x08 != 0 { "I" } else { "." }
+        )?;
+        let inner = &payload[8..];
+        let inner_wire = usize::from(udp.length())
+            .saturating_sub(16)
+            .max(inner.len());
+        return write_frame(s, inner, inner_wire, opts, depth + 1);
+    }
+    write!(
+        s,
+        "UDP, length {}",
+        usize::from(udp.length()).saturating_sub(8)
+    )
+}
+
+fn write_icmp(s: &mut String, d: &[u8], l4_len: usize) -> fmt::Result {
+    let Ok(icmp) = Icmpv4Slice::from_slice(d) else {
+        return s.write_str("[|icmp]");
+    };
+    let rest = icmp.bytes5to8();
+    let (id, seq) = (
+        u16::from_be_bytes([rest[0], rest[1]]),
+        u16::from_be_bytes([rest[2], rest[3]]),
+    );
+    s.push_str("ICMP ");
+    match (icmp.type_u8(), icmp.code_u8()) {
+        (8, _) => write!(s, "echo request, id {id}, seq {seq}")?,
+        (0, _) => write!(s, "echo reply, id {id}, seq {seq}")?,
+        (3, code) => write_unreachable(s, code, icmp.payload(), seq)?,
+        (11, 0) => s.push_str("time exceeded in-transit"),
+        (11, _) => s.push_str("ip reassembly time exceeded"),
+        (5, _) => write!(s, "redirect to {}", Ipv4Addr::from(rest))?,
+        (t, c) => write!(s, "type {t}, code {c}")?,
+    }
+    write!(s, ", length {l4_len}")
+}
+
+/// `payload` is the offending packet's IP header and first bytes, as tcpdump decodes them.
+fn write_unreachable(s: &mut String, code: u8, payload: &[u8], mtu: u16) -> fmt::Result {
+    let inner = LaxIpSlice::from_slice(payload).ok().map(|(ip, _)| ip);
+    let dst = inner
+        .as_ref()
+        .map_or_else(|| "?".to_string(), |ip| ip.destination_addr().to_string());
+    match code {
+        0 => write!(s, "net {dst} unreachable"),
+        1 => write!(s, "host {dst} unreachable"),
+        2 => {
+            let p = inner.as_ref().map_or(0, |ip| ip.payload().ip_number.0);
+            write!(s, "{dst} protocol {p} unreachable")
+        }
+        3 => {
+            let l4 = inner
+                .as_ref()
+                .map(|ip| (ip.payload().ip_number.0, ip.payload().payload));
+            match l4 {
+                Some((p @ (6 | 17), b)) if b.len() >= 4 => {
+                    let name = if p == 6 { "tcp" } else { "udp" };
+                    write!(s, "{dst} {name} port {} unreachable", be16(b, 2))
+                }
+                _ => write!(s, "{dst} port unreachable"),
+            }
+        }
+        4 => write!(s, "{dst} unreachable - need to frag (mtu {mtu})"),
+        13 => write!(s, "{dst} unreachable - admin prohibited filter"),
+        c => write!(s, "{dst} unreachable - code {c}"),
+    }
+}
+
+fn write_icmp6(s: &mut String, d: &[u8], l4_len: usize) -> fmt::Result {
+    let Ok(icmp) = Icmpv6Slice::from_slice(d) else {
+        return s.write_str("[|icmp6]");
+    };
+    let rest = icmp.bytes5to8();
+    let (id, seq) = (
+        u16::from_be_bytes([rest[0], rest[1]]),
+        u16::from_be_bytes([rest[2], rest[3]]),
+    );
+    let target = || match <[u8; 16]>::try_from(icmp.payload().get(..16).unwrap_or_default()) {
+        Ok(a) => Ipv6Addr::from(a).to_string(),
+        Err(_) => "[|icmp6]".to_string(),
+    };
+    s.push_str("ICMP6, ");
+    match (icmp.type_u8(), icmp.code_u8()) {
+        (128, _) => write!(s, "echo request, id {id}, seq {seq}")?,
+        (129, _) => write!(s, "echo reply, id {id}, seq {seq}")?,
+        (133, _) => s.push_str("router solicitation"),
+        (134, _) => s.push_str("router advertisement"),
+        (135, _) => write!(s, "neighbor solicitation, who has {}", target())?,
+        (136, _) => write!(s, "neighbor advertisement, tgt is {}", target())?,
+        (137, _) => s.push_str("redirect"),
+        (1, _) => s.push_str("destination unreachable"),
+        (2, _) => write!(s, "packet too big, mtu {}", u32::from_be_bytes(rest))?,
+        (3, _) => s.push_str("time exceeded in-transit"),
+        (4, _) => s.push_str("parameter problem"),
+        (143, _) => s.push_str("multicast listener report v2"),
+        (t, c) => write!(s, "type {t}, code {c}")?,
+    }
+    write!(s, ", length {l4_len}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{
+        ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
+    };
+
+    const MAC_A: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+    const MAC_B: [u8; 6] = [0x0a, 0, 0, 0, 0, 2];
+    const V6A: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const V6B: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    fn build(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = Vec::new();
+        b(&mut v);
+        v
+    }
+
+    fn icmp_echo() -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64)
+                .icmpv4_echo_request(1, 1)
+                .write(v, &[0u8; 56])
+                .unwrap()
+        })
+    }
+
+    fn text(frame: &[u8], opts: TextOptions) -> String {
+        format_frame(frame, frame.len(), &opts)
+    }
+
+    const PLAIN: TextOptions = TextOptions {
+        verbose: false,
+        link_headers: false,
+    };
+
+    #[test]
+    fn icmp_echo_like_tcpdump() {
+        assert_eq!(
+            text(&icmp_echo(), PLAIN),
+            "IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+        assert_eq!(
+            text(
+                &icmp_echo(),
+                TextOptions {
+                    verbose: true,
+                    link_headers: true
+                }
+            ),
+            "0a:00:00:00:00:01 > 0a:00:00:00:00:02, ethertype IPv4 (0x0800), length 98: \
+             (tos 0x0, ttl 64, id 0, offset 0, flags [DF], proto ICMP (1), length 84) \
+             10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+    }
+
+    #[test]
+    fn tcp_syn_over_ipv6() {
+        let f = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv6(V6A, V6B, 64)
+                .tcp(40000, 80, 1, 64240)
+                .syn()
+                .write(v, &[])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&f, PLAIN),
+            "IP6 fd00::1.40000 > fd00::2.80: Flags [S], seq 1, win 64240, length 0"
+        );
+        assert_eq!(
+            text(
+                &f,
+                TextOptions {
+                    verbose: true,
+                    link_headers: false
+                }
+            ),
+            "IP6 (hlim 64, next-header TCP (6) payload length: 20) fd00::1.40000 > fd00::2.80: \
+             Flags [S], seq 1, win 64240, length 0"
+        );
+    }
+
+    #[test]
+    fn tcp_data_udp_arp_icmp6_vlan_vxlan() {
+        let data = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(1234, 80, 100, 502)
+                .ack(7)
+                .psh()
+                .write(v, &[1u8; 10])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&data, PLAIN),
+            "IP 10.0.0.1.1234 > 10.0.0.2.80: Flags [P.], seq 100:110, ack 7, win 502, length 10"
+        );
+        let udp = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(5353, 53)
+                .write(v, &[0u8; 12])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&udp, PLAIN),
+            "IP 10.0.0.1.5353 > 10.0.0.2.53: UDP, length 12"
+        );
+        let arp = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
+                .arp(
+                    ArpPacket::new(
+                        ArpHardwareId::ETHERNET,
+                        EtherType::IPV4,
+                        ArpOperation::REQUEST,
+                        &MAC_A,
+                        &[10, 0, 0, 1],
+                        &[0; 6],
+                        &[10, 0, 0, 2],
+                    )
+                    .unwrap(),
+                )
+                .write(v)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&arp, PLAIN),
+            "ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 28"
+        );
+        let ns = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv6(V6A, V6B, 255)
+                .icmpv6(Icmpv6Type::NeighborSolicitation)
+                .write(v, &V6B)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&ns, PLAIN),
+            "IP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 24"
+        );
+        let vlan = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .single_vlan(100.try_into().unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .icmpv4_echo_reply(7, 9)
+                .write(v, &[])
+                .unwrap()
+        });
+        assert_eq!(
+            text(&vlan, PLAIN),
+            "vlan 100, IP 10.0.0.1 > 10.0.0.2: ICMP echo reply, id 7, seq 9, length 8"
+        );
+        let mut vxlan_payload = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+        vxlan_payload.extend(icmp_echo());
+        let vxlan = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4([192, 168, 0, 1], [192, 168, 0, 2], 64)
+                .udp(40000, 4789)
+                .write(v, &vxlan_payload)
+                .unwrap()
+        });
+        assert_eq!(
+            text(&vxlan, PLAIN),
+            "IP 192.168.0.1.40000 > 192.168.0.2.4789: VXLAN, flags [I] (0x08), vni 42: \
+             IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64"
+        );
+    }
+
+    #[test]
+    fn ipv6_extension_headers_like_tcpdump() {
+        // Ethernet + IPv6 + hop-by-hop + destination options + TCP SYN (checked with tcpdump).
+        let hex = "0a580af402030a580af4010286dd6000000000240040fd00000000000000000000000000\
+                   0001fd0000000000000000000000000000023c0001040000000006000104000000009c40\
+                   005000000001000000005002faf000000000";
+        let f: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(
+            text(&f, PLAIN),
+            "IP6 fd00::1 > fd00::2: HBH DSTOPT 40000 > 80: Flags [S], seq 1, win 64240, length 0"
+        );
+    }
+
+    #[test]
+    fn packet_line_has_interface_direction_and_drop() {
+        let pkt = CapturedPacket {
+            ts_ns: 1_700_000_000_123_456_789,
+            node: "node-1".into(),
+            netns: "pod-a".into(),
+            ifname: "eth0".into(),
+            dir: None,
+            data: icmp_echo().into(),
+            orig_len: 98,
+            drop: Some(super::super::DropInfo {
+                reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow+0x8c".into(),
+            }),
+        };
+        let line = format_packet(&pkt, &PLAIN);
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert_eq!(time.len(), 15, "{line}");
+        assert!(time.ends_with(".123456"), "{line}");
+        assert_eq!(
+            rest,
+            "pod-a/eth0 IP 10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64 \
+             DROP reason=NETFILTER_DROP at nf_hook_slow+0x8c"
+        );
+        let out = CapturedPacket {
+            dir: Some(Direction::Out),
+            drop: None,
+            ..pkt
+        };
+        assert!(format_packet(&out, &PLAIN).contains(" pod-a/eth0 Out IP 10.244.1.2 > "));
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_never_panic() {
+        let samples = [icmp_echo(), {
+            let mut v = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+            v.extend(icmp_echo());
+            build(|o| {
+                PacketBuilder::ethernet2(MAC_A, MAC_B)
+                    .ipv6(V6A, V6B, 1)
+                    .udp(1, 4789)
+                    .write(o, &v)
+                    .unwrap()
+            })
+        }];
+        let all = [
+            PLAIN,
+            TextOptions {
+                verbose: true,
+                link_headers: true,
+            },
+        ];
+        for s in &samples {
+            for cut in 0..=s.len() {
+                for o in &all {
+                    let _ = text(&s[..cut], *o);
+                    let _ = format_frame(&s[..cut], 0, o);
+                }
+            }
+        }
+        assert_eq!(
+            text(&icmp_echo()[..40], PLAIN),
+            "IP 10.244.1.2 > 10.244.2.3: [|icmp]"
+        );
+        // Deterministic pseudo-random frames with plausible ethertypes and IP versions.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut frame = Vec::with_capacity(80);
+            let len = (x % 90) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                frame.push(x as u8);
+            }
+            if frame.len() > 15 {
+                let et: [u8; 2] =
+                    [[0x08, 0x00], [0x86, 0xdd], [0x81, 0x00], [0x08, 0x06]][(x % 4) as usize];
+                frame[12..14].copy_from_slice(&et);
+                frame[14] = if x & 1 == 0 { 0x45 } else { 0x60 };
+            }
+            for o in &all {
+                let _ = format_frame(&frame, (x % 2000) as usize, o);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Userspace half of `netpath capture`: pcap-filter matching, pcapng writing/reading and
+//! tcpdump-like text lines for packets the kernel side captured.
+//!
+//! The CLI builds a [`CaptureSink`] from a compiled [`PacketFilter`] and a [`CaptureOutput`],
+//! pushes every [`CapturedPacket`] into it, reports ring-buffer losses with
+//! [`CaptureSink::add_lost`], and prints [`CaptureStats::summary`] at the end.
+use std::io::Write;
+
+pub mod filter;
+pub mod format;
+pub mod packet;
+pub mod pcapng;
+
+pub use filter::{IpPrefix, KernelHint, PacketFilter, FILTER_HELP};
+pub use format::{format_packet, TextOptions};
+pub use packet::{split_interface_name, CapturedPacket, Direction, DropInfo};
+pub use pcapng::{read_capture_file, CaptureFileReader, PcapngWriter, DEFAULT_SNAPLEN};
+
+/// Errors of the capture pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The filter expression did not compile; `message` is libpcap's.
+    #[error("invalid capture filter '{expr}': {message}")]
+    Filter { expr: String, message: String },
+    #[error("capture file: {0}")]
+    File(#[from] pcap_file::PcapError),
+    #[error("capture file: {0}")]
+    BadFile(String),
+    #[error("writing capture output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where matched packets go.
+pub enum CaptureOutput<W: Write> {
+    /// pcapng blocks (file or stdout for `-w -`).
+    Pcapng(PcapngWriter<W>),
+    /// One tcpdump-like line per packet.
+    Text { out: W, opts: TextOptions },
+}
+
+/// Counters for the end-of-capture summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Packets that matched the filter and were written.
+    pub captured: u64,
+    /// Of those, packets seen at a kernel drop point.
+    pub dropped_by_kernel: u64,
+    /// Packets the tracer lost before userspace saw them (ring buffer full).
+    pub lost_by_tracer: u64,
+    /// Packets the userspace filter rejected.
+    pub filtered_out: u64,
+}
+
+impl CaptureStats {
+    /// tcpdump-like summary, three lines.
+    pub fn summary(&self) -> String {
+        let plural = |n: u64| if n == 1 { "packet" } else { "packets" };
+        format!(
+            "{} {} captured\n{} {} dropped by the kernel (seen at drop points)\n{} {} lost by the tracer",
+            self.captured,
+            plural(self.captured),
+            self.dropped_by_kernel,
+            plural(self.dropped_by_kernel),
+            self.lost_by_tracer,
+            plural(self.lost_by_tracer),
+        )
+    }
+}
+
+/// Filters, counts and writes captured packets.
+pub struct CaptureSink<W: Write> {
+    filter: Option<PacketFilter>,
+    output: CaptureOutput<W>,
+    stats: CaptureStats,
+}
+
+impl<W: Write> CaptureSink<W> {
+    /// `filter: None` accepts every packet.
+    pub fn new(filter: Option<PacketFilter>, output: CaptureOutput<W>) -> Self {
+        CaptureSink {
+            filter,
+            output,
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// Filters and writes one packet; returns whether it matched. Output is flushed per
+    /// packet so pipes (`-w - | tshark -r -`) see packets live.
+    pub fn push(&mut self, pkt: &CapturedPacket) -> Result<bool, CaptureError> {
+        if let Some(f) = &self.filter {
+            if !f.matches(&pkt.data, pkt.orig_len) {
+                self.stats.filtered_out += 1;
+                return Ok(false);
+            }
+        }
+        match &mut self.output {
+            CaptureOutput::Pcapng(w) => w.write_packet(pkt)?,
+            CaptureOutput::Text { out, opts } => {
+                writeln!(out, "{}", format_packet(pkt, opts))?;
+                out.flush()?;
+            }
+        }
+        self.stats.captured += 1;
+        if pkt.drop.is_some() {
+            self.stats.dropped_by_kernel += 1;
+        }
+        Ok(true)
+    }
+
+    /// Records packets the tracer lost before they reached userspace.
+    pub fn add_lost(&mut self, n: u64) {
+        self.stats.lost_by_tracer += n;
+    }
+
+    /// The userspace filter, e.g. to read its [`PacketFilter::kernel_hint`].
+    pub fn filter(&self) -> Option<&PacketFilter> {
+        self.filter.as_ref()
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        self.stats
+    }
+
+    /// Flushes and returns the output and the final counters.
+    pub fn finish(self) -> Result<(CaptureOutput<W>, CaptureStats), CaptureError> {
+        let mut output = self.output;
+        match &mut output {
+            CaptureOutput::Pcapng(w) => w.flush()?,
+            CaptureOutput::Text { out, .. } => out.flush()?,
+        }
+        Ok((output, self.stats))
+    }
+}

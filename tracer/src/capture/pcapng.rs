@@ -1,0 +1,374 @@
+//! pcapng output (one interface per namespace/device, ns timestamps, direction flags, drop
+//! comments) and reading capture files back into [`CapturedPacket`]s.
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    io::{Chain, Cursor, Read, Write},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use pcap_file::{
+    pcap::PcapReader,
+    pcapng::{
+        blocks::{
+            enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
+            interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+            section_header::{SectionHeaderBlock, SectionHeaderOption},
+        },
+        Block, PcapNgReader, PcapNgWriter,
+    },
+    DataLink,
+};
+
+use super::{packet::split_interface_name, CaptureError, CapturedPacket, Direction, DropInfo};
+
+/// tcpdump's default snap length.
+pub const DEFAULT_SNAPLEN: u32 = 262_144;
+
+// epb_flags bits 0-1: 01 inbound, 10 outbound (pcapng spec, section 4.3.1).
+const EPB_INBOUND: u32 = 1;
+const EPB_OUTBOUND: u32 = 2;
+const DROP_PREFIX: &str = "drop: ";
+const NODE_PREFIX: &str = "node ";
+
+/// Writes captured packets as pcapng.
+pub struct PcapngWriter<W: Write> {
+    inner: PcapNgWriter<W>,
+    // (node, interface name) -> interface id, in order of first sight.
+    interfaces: HashMap<(String, String), u32>,
+    snaplen: u32,
+}
+
+impl<W: Write> PcapngWriter<W> {
+    /// Writes the section header at once; packets longer than `snaplen` are truncated.
+    pub fn new(out: W, snaplen: u32) -> Result<Self, CaptureError> {
+        let section = SectionHeaderBlock {
+            options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
+                "netpath",
+            ))],
+            ..Default::default()
+        };
+        let mut inner = PcapNgWriter::with_section_header(out, section)?;
+        inner.get_mut().flush()?;
+        Ok(PcapngWriter {
+            inner,
+            interfaces: HashMap::new(),
+            snaplen: snaplen.max(1),
+        })
+    }
+
+    /// Writes one packet (and its interface description on first sight), then flushes.
+    pub fn write_packet(&mut self, pkt: &CapturedPacket) -> Result<(), CaptureError> {
+        let name = pkt.interface_name();
+        let key = (pkt.node.clone(), name);
+        let interface_id = match self.interfaces.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(self.interfaces.len())
+                    .map_err(|_| CaptureError::BadFile("too many interfaces".into()))?;
+                let idb = InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen: self.snaplen,
+                    options: vec![
+                        InterfaceDescriptionOption::IfName(Cow::Owned(key.1.clone())),
+                        InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
+                            "{NODE_PREFIX}{}",
+                            pkt.node
+                        ))),
+                        InterfaceDescriptionOption::IfTsResol(9),
+                    ],
+                };
+                self.inner.write_pcapng_block(idb)?;
+                self.interfaces.insert(key, id);
+                id
+            }
+        };
+        let caplen = pkt.data.len().min(self.snaplen as usize);
+        let mut options = Vec::with_capacity(2);
+        match pkt.dir {
+            Some(Direction::In) => options.push(EnhancedPacketOption::Flags(EPB_INBOUND)),
+            Some(Direction::Out) => options.push(EnhancedPacketOption::Flags(EPB_OUTBOUND)),
+            None => {}
+        }
+        if let Some(d) = &pkt.drop {
+            options.push(EnhancedPacketOption::Comment(Cow::Owned(format!(
+                "{DROP_PREFIX}{} at {}",
+                d.reason, d.location
+            ))));
+        }
+        let epb = EnhancedPacketBlock {
+            interface_id,
+            // if_tsresol = 9: the writer stores the nanosecond count as is.
+            timestamp: Duration::from_nanos(pkt.ts_ns),
+            original_len: pkt.orig_len.max(pkt.data.len() as u32),
+            data: Cow::Borrowed(&pkt.data[..caplen]),
+            options,
+        };
+        self.inner.write_pcapng_block(epb)?;
+        self.inner.get_mut().flush()?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.get_mut().flush()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner.into_inner()
+    }
+}
+
+struct InterfaceInfo {
+    node: String,
+    netns: String,
+    ifname: String,
+    linktype: DataLink,
+    tsresol: u8,
+}
+
+/// Converts a raw pcapng timestamp in units of `if_tsresol` to nanoseconds.
+fn ts_to_ns(raw: u64, tsresol: u8) -> u64 {
+    let exp = u32::from(tsresol & 0x7f);
+    let ns = if tsresol & 0x80 != 0 {
+        (u128::from(raw) * 1_000_000_000) >> exp.min(127)
+    } else if exp <= 9 {
+        u128::from(raw) * 10u128.pow(9 - exp)
+    } else {
+        u128::from(raw) / 10u128.checked_pow(exp - 9).unwrap_or(u128::MAX)
+    };
+    u64::try_from(ns).unwrap_or(u64::MAX)
+}
+
+type Peeked<R> = Chain<Cursor<[u8; 4]>, R>;
+
+/// Reads a pcapng (as written by [`PcapngWriter`] or other tools) or a classic pcap file of
+/// Ethernet frames. Interface names `netns/dev` are split back; direction comes from
+/// epb_flags, drop info from `drop: REASON at LOCATION` comments.
+pub struct CaptureFileReader<R: Read>(Source<R>);
+
+enum Source<R: Read> {
+    Pcapng {
+        reader: PcapNgReader<Peeked<R>>,
+        interfaces: Vec<InterfaceInfo>,
+    },
+    Pcap(PcapReader<Peeked<R>>),
+}
+
+/// Opens a capture stream, detecting pcapng or pcap from its first bytes.
+pub fn read_capture_file<R: Read>(mut input: R) -> Result<CaptureFileReader<R>, CaptureError> {
+    let mut magic = [0u8; 4];
+    input.read_exact(&mut magic)?;
+    let peeked = Cursor::new(magic).chain(input);
+    match u32::from_le_bytes(magic) {
+        0x0A0D_0D0A => Ok(CaptureFileReader(Source::Pcapng {
+            reader: PcapNgReader::new(peeked)?,
+            interfaces: Vec::new(),
+        })),
+        0xA1B2_C3D4 | 0xD4C3_B2A1 | 0xA1B2_3C4D | 0x4D3C_B2A1 => {
+            let reader = PcapReader::new(peeked)?;
+            match reader.header().datalink {
+                DataLink::ETHERNET => Ok(CaptureFileReader(Source::Pcap(reader))),
+                other => Err(CaptureError::BadFile(format!(
+                    "link type {other:?} is not Ethernet"
+                ))),
+            }
+        }
+        _ => Err(CaptureError::BadFile("not a pcap or pcapng file".into())),
+    }
+}
+
+impl<R: Read> Iterator for CaptureFileReader<R> {
+    type Item = Result<CapturedPacket, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Source::Pcap(reader) => {
+                let pkt = match reader.next_packet()? {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                Some(Ok(CapturedPacket {
+                    ts_ns: u64::try_from(pkt.timestamp.as_nanos()).unwrap_or(u64::MAX),
+                    node: String::new(),
+                    netns: String::new(),
+                    ifname: String::new(),
+                    dir: None,
+                    orig_len: pkt.orig_len,
+                    data: Bytes::copy_from_slice(&pkt.data),
+                    drop: None,
+                }))
+            }
+            Source::Pcapng { reader, interfaces } => loop {
+                let block = match reader.next_block()? {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                match block {
+                    Block::SectionHeader(_) => interfaces.clear(),
+                    Block::InterfaceDescription(idb) => interfaces.push(interface_info(&idb)),
+                    Block::EnhancedPacket(epb) => return Some(packet_from_epb(&epb, interfaces)),
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
+fn interface_info(idb: &InterfaceDescriptionBlock) -> InterfaceInfo {
+    let mut info = InterfaceInfo {
+        node: String::new(),
+        netns: String::new(),
+        ifname: String::new(),
+        linktype: idb.linktype,
+        tsresol: 6,
+    };
+    for opt in &idb.options {
+        match opt {
+            InterfaceDescriptionOption::IfName(n) => {
+                (info.netns, info.ifname) = split_interface_name(n)
+            }
+            InterfaceDescriptionOption::IfDescription(d) => {
+                if let Some(node) = d.strip_prefix(NODE_PREFIX) {
+                    info.node = node.to_string();
+                }
+            }
+            InterfaceDescriptionOption::IfTsResol(r) => info.tsresol = *r,
+            _ => {}
+        }
+    }
+    info
+}
+
+fn packet_from_epb(
+    epb: &EnhancedPacketBlock,
+    interfaces: &[InterfaceInfo],
+) -> Result<CapturedPacket, CaptureError> {
+    let iface = interfaces.get(epb.interface_id as usize).ok_or_else(|| {
+        CaptureError::BadFile(format!(
+            "packet on undeclared interface {}",
+            epb.interface_id
+        ))
+    })?;
+    if iface.linktype != DataLink::ETHERNET {
+        return Err(CaptureError::BadFile(format!(
+            "interface {}/{} has link type {:?}; only Ethernet is supported",
+            iface.netns, iface.ifname, iface.linktype
+        )));
+    }
+    let mut pkt = CapturedPacket {
+        // pcap-file hands the raw timestamp back as if it were nanoseconds.
+        ts_ns: ts_to_ns(
+            u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX),
+            iface.tsresol,
+        ),
+        node: iface.node.clone(),
+        netns: iface.netns.clone(),
+        ifname: iface.ifname.clone(),
+        dir: None,
+        data: Bytes::copy_from_slice(&epb.data),
+        orig_len: epb.original_len,
+        drop: None,
+    };
+    for opt in &epb.options {
+        match opt {
+            EnhancedPacketOption::Flags(f) => {
+                pkt.dir = match f & 3 {
+                    EPB_INBOUND => Some(Direction::In),
+                    EPB_OUTBOUND => Some(Direction::Out),
+                    _ => None,
+                }
+            }
+            EnhancedPacketOption::Comment(c) => {
+                if let Some((reason, location)) = c
+                    .strip_prefix(DROP_PREFIX)
+                    .and_then(|r| r.split_once(" at "))
+                {
+                    pkt.drop = Some(DropInfo {
+                        reason: reason.to_string(),
+                        location: location.to_string(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(pkt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(
+        netns: &str,
+        ifname: &str,
+        dir: Option<Direction>,
+        drop: bool,
+        len: usize,
+    ) -> CapturedPacket {
+        CapturedPacket {
+            ts_ns: 1_700_000_000_123_456_789,
+            node: "node-1".into(),
+            netns: netns.into(),
+            ifname: ifname.into(),
+            dir,
+            data: Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>()),
+            orig_len: len as u32 + 10,
+            drop: drop.then(|| DropInfo {
+                reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow+0x8c".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn pcapng_round_trip() {
+        let packets = vec![
+            pkt("pod-a", "eth0", Some(Direction::Out), false, 60),
+            pkt("node-1", "eth0", Some(Direction::In), false, 61),
+            pkt("pod-a", "eth0", None, true, 62),
+            pkt("pod-a", "eth0", Some(Direction::In), false, 100),
+        ];
+        let mut w = PcapngWriter::new(Vec::new(), 80).unwrap();
+        for p in &packets {
+            w.write_packet(p).unwrap();
+        }
+        let bytes = w.into_inner();
+        let back: Vec<_> = read_capture_file(&bytes[..])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back.len(), packets.len());
+        for (a, b) in packets.iter().zip(&back) {
+            let mut expected = a.clone();
+            expected.data = a.data.slice(..a.data.len().min(80));
+            assert_eq!(&expected, b);
+        }
+    }
+
+    #[test]
+    fn timestamp_resolutions() {
+        assert_eq!(ts_to_ns(5, 9), 5);
+        assert_eq!(ts_to_ns(5, 6), 5_000);
+        assert_eq!(ts_to_ns(5, 12), 0);
+        assert_eq!(ts_to_ns(1 << 20, 0x80 | 20), 1_000_000_000);
+        assert_eq!(ts_to_ns(u64::MAX, 0), u64::MAX);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(read_capture_file(&b"hello world"[..]).is_err());
+        assert!(read_capture_file(&b"ab"[..]).is_err());
+        let mut w = PcapngWriter::new(Vec::new(), 100).unwrap();
+        w.write_packet(&pkt("a", "b", None, false, 40)).unwrap();
+        let bytes = w.into_inner();
+        for cut in 4..bytes.len() {
+            if let Ok(r) = read_capture_file(&bytes[..cut]) {
+                for item in r.take(10) {
+                    let _ = item;
+                }
+            }
+        }
+    }
+}
