@@ -2,7 +2,7 @@
 //! a typed [`EventStream`]. Everything it attaches is released when it is dropped (tcx and
 //! tracepoint links close with their fds; clsact fallbacks are detached explicitly).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -71,6 +71,22 @@ pub struct DeviceSelector {
     pub netns: String,
     /// Device name or glob (`eth0`, `cali*`, `*`).
     pub pattern: String,
+}
+
+impl DeviceSelector {
+    /// `NS/IF` selects in namespace NS; a bare `IF` in `default_netns`.
+    pub fn parse(text: &str, default_netns: &str) -> Self {
+        match text.split_once('/') {
+            Some((ns, pattern)) => DeviceSelector {
+                netns: ns.into(),
+                pattern: pattern.into(),
+            },
+            None => DeviceSelector {
+                netns: default_netns.into(),
+                pattern: text.into(),
+            },
+        }
+    }
 }
 
 /// What to trace on one node.
@@ -270,7 +286,7 @@ impl NodeTracer {
                 targets.push((ns, vec![glob::Pattern::new("*").expect("glob")], "*".into()));
             }
         } else {
-            let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
+            let mut by_ns: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for sel in &self.spec.devices {
                 by_ns
                     .entry(sel.netns.clone())
@@ -460,4 +476,27 @@ fn spawn_reader(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_selectors_take_an_optional_namespace() {
+        assert_eq!(
+            DeviceSelector::parse("node-1/cali*", ""),
+            DeviceSelector {
+                netns: "node-1".into(),
+                pattern: "cali*".into()
+            }
+        );
+        assert_eq!(
+            DeviceSelector::parse("eth0", "pod-a"),
+            DeviceSelector {
+                netns: "pod-a".into(),
+                pattern: "eth0".into()
+            }
+        );
+    }
 }

@@ -14,8 +14,9 @@ use super::filter::FilterArgs;
   netpath watch --all --family 6 --count 20          first 20 IPv6 events on any device
   netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach")]
 pub struct WatchArgs {
-    /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*').
-    #[arg(short, long = "iface", value_name = "IF")]
+    /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*';
+    /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
+    #[arg(short, long = "iface", value_name = "[NS/]IF")]
     pub ifaces: Vec<String>,
     /// Network namespace (`ip netns` name) of the --iface devices [default: this one].
     #[arg(long, value_name = "NS", default_value = "")]
@@ -55,10 +56,7 @@ impl WatchArgs {
             devices: self
                 .ifaces
                 .iter()
-                .map(|i| DeviceSelector {
-                    netns: self.netns.clone(),
-                    pattern: i.clone(),
-                })
+                .map(|i| DeviceSelector::parse(i, &self.netns))
                 .collect(),
             all_devices: self.all,
             drops: !self.no_drops,
