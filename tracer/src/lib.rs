@@ -1,3 +1,5 @@
 //! netpath's tracer core: turns one node's kernel events into a typed event stream, and the
 //! pieces the CLI builds on it (lab, path rebuilding, diagnosis, capture).
+pub mod lab;
 pub mod netns;
+pub mod resolve;
