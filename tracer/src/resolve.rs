@@ -344,3 +344,86 @@ impl Resolver for LocalResolver {
         Err(self.unknown(spec))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{plan, scenarios, PlanContext};
+
+    fn resolver(name: &str, run: u32) -> LocalResolver {
+        let sc = scenarios::find(name).unwrap();
+        let p = plan(
+            sc,
+            &PlanContext {
+                prefix: "np".into(),
+                nodes: 2,
+                run,
+            },
+        )
+        .unwrap();
+        LocalResolver::new(Some(p.state))
+    }
+
+    #[test]
+    fn lab_names_resolve() {
+        let r = resolver("flannel", 1);
+        let a = r.resolve("pod-a").unwrap();
+        assert_eq!(
+            (a.kind, a.netns.as_deref(), a.node.as_deref()),
+            (EndpointKind::Pod, Some("np-pod-a"), Some("node-1"))
+        );
+        assert_eq!(
+            a.addr(Family::Ipv6),
+            Some("fd00:10:244:1::2".parse().unwrap())
+        );
+        assert_eq!(r.resolve("node-2/pod-d").unwrap().name, "pod-d");
+        assert!(matches!(
+            r.resolve("node-1/pod-d"),
+            Err(ResolveError::Invalid { .. })
+        ));
+        let web = r.resolve("svc/web").unwrap();
+        assert_eq!(
+            (web.kind, web.port, web.ipv4.len(), web.ipv6.len()),
+            (EndpointKind::Service, Some(80), 1, 1)
+        );
+        assert_eq!(r.resolve("node-1").unwrap().kind, EndpointKind::Node);
+    }
+
+    #[test]
+    fn lab_addresses_resolve_to_their_owner() {
+        let r = resolver("vcluster-service-flip", 1);
+        assert_eq!(r.resolve("10.244.2.3").unwrap().name, "pod-d");
+        let n = r.resolve("[fd00:198:18:2::10]:6443").unwrap();
+        assert_eq!((n.name.as_str(), n.port), ("node-2", Some(6443)));
+        let svc = r.resolve("10.96.0.10").unwrap();
+        assert_eq!((svc.kind, svc.port), (EndpointKind::Service, Some(80)));
+        let stale = r.resolve("[fd00:10:96::10]:80").unwrap();
+        assert_eq!(stale.kind, EndpointKind::Address);
+        assert!(
+            stale.name.contains("stale ClusterIP of svc/web"),
+            "{}",
+            stale.name
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_what_is_known() {
+        let err = resolver("calico", 1)
+            .resolve("pod-z")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pod-a") && err.contains("svc/web") && err.contains("netns:NAME"),
+            "{err}"
+        );
+        let err = LocalResolver::new(None)
+            .resolve("pod-a")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no lab is up"), "{err}");
+        assert!(LocalResolver::new(None).resolve("  ").is_err());
+        assert!(LocalResolver::new(None)
+            .resolve("netns:netpath-no-such-ns")
+            .is_err());
+    }
+}

@@ -594,3 +594,233 @@ pub(crate) fn kube_proxy_ruleset(services: &[LabService]) -> String {
         chains.join("\n")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{scenarios, Outcome};
+
+    fn plan_of(name: &str, nodes: usize, run: u32) -> Plan {
+        let sc = scenarios::find(name).expect("known scenario");
+        plan(
+            sc,
+            &PlanContext {
+                prefix: "np".into(),
+                nodes,
+                run,
+            },
+        )
+        .expect("plan builds")
+    }
+
+    fn has_line(p: &Plan, ns: &str, needle: &str) -> bool {
+        p.ns(ns)
+            .expect("namespace planned")
+            .ip
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    #[test]
+    fn every_scenario_plans_prefixed_unique_namespaces() {
+        for sc in scenarios::SCENARIOS {
+            let p = plan_of(sc.name, 2, 1);
+            let mut names = p.state.namespaces.clone();
+            assert!(names.iter().all(|n| n.starts_with("np-")), "{names:?}");
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), 7, "{}: 2 nodes + 4 pods + underlay", sc.name);
+            let pods: Vec<_> = p
+                .state
+                .pods
+                .iter()
+                .map(|p| (p.name.as_str(), p.node.as_str()))
+                .collect();
+            assert_eq!(
+                pods,
+                [
+                    ("pod-a", "node-1"),
+                    ("pod-b", "node-1"),
+                    ("pod-c", "node-2"),
+                    ("pod-d", "node-2")
+                ]
+            );
+            assert!(p.state.service("web").is_some());
+            let dropped = p
+                .state
+                .expectations
+                .iter()
+                .any(|e| e.expect == Outcome::Dropped);
+            assert_eq!(
+                dropped,
+                sc.fault.is_some(),
+                "{}: faults document a failure, healthy ones none",
+                sc.name
+            );
+        }
+    }
+
+    #[test]
+    fn healthy_flavours_have_their_cni_devices() {
+        let f = plan_of("flannel", 2, 1);
+        assert_eq!(f.state.nodes[0].devices[..2], ["eth0", "cni0"]);
+        assert!(f.state.nodes[0].devices.iter().any(|d| d == "flannel.1"));
+        assert!(f.state.nodes[0].devices.iter().any(|d| d == "flannel-v6.1"));
+        assert!(has_line(
+            &f,
+            "np-node-1",
+            "route add fd00:10:244:2::/64 via fd00:10:244:2:: dev flannel-v6.1 onlink"
+        ));
+        assert!(f
+            .ns("np-node-1")
+            .unwrap()
+            .bridge
+            .iter()
+            .any(|l| l.contains("dst fd00:198:18:2::10")));
+
+        let c = plan_of("calico", 2, 1);
+        let host = &c.state.pods[0].host_ifname;
+        assert!(host.starts_with("cali") && host.len() == 15, "{host}");
+        assert!(has_line(
+            &c,
+            "np-node-1",
+            &format!("route add 10.244.1.2 dev {host}")
+        ));
+        assert!(has_line(
+            &c,
+            "np-node-1",
+            &format!("route add fd00:10:244:1::2 dev {host}")
+        ));
+        assert!(has_line(
+            &c,
+            "np-pod-a",
+            "route add default via 169.254.1.1 dev eth0"
+        ));
+        assert!(has_line(
+            &c,
+            "np-pod-a",
+            "route add default via fe80::ecee:eeff:feee:eeee dev eth0"
+        ));
+        assert!(has_line(&c, "np-node-1", "vxlan.calico"));
+
+        let k = plan_of("kube-router", 2, 1);
+        assert!(has_line(
+            &k,
+            "np-node-1",
+            "route add fd00:10:244:2::/64 via fd00:198:18:2::10 dev eth0"
+        ));
+        assert!(!has_line(&k, "np-node-1", "vxlan"));
+    }
+
+    #[test]
+    fn kube_router_onlink_fault_has_no_v6_route_to_the_other_pod_cidr() {
+        let p = plan_of("kube-router-v6-onlink", 2, 1);
+        assert!(!has_line(&p, "np-node-1", "route add fd00:10:244:2::/64"));
+        assert!(has_line(
+            &p,
+            "np-node-1",
+            "route add 10.244.2.0/24 via 198.18.0.12 dev eth0"
+        ));
+        assert!(has_line(
+            &p,
+            "np-node-1",
+            "addr add fd00:198:18:1::10/64 dev eth0"
+        ));
+        assert_eq!(p.state.nodes[0].underlay_v6_prefix, 64);
+    }
+
+    #[test]
+    fn calico_withdrawn_pod_has_no_ipv6() {
+        let p = plan_of("calico-v6-withdrawn", 2, 1);
+        let d = p.state.pod("pod-d").unwrap();
+        assert_eq!(d.ipv6, None);
+        assert!(d.ipv4.is_some());
+        assert!(!has_line(&p, "np-pod-d", "fd00:"));
+        assert!(!has_line(&p, "np-node-2", "route add fd00:10:244:2::3 "));
+        assert!(has_line(
+            &p,
+            "np-node-2",
+            "route add blackhole fd00:10:244:2::/64"
+        ));
+        let web = p.state.service("web").unwrap();
+        assert!(!web
+            .endpoints
+            .iter()
+            .any(|e| e.ip().to_string() == "fd00:10:244:2::3"));
+        assert!(p
+            .state
+            .expectations
+            .iter()
+            .any(|e| e.to == "fd00:10:244:2::3" && e.expect == Outcome::Dropped));
+    }
+
+    #[test]
+    fn flannel_missing_v6_has_no_v6_overlay() {
+        let p = plan_of("flannel-v6-missing", 2, 1);
+        assert!(!has_line(&p, "np-node-1", "flannel-v6.1"));
+        assert!(has_line(&p, "np-node-1", "flannel.1"));
+        assert!(has_line(&p, "np-pod-a", "addr add fd00:10:244:1::2/64"));
+    }
+
+    #[test]
+    fn k0s_kubernetes_service_has_only_an_ipv6_endpoint_and_a_reject_rule() {
+        let p = plan_of("k0s-service-family", 2, 1);
+        let k = p.state.service("kubernetes").unwrap();
+        assert_eq!(k.cluster_ips, [IpAddr::from([10, 96, 0, 1])]);
+        assert!(k.endpoints.iter().all(|e| e.is_ipv6()));
+        let nft = p.ns("np-node-2").unwrap().nft.as_deref().unwrap();
+        assert!(
+            nft.contains("ip daddr 10.96.0.1 tcp dport 443 reject"),
+            "{nft}"
+        );
+        assert!(nft.contains("dnat ip6 to [fd00:10:244:1::3]:8080"), "{nft}");
+    }
+
+    #[test]
+    fn vcluster_service_family_flips_between_runs() {
+        let one = plan_of("vcluster-service-flip", 2, 1);
+        let two = plan_of("vcluster-service-flip", 2, 2);
+        let (w1, w2) = (
+            one.state.service("web").unwrap(),
+            two.state.service("web").unwrap(),
+        );
+        assert!(
+            w1.cluster_ips.iter().all(IpAddr::is_ipv4)
+                && w2.cluster_ips.iter().all(IpAddr::is_ipv6)
+        );
+        assert_eq!(w1.stale_cluster_ips, w2.cluster_ips);
+        assert_eq!(w2.stale_cluster_ips, w1.cluster_ips);
+        assert!(w1.endpoints.iter().all(|e| e.is_ipv4()));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let sc = scenarios::find("flannel").unwrap();
+        let ctx = |nodes, prefix: &str| PlanContext {
+            prefix: prefix.into(),
+            nodes,
+            run: 1,
+        };
+        assert!(matches!(
+            plan(sc, &ctx(0, "np")),
+            Err(LabError::Nodes { .. })
+        ));
+        assert!(matches!(
+            plan(sc, &ctx(MAX_NODES + 1, "np")),
+            Err(LabError::Nodes { .. })
+        ));
+        assert!(matches!(
+            plan(sc, &ctx(2, "Bad/")),
+            Err(LabError::Prefix(_))
+        ));
+        let fault = scenarios::find("calico-v6-withdrawn").unwrap();
+        assert!(matches!(
+            plan(fault, &ctx(1, "np")),
+            Err(LabError::Nodes { .. })
+        ));
+        let single = plan(sc, &ctx(1, "np")).unwrap();
+        assert_eq!(single.state.pods.len(), 2);
+        let eight = plan(sc, &ctx(MAX_NODES, "np")).unwrap();
+        assert_eq!(eight.state.pods.last().unwrap().name, "pod-p");
+    }
+}
