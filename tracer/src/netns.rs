@@ -17,15 +17,9 @@ pub enum NetnsError {
     #[error("network namespace {0:?} not found (see `ip netns list`)")]
     NotFound(String),
     #[error("cannot open network namespace {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("cannot enter network namespace {path}: {source}")]
-    Enter {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Enter { path: PathBuf, source: std::io::Error },
     #[error("thread running inside network namespace {0} panicked")]
     Panicked(String),
 }
@@ -49,11 +43,7 @@ fn inode_of(path: &Path) -> Option<u32> {
 pub fn current() -> Result<Netns, NetnsError> {
     let path = PathBuf::from("/proc/self/ns/net");
     let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound("self".into()))?;
-    Ok(Netns {
-        inode,
-        name: "root".into(),
-        path: PathBuf::from("/proc/1/ns/net"),
-    })
+    Ok(Netns { inode, name: "root".into(), path: PathBuf::from("/proc/1/ns/net") })
 }
 
 /// Resolves an `ip netns` name, or `root`/empty for the current namespace.
@@ -65,11 +55,7 @@ pub fn by_name(name: &str) -> Result<Netns, NetnsError> {
     }
     let path = Path::new(NETNS_RUN_DIR).join(name);
     let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound(name.into()))?;
-    Ok(Netns {
-        inode,
-        name: name.into(),
-        path,
-    })
+    Ok(Netns { inode, name: name.into(), path })
 }
 
 /// Every namespace on the machine: the current one, the named ones, then those only held by
@@ -104,14 +90,7 @@ pub fn all() -> Vec<Netns> {
             }
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
             if let Some(inode) = inode_of(&path) {
-                push(
-                    Netns {
-                        inode,
-                        name: format!("pid:{pid}"),
-                        path,
-                    },
-                    &mut out,
-                );
+                push(Netns { inode, name: format!("pid:{pid}"), path }, &mut out);
             }
         }
     }
@@ -138,18 +117,12 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let path = ns.path.clone();
-    let file = File::open(&path).map_err(|source| NetnsError::Open {
-        path: path.clone(),
-        source,
-    })?;
+    let file = File::open(&path).map_err(|source| NetnsError::Open { path: path.clone(), source })?;
     let name = ns.name.clone();
     std::thread::spawn(move || -> Result<T, NetnsError> {
         // SAFETY: setns on a valid nsfs fd only changes this thread's namespace.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetnsError::Enter {
-                path,
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(NetnsError::Enter { path, source: std::io::Error::last_os_error() });
         }
         Ok(f())
     })
@@ -164,11 +137,7 @@ mod tests {
     #[test]
     fn unknown_inode_gets_a_stable_placeholder_name() {
         assert_eq!(name_of(42, &[]), "netns:42");
-        let known = vec![Netns {
-            inode: 42,
-            name: "pod-a".into(),
-            path: "/x".into(),
-        }];
+        let known = vec![Netns { inode: 42, name: "pod-a".into(), path: "/x".into() }];
         assert_eq!(name_of(42, &known), "pod-a");
     }
 
