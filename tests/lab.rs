@@ -250,6 +250,11 @@ fn calico() {
 }
 
 #[test]
+fn calico_bgp() {
+    scenario_test("calico-bgp", |_| {});
+}
+
+#[test]
 fn kube_router() {
     scenario_test("kube-router", |_| {});
 }

@@ -26,6 +26,8 @@ pub struct Scenario {
     /// Seed incident file id in `shared/seeds/`.
     pub seed: Option<&'static str>,
     pub fault: Option<Fault>,
+    /// Pod traffic between nodes is encapsulated (VXLAN) rather than routed on the underlay.
+    pub overlay: bool,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::Flannel,
         description: "healthy flannel: cni0 bridge, flannel.1 + flannel-v6.1 VXLAN, dual-stack",
         seed: None,
+        overlay: true,
         fault: None,
     },
     Scenario {
@@ -52,6 +55,15 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::Calico,
         description: "healthy calico: cali* veths, /32+/128 routes, 169.254.1.1/fe80 gateway, VXLAN",
         seed: None,
+        overlay: true,
+        fault: None,
+    },
+    Scenario {
+        name: "calico-bgp",
+        flavour: Flavour::Calico,
+        description: "healthy calico without overlay: routes to other nodes' blocks via their node IPs",
+        seed: None,
+        overlay: false,
         fault: None,
     },
     Scenario {
@@ -59,6 +71,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::KubeRouter,
         description: "healthy kube-router: kube-bridge, direct routes between nodes, no overlay",
         seed: None,
+        overlay: false,
         fault: None,
     },
     Scenario {
@@ -66,6 +79,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::KubeRouter,
         description: "node IPv6 /64 in a /59 network: no route to remote IPv6 pod CIDRs, cross-node IPv6 fails",
         seed: Some("000_04c67b691f3bbe73"),
+        overlay: false,
         fault: Some(Fault::V6NotOnLink),
     },
     Scenario {
@@ -73,6 +87,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::Calico,
         description: "calico pod-d lost its IPv6 address and /128 route: IPv4 to it works, IPv6 fails",
         seed: Some("001_34ee7e931cfe694d"),
+        overlay: true,
         fault: Some(Fault::V6Withdrawn),
     },
     Scenario {
@@ -80,6 +95,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::Flannel,
         description: "flannel IPv6 overlay never set up: same-node IPv6 works, cross-node IPv6 fails, IPv4 fine",
         seed: Some("002_c2e545a9675db600"),
+        overlay: true,
         fault: Some(Fault::V6OverlayMissing),
     },
     Scenario {
@@ -87,6 +103,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::KubeRouter,
         description: "svc/kubernetes has IPv4 ClusterIP 10.96.0.1 but only an IPv6 endpoint: rejected",
         seed: Some("003_d3b8aa09cf3cadff"),
+        overlay: false,
         fault: Some(Fault::ServiceFamilyMismatch),
     },
     Scenario {
@@ -94,6 +111,7 @@ pub const SCENARIOS: &[Scenario] = &[
         flavour: Flavour::Flannel,
         description: "svc/web family flips IPv4/IPv6 on every `lab up`; clients hold the old ClusterIP",
         seed: Some("004_c0342bada0fbaa70"),
+        overlay: true,
         fault: Some(Fault::ServiceFamilyFlip),
     },
 ];

@@ -224,11 +224,13 @@ pub fn plan(sc: &Scenario, ctx: &PlanContext) -> Result<Plan, LabError> {
     let fault = sc.fault;
     let flavour = sc.flavour;
     let overlay_v4 = match flavour {
+        _ if !sc.overlay => None,
         Flavour::Flannel => Some(&FLANNEL_V4),
         Flavour::Calico => Some(&CALICO_V4),
         Flavour::KubeRouter => None,
     };
     let overlay_v6 = match (flavour, fault) {
+        _ if !sc.overlay => None,
         (Flavour::Flannel, Some(Fault::V6OverlayMissing)) => None,
         (Flavour::Flannel, _) => Some(&FLANNEL_V6),
         (Flavour::Calico, _) => Some(&CALICO_V6),
@@ -385,7 +387,9 @@ pub fn plan(sc: &Scenario, ctx: &PlanContext) -> Result<Plan, LabError> {
                 devices.push(vx.dev.into());
             }
         }
-        if flavour == Flavour::KubeRouter {
+        // Without an overlay (kube-router, Calico BGP) each node routes the others' pod CIDRs
+        // to their node addresses.
+        if !sc.overlay {
             for m in (1..=ctx.nodes).filter(|&m| m != n) {
                 np.ip.push(format!(
                     "route add {}/24 via {} dev eth0",
@@ -630,6 +634,14 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), 7, "{}: 2 nodes + 4 pods + underlay", sc.name);
+            assert_eq!(
+                sc.overlay,
+                p.ns("np-node-1")
+                    .unwrap()
+                    .ip
+                    .iter()
+                    .any(|l| l.contains("vxlan"))
+            );
             let pods: Vec<_> = p
                 .state
                 .pods
@@ -702,6 +714,14 @@ mod tests {
             "route add default via fe80::ecee:eeff:feee:eeee dev eth0"
         ));
         assert!(has_line(&c, "np-node-1", "vxlan.calico"));
+
+        let b = plan_of("calico-bgp", 2, 1);
+        assert!(has_line(
+            &b,
+            "np-node-1",
+            "route add 10.244.2.0/24 via 198.18.0.12 dev eth0"
+        ));
+        assert!(!has_line(&b, "np-node-1", "vxlan"));
 
         let k = plan_of("kube-router", 2, 1);
         assert!(has_line(
