@@ -3,6 +3,8 @@
 pub mod btf;
 pub mod capture;
 pub mod event;
+pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod resolve;
 pub mod tracer;

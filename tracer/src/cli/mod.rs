@@ -20,4 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Print live kernel events (hops and drops) from chosen devices and namespaces.
     Watch(watch::WatchArgs),
+    /// Build and manage the built-in lab: dual-stack clusters in network namespaces,
+    /// healthy or reproducing a seed incident.
+    #[command(subcommand)]
+    Lab(tracer::lab::cli::LabCommand),
 }

@@ -1,0 +1,429 @@
+//! Names to endpoints: what `trace FROM TO` and friends accept.
+//!
+//! [`LocalResolver`] knows the lab (`pod-a`, `node-1/pod-b`, `node-1`, `svc/web`), any named
+//! namespace (`netns:NAME`, addresses read from it) and plain addresses (`10.244.1.2`,
+//! `[fd00::1]:80`), which it looks up in the lab and then in every named namespace, so topologies
+//! the lab did not make work too. A Kubernetes resolver will implement the same [`Resolver`].
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::Command,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    lab::{state, Family, LabError, LabNode, LabOptions, LabPod, LabState},
+    netns,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    Pod,
+    Service,
+    Node,
+    /// A network namespace named directly (`netns:NAME`) or found holding an address.
+    Netns,
+    /// An address nothing here holds (outside the machine, a stale ClusterIP, a withdrawn pod
+    /// address): traceable as a destination, not as a source.
+    Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub kind: EndpointKind,
+    /// `ip netns` name (`root` for this process's namespace) where the endpoint lives.
+    pub netns: Option<String>,
+    /// Lab node name for pods and nodes.
+    pub node: Option<String>,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    /// First address of `family`, if the endpoint has one.
+    pub fn addr(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::Ipv4 => self.ipv4.first().map(|a| IpAddr::V4(*a)),
+            Family::Ipv6 => self.ipv6.first().map(|a| IpAddr::V6(*a)),
+        }
+    }
+
+    fn with_addrs(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        for a in addrs {
+            match a {
+                IpAddr::V4(v4) => self.ipv4.push(v4),
+                IpAddr::V6(v6) => self.ipv6.push(v6),
+            }
+        }
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown endpoint {spec:?}; known: {known}")]
+    Unknown { spec: String, known: String },
+    #[error("{spec:?}: {reason}")]
+    Invalid { spec: String, reason: String },
+    #[error("netns:{name}: {detail}")]
+    Netns { name: String, detail: String },
+    #[error(transparent)]
+    Lab(#[from] LabError),
+}
+
+pub trait Resolver {
+    fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError>;
+}
+
+/// Resolves against the lab state (if any) and the namespaces of this machine.
+#[derive(Debug, Clone, Default)]
+pub struct LocalResolver {
+    lab: Option<LabState>,
+}
+
+impl LocalResolver {
+    pub fn new(lab: Option<LabState>) -> Self {
+        LocalResolver { lab }
+    }
+
+    /// Loads the lab state of `opts`; no lab recorded is fine (only netns: and addresses work).
+    pub fn load(opts: &LabOptions) -> Result<Self, ResolveError> {
+        Ok(Self::new(state::load(&opts.state_dir)?))
+    }
+
+    pub fn lab(&self) -> Option<&LabState> {
+        self.lab.as_ref()
+    }
+
+    fn known(&self) -> String {
+        let mut names = Vec::new();
+        if let Some(lab) = &self.lab {
+            names.extend(lab.pods.iter().map(|p| p.name.clone()));
+            names.extend(lab.nodes.iter().map(|n| n.name.clone()));
+            names.extend(lab.services.iter().map(|s| format!("svc/{}", s.name)));
+        } else {
+            names.push("(no lab is up)".into());
+        }
+        names.push("netns:NAME".into());
+        names.push("an IP address".into());
+        names.join(", ")
+    }
+
+    fn unknown(&self, spec: &str) -> ResolveError {
+        ResolveError::Unknown {
+            spec: spec.into(),
+            known: self.known(),
+        }
+    }
+
+    fn by_ip(&self, ip: IpAddr, port: Option<u16>) -> Result<Endpoint, ResolveError> {
+        if let Some(lab) = &self.lab {
+            if let Some(p) = lab
+                .pods
+                .iter()
+                .find(|p| p.ipv4 == Some(ip) || p.ipv6 == Some(ip))
+            {
+                return Ok(Endpoint {
+                    port,
+                    ..pod_endpoint(p)
+                });
+            }
+            if let Some(n) = lab
+                .nodes
+                .iter()
+                .find(|n| n.underlay_v4 == ip || n.underlay_v6 == ip)
+            {
+                return Ok(Endpoint {
+                    port,
+                    ..node_endpoint(n)
+                });
+            }
+            if let Some(s) = lab.services.iter().find(|s| s.cluster_ips.contains(&ip)) {
+                return Ok(Endpoint {
+                    name: format!("svc/{}", s.name),
+                    kind: EndpointKind::Service,
+                    netns: None,
+                    node: None,
+                    ipv4: Vec::new(),
+                    ipv6: Vec::new(),
+                    port: port.or(Some(s.port)),
+                }
+                .with_addrs([ip]));
+            }
+            if let Some(s) = lab
+                .services
+                .iter()
+                .find(|s| s.stale_cluster_ips.contains(&ip))
+            {
+                return Ok(address(
+                    format!("{ip} (stale ClusterIP of svc/{})", s.name),
+                    ip,
+                    port.or(Some(s.port)),
+                ));
+            }
+        }
+        let mut names = vec!["root".to_string()];
+        names.extend(
+            netns::all()
+                .into_iter()
+                .filter(|n| n.path.starts_with(netns::NETNS_RUN_DIR))
+                .map(|n| n.name),
+        );
+        for name in names {
+            // A namespace that vanished or cannot be read simply holds nothing.
+            if let Ok(addrs) = netns_addrs(&name) {
+                if addrs.contains(&ip) {
+                    return Ok(Endpoint {
+                        port,
+                        ..netns_endpoint(&name, addrs)
+                    });
+                }
+            }
+        }
+        Ok(address(ip.to_string(), ip, port))
+    }
+}
+
+fn address(name: String, ip: IpAddr, port: Option<u16>) -> Endpoint {
+    Endpoint {
+        name,
+        kind: EndpointKind::Address,
+        netns: None,
+        node: None,
+        ipv4: vec![],
+        ipv6: vec![],
+        port,
+    }
+    .with_addrs([ip])
+}
+
+fn pod_endpoint(p: &LabPod) -> Endpoint {
+    Endpoint {
+        name: p.name.clone(),
+        kind: EndpointKind::Pod,
+        netns: Some(p.netns.clone()),
+        node: Some(p.node.clone()),
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        port: None,
+    }
+    .with_addrs(p.ipv4.into_iter().chain(p.ipv6))
+}
+
+fn node_endpoint(n: &LabNode) -> Endpoint {
+    Endpoint {
+        name: n.name.clone(),
+        kind: EndpointKind::Node,
+        netns: Some(n.netns.clone()),
+        node: Some(n.name.clone()),
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        port: None,
+    }
+    .with_addrs([n.underlay_v4, n.underlay_v6])
+}
+
+fn netns_endpoint(name: &str, addrs: Vec<IpAddr>) -> Endpoint {
+    Endpoint {
+        name: format!("netns:{name}"),
+        kind: EndpointKind::Netns,
+        netns: Some(name.to_string()),
+        node: None,
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        port: None,
+    }
+    .with_addrs(addrs)
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The addresses of a named namespace (`root`: this process's), without lo and link-local.
+pub fn netns_addrs(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+    let err = |detail: String| ResolveError::Netns {
+        name: name.into(),
+        detail,
+    };
+    let mut cmd = Command::new("ip");
+    if name != "root" {
+        netns::by_name(name).map_err(|e| err(e.to_string()))?;
+        cmd.args(["-n", name]);
+    }
+    let out = cmd
+        .args(["-j", "addr", "show"])
+        .output()
+        .map_err(|e| err(format!("running ip: {e}")))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| err(format!("parsing `ip -j addr`: {e}")))?;
+    let mut addrs = Vec::new();
+    for link in links.as_array().into_iter().flatten() {
+        if link["ifname"] == "lo" {
+            continue;
+        }
+        for info in link["addr_info"].as_array().into_iter().flatten() {
+            if let Some(ip) = info["local"]
+                .as_str()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
+                if !is_link_local(&ip) && !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+/// `10.0.0.1`, `fd00::1`, `10.0.0.1:80`, `[fd00::1]:80`.
+fn parse_addr(spec: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(ip) = spec.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    spec.parse::<SocketAddr>()
+        .ok()
+        .map(|sa| (sa.ip(), Some(sa.port())))
+}
+
+impl Resolver for LocalResolver {
+    fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(ResolveError::Invalid {
+                spec: spec.into(),
+                reason: "empty endpoint".into(),
+            });
+        }
+        if let Some(name) = spec.strip_prefix("netns:") {
+            let addrs = netns_addrs(name)?;
+            return Ok(netns_endpoint(name, addrs));
+        }
+        if let Some((ip, port)) = parse_addr(spec) {
+            return self.by_ip(ip, port);
+        }
+        let lab = self.lab.as_ref().ok_or_else(|| self.unknown(spec))?;
+        if let Some(name) = spec.strip_prefix("svc/") {
+            let s = lab.service(name).ok_or_else(|| self.unknown(spec))?;
+            return Ok(Endpoint {
+                name: spec.into(),
+                kind: EndpointKind::Service,
+                netns: None,
+                node: None,
+                ipv4: Vec::new(),
+                ipv6: Vec::new(),
+                port: Some(s.port),
+            }
+            .with_addrs(s.cluster_ips.iter().copied()));
+        }
+        if let Some((node, pod)) = spec.split_once('/') {
+            let p = lab.pod(pod).ok_or_else(|| self.unknown(spec))?;
+            if p.node != node {
+                return Err(ResolveError::Invalid {
+                    spec: spec.into(),
+                    reason: format!("{pod} runs on {}, not {node}", p.node),
+                });
+            }
+            return Ok(pod_endpoint(p));
+        }
+        if let Some(p) = lab.pod(spec) {
+            return Ok(pod_endpoint(p));
+        }
+        if let Some(n) = lab.node(spec) {
+            return Ok(node_endpoint(n));
+        }
+        Err(self.unknown(spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{plan, scenarios, PlanContext};
+
+    fn resolver(name: &str, run: u32) -> LocalResolver {
+        let sc = scenarios::find(name).unwrap();
+        let p = plan(
+            sc,
+            &PlanContext {
+                prefix: "np".into(),
+                nodes: 2,
+                run,
+            },
+        )
+        .unwrap();
+        LocalResolver::new(Some(p.state))
+    }
+
+    #[test]
+    fn lab_names_resolve() {
+        let r = resolver("flannel", 1);
+        let a = r.resolve("pod-a").unwrap();
+        assert_eq!(
+            (a.kind, a.netns.as_deref(), a.node.as_deref()),
+            (EndpointKind::Pod, Some("np-pod-a"), Some("node-1"))
+        );
+        assert_eq!(
+            a.addr(Family::Ipv6),
+            Some("fd00:10:244:1::2".parse().unwrap())
+        );
+        assert_eq!(r.resolve("node-2/pod-d").unwrap().name, "pod-d");
+        assert!(matches!(
+            r.resolve("node-1/pod-d"),
+            Err(ResolveError::Invalid { .. })
+        ));
+        let web = r.resolve("svc/web").unwrap();
+        assert_eq!(
+            (web.kind, web.port, web.ipv4.len(), web.ipv6.len()),
+            (EndpointKind::Service, Some(80), 1, 1)
+        );
+        assert_eq!(r.resolve("node-1").unwrap().kind, EndpointKind::Node);
+    }
+
+    #[test]
+    fn lab_addresses_resolve_to_their_owner() {
+        let r = resolver("vcluster-service-flip", 1);
+        assert_eq!(r.resolve("10.244.2.3").unwrap().name, "pod-d");
+        let n = r.resolve("[fd00:198:18:2::10]:6443").unwrap();
+        assert_eq!((n.name.as_str(), n.port), ("node-2", Some(6443)));
+        let svc = r.resolve("10.96.0.10").unwrap();
+        assert_eq!((svc.kind, svc.port), (EndpointKind::Service, Some(80)));
+        let stale = r.resolve("[fd00:10:96::10]:80").unwrap();
+        assert_eq!(stale.kind, EndpointKind::Address);
+        assert!(
+            stale.name.contains("stale ClusterIP of svc/web"),
+            "{}",
+            stale.name
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_what_is_known() {
+        let err = resolver("calico", 1)
+            .resolve("pod-z")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pod-a") && err.contains("svc/web") && err.contains("netns:NAME"),
+            "{err}"
+        );
+        let err = LocalResolver::new(None)
+            .resolve("pod-a")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no lab is up"), "{err}");
+        assert!(LocalResolver::new(None).resolve("  ").is_err());
+        assert!(LocalResolver::new(None)
+            .resolve("netns:netpath-no-such-ns")
+            .is_err());
+    }
+}
