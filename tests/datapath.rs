@@ -171,21 +171,8 @@ fn vxlan_overlay_hops_are_ordered_with_one_identity_in_both_families() {
     }
 }
 
-/// `a` -- veth -- `b`, addresses 10.1.0.0/24 and fd00:1::/64.
 fn pair() -> (NetNsGuard, NetNsGuard) {
-    let a = NetNsGuard::new(&unique("npda"));
-    let b = NetNsGuard::new(&unique("npdb"));
-    sh(&format!(
-        "ip link add va netns {} type veth peer name vb netns {}",
-        a.name, b.name
-    ));
-    for (ns, dev, v4, v6) in [
-        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
-        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
-    ] {
-        ns.exec(&format!("ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"));
-    }
-    (a, b)
+    veth_pair("npd")
 }
 
 fn drops_while(b: &NetNsGuard, extra: &[&str], traffic: impl FnOnce()) -> Vec<Value> {

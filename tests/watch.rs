@@ -14,20 +14,7 @@ struct Pair {
 /// `a` (10.1.0.1, fd00:1::1) -- veth -- `b` (10.1.0.2, fd00:1::2, forwarding on, no route to
 /// 10.99.0.0/16 or fd00:99::/64, which `a` routes through `b`).
 fn pair() -> Pair {
-    let a = NetNsGuard::new(&unique("npwa"));
-    let b = NetNsGuard::new(&unique("npwb"));
-    sh(&format!(
-        "ip link add va netns {} type veth peer name vb netns {}",
-        a.name, b.name
-    ));
-    for (ns, dev, v4, v6) in [
-        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
-        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
-    ] {
-        sh(&format!("ip -n {} addr add {v4} dev {dev}", ns.name));
-        sh(&format!("ip -n {} addr add {v6} dev {dev} nodad", ns.name));
-        sh(&format!("ip -n {} link set {dev} up", ns.name));
-    }
+    let (a, b) = veth_pair("npw");
     b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
     sh(&format!(
         "ip -n {} route add 10.99.0.0/16 via 10.1.0.2",

@@ -233,3 +233,21 @@ pub fn tc_programs(netns: &str, ifname: &str) -> usize {
         .sum::<usize>();
     tcx + classic
 }
+
+/// Two namespaces joined by a veth: `a`/va has 10.1.0.1/24 and fd00:1::1/64, `b`/vb has
+/// 10.1.0.2/24 and fd00:1::2/64.
+pub fn veth_pair(prefix: &str) -> (NetNsGuard, NetNsGuard) {
+    let a = NetNsGuard::new(&unique(&format!("{prefix}a")));
+    let b = NetNsGuard::new(&unique(&format!("{prefix}b")));
+    sh(&format!(
+        "ip link add va netns {} type veth peer name vb netns {}",
+        a.name, b.name
+    ));
+    for (ns, dev, v4, v6) in [
+        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
+        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
+    ] {
+        ns.exec(&format!("ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"));
+    }
+    (a, b)
+}
