@@ -22,6 +22,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Watch(args) => cli::watch::run(args).await,
+            cli::Command::Capture(args) => cli::capture::run(args).await,
         }
     });
     match result {

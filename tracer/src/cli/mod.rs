@@ -1,4 +1,5 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
+pub mod capture;
 pub mod filter;
 pub mod watch;
 
@@ -20,4 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Print live kernel events (hops and drops) from chosen devices and namespaces.
     Watch(watch::WatchArgs),
+    /// Capture packets like tcpdump (pcap-filter syntax, pcapng output), optionally with
+    /// packets the kernel dropped.
+    Capture(capture::CaptureArgs),
 }
