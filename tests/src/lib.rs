@@ -113,13 +113,18 @@ pub struct NetpathProcess {
 impl NetpathProcess {
     /// Starts `netpath ARGS` with piped stdout/stderr.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_program(&netpath_bin(), args)
+    }
+
+    /// Starts any program the same way (e.g. tcpdump to compare with).
+    pub fn spawn_program(program: &std::path::Path, args: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(netpath_bin())
+        let mut child = Command::new(program)
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("spawn netpath");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -23,6 +23,7 @@ fn main() {
         match cli.command {
             cli::Command::Watch(args) => cli::watch::run(args).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
+            cli::Command::Capture(args) => cli::capture::run(args).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
+pub mod capture;
 pub mod filter;
 pub mod watch;
 
@@ -24,4 +25,7 @@ pub enum Command {
     /// healthy or reproducing a seed incident.
     #[command(subcommand)]
     Lab(tracer::lab::cli::LabCommand),
+    /// Capture packets like tcpdump (pcap-filter syntax, pcapng output), optionally with
+    /// packets the kernel dropped.
+    Capture(capture::CaptureArgs),
 }

@@ -1,0 +1,359 @@
+//! `netpath capture` against the real kernel: two namespaces joined by a veth, capture on the
+//! `b` side. Checks the pcapng (interface names, directions, counts) with tshark, drops at
+//! kfree_skb, and that a range of filter expressions select the same packets as tcpdump
+//! capturing at the same time.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use integration_tests::*;
+
+struct Pair {
+    a: NetNsGuard,
+    b: NetNsGuard,
+}
+
+/// `a` (10.1.0.1, fd00:1::1) -- veth va/vb -- `b` (10.1.0.2, fd00:1::2, forwarding on, no route
+/// to 10.99.0.0/16 or fd00:99::/64, which `a` routes through `b`).
+fn pair() -> Pair {
+    let a = NetNsGuard::new(&unique("npca"));
+    let b = NetNsGuard::new(&unique("npcb"));
+    sh(&format!(
+        "ip link add va netns {} type veth peer name vb netns {}",
+        a.name, b.name
+    ));
+    for (ns, dev, v4, v6) in [
+        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
+        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
+    ] {
+        sh(&format!("ip -n {} addr add {v4} dev {dev}", ns.name));
+        sh(&format!("ip -n {} addr add {v6} dev {dev} nodad", ns.name));
+        sh(&format!("ip -n {} link set {dev} up", ns.name));
+    }
+    b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    sh(&format!(
+        "ip -n {} route add 10.99.0.0/16 via 10.1.0.2",
+        a.name
+    ));
+    sh(&format!(
+        "ip -n {} route add fd00:99::/64 via fd00:1::2",
+        a.name
+    ));
+    // Wait for the link and resolve neighbours now, so the captures see little ND/ARP.
+    for dst in ["10.1.0.2", "fd00:1::2"] {
+        a.exec(&format!(
+            "for i in $(seq 30); do ping -c1 -W1 {dst} >/dev/null && exit 0; sleep 0.1; done; exit 1"
+        ));
+    }
+    Pair { a, b }
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// `tshark -r FILE -T fields -e F...` rows, split on tabs.
+fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=\t"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+fn capture_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+#[test]
+fn capture_writes_pcapng_with_namespaced_names_and_directions() {
+    if skip_unless_root("capture_writes_pcapng_with_namespaced_names_and_directions") {
+        return;
+    }
+    let p = pair();
+    let dir = temp_dir();
+    let file = capture_path(&dir, "echo.pcapng");
+    let file_s = file.to_str().expect("utf-8 path");
+    // Echo requests and replies only: 2 pings x 2 families x 2 directions.
+    let mut np = NetpathProcess::spawn(&[
+        "capture",
+        "-i",
+        "vb",
+        "--netns",
+        &p.b.name,
+        "-w",
+        file_s,
+        "-c",
+        "8",
+        "--duration",
+        "10",
+        "icmp or (icmp6 and (ip6[40] == 128 or ip6[40] == 129))",
+    ]);
+    np.wait_stderr("listening", Duration::from_secs(10));
+    p.a.exec("ping -c2 -i0.2 -W1 10.1.0.2 >/dev/null");
+    p.a.exec("ping -c2 -i0.2 -W1 fd00:1::2 >/dev/null");
+    let (code, _) = np.finish();
+    assert_eq!(code, Some(0));
+    let rows = tshark(
+        &file,
+        &[
+            "frame.interface_name",
+            "frame.packet_flags_direction",
+            "ip.src",
+            "ipv6.src",
+        ],
+    );
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    let want_if = format!("{}/vb", p.b.name);
+    assert!(rows.iter().all(|r| r[0] == want_if), "{rows:?}");
+    let dir_of = |src4: &str, src6: &str| {
+        rows.iter()
+            .filter(|r| r[2] == src4 || r[3] == src6)
+            .map(|r| r[1].clone())
+            .collect::<BTreeSet<_>>()
+    };
+    // pcapng epb_flags: 1 = inbound (a -> b arrives on vb), 2 = outbound.
+    assert_eq!(
+        dir_of("10.1.0.1", "fd00:1::1"),
+        BTreeSet::from(["0x00000001".to_string()]),
+        "{rows:?}"
+    );
+    assert_eq!(
+        dir_of("10.1.0.2", "fd00:1::2"),
+        BTreeSet::from(["0x00000002".to_string()]),
+        "{rows:?}"
+    );
+    assert_eq!(tc_programs(&p.b.name, "vb"), 0, "tc programs left attached");
+}
+
+#[test]
+fn capture_with_drops_records_the_kernel_reason() {
+    if skip_unless_root("capture_with_drops_records_the_kernel_reason") {
+        return;
+    }
+    let p = pair();
+    let dir = temp_dir();
+    let file = capture_path(&dir, "drops.pcapng");
+    let mut np = NetpathProcess::spawn(&[
+        "capture",
+        "--drops",
+        "-i",
+        "vb",
+        "--netns",
+        &p.b.name,
+        "-w",
+        file.to_str().expect("utf-8 path"),
+        "--duration",
+        "4",
+        "host 10.99.0.1 or host fd00:99::1",
+    ]);
+    np.wait_stderr("listening", Duration::from_secs(10));
+    p.a.exec("ping -c1 -W1 10.99.0.1 >/dev/null || true");
+    p.a.exec("ping -c1 -W1 fd00:99::1 >/dev/null || true");
+    let (code, _) = np.finish();
+    assert_eq!(code, Some(0));
+    let rows = tshark(
+        &file,
+        &[
+            "frame.interface_name",
+            "frame.packet_flags_direction",
+            "frame.comment",
+            "ip.dst",
+            "ipv6.dst",
+        ],
+    );
+    for dst in ["10.99.0.1", "fd00:99::1"] {
+        let to_dst: Vec<_> = rows.iter().filter(|r| r[3] == dst || r[4] == dst).collect();
+        assert!(
+            to_dst
+                .iter()
+                .any(|r| r[2].contains("IP_INNOROUTES") && r[1].is_empty()),
+            "no drop of the packet to {dst} in {rows:?}"
+        );
+        assert!(
+            to_dst
+                .iter()
+                .any(|r| r[1] == "0x00000001" && r[2].is_empty()),
+            "the packet to {dst} was not seen entering vb: {rows:?}"
+        );
+    }
+    assert!(
+        np_summary_ok(&file),
+        "capture file unreadable by netpath -r"
+    );
+}
+
+/// `netpath capture -r` prints the file back, one line per packet, without root.
+fn np_summary_ok(file: &Path) -> bool {
+    let out = netpath(&["capture", "-r", file.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("DROP reason=IP_INNOROUTES")
+}
+
+/// Header fields that identify a packet regardless of where it was captured or its direction.
+const KEY_FIELDS: &[&str] = &[
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "ip.proto",
+    "ipv6.nxt",
+    "icmp.type",
+    "icmp.seq",
+    "icmpv6.type",
+    "icmpv6.echo.sequence_number",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.seq_raw",
+    "tcp.ack_raw",
+    "udp.srcport",
+    "udp.dstport",
+    "arp.opcode",
+];
+
+/// ICMPv6 types of neighbour discovery and MLD: their timing is the kernel's, not the test's.
+fn is_nd_or_mld(row: &[String]) -> bool {
+    let ty = &row[8];
+    ["130", "131", "132", "133", "134", "135", "136", "143"]
+        .iter()
+        .any(|t| ty.split(',').next() == Some(t))
+}
+
+/// Sorted packet keys (a multiset: a packet seen twice must be seen twice by both), and the
+/// total including ND/MLD.
+fn packet_keys(file: &Path) -> (Vec<String>, usize) {
+    let rows = tshark(file, KEY_FIELDS);
+    let total = rows.len();
+    let mut keys: Vec<String> = rows
+        .into_iter()
+        .filter(|r| !is_nd_or_mld(r))
+        .map(|r| r.join("|"))
+        .collect();
+    keys.sort();
+    (keys, total)
+}
+
+/// A background process killed when dropped (servers the traffic needs).
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn background(ns: &NetNsGuard, cmd: &str) -> Background {
+    Background(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sh", "-c", cmd])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn background server"),
+    )
+}
+
+/// The fixed mix: ICMP and ICMPv6 echoes, TCP to 8080 in both families, UDP to 8080 and 5353
+/// (no listener: ICMP port unreachable back).
+fn send_traffic(p: &Pair) {
+    p.a.exec("ping -c2 -i0.2 -W1 10.1.0.2 >/dev/null");
+    p.a.exec("ping -c2 -i0.2 -W1 fd00:1::2 >/dev/null");
+    p.a.exec("echo hi | socat -t1 - TCP4:10.1.0.2:8080");
+    p.a.exec("echo hi | socat -t1 - TCP6:[fd00:1::2]:8080");
+    p.a.exec("echo u | socat -t0.3 - UDP4:10.1.0.2:8080 || true");
+    p.a.exec("echo u | socat -t0.3 - UDP6:[fd00:1::2]:5353 || true");
+}
+
+#[test]
+fn filters_select_the_same_packets_as_tcpdump() {
+    if skip_unless_root("filters_select_the_same_packets_as_tcpdump") {
+        return;
+    }
+    let p = pair();
+    let _server = background(
+        &p.b,
+        "socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=0 SYSTEM:'cat >/dev/null'",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = temp_dir();
+    let expressions = [
+        "host 10.1.0.1",
+        "net 10.1.0.0/24",
+        "port 8080",
+        "ip6",
+        "icmp6",
+        "tcp[tcpflags] & tcp-syn != 0",
+        "host fd00:1::1 and not icmp6",
+        "udp or icmp",
+    ];
+    let mut failures = Vec::new();
+    for (i, expr) in expressions.iter().enumerate() {
+        let ours = capture_path(&dir, &format!("np{i}.pcapng"));
+        let theirs = capture_path(&dir, &format!("td{i}.pcap"));
+        let mut np = NetpathProcess::spawn(&[
+            "capture",
+            "-i",
+            "vb",
+            "--netns",
+            &p.b.name,
+            "-w",
+            ours.to_str().expect("utf-8 path"),
+            expr,
+        ]);
+        // -Z root: tcpdump would otherwise drop to its own user and fail to write the temp dir.
+        // --immediate-mode: without it, packets still in the current TPACKET_V3 block when
+        // SIGINT arrives are never written.
+        let mut td = NetpathProcess::spawn_program(
+            Path::new("ip"),
+            &[
+                "netns",
+                "exec",
+                &p.b.name,
+                "tcpdump",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-i",
+                "vb",
+                "-w",
+                theirs.to_str().expect("utf-8 path"),
+                expr,
+            ],
+        );
+        np.wait_stderr("listening", Duration::from_secs(10));
+        td.wait_stderr("listening on", Duration::from_secs(10));
+        send_traffic(&p);
+        std::thread::sleep(Duration::from_millis(300));
+        np.interrupt();
+        td.interrupt();
+        assert_eq!(np.finish().0, Some(0), "netpath failed for {expr:?}");
+        td.finish();
+        let (a, a_total) = packet_keys(&ours);
+        let (b, b_total) = packet_keys(&theirs);
+        eprintln!(
+            "{expr:?}: netpath {a_total} packets, tcpdump {b_total} ({} compared)",
+            b.len()
+        );
+        if a.is_empty() || a != b {
+            failures.push(format!("{expr:?}: netpath {a:#?}\ntcpdump {b:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
