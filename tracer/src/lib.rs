@@ -7,4 +7,5 @@ pub mod lab;
 pub mod names;
 pub mod netns;
 pub mod resolve;
+pub mod trace;
 pub mod tracer;
