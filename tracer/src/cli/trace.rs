@@ -414,14 +414,17 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         lost_events: lost,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", render(&report, Style { color }));
-    }
+        render(&report, Style { color })
+    };
+    // A closed stdout (`| head`) is not an error worth a panic; the exit code still tells.
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    drop(out);
     drop(attached);
     tracing::debug!("tracer detached after {} ms", started.elapsed().as_millis());
     Ok(report.exit_code())

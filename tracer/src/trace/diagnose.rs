@@ -148,7 +148,7 @@ pub fn unprobed(
         Verdict::NoAddress,
         Cause::WrongFamily,
         format!(
-            "{} has no {fam} ClusterIP: it is {} only ({ips}); a client holding a {fam} address for it \
+            "{} has no {fam} ClusterIP: it is {} only ({ips}); a client holding an {fam} address for it \
              uses the wrong family",
             to.name,
             family_name(family_number(other(family)))
