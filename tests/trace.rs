@@ -436,3 +436,45 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(text.contains(needle), "--help lacks {needle}");
     }
 }
+
+#[test]
+fn passive_mode_follows_real_traffic() {
+    if skip_unless_root("passive trace") {
+        return;
+    }
+    let t = HandMade::new();
+    let from = format!("netns:{}", t.a.name);
+    let to = format!("netns:{}", t.b.name);
+    let none = empty_state();
+    let args = [
+        "trace",
+        from.as_str(),
+        to.as_str(),
+        "--passive",
+        "--timeout",
+        "4",
+        "--json",
+        "--state",
+        none.to_str().unwrap(),
+    ];
+    let child = std::process::Command::new(integration_tests::netpath_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn netpath");
+    // Real traffic once the tracer is up: IPv4 only.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    t.a.exec("ping -c2 -i0.2 -W1 10.77.2.2 >/dev/null");
+    let out = child.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(out.status.code(), Some(1), "IPv6 saw no traffic");
+    let v4 = verdict(&r, 4);
+    assert_eq!(v4["verdict"], "delivered", "{v4:#}");
+    assert_eq!(v4["hops"][0]["netns"], t.a.name);
+    let v6 = verdict(&r, 6);
+    assert_eq!(v6["cause"], "no_answer", "{v6:#}");
+    assert!(v6["summary"].as_str().unwrap().contains("no IPv6 traffic"));
+}
