@@ -760,7 +760,7 @@ mod tests {
         event::EventKind,
         trace::{
             inspect::{IfAddr, RouteLookup},
-            path::tests::echo_event,
+            path::tests::{drop_event, echo_event},
         },
     };
     use std::collections::HashMap;
@@ -1024,18 +1024,16 @@ mod tests {
         let mut t = trace(&a, &c);
         t.outcome.reply = Some(Reply::EchoReply);
         t.outcome.rtt_us = Some(250);
-        let mut ping_rcv = echo_event(
+        let ping_rcv = drop_event(
             "node-2",
             "np-pod-c",
             "eth0",
-            Direction::None,
             50,
             62,
             "10.244.2.2",
+            "NO_SOCKET",
+            &"ping_rcv+0xab",
         );
-        ping_rcv.kind = EventKind::Drop;
-        ping_rcv.reason = Some("NO_SOCKET".into());
-        ping_rcv.location = Some("ping_rcv+0xab".into());
         let events = vec![
             echo_event(
                 "node-1",
@@ -1233,18 +1231,16 @@ mod tests {
             dst: "10.96.0.1".parse().unwrap(),
             ..trace(&a, &k)
         };
-        let mut drop = echo_event(
+        let drop = drop_event(
             "node-1",
             "np-node-1",
             "veth1",
-            Direction::None,
             30,
             64,
             "10.96.0.1",
+            "NETFILTER_DROP",
+            &"nft_do_chain+0x3e8",
         );
-        drop.kind = EventKind::Drop;
-        drop.reason = Some("NETFILTER_DROP".into());
-        drop.location = Some("nft_do_chain+0x3e8".into());
         let events = vec![
             echo_event(
                 "node-1",

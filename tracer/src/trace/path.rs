@@ -38,39 +38,37 @@ impl ProbeMatch {
 
     /// The probe itself, as seen anywhere (before or after NAT, inside a tunnel).
     pub fn is_request(&self, e: &Event) -> bool {
-        let f = e.parsed.innermost();
-        if f.family != self.family() {
-            return false;
-        }
-        match *self {
-            ProbeMatch::Echo { id, seq, .. } => {
-                matches!(
-                    (f.proto, f.icmp_type),
-                    (IPPROTO_ICMP, 8) | (IPPROTO_ICMPV6, 128)
-                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
-            }
-            ProbeMatch::Transport {
-                proto, addr, port, ..
-            } => f.proto == proto && e.src == Some(addr) && e.sport == Some(port),
-        }
+        self.matches(e, false)
     }
 
     /// The answer to the probe (echo reply, SYN-ACK/RST, UDP answer).
     pub fn is_reply(&self, e: &Event) -> bool {
+        self.matches(e, true)
+    }
+
+    fn matches(&self, e: &Event, reply: bool) -> bool {
         let f = e.parsed.innermost();
         if f.family != self.family() {
             return false;
         }
         match *self {
             ProbeMatch::Echo { id, seq, .. } => {
-                matches!(
-                    (f.proto, f.icmp_type),
-                    (IPPROTO_ICMP, 0) | (IPPROTO_ICMPV6, 129)
-                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
+                let (v4, v6) = if reply { (0, 129) } else { (8, 128) };
+                ((f.proto == IPPROTO_ICMP && f.icmp_type == v4)
+                    || (f.proto == IPPROTO_ICMPV6 && f.icmp_type == v6))
+                    && f.l4_ident == ((id as u32) << 16 | seq as u32)
             }
             ProbeMatch::Transport {
                 proto, addr, port, ..
-            } => f.proto == proto && e.dst == Some(addr) && e.dport == Some(port),
+            } => {
+                // Requests come from the probe socket, answers go to it.
+                let (ip, p) = if reply {
+                    (e.dst, e.dport)
+                } else {
+                    (e.src, e.sport)
+                };
+                f.proto == proto && ip == Some(addr) && p == Some(port)
+            }
         }
     }
 
@@ -333,6 +331,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// The same packet taken at a kfree_skb drop with `reason` at `location`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn drop_event(
+        node: &str,
+        netns: &str,
+        ifname: &str,
+        ts: u64,
+        ttl: u8,
+        dst: &str,
+        reason: &str,
+        location: &str,
+    ) -> Event {
+        let mut e = echo_event(node, netns, ifname, Direction::None, ts, ttl, dst);
+        e.kind = EventKind::Drop;
+        e.hook = Hook::KfreeSkb;
+        e.reason = Some(reason.into());
+        e.location = Some(location.into());
+        e
+    }
+
     const ECHO: ProbeMatch = ProbeMatch::Echo {
         family: 4,
         id: 7,
@@ -410,10 +428,16 @@ pub(crate) mod tests {
         let mut other = echo_event("n", "node", "eth0", Egress, 4, 63, "10.244.2.2");
         other.parsed.outer.l4_ident = 9 << 16 | 1;
         other.pkt_id = "zzz".into();
-        let mut drop = echo_event("n", "node", "eth0", None, 5, 63, "10.244.2.2");
-        drop.kind = EventKind::Drop;
-        drop.reason = Some("NETFILTER_DROP".into());
-        drop.location = Some("nft_do_chain+0x3e8".into());
+        let mut drop = drop_event(
+            "n",
+            "node",
+            "eth0",
+            5,
+            63,
+            "10.244.2.2",
+            "NETFILTER_DROP",
+            "nft_do_chain+0x3e8",
+        );
         drop.pkt_id = "different-skb-view".into();
         for e in [&mut a, &mut b, &mut c] {
             e.pkt_id = "same".into();
