@@ -1032,7 +1032,7 @@ mod tests {
             62,
             "10.244.2.2",
             "NO_SOCKET",
-            &"ping_rcv+0xab",
+            "ping_rcv+0xab",
         );
         let events = vec![
             echo_event(
@@ -1239,7 +1239,7 @@ mod tests {
             64,
             "10.96.0.1",
             "NETFILTER_DROP",
-            &"nft_do_chain+0x3e8",
+            "nft_do_chain+0x3e8",
         );
         let events = vec![
             echo_event(
