@@ -358,6 +358,29 @@ fn hand_made_faults_get_the_same_causes_as_the_lab() {
         assert_eq!(v["where"]["ifname"], "rb", "{v:#}");
     }
 
+    // A link with a smaller MTU than the probe, which may not be fragmented.
+    t.r.exec("ip link set rb mtu 1280");
+    t.b.exec("ip link set vb mtu 1280");
+    let (_, r) = t.trace(&b, &["--size", "1400"]);
+    for fam in [4, 6] {
+        let v = verdict(&r, fam);
+        assert_cause(v, "dropped", "mtu", &t.r.name);
+        assert_eq!(v["reason"], "PKT_TOO_BIG", "{v:#}");
+        assert!(v["summary"].as_str().unwrap().contains("MTU 1280"), "{v:#}");
+    }
+    let (code, _) = t.trace(&b, &[]);
+    assert_eq!(code, 0, "small probes still pass");
+    t.r.exec("ip link set rb mtu 1500");
+    t.b.exec("ip link set vb mtu 1500");
+
+    // Strict reverse-path filtering with the route back to the client on the other side.
+    t.r.exec("sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.ra.rp_filter=1 && ip route add 10.77.1.2/32 via 10.77.2.2 dev rb");
+    let (_, r) = t.trace(&b, &["--family", "4"]);
+    let v = verdict(&r, 4);
+    assert_cause(v, "dropped", "rp_filter", &t.r.name);
+    assert_eq!(v["where"]["ifname"], "ra", "{v:#}");
+    t.r.exec("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ra.rp_filter=0 && ip route del 10.77.1.2/32");
+
     // IPv6 disabled on the server's device: it has no IPv6 address left.
     t.b.exec("sysctl -qw net.ipv6.conf.vb.disable_ipv6=1");
     let (_, r) = t.trace(&b, &[]);

@@ -69,6 +69,10 @@ pub struct TraceArgs {
     /// Probe with a UDP datagram to --port instead of TCP.
     #[arg(long, requires = "port")]
     pub udp: bool,
+    /// Payload bytes of ICMP/UDP probes, sent without fragmentation (like `ping -s -M do`):
+    /// find MTU problems on tunnels.
+    #[arg(long, value_name = "BYTES", default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=65000))]
+    pub size: u16,
     /// Do not send anything: wait for real traffic between FROM and TO (see --timeout).
     #[arg(long)]
     pub passive: bool,
@@ -217,6 +221,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
             echo_id,
             echo_seq: 1,
             sport,
+            size: args.size as usize,
         });
         let matcher = match kind {
             _ if args.passive => None,

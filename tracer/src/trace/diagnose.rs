@@ -239,6 +239,14 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
                     format!("add a default route for {fam} in {src_ns}"),
                 )
             }
+            "EMSGSIZE" => (
+                Cause::Mtu,
+                format!(
+                    "the probe is bigger than the MTU of {}'s way to {} (EMSGSIZE when sending)",
+                    t.from.name, t.dst
+                ),
+                "send smaller packets or raise the MTU of the source's device".into(),
+            ),
             "EPERM" | "EACCES" => (
                 Cause::NetfilterDrop,
                 format!("a firewall rule in {src_ns} refused the probe when sending ({err})"),
@@ -626,9 +634,22 @@ fn explain_drop(
         );
     }
     if reason == "PKT_TOO_BIG" || func.contains("frag") || func == "ip6_pkt_too_big" {
+        let out = inspect.route_get(ns, dst, None, None);
+        let dev_out = out.as_ref().and_then(|r| r.dev.clone());
+        let mtu = dev_out.as_deref().and_then(|d| inspect.mtu(ns, d));
+        if let (Some(d), Some(m)) = (&dev_out, mtu) {
+            evidence.push(format!("mtu of {d} in {ns}: {m}"));
+        }
         return explain(
             Cause::Mtu,
-            format!("the packet is bigger than the MTU of the way out of {ns}"),
+            match (dev_out, mtu) {
+                (Some(d), Some(m)) => format!(
+                    "the {}-byte packet does not fit the MTU {m} of {d}, its way out of {ns}, and may \
+                     not be fragmented",
+                    drop.len
+                ),
+                _ => format!("the packet is bigger than the MTU of the way out of {ns}"),
+            },
             "lower the pod MTU or raise the tunnel/underlay MTU".into(),
             evidence,
         );
@@ -798,6 +819,9 @@ mod tests {
         }
         fn nft_drop_rules(&self, netns: &str) -> Vec<String> {
             self.nft.get(netns).cloned().unwrap_or_default()
+        }
+        fn mtu(&self, _netns: &str, _dev: &str) -> Option<u32> {
+            None
         }
         fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String> {
             self.neigh

@@ -114,6 +114,8 @@ pub struct Hop {
     pub dport: Option<u16>,
     /// IPv4 TTL / IPv6 hop limit of the innermost packet.
     pub ttl: u8,
+    /// skb length at this point.
+    pub len: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Tunnel>,
     /// Address/port rewrite since the previous hop (`10.96.0.10:80 -> 10.244.2.2:8080`).
@@ -141,6 +143,7 @@ impl Hop {
             sport: e.sport,
             dport: e.dport,
             ttl: e.parsed.innermost().ttl,
+            len: e.len,
             tunnel: e.tunnel.clone(),
             nat: None,
             reason: e.reason.clone(),
