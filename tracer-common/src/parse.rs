@@ -435,30 +435,46 @@ pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
             return false;
         }
     }
-    if cfg.n_addrs != 0 {
-        let mut hit = false;
-        let mut i = 0;
-        while i < crate::MAX_FILTER_ADDRS {
-            if i >= cfg.n_addrs as usize {
-                break;
-            }
-            let pr = &cfg.addrs[i];
-            if prefix_contains(pr, p.outer.family, &p.outer.src)
-                || prefix_contains(pr, p.outer.family, &p.outer.dst)
-                || (has_inner
-                    && (prefix_contains(pr, p.inner.family, &p.inner.src)
-                        || prefix_contains(pr, p.inner.family, &p.inner.dst)))
-            {
-                hit = true;
-                break;
-            }
-            i += 1;
-        }
-        if !hit {
-            return false;
-        }
+    if cfg.n_addrs != 0 && !addrs_match(cfg, &p.outer) && !(has_inner && addrs_match(cfg, &p.inner))
+    {
+        return false;
     }
     true
+}
+
+/// Does either address of `f` fall in any of the filter's prefixes?
+#[inline(always)]
+fn addrs_match(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    let mut i = 0;
+    while i < crate::MAX_FILTER_ADDRS {
+        if i >= cfg.n_addrs as usize {
+            break;
+        }
+        let pr = &cfg.addrs[i];
+        if prefix_contains(pr, f.family, &f.src) || prefix_contains(pr, f.family, &f.dst) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The filter decision for a flow key that is not a packet (route lookups, neighbours):
+/// family and addresses as for packets; protocol and port only when the key has them (an
+/// input route lookup often carries neither), so a `--proto`/`--port` filter does not hide it.
+#[inline(always)]
+pub fn flow_matches(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    if cfg.family != 0 && f.family != cfg.family {
+        return false;
+    }
+    if cfg.proto != 0 && f.proto != 0 && f.proto != cfg.proto {
+        return false;
+    }
+    if cfg.port != 0 && (f.sport != 0 || f.dport != 0) && f.sport != cfg.port && f.dport != cfg.port
+    {
+        return false;
+    }
+    cfg.n_addrs == 0 || addrs_match(cfg, f)
 }
 
 #[cfg(test)]
@@ -690,5 +706,43 @@ mod tests {
         assert!(filter_matches(&cfg, &p), "outer port counts");
         cfg.port = 80;
         assert!(!filter_matches(&cfg, &p));
+    }
+
+    #[test]
+    fn flow_keys_match_on_addresses_and_only_known_protocols_and_ports() {
+        let mut f = Flow {
+            family: 4,
+            ..Flow::default()
+        };
+        f.src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        f.dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let mut cfg = FilterConfig::default();
+        assert!(flow_matches(&cfg, &f));
+        cfg.n_addrs = 1;
+        cfg.addrs[0] = AddrPrefix {
+            addr: addr16(&[10, 0, 0, 2]),
+            family: 4,
+            prefix_len: 32,
+            _pad: [0; 2],
+        };
+        assert!(flow_matches(&cfg, &f), "destination matches");
+        cfg.addrs[0].addr = addr16(&[10, 0, 0, 3]);
+        assert!(!flow_matches(&cfg, &f));
+        cfg.n_addrs = 0;
+        cfg.proto = IPPROTO_TCP;
+        cfg.port = 80;
+        assert!(
+            flow_matches(&cfg, &f),
+            "a key without protocol/ports is kept"
+        );
+        f.proto = IPPROTO_UDP;
+        assert!(!flow_matches(&cfg, &f));
+        f.proto = IPPROTO_TCP;
+        f.dport = 443;
+        assert!(!flow_matches(&cfg, &f));
+        f.dport = 80;
+        assert!(flow_matches(&cfg, &f));
+        cfg.family = 6;
+        assert!(!flow_matches(&cfg, &f));
     }
 }

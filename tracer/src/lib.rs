@@ -6,5 +6,6 @@ pub mod event;
 pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod probes;
 pub mod resolve;
 pub mod tracer;

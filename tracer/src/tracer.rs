@@ -102,6 +102,12 @@ pub struct TracerSpec {
     pub drops: bool,
     /// Hops from net_dev_queue/netif_receive_skb on every device without attaching to each.
     pub dev_hops: bool,
+    /// Route-lookup events from fib:fib_table_lookup and fib6:fib6_table_lookup.
+    pub routes: bool,
+    /// Neighbour resolution failures from neigh:neigh_update and neigh:neigh_timer_handler.
+    pub neigh: bool,
+    /// `--functions PATTERN`: function tracing where the kernel allows fentry or kprobes.
+    pub functions: Option<String>,
     pub filter: FilterConfig,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
@@ -115,6 +121,9 @@ impl Default for TracerSpec {
             all_devices: false,
             drops: true,
             dev_hops: false,
+            routes: false,
+            neigh: false,
+            functions: None,
             filter: FilterConfig::default(),
             ring_bytes: 4 << 20,
         }
@@ -173,6 +182,8 @@ pub struct NodeTracer {
     lost_total: Arc<AtomicU64>,
     /// Hooks that could not run on this kernel, with why.
     pub unavailable: Vec<String>,
+    /// What became of `--functions` (one line for the user), when it was asked for.
+    pub functions: Option<crate::probes::FunctionSupport>,
 }
 
 pub fn is_root() -> bool {
@@ -193,6 +204,23 @@ impl NodeTracer {
         let kbtf = KernelBtf::load()?;
         let offsets = kbtf.kernel_offsets()?;
         let reasons = kbtf.drop_reasons();
+        let mut unavailable = Vec::new();
+        let route = if spec.routes {
+            kbtf.route_offsets().unwrap_or_else(|e| {
+                unavailable.push(format!("route events: {e}"));
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
+        let neigh = if spec.neigh {
+            kbtf.neigh_offsets().unwrap_or_else(|e| {
+                unavailable.push(format!("neighbour events: {e}"));
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", spec.ring_bytes)
             .load(EBPF_OBJECT)?;
@@ -203,6 +231,9 @@ impl NodeTracer {
             reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
             wakeup_bytes: (spec.ring_bytes / 8).max(4096),
             dev_hops: spec.dev_hops as u32,
+            routes: (route.valid != 0) as u32,
+            route,
+            neigh,
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
@@ -216,7 +247,6 @@ impl NodeTracer {
             prog.load()
                 .map_err(|source| TracerError::Program { name, source })?;
         }
-        let mut unavailable = Vec::new();
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
             netns: "-".into(),
             ifname: "-".into(),
@@ -227,7 +257,16 @@ impl NodeTracer {
             tracepoints.push("kfree_skb");
         }
         if spec.dev_hops {
-            tracepoints.extend(["net_dev_queue", "netif_receive_skb"]);
+            tracepoints.push("net_dev_queue");
+        }
+        if spec.dev_hops || route.valid != 0 {
+            tracepoints.push("netif_receive_skb");
+        }
+        if route.valid != 0 {
+            tracepoints.extend(["fib_table_lookup", "fib6_table_lookup", "softirq_exit"]);
+        }
+        if neigh.valid != 0 {
+            tracepoints.extend(["neigh_update", "neigh_timer_handler"]);
         }
         for name in tracepoints {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
@@ -236,6 +275,10 @@ impl NodeTracer {
                 unavailable.push(format!("tracepoint {name}: {e}"));
             }
         }
+        let functions = spec
+            .functions
+            .as_deref()
+            .map(|pattern| crate::probes::function_support(&mut ebpf, &aya_btf, &kbtf, pattern));
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
             .map_err(|e| TracerError::Map("EVENTS", e))?;
         let lost_map: PerCpuArray<MapData, u64> =
@@ -250,6 +293,7 @@ impl NodeTracer {
             reader: None,
             lost_total: Arc::new(AtomicU64::new(0)),
             unavailable,
+            functions,
         };
         tracer.attach_devices(true)?;
         let (tx, rx) = mpsc::channel(16 * 1024);

@@ -12,7 +12,8 @@ use super::filter::FilterArgs;
   netpath watch --netns pod-a --iface eth0          hops on one pod's eth0, plus every drop
   netpath watch --iface 'cali*' --iface eth0 --json JSON lines from Calico veths and eth0
   netpath watch --all --family 6 --count 20          first 20 IPv6 events on any device
-  netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach")]
+  netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach
+  netpath watch --routes --neigh --host 10.244.2.2   route lookups and neighbour failures for one host")]
 pub struct WatchArgs {
     /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*';
     /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
@@ -31,6 +32,17 @@ pub struct WatchArgs {
     /// Do not attach the kfree_skb tracepoint (no drop events).
     #[arg(long)]
     pub no_drops: bool,
+    /// Also report route lookups (fib/fib6 tracepoints: flow key, table, type, error,
+    /// gateway, output device), filtered in the kernel by --host/--family/--netns like packets.
+    #[arg(long)]
+    pub routes: bool,
+    /// Also report neighbour (ARP/NDP) resolution failures: entries that became FAILED.
+    #[arg(long)]
+    pub neigh: bool,
+    /// Trace kernel functions matching PATTERN with fentry or kprobes where the kernel allows
+    /// them; otherwise say why in one line and continue with everything else.
+    #[arg(long, value_name = "PATTERN")]
+    pub functions: Option<String>,
     /// Print one JSON object per line (schema: docs/events.md).
     #[arg(long)]
     pub json: bool,
@@ -61,6 +73,9 @@ impl WatchArgs {
             all_devices: self.all,
             drops: !self.no_drops,
             dev_hops: self.dev_hops,
+            routes: self.routes,
+            neigh: self.neigh,
+            functions: self.functions.clone(),
             filter: self.filter.to_config()?,
             ring_bytes: self.ring_kib * 1024,
             ..TracerSpec::default()
@@ -74,19 +89,22 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
+    if let Some(f) = &tracer.functions {
+        eprintln!("netpath: {}", f.message());
+    }
+    let extras: String = [
+        (!args.no_drops, " and kernel drops"),
+        (args.dev_hops, " and device tracepoints"),
+        (args.routes, " and route lookups"),
+        (args.neigh, " and neighbour failures"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, text)| *text)
+    .collect();
     eprintln!(
-        "netpath: watching {} device(s){}{}; Ctrl-C to stop",
+        "netpath: watching {} device(s){extras}; Ctrl-C to stop",
         tracer.attached_devices(),
-        if args.no_drops {
-            ""
-        } else {
-            " and kernel drops"
-        },
-        if args.dev_hops {
-            " and device tracepoints"
-        } else {
-            ""
-        }
     );
     let deadline = args
         .duration
