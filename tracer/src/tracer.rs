@@ -31,6 +31,12 @@ use crate::{
 /// The kernel programs, built by build.rs (empty when the eBPF toolchain was missing).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
+/// The compiled kernel programs (for tests that load them directly, e.g. BPF_PROG_TEST_RUN).
+/// Empty when netpath was built without its kernel programs.
+pub fn kernel_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
     #[error("netpath must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
