@@ -308,9 +308,13 @@ fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
         (prefix(&[10, 9, 9, 1], 4, 32), false, true), // inner source of the IPIP packet
         (prefix(&[10, 244, 0, 0], 4, 16), false, false), // nobody
     ] {
-        let mut filter = FilterConfig::default();
-        filter.n_addrs = 1;
-        filter.addrs[0] = prefix;
+        let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
+        addrs[0] = prefix;
+        let filter = FilterConfig {
+            n_addrs: 1,
+            addrs,
+            ..FilterConfig::default()
+        };
         let (ebpf, mut ring) = load(filter);
         assert_eq!(
             run(&ebpf, &mut ring, &vx).is_some(),
