@@ -346,3 +346,42 @@ fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
     );
     assert!(run(&ebpf, &mut ring, &ipip).is_none());
 }
+
+/// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a
+/// VXLAN frame, with a filter that matches nothing and with none. Run with
+/// `cargo test --test test_run -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn tc_program_cost_per_packet() {
+    if skip_unless_root("tc_program_cost_per_packet") {
+        return;
+    }
+    let vx = vxlan(4789, 42, &icmp6(1));
+    let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
+    addrs[0] = prefix(&[10, 244, 0, 0], 4, 16);
+    let quiet = FilterConfig {
+        n_addrs: 1,
+        addrs,
+        ..FilterConfig::default()
+    };
+    for (name, filter) in [
+        ("filter matching nothing", quiet),
+        ("no filter", FilterConfig::default()),
+    ] {
+        let (ebpf, mut ring) = load(filter);
+        let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+        let mut best = u128::MAX;
+        for _ in 0..5 {
+            let res = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(&vx),
+                    repeat: 200_000,
+                    ..TestRunOptions::default()
+                })
+                .expect("test run");
+            best = best.min(res.duration.as_nanos());
+            while ring.next().is_some() {}
+        }
+        eprintln!("tc_ingress, {name}: {best} ns per packet (best of 5 x 200000)");
+    }
+}

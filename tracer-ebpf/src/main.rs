@@ -181,8 +181,10 @@ fn output(cfg: &Config, ev: &RawEvent) {
     }
 }
 
+/// `from_mac`: the device has a link-layer header (decided per device at attach time: the
+/// `_l3` programs go on devices without one, such as tun, wireguard or ipip).
 #[inline(always)]
-fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
+fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
@@ -192,14 +194,7 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
     if cfg.filter.netns != 0 && netns != cfg.filter.netns {
         return None;
     }
-    // A device with no link-layer header (tun, ipip) starts at the network header.
-    let mac: u16 = unsafe { read(skb_addr, cfg.offsets.skb_mac_header) }.unwrap_or(0);
-    let net: u16 = unsafe { read(skb_addr, cfg.offsets.skb_network_header) }.unwrap_or(0);
-    ev.flags = if mac != net || cfg.offsets.valid == 0 {
-        flags::DATA_FROM_MAC
-    } else {
-        0
-    };
+    ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
     if n > SNAP_LEN as u32 {
@@ -229,13 +224,27 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
 
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS);
+    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, true);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS);
+    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+/// tc_ingress for devices without a link-layer header: the packet starts at the IP header.
+#[classifier]
+pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
+    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, false);
+    TC_ACT_UNSPEC
+}
+
+/// tc_egress for devices without a link-layer header.
+#[classifier]
+pub fn tc_egress_l3(ctx: TcContext) -> i32 {
+    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, false);
     TC_ACT_UNSPEC
 }
 

@@ -168,13 +168,27 @@ impl EventStream {
     pub async fn next(&mut self) -> Option<StreamItem> {
         self.rx.recv().await
     }
+
+    /// No item is waiting right now (a consumer can flush its output).
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
+
+/// The tc programs: (ingress, egress) for devices with a link-layer header, then for devices
+/// without one (chosen per device at attach time, so the programs need not find out per
+/// packet).
+const TC_PROGRAMS: [[&str; 2]; 2] = [
+    ["tc_ingress", "tc_egress"],
+    ["tc_ingress_l3", "tc_egress_l3"],
+];
 
 /// A tc attachment made with the clsact/netlink fallback, undone explicitly on drop.
 struct NetlinkAttachment {
     netns: Netns,
     ifname: String,
     created_qdisc: bool,
+    programs: [&'static str; 2],
 }
 
 /// A running tracer. Drop it to detach everything.
@@ -248,7 +262,7 @@ impl NodeTracer {
             cfg.set(0, config, 0)
                 .map_err(|e| TracerError::Map("CONFIG", e))?;
         }
-        for name in ["tc_ingress", "tc_egress"] {
+        for name in TC_PROGRAMS.iter().flatten() {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| TracerError::Program { name, source })?;
@@ -388,12 +402,14 @@ impl NodeTracer {
 
     fn attach_one(&mut self, ns: &Netns, ifname: &str) -> Result<(), TracerError> {
         let ebpf = &mut self.ebpf;
-        let result = netns::run_in(ns, || -> Result<bool, String> {
+        let result = netns::run_in(ns, || -> Result<(bool, [&'static str; 2]), String> {
             let mut used_netlink = false;
-            for (name, ty) in [
-                ("tc_ingress", TcAttachType::Ingress),
-                ("tc_egress", TcAttachType::Egress),
-            ] {
+            let l3 = netns::link_type_here(ifname).is_some_and(netns::link_type_has_no_l2);
+            let programs = TC_PROGRAMS[l3 as usize];
+            for (name, ty) in programs
+                .into_iter()
+                .zip([TcAttachType::Ingress, TcAttachType::Egress])
+            {
                 let prog: &mut SchedClassifier = ebpf
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
@@ -416,15 +432,16 @@ impl NodeTracer {
                     used_netlink = true;
                 }
             }
-            Ok(used_netlink)
+            Ok((used_netlink, programs))
         })?;
         match result {
-            Ok(used_netlink) => {
+            Ok((used_netlink, programs)) => {
                 if used_netlink {
                     self.netlink.push(NetlinkAttachment {
                         netns: ns.clone(),
                         ifname: ifname.into(),
                         created_qdisc: true,
+                        programs,
                     });
                 }
                 Ok(())
@@ -446,10 +463,11 @@ impl Drop for NodeTracer {
         for att in self.netlink.drain(..) {
             let ifname = att.ifname.clone();
             let _ = netns::run_in(&att.netns, move || {
-                for (name, ty) in [
-                    ("tc_ingress", TcAttachType::Ingress),
-                    ("tc_egress", TcAttachType::Egress),
-                ] {
+                for (name, ty) in att
+                    .programs
+                    .into_iter()
+                    .zip([TcAttachType::Ingress, TcAttachType::Egress])
+                {
                     let _ = tc::qdisc_detach_program(&ifname, ty, name);
                 }
                 if att.created_qdisc {

@@ -86,6 +86,11 @@ impl WatchArgs {
 pub async fn run(args: WatchArgs) -> Result<i32> {
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
+    // Signal handlers go in before "watching" is printed: a Ctrl-C right after it must still
+    // detach cleanly rather than kill the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
@@ -112,9 +117,10 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut seen = 0u64;
     let mut lost = 0u64;
+    // Buffered, flushed whenever no further event is waiting: one write per burst rather than
+    // one per event, without holding back a line when things are quiet.
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     loop {
         let sleep = async {
             match deadline {
@@ -127,7 +133,9 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
                     let line = if args.json { serde_json::to_string(&ev)? } else { ev.line() };
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    let written = writeln!(out, "{line}")
+                        .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
+                    if written.is_err() {
                         break; // stdout closed (| head)
                     }
                     if args.count.is_some_and(|c| seen >= c) { break; }
@@ -139,12 +147,13 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
                     } else {
                         let _ = writeln!(out, "lost {count} events on {node} (ring buffer full)");
                     }
+                    let _ = out.flush();
                 }
                 None => break,
             },
             _ = rescan.tick() => { tracer.attach_devices(false)?; }
             _ = sleep => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
         }
     }
