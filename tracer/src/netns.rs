@@ -200,7 +200,7 @@ pub fn link_type_here(ifname: &str) -> Option<u16> {
         }
         let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
         libc::close(fd);
-        (rc == 0).then(|| req.ifr_ifru.ifru_hwaddr.sa_family)
+        (rc == 0).then_some(req.ifr_ifru.ifru_hwaddr.sa_family)
     }
 }
 
