@@ -140,14 +140,14 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
     }
 }
 
-/// Applies the filter and writes the event to the ring buffer.
+/// Parses the copied packet into `scratch.parsed` and applies the filter (not the namespace).
 #[inline(always)]
-fn emit(cfg: &Config, scratch: &mut Scratch) {
+fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     let ev = &scratch.ev;
     let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
     let data = match ev.data.get(..len) {
         Some(d) => d,
-        None => return,
+        None => return false,
     };
     let p = &mut scratch.parsed;
     *p = parse::Parsed::default();
@@ -158,10 +158,7 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
         cfg.filter.vxlan_port,
         p,
     );
-    if !parse::filter_matches(&cfg.filter, p) {
-        return;
-    }
-    output(cfg, ev);
+    parse::filter_matches(&cfg.filter, p)
 }
 
 /// One ring-buffer output (batched wake-up); a failure is counted in `LOST`.
@@ -189,12 +186,8 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     let ev = &mut scratch.ev;
-    let skb_addr = ctx.as_ptr() as u64;
-    let (netns, _) = unsafe { skb_netns_ifindex(&cfg.offsets, skb_addr) };
-    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
-        return None;
-    }
     ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
+    ev.protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
     if n > SNAP_LEN as u32 {
@@ -207,6 +200,16 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     let loaded =
         unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
     ev.data_len = if loaded == 0 { n as u16 } else { 0 };
+    // Filter first: a packet that does not match costs the copy and the parse, nothing more.
+    if !passes_filter(cfg, scratch) {
+        return None;
+    }
+    let skb_addr = ctx.as_ptr() as u64;
+    let (netns, _) = unsafe { skb_netns_ifindex(&cfg.offsets, skb_addr) };
+    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
+        return None;
+    }
+    let ev = &mut scratch.ev;
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = 0;
     ev.skb = skb_addr;
@@ -217,8 +220,7 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     ev.kind = kind::HOP;
     ev.hook = hook_id;
     ev.dir = direction;
-    ev.protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    emit(cfg, scratch);
+    output(cfg, ev);
     Some(())
 }
 
@@ -282,7 +284,9 @@ fn skb_event(
     ev.kind = kind_id;
     ev.hook = hook_id;
     ev.dir = direction;
-    emit(cfg, scratch);
+    if passes_filter(cfg, scratch) {
+        output(cfg, &scratch.ev);
+    }
     Some(())
 }
 

@@ -612,6 +612,13 @@ fn decode_meta(raw: &RawEvent, node: &str, namer: &mut dyn Namer) -> Event {
 impl Event {
     /// One human-readable line.
     pub fn line(&self) -> String {
+        let mut line = String::with_capacity(160);
+        let _ = self.write_line(&mut line);
+        line
+    }
+
+    /// [`Event::line`] written into `out` (no allocation per field: `watch` reuses one buffer).
+    pub fn write_line(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let secs = self.ts_ns / 1_000_000_000;
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
         let micros = (self.ts_ns % 1_000_000_000) / 1000;
@@ -628,87 +635,82 @@ impl Event {
             EventKind::Lost => "lost",
         };
         let dev = if self.ifname.is_empty() {
-            "-".to_string()
+            "-"
         } else {
-            self.ifname.clone()
+            self.ifname.as_str()
         };
-        let mut line = format!(
+        write!(
+            out,
             "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
             self.hook.as_str(),
             self.netns
-        );
-        let endpoint = |a: &Option<IpAddr>, p: Option<u16>| match (a, p) {
-            (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.to_string(),
-            (None, _) => "?".into(),
-        };
+        )?;
+        struct Endpoint<'a>(&'a Option<IpAddr>, Option<u16>);
+        impl std::fmt::Display for Endpoint<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match (self.0, self.1) {
+                    (Some(IpAddr::V6(a)), Some(p)) => write!(f, "[{a}]:{p}"),
+                    (Some(a), Some(p)) => write!(f, "{a}:{p}"),
+                    (Some(a), None) => write!(f, "{a}"),
+                    (None, _) => f.write_str("?"),
+                }
+            }
+        }
+        let src = Endpoint(&self.src, self.sport);
+        let dst = Endpoint(&self.dst, self.dport);
         if let Some(r) = &self.route {
-            line.push_str(&format!(
-                "IPv{} {} > {} {} table {} {}",
-                self.family,
-                endpoint(&self.src, self.sport),
-                endpoint(&self.dst, self.dport),
-                self.proto,
-                r.table,
-                r.kind
-            ));
+            write!(
+                out,
+                "IPv{} {src} > {dst} {} table {} {}",
+                self.family, self.proto, r.table, r.kind
+            )?;
             if let Some(gw) = &r.gw {
-                line.push_str(&format!(" via {gw}"));
+                write!(out, " via {gw}")?;
             }
             if let Some(oif) = &r.oif {
-                line.push_str(&format!(" dev {oif}"));
+                write!(out, " dev {oif}")?;
             }
             if let Some(e) = &r.error {
-                line.push_str(&format!(" err {e}"));
+                write!(out, " err {e}")?;
             }
-            return line;
+            return Ok(());
         }
         if let Some(n) = &self.neigh {
-            line.push_str(&format!(
+            write!(
+                out,
                 "IPv{} neighbour {} {} -> {}",
                 self.family,
                 n.addr,
                 n.old_state.as_deref().unwrap_or("?"),
                 n.state
-            ));
+            )?;
             if let Some(ll) = &n.lladdr {
-                line.push_str(&format!(" lladdr {ll}"));
+                write!(out, " lladdr {ll}")?;
             }
-            return line;
+            return Ok(());
         }
         if self.family == 0 {
-            line.push_str(&format!("ethertype 0x{:04x}", self.parsed.ethertype));
+            write!(out, "ethertype 0x{:04x}", self.parsed.ethertype)?;
         } else {
-            line.push_str(&format!(
-                "IPv{} {} > {} {}",
-                self.family,
-                endpoint(&self.src, self.sport),
-                endpoint(&self.dst, self.dport),
-                self.proto
-            ));
+            write!(out, "IPv{} {src} > {dst} {}", self.family, self.proto)?;
         }
         if let Some(icmp) = &self.icmp {
-            line.push_str(&format!(" {icmp}"));
+            write!(out, " {icmp}")?;
         }
-        line.push_str(&format!(" len {}", self.len));
+        write!(out, " len {}", self.len)?;
         if let Some(t) = &self.tunnel {
-            line.push_str(&format!(
-                " via {} {} > {}",
-                t.kind, t.outer_src, t.outer_dst
-            ));
+            write!(out, " via {} {} > {}", t.kind, t.outer_src, t.outer_dst)?;
             if let Some(vni) = t.vni {
-                line.push_str(&format!(" vni {vni}"));
+                write!(out, " vni {vni}")?;
             }
         }
         if let Some(r) = &self.reason {
-            line.push_str(&format!(" reason {r}"));
+            write!(out, " reason {r}")?;
         }
         if let Some(l) = &self.location {
-            line.push_str(&format!(" at {l}"));
+            write!(out, " at {l}")?;
         }
-        line.push_str(&format!(" pkt {}", &self.pkt_id[..8]));
-        line
+        write!(out, " pkt {}", self.pkt_id.get(..8).unwrap_or(&self.pkt_id))
     }
 }
 

@@ -157,21 +157,54 @@ pub enum StreamItem {
 /// so path rebuilding and diagnosis never know where events come from.
 pub struct EventStream {
     pub node: String,
-    rx: mpsc::Receiver<StreamItem>,
+    source: Source,
+    /// Items of the last batch not handed out yet.
+    pending: std::collections::VecDeque<StreamItem>,
+}
+
+enum Source {
+    Items(mpsc::Receiver<StreamItem>),
+    /// The local reader sends what one drain of the ring buffer produced in one message.
+    Batches(mpsc::Receiver<Vec<StreamItem>>),
 }
 
 impl EventStream {
     pub fn new(node: String, rx: mpsc::Receiver<StreamItem>) -> Self {
-        EventStream { node, rx }
+        EventStream {
+            node,
+            source: Source::Items(rx),
+            pending: Default::default(),
+        }
+    }
+
+    /// A stream fed with batches of items (one channel message per ring-buffer drain).
+    pub fn batched(node: String, rx: mpsc::Receiver<Vec<StreamItem>>) -> Self {
+        EventStream {
+            node,
+            source: Source::Batches(rx),
+            pending: Default::default(),
+        }
     }
 
     pub async fn next(&mut self) -> Option<StreamItem> {
-        self.rx.recv().await
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            match &mut self.source {
+                Source::Items(rx) => return rx.recv().await,
+                Source::Batches(rx) => self.pending = rx.recv().await?.into(),
+            }
+        }
     }
 
     /// No item is waiting right now (a consumer can flush its output).
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.pending.is_empty()
+            && match &self.source {
+                Source::Items(rx) => rx.is_empty(),
+                Source::Batches(rx) => rx.is_empty(),
+            }
     }
 }
 
@@ -316,7 +349,7 @@ impl NodeTracer {
             functions,
         };
         tracer.attach_devices(true)?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        let (tx, rx) = mpsc::channel(256);
         let namer = LiveNamer::new(reasons);
         let reader = spawn_reader(
             ring,
@@ -328,7 +361,7 @@ impl NodeTracer {
             tracer.lost_total.clone(),
         )?;
         tracer.reader = Some(reader);
-        Ok((tracer, EventStream::new(spec.node, rx)))
+        Ok((tracer, EventStream::batched(spec.node, rx)))
     }
 
     /// Events the kernel could not queue so far.
@@ -494,14 +527,18 @@ where
         .map_err(|source| TracerError::Program { name, source })
 }
 
-/// Drains the ring buffer on wake-ups and on a short timer (the kernel batches wake-ups).
+/// Most items in one channel message.
+const BATCH: usize = 1024;
+
+/// Drains the ring buffer on wake-ups and on a short timer (the kernel batches wake-ups), and
+/// hands the decoded events over in batches (one channel message per up to [`BATCH`]).
 fn spawn_reader(
     ring: RingBuf<MapData>,
     lost_map: PerCpuArray<MapData, u64>,
     mut namer: LiveNamer,
     node: String,
     vxlan_port: u16,
-    tx: mpsc::Sender<StreamItem>,
+    tx: mpsc::Sender<Vec<StreamItem>>,
     lost_total: Arc<AtomicU64>,
 ) -> Result<JoinHandle<()>, TracerError> {
     // SAFETY: the RingBuf owns its fd and lives inside the AsyncFd until the reader ends.
@@ -517,13 +554,24 @@ fn spawn_reader(
                 }
                 _ = tick.tick() => {}
             }
-            let ring = fd.get_mut();
-            while let Some(item) = ring.next() {
-                if let Ok(raw) = event::raw_from_bytes(&item) {
-                    let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
-                    if tx.send(StreamItem::Event(Box::new(ev))).await.is_err() {
-                        return;
+            loop {
+                let mut batch = Vec::with_capacity(64);
+                {
+                    let ring = fd.get_mut();
+                    while batch.len() < BATCH {
+                        let Some(item) = ring.next() else { break };
+                        if let Ok(raw) = event::raw_from_bytes(&item) {
+                            let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
+                            batch.push(StreamItem::Event(Box::new(ev)));
+                        }
                     }
+                }
+                let full = batch.len() == BATCH;
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    return;
+                }
+                if !full {
+                    break;
                 }
             }
             let lost: u64 = lost_map.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0);
@@ -531,14 +579,11 @@ fn spawn_reader(
                 lost_total.store(lost, Ordering::Relaxed);
                 let count = lost - reported_lost;
                 reported_lost = lost;
-                if tx
-                    .send(StreamItem::Lost {
-                        node: node.clone(),
-                        count,
-                    })
-                    .await
-                    .is_err()
-                {
+                let item = StreamItem::Lost {
+                    node: node.clone(),
+                    count,
+                };
+                if tx.send(vec![item]).await.is_err() {
                     return;
                 }
             }

@@ -121,6 +121,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     // one per event, without holding back a line when things are quiet.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut line = String::with_capacity(256);
     loop {
         let sleep = async {
             match deadline {
@@ -132,8 +133,14 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
-                    let line = if args.json { serde_json::to_string(&ev)? } else { ev.line() };
-                    let written = writeln!(out, "{line}")
+                    line.clear();
+                    if args.json {
+                        line.push_str(&serde_json::to_string(&ev)?);
+                    } else {
+                        let _ = ev.write_line(&mut line);
+                    }
+                    line.push('\n');
+                    let written = out.write_all(line.as_bytes())
                         .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
                     if written.is_err() {
                         break; // stdout closed (| head)

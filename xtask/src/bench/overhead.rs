@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 
 use super::{flood_in, Tool, VethPair};
 
-const ROUNDS: usize = 3;
-const SECS: f64 = 3.0;
+const ROUNDS: usize = 7;
+const SECS: f64 = 2.0;
 const PAYLOAD: usize = 64;
 /// Far above what two cores can send: the sender runs flat out.
 const OFFERED: u64 = 5_000_000;
@@ -131,6 +131,12 @@ fn trial(mode: Mode, netpath: &str, pair: &VethPair) -> Result<Trial> {
     Ok(t)
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -142,7 +148,8 @@ pub fn run() -> Result<()> {
     let pair = VethPair::new("o")?;
     println!(
         "UDP flood, {PAYLOAD}-byte payloads, flat out for {SECS}s per trial, {ROUNDS} rounds; \
-         tc programs on va (egress) and vb (ingress)"
+         tc programs on va (egress) and vb (ingress); load average before: {}",
+        loadavg()
     );
     println!(
         "{:>5} {:>6} {:>12} {:>8} {:>10} {:>12} {:>8}",
@@ -192,6 +199,7 @@ pub fn run() -> Result<()> {
         }
     }
     println!();
+    println!("load average after: {} (other work on the machine skews single trials; the ratios are per round)", loadavg());
     println!(
         "median ratio, filter matching nothing: {:.3} (goal >= 0.97)",
         median(ratios[0].clone())
