@@ -8,4 +8,5 @@ pub mod names;
 pub mod netns;
 pub mod probes;
 pub mod resolve;
+pub mod trace;
 pub mod tracer;

@@ -21,6 +21,7 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            cli::Command::Trace(args) => cli::trace::run(args).await,
             cli::Command::Watch(args) => cli::watch::run(args).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
             cli::Command::Capture(args) => cli::capture::run(args).await,

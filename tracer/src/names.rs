@@ -20,14 +20,21 @@ impl Kallsyms {
 
     /// Parses kallsyms text, keeping text symbols (`t`/`T`).
     pub fn parse(text: &str) -> Self {
+        // Fixed layout `ADDR TYPE NAME[\t[module]]`; ~200k lines, parsed on every start, so
+        // bytes rather than char iterators.
         let mut syms: Vec<(u64, String)> = text
             .lines()
             .filter_map(|line| {
-                let mut it = line.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let ty = it.next()?;
-                let name = it.next()?;
-                (addr != 0 && (ty == "t" || ty == "T")).then(|| (addr, name.to_string()))
+                let b = line.as_bytes();
+                let sp = b.iter().position(|&c| c == b' ')?;
+                let ty = *b.get(sp + 1)?;
+                if (ty != b't' && ty != b'T') || b.get(sp + 2) != Some(&b' ') {
+                    return None;
+                }
+                let addr = u64::from_str_radix(&line[..sp], 16).ok()?;
+                let rest = &line[sp + 3..];
+                let name = rest.split('\t').next()?.trim_end();
+                (addr != 0 && !name.is_empty()).then(|| (addr, name.to_string()))
             })
             .collect();
         syms.sort_unstable_by_key(|(a, _)| *a);
@@ -65,12 +72,17 @@ const REFRESH_EVERY: Duration = Duration::from_millis(200);
 
 impl LiveNamer {
     pub fn new(reasons: DropReasons) -> Self {
+        Self::with_kallsyms(reasons, Kallsyms::load())
+    }
+
+    /// With symbols loaded elsewhere (in parallel with program verification).
+    pub fn with_kallsyms(reasons: DropReasons, kallsyms: Kallsyms) -> Self {
         LiveNamer {
             namespaces: netns::all(),
             ns_refreshed: Instant::now(),
             devices: HashMap::new(),
             reasons,
-            kallsyms: Kallsyms::load(),
+            kallsyms,
             boot_offset_ns: boot_offset_ns(),
         }
     }
@@ -154,8 +166,9 @@ mod tests {
     #[test]
     fn kallsyms_symbolizes_inside_functions_and_skips_data() {
         let k = Kallsyms::parse(
-            "ffffffff81000000 T _stext\nffffffff81000100 t ip_rcv_core\nffffffff81000200 D some_data\nffffffff81000300 T ip_forward\n",
+            "ffffffff81000000 T _stext\nffffffff81000100 t ip_rcv_core\nffffffff81000200 D some_data\nffffffff81000300 T ip_forward\nffffffffc0001000 t nft_do_chain\t[nf_tables]\n",
         );
+        assert_eq!(k.symbolize(0xffffffffc0001010), "nft_do_chain+0x10");
         assert_eq!(k.symbolize(0xffffffff81000142), "ip_rcv_core+0x42");
         assert_eq!(k.symbolize(0xffffffff81000300), "ip_forward+0x0");
         assert_eq!(k.symbolize(0x10), "0x10");

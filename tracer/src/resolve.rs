@@ -12,7 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    lab::{state, Family, LabError, LabNode, LabOptions, LabPod, LabState},
+    lab::{state, Family, LabError, LabNode, LabOptions, LabPod, LabService, LabState},
     netns,
 };
 
@@ -40,6 +40,19 @@ pub struct Endpoint {
     pub ipv4: Vec<Ipv4Addr>,
     pub ipv6: Vec<Ipv6Addr>,
     pub port: Option<u16>,
+    /// Services: every endpoint (backend) behind the ClusterIPs, of either family.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<SocketAddr>,
+    /// An address a Service used to have (`web` for a stale ClusterIP of svc/web) and the
+    /// ClusterIPs that Service has now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_of: Option<StaleService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleService {
+    pub service: String,
+    pub cluster_ips: Vec<IpAddr>,
 }
 
 impl Endpoint {
@@ -49,6 +62,14 @@ impl Endpoint {
             Family::Ipv4 => self.ipv4.first().map(|a| IpAddr::V4(*a)),
             Family::Ipv6 => self.ipv6.first().map(|a| IpAddr::V6(*a)),
         }
+    }
+
+    /// Every address, IPv4 first.
+    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
     }
 
     fn with_addrs(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
@@ -76,7 +97,16 @@ pub enum ResolveError {
 
 pub trait Resolver {
     fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError>;
+
+    /// Which node each network namespace belongs to (`ip netns` name → node name), for the
+    /// namespaces this resolver knows. Namespaces not listed belong to the local host.
+    fn node_namespaces(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
+
+/// The lab name of the namespace that joins the lab's nodes (the "network" between them).
+pub const UNDERLAY_NODE: &str = "underlay";
 
 /// Resolves against the lab state (if any) and the namespaces of this machine.
 #[derive(Debug, Clone, Default)]
@@ -143,26 +173,38 @@ impl LocalResolver {
             }
             if let Some(s) = lab.services.iter().find(|s| s.cluster_ips.contains(&ip)) {
                 return Ok(Endpoint {
-                    name: format!("svc/{}", s.name),
-                    kind: EndpointKind::Service,
-                    netns: None,
-                    node: None,
-                    ipv4: Vec::new(),
-                    ipv6: Vec::new(),
                     port: port.or(Some(s.port)),
-                }
-                .with_addrs([ip]));
+                    ..service_endpoint(s, [ip])
+                });
             }
             if let Some(s) = lab
                 .services
                 .iter()
                 .find(|s| s.stale_cluster_ips.contains(&ip))
             {
-                return Ok(address(
-                    format!("{ip} (stale ClusterIP of svc/{})", s.name),
-                    ip,
-                    port.or(Some(s.port)),
-                ));
+                return Ok(Endpoint {
+                    stale_of: Some(StaleService {
+                        service: format!("svc/{}", s.name),
+                        cluster_ips: s.cluster_ips.clone(),
+                    }),
+                    ..address(
+                        format!("{ip} (stale ClusterIP of svc/{})", s.name),
+                        ip,
+                        port.or(Some(s.port)),
+                    )
+                });
+            }
+            // An address in a node's pod CIDR that no pod holds (withdrawn): that node is
+            // where it should live.
+            if let Some(n) = lab.nodes.iter().find(|n| {
+                [&n.pod_cidr_v4, &n.pod_cidr_v6]
+                    .iter()
+                    .any(|c| cidr_contains(c, ip))
+            }) {
+                return Ok(Endpoint {
+                    node: Some(n.name.clone()),
+                    ..address(ip.to_string(), ip, port)
+                });
             }
         }
         let mut names = vec!["root".to_string()];
@@ -196,8 +238,46 @@ fn address(name: String, ip: IpAddr, port: Option<u16>) -> Endpoint {
         ipv4: vec![],
         ipv6: vec![],
         port,
+        backends: Vec::new(),
+        stale_of: None,
     }
     .with_addrs([ip])
+}
+
+fn service_endpoint(s: &LabService, addrs: impl IntoIterator<Item = IpAddr>) -> Endpoint {
+    Endpoint {
+        name: format!("svc/{}", s.name),
+        kind: EndpointKind::Service,
+        netns: None,
+        node: None,
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        port: Some(s.port),
+        backends: s.endpoints.clone(),
+        stale_of: None,
+    }
+    .with_addrs(addrs)
+}
+
+/// `10.244.1.0/24` contains `ip` (false for text that is not a CIDR).
+fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<IpAddr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
 }
 
 fn pod_endpoint(p: &LabPod) -> Endpoint {
@@ -209,6 +289,8 @@ fn pod_endpoint(p: &LabPod) -> Endpoint {
         ipv4: Vec::new(),
         ipv6: Vec::new(),
         port: None,
+        backends: Vec::new(),
+        stale_of: None,
     }
     .with_addrs(p.ipv4.into_iter().chain(p.ipv6))
 }
@@ -222,6 +304,8 @@ fn node_endpoint(n: &LabNode) -> Endpoint {
         ipv4: Vec::new(),
         ipv6: Vec::new(),
         port: None,
+        backends: Vec::new(),
+        stale_of: None,
     }
     .with_addrs([n.underlay_v4, n.underlay_v6])
 }
@@ -235,6 +319,8 @@ fn netns_endpoint(name: &str, addrs: Vec<IpAddr>) -> Endpoint {
         ipv4: Vec::new(),
         ipv6: Vec::new(),
         port: None,
+        backends: Vec::new(),
+        stale_of: None,
     }
     .with_addrs(addrs)
 }
@@ -314,16 +400,7 @@ impl Resolver for LocalResolver {
         let lab = self.lab.as_ref().ok_or_else(|| self.unknown(spec))?;
         if let Some(name) = spec.strip_prefix("svc/") {
             let s = lab.service(name).ok_or_else(|| self.unknown(spec))?;
-            return Ok(Endpoint {
-                name: spec.into(),
-                kind: EndpointKind::Service,
-                netns: None,
-                node: None,
-                ipv4: Vec::new(),
-                ipv6: Vec::new(),
-                port: Some(s.port),
-            }
-            .with_addrs(s.cluster_ips.iter().copied()));
+            return Ok(service_endpoint(s, s.cluster_ips.iter().copied()));
         }
         if let Some((node, pod)) = spec.split_once('/') {
             let p = lab.pod(pod).ok_or_else(|| self.unknown(spec))?;
@@ -342,6 +419,20 @@ impl Resolver for LocalResolver {
             return Ok(node_endpoint(n));
         }
         Err(self.unknown(spec))
+    }
+
+    fn node_namespaces(&self) -> Vec<(String, String)> {
+        let Some(lab) = &self.lab else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = lab
+            .nodes
+            .iter()
+            .map(|n| (n.netns.clone(), n.name.clone()))
+            .collect();
+        out.extend(lab.pods.iter().map(|p| (p.netns.clone(), p.node.clone())));
+        out.push((lab.underlay.netns.clone(), UNDERLAY_NODE.into()));
+        out
     }
 }
 
@@ -404,6 +495,19 @@ mod tests {
             "{}",
             stale.name
         );
+        assert_eq!(stale.stale_of.unwrap().service, "svc/web");
+        let withdrawn = r.resolve("fd00:10:244:2::99").unwrap();
+        assert_eq!(
+            (withdrawn.kind, withdrawn.node.as_deref()),
+            (EndpointKind::Address, Some("node-2"))
+        );
+        assert!(!r.resolve("svc/web").unwrap().backends.is_empty());
+        let map = r.node_namespaces();
+        assert!(
+            map.contains(&("np-pod-c".into(), "node-2".into())),
+            "{map:?}"
+        );
+        assert!(map.contains(&("np-underlay".into(), UNDERLAY_NODE.into())));
     }
 
     #[test]

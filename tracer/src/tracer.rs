@@ -24,7 +24,7 @@ use tracer_common::{Config, FilterConfig};
 use crate::{
     btf::{BtfError, KernelBtf},
     event::{self, Event},
-    names::LiveNamer,
+    names::{Kallsyms, LiveNamer},
     netns::{self, Netns, NetnsError},
 };
 
@@ -254,6 +254,8 @@ impl NodeTracer {
         if EBPF_OBJECT.is_empty() {
             return Err(TracerError::NoKernelObject);
         }
+        // Reading kallsyms overlaps with the verifier's work below.
+        let kallsyms = std::thread::spawn(Kallsyms::load);
         let kbtf = KernelBtf::load()?;
         let offsets = kbtf.kernel_offsets()?;
         let reasons = kbtf.drop_reasons();
@@ -350,7 +352,10 @@ impl NodeTracer {
         };
         tracer.attach_devices(true)?;
         let (tx, rx) = mpsc::channel(256);
-        let namer = LiveNamer::new(reasons);
+        let namer = match kallsyms.join() {
+            Ok(k) => LiveNamer::with_kallsyms(reasons, k),
+            Err(_) => LiveNamer::new(reasons),
+        };
         let reader = spawn_reader(
             ring,
             lost_map,

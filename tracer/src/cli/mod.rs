@@ -1,6 +1,7 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
 pub mod capture;
 pub mod filter;
+pub mod trace;
 pub mod watch;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Probe FROM -> TO in IPv4 and IPv6, follow the packets on every node and say, per family,
+    /// whether they arrived and, if not, where they died and why.
+    Trace(trace::TraceArgs),
     /// Print live kernel events (hops and drops) from chosen devices and namespaces.
     Watch(watch::WatchArgs),
     /// Build and manage the built-in lab: dual-stack clusters in network namespaces,

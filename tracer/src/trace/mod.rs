@@ -1,0 +1,200 @@
+//! `netpath trace`: what happened to a probe in each address family, from the packets.
+//!
+//! The pieces are independent of where events come from: [`probe`] sends, [`path`] rebuilds a
+//! packet's path from events of any number of nodes, [`diagnose`] turns a path (plus answers
+//! from an [`inspect::Inspector`]) into a verdict, a cause and a hint, [`report`] prints it.
+pub mod diagnose;
+pub mod inspect;
+pub mod path;
+pub mod probe;
+pub mod report;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::{lab::Family, resolve::Endpoint};
+
+pub use diagnose::{analyze, unprobed, FamilyTrace};
+
+/// What happened in one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The probe reached the destination and the answer came back.
+    Delivered,
+    /// The kernel dropped the probe (or its answer) somewhere: see `where` and `reason`.
+    Dropped,
+    /// One side has no address of this family.
+    NoAddress,
+    /// The traffic cannot work in this family because of a family mix-up (e.g. a Service of
+    /// one family whose endpoints are of the other).
+    WrongFamily,
+    /// The probe left a node and was never seen again (no drop event, no answer).
+    LostInTransit,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Dropped => "dropped",
+            Verdict::NoAddress => "no_address",
+            Verdict::WrongFamily => "wrong_family",
+            Verdict::LostInTransit => "lost_in_transit",
+        }
+    }
+}
+
+/// Why, as a stable code (the `cause` key of `trace --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    NoRoute,
+    NotOnLink,
+    NoPodRoute,
+    NoPodAddress,
+    Ipv6Disabled,
+    ForwardingDisabled,
+    NetfilterDrop,
+    RpFilter,
+    NeighborFailed,
+    Mtu,
+    ServiceFamilyMismatch,
+    NoEndpoints,
+    WrongFamily,
+    /// A kernel drop reason no rule explains further (the reason says it).
+    KernelDrop,
+    /// Nothing dropped it and nothing answered.
+    NoAnswer,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "no_route",
+            Cause::NotOnLink => "not_on_link",
+            Cause::NoPodRoute => "no_pod_route",
+            Cause::NoPodAddress => "no_pod_address",
+            Cause::Ipv6Disabled => "ipv6_disabled",
+            Cause::ForwardingDisabled => "forwarding_disabled",
+            Cause::NetfilterDrop => "netfilter_drop",
+            Cause::RpFilter => "rp_filter",
+            Cause::NeighborFailed => "neighbor_failed",
+            Cause::Mtu => "mtu",
+            Cause::ServiceFamilyMismatch => "service_family_mismatch",
+            Cause::NoEndpoints => "no_endpoints",
+            Cause::WrongFamily => "wrong_family",
+            Cause::KernelDrop => "kernel_drop",
+            Cause::NoAnswer => "no_answer",
+        }
+    }
+}
+
+/// Where the packet died or was last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Where {
+    pub node: String,
+    pub netns: String,
+    pub ifname: String,
+    /// Kernel function + offset (drops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// The answer for one family (one element of `verdicts` in `trace --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyReport {
+    pub family: u8,
+    pub verdict: Verdict,
+    pub cause: Option<Cause>,
+    pub summary: String,
+    pub hint: Option<String>,
+    #[serde(rename = "where")]
+    pub at: Option<Where>,
+    /// Kernel drop reason.
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    /// What was sent (`ICMPv6 echo`, `TCP SYN to port 80`), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// What the sender got back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<probe::Reply>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
+    /// The request's path, hop by hop.
+    pub hops: Vec<path::Hop>,
+    /// The answer's path.
+    pub reply_hops: Vec<path::Hop>,
+    /// Facts gathered to explain the verdict (route lookups, sysctls, rules).
+    pub evidence: Vec<String>,
+}
+
+impl FamilyReport {
+    pub fn new(family: Family, verdict: Verdict, summary: String) -> Self {
+        FamilyReport {
+            family: family_number(family),
+            verdict,
+            cause: None,
+            summary,
+            hint: None,
+            at: None,
+            reason: None,
+            src: None,
+            dst: None,
+            probe: None,
+            reply: None,
+            rtt_us: None,
+            hops: Vec::new(),
+            reply_hops: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+}
+
+pub fn family_number(f: Family) -> u8 {
+    match f {
+        Family::Ipv4 => 4,
+        Family::Ipv6 => 6,
+    }
+}
+
+pub fn family_name(f: u8) -> &'static str {
+    if f == 6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// The whole answer of one `netpath trace`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceReport {
+    pub from: Endpoint,
+    pub to: Endpoint,
+    pub verdicts: Vec<FamilyReport>,
+    /// Events the tracer could not deliver (ring buffer full) during the trace.
+    pub lost_events: u64,
+    /// Time from start to verdict.
+    pub elapsed_ms: u64,
+}
+
+impl TraceReport {
+    /// 0 when every asked family was delivered, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if !self.verdicts.is_empty()
+            && self
+                .verdicts
+                .iter()
+                .all(|v| v.verdict == Verdict::Delivered)
+        {
+            0
+        } else {
+            1
+        }
+    }
+}

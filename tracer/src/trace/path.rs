@@ -1,0 +1,432 @@
+//! Rebuilding one packet's path from events of any number of nodes (pure functions).
+//!
+//! A packet is recognised by what the probe put in it (ICMP echo id/sequence, or the source
+//! port of a TCP/UDP probe); its hops are the events with its packet identity (`pkt_id`, which
+//! survives forwarding, tunnels and DNAT), plus the drop events about it.
+//!
+//! Order: events of one node are ordered by that node's clock. Nodes are ordered by causality,
+//! not by comparing clocks: every router on the way decrements the TTL / hop limit, so a node
+//! that saw the packet with a higher TTL saw it earlier. Nodes that only bridge (equal TTLs) are
+//! ordered by the lowest TTL they saw, then by time.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Serialize;
+use tracer_common::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::event::{Direction, Event, EventKind, Tunnel};
+
+/// What identifies the probe's packets in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMatch {
+    /// ICMP/ICMPv6 echo with this identifier and sequence number.
+    Echo { family: u8, id: u16, seq: u16 },
+    /// TCP or UDP from `addr`:`port` (the probe socket), and the answers to it.
+    Transport {
+        family: u8,
+        proto: u8,
+        addr: IpAddr,
+        port: u16,
+    },
+}
+
+impl ProbeMatch {
+    fn family(&self) -> u8 {
+        match *self {
+            ProbeMatch::Echo { family, .. } | ProbeMatch::Transport { family, .. } => family,
+        }
+    }
+
+    /// The probe itself, as seen anywhere (before or after NAT, inside a tunnel).
+    pub fn is_request(&self, e: &Event) -> bool {
+        let f = e.parsed.innermost();
+        if f.family != self.family() {
+            return false;
+        }
+        match *self {
+            ProbeMatch::Echo { id, seq, .. } => {
+                matches!(
+                    (f.proto, f.icmp_type),
+                    (IPPROTO_ICMP, 8) | (IPPROTO_ICMPV6, 128)
+                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
+            }
+            ProbeMatch::Transport {
+                proto, addr, port, ..
+            } => f.proto == proto && e.src == Some(addr) && e.sport == Some(port),
+        }
+    }
+
+    /// The answer to the probe (echo reply, SYN-ACK/RST, UDP answer).
+    pub fn is_reply(&self, e: &Event) -> bool {
+        let f = e.parsed.innermost();
+        if f.family != self.family() {
+            return false;
+        }
+        match *self {
+            ProbeMatch::Echo { id, seq, .. } => {
+                matches!(
+                    (f.proto, f.icmp_type),
+                    (IPPROTO_ICMP, 0) | (IPPROTO_ICMPV6, 129)
+                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
+            }
+            ProbeMatch::Transport {
+                proto, addr, port, ..
+            } => f.proto == proto && e.dst == Some(addr) && e.dport == Some(port),
+        }
+    }
+
+    /// An ICMP error sent back to the probe's source (unreachable, too big, time exceeded).
+    pub fn is_error_to_source(&self, e: &Event, source: IpAddr) -> bool {
+        let f = e.parsed.innermost();
+        f.family == self.family()
+            && e.dst == Some(source)
+            && matches!(
+                (f.proto, f.icmp_type),
+                (IPPROTO_ICMP, 3 | 11 | 12) | (IPPROTO_ICMPV6, 1..=4)
+            )
+    }
+}
+
+pub fn proto_number(name: &str) -> u8 {
+    match name {
+        "tcp" => IPPROTO_TCP,
+        "udp" => IPPROTO_UDP,
+        _ => 0,
+    }
+}
+
+/// One step of a rebuilt path (a JSON object in `trace --json`'s `hops`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hop {
+    /// `hop` (seen on a device) or `drop`.
+    pub kind: EventKind,
+    pub node: String,
+    pub netns: String,
+    pub ifname: String,
+    pub dir: Direction,
+    pub hook: &'static str,
+    pub ts_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    pub proto: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// IPv4 TTL / IPv6 hop limit of the innermost packet.
+    pub ttl: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
+    /// Address/port rewrite since the previous hop (`10.96.0.10:80 -> 10.244.2.2:8080`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl Hop {
+    fn from_event(e: &Event) -> Self {
+        Hop {
+            kind: e.kind,
+            node: e.node.clone(),
+            netns: e.netns.clone(),
+            ifname: e.ifname.clone(),
+            dir: e.dir,
+            hook: e.hook.as_str(),
+            ts_ns: e.ts_ns,
+            src: e.src,
+            dst: e.dst,
+            proto: e.proto,
+            sport: e.sport,
+            dport: e.dport,
+            ttl: e.parsed.innermost().ttl,
+            tunnel: e.tunnel.clone(),
+            nat: None,
+            reason: e.reason.clone(),
+            location: e.location.clone(),
+        }
+    }
+
+    /// The function part of `location` (`ip_error` of `ip_error+0x94`).
+    pub fn function(&self) -> Option<&str> {
+        self.location
+            .as_deref()
+            .map(|l| l.split('+').next().unwrap_or(l))
+    }
+}
+
+/// Events of one packet (one direction), in path order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PacketPath {
+    pub hops: Vec<Hop>,
+}
+
+impl PacketPath {
+    pub fn drops(&self) -> impl Iterator<Item = &Hop> {
+        self.hops.iter().filter(|h| h.kind == EventKind::Drop)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hops.is_empty()
+    }
+
+    /// Was the packet seen arriving in (or being handled inside) namespace `netns`?
+    pub fn reached(&self, netns: &str) -> bool {
+        self.hops
+            .iter()
+            .any(|h| h.netns == netns && h.dir != Direction::Egress && h.kind == EventKind::Hop)
+    }
+
+    pub fn last(&self) -> Option<&Hop> {
+        self.hops.last()
+    }
+
+    /// Namespaces in the order the packet went through them.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for h in &self.hops {
+            if out.last() != Some(&h.netns.as_str()) {
+                out.push(&h.netns);
+            }
+        }
+        out
+    }
+}
+
+/// The path of the first packet `is_packet` selects: its hop events (same `pkt_id`) and every
+/// drop event about it, ordered by causality across nodes.
+pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPath {
+    let first = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Hop && is_packet(e))
+        .min_by_key(|e| e.ts_ns);
+    let first_drop = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Drop && is_packet(e))
+        .min_by_key(|e| e.ts_ns);
+    let id = first.or(first_drop).map(|e| e.pkt_id.clone());
+    let Some(id) = id else {
+        return PacketPath::default();
+    };
+    let mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| match e.kind {
+            EventKind::Hop => e.pkt_id == id,
+            EventKind::Drop => e.pkt_id == id || is_packet(e),
+            _ => false,
+        })
+        .collect();
+    let mut hops: Vec<Hop> = order(&mine).into_iter().map(Hop::from_event).collect();
+    mark_nat(&mut hops);
+    PacketPath { hops }
+}
+
+/// Orders events of one packet: per node by time, nodes by decreasing TTL (see module docs).
+pub fn order<'a>(events: &[&'a Event]) -> Vec<&'a Event> {
+    let mut by_node: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        by_node.entry(e.node.as_str()).or_default().push(e);
+    }
+    let mut nodes: Vec<(u8, u8, u64, Vec<&Event>)> = by_node
+        .into_values()
+        .map(|mut evs| {
+            evs.sort_by_key(|e| e.ts_ns);
+            // Drops of packets without a parsed IP header carry TTL 0: ignore them here.
+            let ttls = evs
+                .iter()
+                .map(|e| e.parsed.innermost().ttl)
+                .filter(|t| *t > 0);
+            let max = ttls.clone().max().unwrap_or(0);
+            let min = ttls.min().unwrap_or(0);
+            let first_ts = evs.first().map(|e| e.ts_ns).unwrap_or(0);
+            (max, min, first_ts, evs)
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    nodes.into_iter().flat_map(|n| n.3).collect()
+}
+
+fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
+    match (ip, port) {
+        (Some(ip), Some(p)) => std::net::SocketAddr::new(ip, p).to_string(),
+        (Some(ip), None) => ip.to_string(),
+        _ => "?".into(),
+    }
+}
+
+/// Notes on each hop where the innermost addresses or ports changed since the previous one.
+fn mark_nat(hops: &mut [Hop]) {
+    let mut prev: Option<(String, String)> = None;
+    for h in hops.iter_mut().filter(|h| h.kind == EventKind::Hop) {
+        let now = (endpoint(h.src, h.sport), endpoint(h.dst, h.dport));
+        if let Some((ps, pd)) = &prev {
+            let mut notes = Vec::new();
+            if *pd != now.1 {
+                notes.push(format!("DNAT {pd} -> {}", now.1));
+            }
+            if *ps != now.0 {
+                notes.push(format!("SNAT {ps} -> {}", now.0));
+            }
+            if !notes.is_empty() {
+                h.nat = Some(notes.join(", "));
+            }
+        }
+        prev = Some(now);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::Hook;
+    use bytes::Bytes;
+    use tracer_common::parse::Parsed;
+
+    /// A hand-made event of an ICMP echo request (id 7, seq 1) with `ttl`.
+    pub(crate) fn echo_event(
+        node: &str,
+        netns: &str,
+        ifname: &str,
+        dir: Direction,
+        ts: u64,
+        ttl: u8,
+        dst: &str,
+    ) -> Event {
+        let mut parsed = Parsed::default();
+        parsed.outer.family = 4;
+        parsed.outer.proto = IPPROTO_ICMP;
+        parsed.outer.icmp_type = 8;
+        parsed.outer.l4_ident = 7 << 16 | 1;
+        parsed.outer.ttl = ttl;
+        Event {
+            kind: EventKind::Hop,
+            ts_ns: ts,
+            node: node.into(),
+            netns: netns.into(),
+            netns_inode: 1,
+            ifname: ifname.into(),
+            ifindex: 2,
+            dir,
+            hook: if dir == Direction::Egress {
+                Hook::TcEgress
+            } else {
+                Hook::TcIngress
+            },
+            family: 4,
+            src: Some("10.244.1.2".parse().unwrap()),
+            dst: Some(dst.parse().unwrap()),
+            proto: "icmp",
+            sport: None,
+            dport: None,
+            icmp: Some("echo-request".into()),
+            len: 84,
+            pkt_id: "abc".into(),
+            tunnel: None,
+            reason: None,
+            location: None,
+            skb: "0".into(),
+            data: Bytes::new(),
+            parsed,
+        }
+    }
+
+    const ECHO: ProbeMatch = ProbeMatch::Echo {
+        family: 4,
+        id: 7,
+        seq: 1,
+    };
+
+    #[test]
+    fn nodes_are_ordered_by_ttl_even_when_their_clocks_disagree() {
+        use Direction::*;
+        let pc = "10.244.2.2";
+        // node-2's clock is 5 s behind: by timestamps it would come first.
+        let events = vec![
+            echo_event("node-2", "np-node-2", "eth0", Ingress, 1_000, 62, pc),
+            echo_event("node-2", "np-pod-c", "eth0", Ingress, 1_010, 61, pc),
+            echo_event("node-1", "np-pod-a", "eth0", Egress, 5_000_000_000, 64, pc),
+            echo_event("node-1", "np-node-1", "eth0", Egress, 5_000_000_100, 63, pc),
+            echo_event(
+                "underlay",
+                "np-underlay",
+                "br0",
+                Ingress,
+                5_000_000_200,
+                63,
+                pc,
+            ),
+            echo_event(
+                "underlay",
+                "np-underlay",
+                "br0",
+                Egress,
+                5_000_000_300,
+                62,
+                pc,
+            ),
+        ];
+        let path = rebuild(&events, |e| ECHO.is_request(e));
+        assert_eq!(
+            path.namespaces(),
+            [
+                "np-pod-a",
+                "np-node-1",
+                "np-underlay",
+                "np-node-2",
+                "np-pod-c"
+            ]
+        );
+        assert!(path.reached("np-pod-c"));
+        assert!(!path.reached("np-pod-b"));
+    }
+
+    #[test]
+    fn bridging_nodes_with_equal_ttl_fall_back_to_min_ttl_then_time() {
+        use Direction::*;
+        let pc = "10.244.2.2";
+        let events = vec![
+            echo_event("node-2", "np-node-2", "eth0", Ingress, 10, 63, pc),
+            echo_event("node-2", "np-node-2", "cni0", Egress, 11, 62, pc),
+            echo_event("underlay", "np-underlay", "br0", Ingress, 50, 63, pc),
+            echo_event("node-1", "np-node-1", "eth0", Egress, 40, 63, pc),
+            echo_event("node-1", "np-pod-a", "eth0", Egress, 30, 64, pc),
+        ];
+        let path = rebuild(&events, |e| ECHO.is_request(e));
+        assert_eq!(
+            path.namespaces(),
+            ["np-pod-a", "np-node-1", "np-underlay", "np-node-2"]
+        );
+    }
+
+    #[test]
+    fn only_the_probe_and_its_drops_are_kept_and_dnat_is_noted() {
+        use Direction::*;
+        let mut a = echo_event("n", "pod", "eth0", Egress, 1, 64, "10.96.0.10");
+        let mut b = echo_event("n", "node", "veth1", Ingress, 2, 64, "10.96.0.10");
+        let mut c = echo_event("n", "node", "eth0", Egress, 3, 63, "10.244.2.2");
+        let mut other = echo_event("n", "node", "eth0", Egress, 4, 63, "10.244.2.2");
+        other.parsed.outer.l4_ident = 9 << 16 | 1;
+        other.pkt_id = "zzz".into();
+        let mut drop = echo_event("n", "node", "eth0", None, 5, 63, "10.244.2.2");
+        drop.kind = EventKind::Drop;
+        drop.reason = Some("NETFILTER_DROP".into());
+        drop.location = Some("nft_do_chain+0x3e8".into());
+        drop.pkt_id = "different-skb-view".into();
+        for e in [&mut a, &mut b, &mut c] {
+            e.pkt_id = "same".into();
+        }
+        let path = rebuild(&[other, drop, c, b, a], |e| ECHO.is_request(e));
+        assert_eq!(path.hops.len(), 4, "{path:#?}");
+        assert_eq!(
+            path.hops[2].nat.as_deref(),
+            Some("DNAT 10.96.0.10 -> 10.244.2.2")
+        );
+        let d: Vec<_> = path.drops().collect();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].function(), Some("nft_do_chain"));
+        assert!(rebuild(&[], |e| ECHO.is_request(e)).is_empty());
+    }
+}
