@@ -327,6 +327,8 @@ pub(crate) mod tests {
             tunnel: None,
             reason: None,
             location: None,
+            route: None,
+            neigh: None,
             skb: "0".into(),
             data: Bytes::new(),
             parsed,
