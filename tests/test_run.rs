@@ -9,16 +9,15 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use etherparse::PacketBuilder;
 use integration_tests::skip_unless_root;
 use tracer::{
     btf::KernelBtf,
     event::{self, Event, Namer},
 };
-use tracer_common::{parse, AddrPrefix, Config, FilterConfig, RawEvent, SNAP_LEN};
-
-const A6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const B6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+use tracer_common::{
+    fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
+    parse, AddrPrefix, Config, FilterConfig, RawEvent, SNAP_LEN,
+};
 
 struct Names;
 impl Namer for Names {
@@ -37,86 +36,6 @@ impl Namer for Names {
     fn boot_offset_ns(&self) -> u64 {
         0
     }
-}
-
-fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, payload)
-        .unwrap();
-    v
-}
-
-fn icmp6(seq: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv6(A6, B6, 64)
-        .icmpv6_echo_request(7, seq)
-        .write(&mut v, &[0; 8])
-        .unwrap();
-    v
-}
-
-fn tcp6_inner() -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ipv6(B6, A6, 64)
-        .tcp(443, 50000, 0x01020304, 1000)
-        .write(&mut v, b"x")
-        .unwrap();
-    v
-}
-
-/// An inner IP packet (no Ethernet) in an outer IPv4/IPv6 header with `proto`.
-fn ip_in(outer_v6: bool, proto: u8, inner_ip: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    let b = PacketBuilder::ethernet2([1; 6], [2; 6]);
-    if outer_v6 {
-        b.ipv6(A6, B6, 64)
-            .write(&mut v, proto.into(), inner_ip)
-            .unwrap();
-    } else {
-        b.ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-            .write(&mut v, proto.into(), inner_ip)
-            .unwrap();
-    }
-    v
-}
-
-fn vxlan(port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0x08, 0, 0, 0];
-    payload.extend_from_slice(&(vni << 8).to_be_bytes());
-    payload.extend_from_slice(inner);
-    udp4([198, 18, 0, 1], [198, 18, 0, 2], 40000, port, &payload)
-}
-
-fn geneve(vni: u32, inner: &[u8]) -> Vec<u8> {
-    // One 8-byte option, protocol 0x6558 (Ethernet).
-    let mut payload = vec![0x02, 0, 0x65, 0x58];
-    payload.extend_from_slice(&(vni << 8).to_be_bytes());
-    payload.extend_from_slice(&[0; 8]);
-    payload.extend_from_slice(inner);
-    udp4([198, 18, 0, 1], [198, 18, 0, 2], 5000, 6081, &payload)
-}
-
-fn gre(key: u32, inner_ip4: &[u8]) -> Vec<u8> {
-    let mut g = vec![0x20, 0x00, 0x08, 0x00];
-    g.extend_from_slice(&key.to_be_bytes());
-    g.extend_from_slice(inner_ip4);
-    ip_in(false, parse::IPPROTO_GRE, &g)
-}
-
-fn ipv6_ext_headers() -> Vec<u8> {
-    let base = icmp6(9);
-    let mut frame = base[..54].to_vec();
-    frame[14 + 6] = 0; // hop-by-hop, then destination options, then ICMPv6
-    frame.extend_from_slice(&[60u8, 0, 1, 4, 0, 0, 0, 0]);
-    frame.extend_from_slice(&[58u8, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    frame.extend_from_slice(&base[54..]);
-    let plen = (frame.len() - 54) as u16;
-    frame[18..20].copy_from_slice(&plen.to_be_bytes());
-    frame
 }
 
 /// The kernel programs, loaded, with the running kernel's offsets and `filter`.
@@ -190,7 +109,7 @@ fn tc_programs_decode_crafted_packets_like_userspace() {
         return;
     }
     let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"inner")[14..].to_vec();
-    let inner6 = tcp6_inner();
+    let inner6 = tcp6_ip();
     let mut big = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0xab; 600]);
     big.truncate(400);
     let vx = vxlan(4789, 42, &icmp6(1));
@@ -228,7 +147,7 @@ fn tc_programs_decode_crafted_packets_like_userspace() {
             6,
             "tcp",
         ),
-        ("ipv6 ext headers", ipv6_ext_headers(), "", 6, "icmp6"),
+        ("ipv6 ext headers", icmp6_ext_headers(9), "", 6, "icmp6"),
         ("longer than the snap length", big, "", 4, "udp"),
         // Truncated: the VXLAN frame cut inside the inner IPv6 header, a UDP header cut inside
         // its ports, an IPv6 extension chain cut inside the destination options (the kernel
@@ -250,7 +169,7 @@ fn tc_programs_decode_crafted_packets_like_userspace() {
         ),
         (
             "truncated ipv6 extension chain",
-            ipv6_ext_headers()[..14 + 40 + 12].to_vec(),
+            icmp6_ext_headers(9)[..14 + 40 + 12].to_vec(),
             "",
             6,
             "icmp6",

@@ -7,6 +7,9 @@
 
 pub mod parse;
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+
 /// Bytes of each packet copied into an event, from the Ethernet header (or the network header
 /// when the skb has no MAC header).
 pub const SNAP_LEN: usize = 256;

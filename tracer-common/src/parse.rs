@@ -483,31 +483,8 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use crate::fixtures::{geneve, icmp6, icmp6_ext_headers, ip_in, udp4, vxlan, A6, B6};
     use crate::{AddrPrefix, FilterConfig};
-    use etherparse::PacketBuilder;
-
-    const A6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    const B6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-
-    fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv4(src, dst, 64)
-            .udp(sport, dport)
-            .write(&mut v, payload)
-            .unwrap();
-        v
-    }
-
-    fn icmp6(seq: u16) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6(A6, B6, 64)
-            .icmpv6_echo_request(7, seq)
-            .write(&mut v, &[0; 8])
-            .unwrap();
-        v
-    }
 
     fn addr16(b: &[u8]) -> [u8; 16] {
         let mut a = [0u8; 16];
@@ -535,17 +512,7 @@ mod tests {
 
     #[test]
     fn ipv6_extension_header_chain_is_followed() {
-        let base = icmp6(1);
-        // hop-by-hop (8 bytes) then destination options (16 bytes) before ICMPv6.
-        let mut frame = base[..54].to_vec();
-        frame[14 + 6] = 0; // next header: hop-by-hop
-        let hbh = [60u8, 0, 1, 4, 0, 0, 0, 0];
-        let dst = [58u8, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        frame.extend_from_slice(&hbh);
-        frame.extend_from_slice(&dst);
-        frame.extend_from_slice(&base[54..]);
-        let plen = (frame.len() - 54) as u16;
-        frame[18..20].copy_from_slice(&plen.to_be_bytes());
+        let frame = icmp6_ext_headers(1);
         let p = parse(&frame, true, 0, 0);
         assert_eq!(p.outer.family, 6);
         assert_eq!(p.outer.proto, IPPROTO_ICMPV6);
@@ -566,55 +533,30 @@ mod tests {
         assert_eq!(p.outer.icmp_type, 0);
     }
 
-    fn vxlan(port: u16, inner: &[u8]) -> Vec<u8> {
-        let mut payload = std::vec![0x08, 0, 0, 0, 0, 0, 0x2a, 0];
-        payload[4..7].copy_from_slice(&[0, 0, 1]); // VNI 1
-        payload.extend_from_slice(inner);
-        udp4([198, 18, 0, 1], [198, 18, 0, 2], 40000, port, &payload)
-    }
-
     #[test]
     fn vxlan_on_both_standard_ports_and_a_configured_one() {
         let inner = icmp6(3);
         for (port, extra) in [(4789, 0), (8472, 0), (9999, 9999)] {
-            let p = parse(&vxlan(port, &inner), true, 0, extra);
+            let p = parse(&vxlan(port, 1, &inner), true, 0, extra);
             assert_eq!(p.tunnel, tunnel::VXLAN, "port {port}");
             assert_eq!(p.vni, 1);
             assert_eq!(p.inner.family, 6);
             assert_eq!(p.inner.src, A6);
             assert_eq!(p.innermost().icmp_type, 128);
         }
-        assert_eq!(parse(&vxlan(9999, &inner), true, 0, 0).tunnel, tunnel::NONE);
+        assert_eq!(
+            parse(&vxlan(9999, 1, &inner), true, 0, 0).tunnel,
+            tunnel::NONE
+        );
     }
 
     #[test]
     fn geneve_with_options() {
-        let inner = icmp6(1);
-        // ver 0, opt len 2 words (8 bytes), proto 0x6558, VNI 0x000102.
-        let mut payload = std::vec![0x02, 0, 0x65, 0x58, 0, 1, 2, 0];
-        payload.extend_from_slice(&[0; 8]);
-        payload.extend_from_slice(&inner);
-        let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 5000, GENEVE_PORT, &payload);
+        let frame = geneve(0x102, &icmp6(1));
         let p = parse(&frame, true, 0, 0);
         assert_eq!(p.tunnel, tunnel::GENEVE);
         assert_eq!(p.vni, 0x102);
         assert_eq!(p.inner.dst, B6);
-    }
-
-    /// Wraps an inner IP packet (no Ethernet) in an outer IPv4/IPv6 header with `proto`.
-    fn ip_in(outer_v6: bool, proto: u8, inner_ip: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        let b = PacketBuilder::ethernet2([1; 6], [2; 6]);
-        if outer_v6 {
-            b.ipv6(A6, B6, 64)
-                .write(&mut v, proto.into(), inner_ip)
-                .unwrap();
-        } else {
-            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-                .write(&mut v, proto.into(), inner_ip)
-                .unwrap();
-        }
-        v
     }
 
     #[test]
@@ -655,7 +597,7 @@ mod tests {
     #[test]
     fn every_truncation_and_garbage_is_safe() {
         let frames = [
-            vxlan(4789, &icmp6(1)),
+            vxlan(4789, 1, &icmp6(1)),
             icmp6(2),
             udp4([1, 2, 3, 4], [5, 6, 7, 8], 1, 2, b"abc"),
         ];
@@ -679,7 +621,7 @@ mod tests {
 
     #[test]
     fn filter_matches_outer_or_inner_addresses_ports_and_families() {
-        let frame = vxlan(4789, &icmp6(1));
+        let frame = vxlan(4789, 1, &icmp6(1));
         let p = parse(&frame, true, 0, 0);
         let pre = |a: [u8; 16], family, len| AddrPrefix {
             addr: a,

@@ -52,6 +52,9 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 struct RxCtx {
     netns: u32,
     ifindex: u32,
+    /// The task the receive ran on: a record left behind by a receive outside the NET_RX
+    /// softirq (threaded NAPI, process-context receive) is never used for another task.
+    task: u64,
 }
 
 #[map]
@@ -342,8 +345,15 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     if cfg.routes != 0 && cfg.offsets.valid != 0 && skb != 0 {
         if let Some(rx) = RX_CTX.get_ptr_mut(0) {
             let (netns, ifindex) = unsafe { skb_netns_ifindex(&cfg.offsets, skb) };
+            let task = unsafe { bpf_get_current_task() };
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe { *rx = RxCtx { netns, ifindex } };
+            unsafe {
+                *rx = RxCtx {
+                    netns,
+                    ifindex,
+                    task,
+                }
+            };
         }
     }
     if cfg.dev_hops != 0 {
@@ -474,6 +484,43 @@ fn route_key(rr: &mut RouteRaw, f: &parse::Flow, oif: u32, iif: u32) {
     rr.flow_iif = iif;
 }
 
+/// The route record inside the scratch event's data.
+#[inline(always)]
+fn route_raw(ev: &mut RawEvent) -> &mut RouteRaw {
+    // SAFETY: data is SNAP_LEN bytes, 8-aligned in RawEvent, larger than RouteRaw.
+    unsafe { &mut *(ev.data.as_mut_ptr() as *mut RouteRaw) }
+}
+
+/// Reads a lookup's flow key, applies the filter, and starts the route record with the key.
+#[inline(always)]
+fn begin_route(cfg: &Config, flp: u64, v6: bool) -> Option<&'static mut Scratch> {
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let f = &mut scratch.parsed.outer;
+    let (oif, iif) = unsafe { read_flow_key(cfg, flp, v6, f) };
+    if !parse::flow_matches(&cfg.filter, f) {
+        return None;
+    }
+    let rr = route_raw(&mut scratch.ev);
+    *rr = RouteRaw::default();
+    route_key(rr, &scratch.parsed.outer, oif, iif);
+    Some(scratch)
+}
+
+/// Writes a finished route record.
+#[inline(always)]
+fn finish_route(cfg: &Config, ev: &mut RawEvent, netns: u32, ifindex: u32, hook_id: u8) {
+    ev.netns = netns;
+    ev.ifindex = ifindex;
+    finish_meta_event(
+        cfg,
+        ev,
+        kind::ROUTE,
+        hook_id,
+        core::mem::size_of::<RouteRaw>(),
+    );
+}
+
 /// fib:fib_table_lookup(tb_id, flp, nhc, err): one IPv4 routing-table lookup and its result.
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
@@ -497,18 +544,8 @@ fn fib4_event(ctx: &BtfTracePointContext) -> Option<()> {
     if flp == 0 || (no_route && tb_id == RT_TABLE_LOCAL) {
         return None;
     }
-    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
-    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
-    let f = &mut scratch.parsed.outer;
-    let (oif, iif) = unsafe { read_flow_key(cfg, flp, false, f) };
-    if !parse::flow_matches(&cfg.filter, f) {
-        return None;
-    }
-    let ev = &mut scratch.ev;
-    // SAFETY: data is SNAP_LEN bytes, 8-aligned in RawEvent, larger than RouteRaw.
-    let rr = unsafe { &mut *(ev.data.as_mut_ptr() as *mut RouteRaw) };
-    *rr = RouteRaw::default();
-    route_key(rr, &scratch.parsed.outer, oif, iif);
+    let scratch = begin_route(cfg, flp, false)?;
+    let rr = route_raw(&mut scratch.ev);
     rr.table = tb_id;
     rr.err = err;
     rr.no_route = no_route as u8;
@@ -534,23 +571,16 @@ fn fib4_event(ctx: &BtfTracePointContext) -> Option<()> {
         // No nexthop to take the namespace from. Inside a receive softirq (forwarding, ICMP
         // errors, SYN-ACKs) the lookup belongs to the packet being received on this CPU;
         // otherwise to the calling task.
+        let task = unsafe { bpf_get_current_task() };
         netns = match RX_CTX.get(0) {
-            Some(rx) if rx.ifindex != 0 => rx.netns,
+            Some(rx) if rx.ifindex != 0 && rx.task == task => rx.netns,
             _ => unsafe { task_netns(cfg) },
         };
     }
     if cfg.filter.netns != 0 && netns != cfg.filter.netns {
         return None;
     }
-    ev.netns = netns;
-    ev.ifindex = ifindex;
-    finish_meta_event(
-        cfg,
-        ev,
-        kind::ROUTE,
-        hook::FIB_LOOKUP,
-        core::mem::size_of::<RouteRaw>(),
-    );
+    finish_route(cfg, &mut scratch.ev, netns, ifindex, hook::FIB_LOOKUP);
     Some(())
 }
 
@@ -594,18 +624,8 @@ fn fib6_event(ctx: &BtfTracePointContext) -> Option<()> {
     if cfg.filter.netns != 0 && netns != cfg.filter.netns {
         return None;
     }
-    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
-    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
-    let f = &mut scratch.parsed.outer;
-    let (oif, iif) = unsafe { read_flow_key(cfg, flp, true, f) };
-    if !parse::flow_matches(&cfg.filter, f) {
-        return None;
-    }
-    let ev = &mut scratch.ev;
-    // SAFETY: data is SNAP_LEN bytes, 8-aligned in RawEvent, larger than RouteRaw.
-    let rr = unsafe { &mut *(ev.data.as_mut_ptr() as *mut RouteRaw) };
-    *rr = RouteRaw::default();
-    route_key(rr, &scratch.parsed.outer, oif, iif);
+    let scratch = begin_route(cfg, flp, true)?;
+    let rr = route_raw(&mut scratch.ev);
     rr.table = tb_id;
     rr.err = 0;
     rr.no_route = no_route as u8;
@@ -615,15 +635,7 @@ fn fib6_event(ctx: &BtfTracePointContext) -> Option<()> {
     if nh != 0 && !no_route {
         unsafe { read_nexthop(cfg, nh, rr, &mut ifindex) };
     }
-    ev.netns = netns;
-    ev.ifindex = ifindex;
-    finish_meta_event(
-        cfg,
-        ev,
-        kind::ROUTE,
-        hook::FIB6_LOOKUP,
-        core::mem::size_of::<RouteRaw>(),
-    );
+    finish_route(cfg, &mut scratch.ev, netns, ifindex, hook::FIB6_LOOKUP);
     Some(())
 }
 
