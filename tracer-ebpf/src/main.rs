@@ -463,8 +463,14 @@ unsafe fn read_flow_key(cfg: &Config, flp: u64, v6: bool, f: &mut parse::Flow) -
         let _ = probe_read_raw(f.src.as_mut_ptr().cast(), n, (flp + src as u64) as *const _);
         let _ = probe_read_raw(f.dst.as_mut_ptr().cast(), n, (flp + dst as u64) as *const _);
         f.proto = read(flp, r.fl_proto).unwrap_or(0);
-        f.sport = u16::from_be(read(flp, sport).unwrap_or(0));
-        f.dport = u16::from_be(read(flp, dport).unwrap_or(0));
+        // flowi_uli holds ports only for these; for ICMP it is type/code, for GRE the key.
+        if matches!(
+            f.proto,
+            parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP
+        ) {
+            f.sport = u16::from_be(read(flp, sport).unwrap_or(0));
+            f.dport = u16::from_be(read(flp, dport).unwrap_or(0));
+        }
         let oif: u32 = read(flp, r.fl_oif).unwrap_or(0);
         let iif: u32 = read(flp, r.fl_iif).unwrap_or(0);
         (oif, iif)
