@@ -775,6 +775,24 @@ pub fn neigh_timer_handler(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// neigh:neigh_event_send_done(n, err): a packet asked for resolution; a neighbour that just
+/// went INCOMPLETE is remembered here, since it may fail at its first timer run.
+#[btf_tracepoint(function = "neigh_event_send_done")]
+pub fn neigh_event_send_done(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    let Some(cfg) = CONFIG.get(0) else {
+        return 0;
+    };
+    if cfg.neigh.valid == 0 || n == 0 {
+        return 0;
+    }
+    let state: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
+    if state & (nud::INCOMPLETE | nud::PROBE) != 0 {
+        let _ = NEIGH_PREV.insert(&n, &state, 0);
+    }
+    0
+}
+
 /// Loaded only to find out whether this kernel allows fentry (`--functions`); never attached
 /// by the probe.
 #[fentry(function = "ip_rcv")]

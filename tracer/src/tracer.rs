@@ -321,7 +321,11 @@ impl NodeTracer {
             tracepoints.extend(["fib_table_lookup", "fib6_table_lookup", "softirq_exit"]);
         }
         if neigh.valid != 0 {
-            tracepoints.extend(["neigh_update", "neigh_timer_handler"]);
+            tracepoints.extend([
+                "neigh_update",
+                "neigh_timer_handler",
+                "neigh_event_send_done",
+            ]);
         }
         for name in tracepoints {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
