@@ -152,15 +152,13 @@ fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
         Some(d) => d,
         None => return false,
     };
+    let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
+    if parse::quick_reject(&cfg.filter, data, from_mac, ev.protocol) {
+        return false;
+    }
     let p = &mut scratch.parsed;
     *p = parse::Parsed::default();
-    parse::parse_into(
-        data,
-        ev.flags & flags::DATA_FROM_MAC != 0,
-        ev.protocol,
-        cfg.filter.vxlan_port,
-        p,
-    );
+    parse::parse_into(data, from_mac, ev.protocol, cfg.filter.vxlan_port, p);
     parse::filter_matches(&cfg.filter, p)
 }
 
