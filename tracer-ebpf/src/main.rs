@@ -751,6 +751,20 @@ pub fn neigh_update(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Reads the neighbour's state and, while it is probing (INCOMPLETE/PROBE), remembers it as
+/// the `old_state` of a later failure. Returns the state.
+#[inline(always)]
+fn note_neigh_state(cfg: &Config, n: u64) -> u8 {
+    if cfg.neigh.valid == 0 || n == 0 {
+        return 0;
+    }
+    let state: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
+    if state & (nud::INCOMPLETE | nud::PROBE) != 0 {
+        let _ = NEIGH_PREV.insert(&n, &state, 0);
+    }
+    state
+}
+
 /// neigh:neigh_timer_handler(n, err), after the state machine ran: resolution gave up when
 /// the state is now FAILED. While probing, the state is remembered for `old_state`.
 #[btf_tracepoint(function = "neigh_timer_handler")]
@@ -759,16 +773,10 @@ pub fn neigh_timer_handler(ctx: BtfTracePointContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else {
         return 0;
     };
-    if cfg.neigh.valid == 0 || n == 0 {
-        return 0;
-    }
-    let state: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
-    if state & (nud::INCOMPLETE | nud::PROBE) != 0 {
-        let _ = NEIGH_PREV.insert(&n, &state, 0);
-    } else if state == nud::FAILED {
+    if note_neigh_state(cfg, n) == nud::FAILED {
         let old = unsafe { NEIGH_PREV.get(&n) }.copied().unwrap_or(0);
         let _ = NEIGH_PREV.remove(&n);
-        let _ = neigh_event(cfg, n, state, old, hook::NEIGH_TIMER);
+        let _ = neigh_event(cfg, n, nud::FAILED, old, hook::NEIGH_TIMER);
     }
     0
 }
@@ -777,16 +785,8 @@ pub fn neigh_timer_handler(ctx: BtfTracePointContext) -> i32 {
 /// went INCOMPLETE is remembered here, since it may fail at its first timer run.
 #[btf_tracepoint(function = "neigh_event_send_done")]
 pub fn neigh_event_send_done(ctx: BtfTracePointContext) -> i32 {
-    let n: u64 = ctx.arg(0);
-    let Some(cfg) = CONFIG.get(0) else {
-        return 0;
-    };
-    if cfg.neigh.valid == 0 || n == 0 {
-        return 0;
-    }
-    let state: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
-    if state & (nud::INCOMPLETE | nud::PROBE) != 0 {
-        let _ = NEIGH_PREV.insert(&n, &state, 0);
+    if let Some(cfg) = CONFIG.get(0) {
+        note_neigh_state(cfg, ctx.arg(0));
     }
     0
 }
