@@ -296,3 +296,50 @@ fn np_summary(out: &str) -> Option<&str> {
     out.lines()
         .find(|l| l.contains(" lost") && l.starts_with("netpath:"))
 }
+
+#[test]
+fn a_device_without_link_layer_header_gets_the_l3_programs() {
+    if skip_unless_root("a_device_without_link_layer_header_gets_the_l3_programs") {
+        return;
+    }
+    // A tun device (no Ethernet header) next to a veth: both must decode.
+    let (a, _b) = veth_pair("npl3");
+    a.exec(
+        "ip tuntap add dev tun0 mode tun && ip addr add 10.77.0.1/24 dev tun0 && \
+         ip -6 addr add fd00:77::1/64 dev tun0 nodad && ip link set tun0 up",
+    );
+    let mut np = NetpathProcess::spawn(&[
+        "watch",
+        "--json",
+        "--no-drops",
+        "--duration",
+        "4",
+        "--netns",
+        &a.name,
+        "--iface",
+        "tun0",
+        "--iface",
+        "va",
+    ]);
+    np.wait_stderr("watching", Duration::from_secs(10));
+    a.exec(
+        "ping -c1 -W1 10.77.0.2 || true; ping -c1 -W1 fd00:77::2 || true; ping -c1 -W1 10.1.0.2",
+    );
+    let (code, out) = np.finish();
+    assert_eq!(code, Some(0));
+    let events = json_lines(&out);
+    for (dev, dst, family) in [
+        ("tun0", "10.77.0.2", 4u64),
+        ("tun0", "fd00:77::2", 6),
+        ("va", "10.1.0.2", 4),
+    ] {
+        let e = events
+            .iter()
+            .find(|e| e["ifname"] == dev && e["dst"] == dst && e["icmp"] == "echo-request")
+            .unwrap_or_else(|| panic!("no echo request to {dst} on {dev}: {events:#?}"));
+        assert_eq!(e["family"], family, "{e}");
+        assert_eq!(e["dir"], "egress");
+    }
+    // (Had tun0 got the Ethernet programs, its packets would have been read as Ethernet
+    // frames starting at the IP header and decoded as non-IP.)
+}

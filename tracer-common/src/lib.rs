@@ -7,6 +7,9 @@
 
 pub mod parse;
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+
 /// Bytes of each packet copied into an event, from the Ethernet header (or the network header
 /// when the skb has no MAC header).
 pub const SNAP_LEN: usize = 256;
@@ -31,6 +34,8 @@ pub mod hook {
     pub const NETIF_RECEIVE: u8 = 5;
     pub const FIB_LOOKUP: u8 = 6;
     pub const FIB6_LOOKUP: u8 = 7;
+    pub const NEIGH_UPDATE: u8 = 8;
+    pub const NEIGH_TIMER: u8 = 9;
 }
 
 /// Direction of a hop relative to the device.
@@ -44,6 +49,68 @@ pub mod dir {
 pub mod flags {
     /// `data` starts at the Ethernet header (otherwise at the network header).
     pub const DATA_FROM_MAC: u8 = 1;
+}
+
+/// What a route event carries in `RawEvent::data` (kind `ROUTE`): the flow key of the lookup
+/// and its result, read through BTF offsets in `fib:fib_table_lookup` /
+/// `fib6:fib6_table_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct RouteRaw {
+    /// Flow key addresses (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Gateway of the chosen nexthop (family in `gw_family`, 0 = none).
+    pub gw: [u8; 16],
+    /// Output device name (nexthop device), NUL padded.
+    pub oif_name: [u8; 16],
+    /// Routing table id.
+    pub table: u32,
+    /// IPv4: the tracepoint's `err` (0 or -errno). IPv6: 0 (userspace derives it from `rtype`).
+    pub err: i32,
+    /// Flow key output / input interface index (`flowi_oif`, `flowi_iif`).
+    pub flow_oif: u32,
+    pub flow_iif: u32,
+    /// Nexthop device ifindex (0 = none).
+    pub nh_ifindex: u32,
+    /// Flow key ports (host byte order; 0 when the lookup had none).
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// RTN_* route type (0 when the kernel did not say: IPv4 lookups without a nexthop).
+    pub rtype: u8,
+    pub gw_family: u8,
+    /// 1: no route matched in this table (IPv4 -EAGAIN without a nexthop, IPv6 the null entry).
+    pub no_route: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What a neighbour event carries in `RawEvent::data` (kind `NEIGH`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NeighRaw {
+    /// The neighbour's address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Link-layer address the kernel held for it (may be zero).
+    pub lladdr: [u8; 8],
+    pub family: u8,
+    /// NUD_* state after the event and before it (0 = unknown).
+    pub state: u8,
+    pub old_state: u8,
+    pub _pad: u8,
+}
+
+/// Neighbour states (`NUD_*`).
+pub mod nud {
+    pub const INCOMPLETE: u8 = 0x01;
+    pub const REACHABLE: u8 = 0x02;
+    pub const STALE: u8 = 0x04;
+    pub const DELAY: u8 = 0x08;
+    pub const PROBE: u8 = 0x10;
+    pub const FAILED: u8 = 0x20;
+    pub const NOARP: u8 = 0x40;
+    pub const PERMANENT: u8 = 0x80;
 }
 
 /// One kernel event, as written to the ring buffer.
@@ -114,6 +181,58 @@ pub struct KernelOffsets {
     pub sk_net: u32,
 }
 
+/// Offsets for the route-lookup tracepoints (from BTF). A zero `valid` means "not resolved":
+/// the route programs are then reported unavailable and not attached.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct RouteOffsets {
+    pub valid: u32,
+    /// flowi4 / flowi6 (the flowi_common part is shared).
+    pub fl_oif: u32,
+    pub fl_iif: u32,
+    pub fl_proto: u32,
+    pub fl4_saddr: u32,
+    pub fl4_daddr: u32,
+    pub fl4_dport: u32,
+    pub fl4_sport: u32,
+    pub fl6_saddr: u32,
+    pub fl6_daddr: u32,
+    pub fl6_dport: u32,
+    pub fl6_sport: u32,
+    /// fib_nh_common (also the start of fib_nh and fib6_nh).
+    pub nhc_dev: u32,
+    pub nhc_family: u32,
+    pub nhc_gw_family: u32,
+    pub nhc_gw: u32,
+    /// fib_nh -> fib_info -> type / net.
+    pub fib_nh_parent: u32,
+    pub fib_info_type: u32,
+    pub fib_info_net: u32,
+    /// fib6_result, fib6_table, net->ipv6.fib6_null_entry.
+    pub f6res_nh: u32,
+    pub f6res_f6i: u32,
+    pub f6res_type: u32,
+    pub f6table_id: u32,
+    pub net_fib6_null_entry: u32,
+    /// net_device.name, task_struct.nsproxy, nsproxy.net_ns.
+    pub dev_name: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+}
+
+/// Offsets for the neighbour tracepoints (from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NeighOffsets {
+    pub valid: u32,
+    pub tbl: u32,
+    pub tbl_family: u32,
+    pub nud_state: u32,
+    pub ha: u32,
+    pub dev: u32,
+    pub primary_key: u32,
+}
+
 /// One address prefix of the in-kernel filter.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -162,6 +281,11 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Non-zero: emit hop events from net_dev_queue/netif_receive_skb.
     pub dev_hops: u32,
+    /// Non-zero: route events are on (netif_receive_skb then also records, per CPU, the
+    /// namespace of the packet being received, for IPv4 lookups that found no nexthop).
+    pub routes: u32,
+    pub route: RouteOffsets,
+    pub neigh: NeighOffsets,
 }
 
 #[cfg(feature = "user")]
@@ -171,4 +295,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::FilterConfig {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::RouteRaw {}
+    unsafe impl aya::Pod for super::NeighRaw {}
 }

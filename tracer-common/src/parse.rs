@@ -388,6 +388,13 @@ fn parse_ip(buf: &[u8], off: usize, ethertype: u16, f: &mut Flow) -> Option<()> 
 /// Does `addr` (of `family`) fall in the prefix?
 #[inline(always)]
 pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) -> bool {
+    prefix_contains_bytes(prefix, family, addr)
+}
+
+/// [`prefix_contains`] on the address bytes where they lie (4 or 16 of them); an address cut
+/// short does not match.
+#[inline(always)]
+fn prefix_contains_bytes(prefix: &crate::AddrPrefix, family: u8, addr: &[u8]) -> bool {
     if prefix.family != family {
         return false;
     }
@@ -405,7 +412,10 @@ pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) 
         } else {
             0xffu8 << (8 - (bits - lo))
         };
-        if (addr[i] ^ prefix.addr[i]) & mask != 0 {
+        let Some(byte) = addr.get(i) else {
+            return false;
+        };
+        if (byte ^ prefix.addr[i]) & mask != 0 {
             return false;
         }
         i += 1;
@@ -435,30 +445,121 @@ pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
             return false;
         }
     }
-    if cfg.n_addrs != 0 {
-        let mut hit = false;
-        let mut i = 0;
-        while i < crate::MAX_FILTER_ADDRS {
-            if i >= cfg.n_addrs as usize {
-                break;
-            }
-            let pr = &cfg.addrs[i];
-            if prefix_contains(pr, p.outer.family, &p.outer.src)
-                || prefix_contains(pr, p.outer.family, &p.outer.dst)
-                || (has_inner
-                    && (prefix_contains(pr, p.inner.family, &p.inner.src)
-                        || prefix_contains(pr, p.inner.family, &p.inner.dst)))
-            {
-                hit = true;
-                break;
-            }
-            i += 1;
-        }
-        if !hit {
-            return false;
-        }
+    if cfg.n_addrs != 0 && !addrs_match(cfg, &p.outer) && !(has_inner && addrs_match(cfg, &p.inner))
+    {
+        return false;
     }
     true
+}
+
+/// Does either address of `f` fall in any of the filter's prefixes?
+#[inline(always)]
+fn addrs_match(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    addrs_match_bytes(cfg, f.family, &f.src, &f.dst)
+}
+
+/// [`addrs_match`] on address bytes where they lie.
+#[inline(always)]
+fn addrs_match_bytes(cfg: &crate::FilterConfig, family: u8, src: &[u8], dst: &[u8]) -> bool {
+    let mut i = 0;
+    while i < crate::MAX_FILTER_ADDRS {
+        if i >= cfg.n_addrs as usize {
+            break;
+        }
+        let pr = &cfg.addrs[i];
+        if prefix_contains_bytes(pr, family, src) || prefix_contains_bytes(pr, family, dst) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A cheap early answer of the in-kernel filter, read straight from the bytes: `true` only when
+/// the packet certainly does not match. That is when the filter names addresses and the packet
+/// is plain IPv4 or IPv6 (no VLAN tag, no IPv6 extension header) that cannot carry a tunnel
+/// (not IPIP/IPv6/GRE, not UDP to a VXLAN or Geneve port) and neither of its addresses is in
+/// any prefix. Anything else (`false`) goes through [`parse_into`] and [`filter_matches`], so a
+/// packet that matches nothing costs a few loads instead of a full parse.
+#[inline(always)]
+pub fn quick_reject(cfg: &crate::FilterConfig, buf: &[u8], from_mac: bool, protocol: u16) -> bool {
+    if cfg.n_addrs == 0 {
+        return false;
+    }
+    quick_reject_inner(cfg, buf, from_mac, protocol).unwrap_or(false)
+}
+
+// Not inlined: a BPF subprogram with its own small frame keeps the callers within the
+// 512-byte stack.
+#[inline(never)]
+fn quick_reject_inner(
+    cfg: &crate::FilterConfig,
+    buf: &[u8],
+    from_mac: bool,
+    protocol: u16,
+) -> Option<bool> {
+    let (ethertype, l3) = if from_mac {
+        (be16_at(buf, 12)?, 14)
+    } else {
+        (protocol, 0)
+    };
+    let tunnel_port = |port: u16| {
+        port == VXLAN_PORT
+            || port == VXLAN_PORT_LINUX
+            || port == GENEVE_PORT
+            || (cfg.vxlan_port != 0 && port == cfg.vxlan_port)
+    };
+    let (family, src, len) = if ethertype == ETH_P_IP {
+        let vihl = u8_at(buf, l3)?;
+        let ihl = (vihl & 0x0f) as usize * 4;
+        if vihl >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        let proto = u8_at(buf, l3 + 9)?;
+        let first_fragment = be16_at(buf, l3 + 6)? & 0x1fff == 0;
+        match proto {
+            IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE => return None,
+            IPPROTO_UDP if first_fragment && tunnel_port(be16_at(buf, l3 + ihl + 2)?) => {
+                return None
+            }
+            _ => {}
+        }
+        (4, l3 + 12, 4)
+    } else if ethertype == ETH_P_IPV6 {
+        if u8_at(buf, l3)? >> 4 != 6 {
+            return None;
+        }
+        match u8_at(buf, l3 + 6)? {
+            0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE => return None,
+            IPPROTO_UDP if tunnel_port(be16_at(buf, l3 + 42)?) => return None,
+            _ => {}
+        }
+        (6, l3 + 8, 16)
+    } else {
+        return None;
+    };
+    // Source and destination lie next to each other in both families.
+    let src_bytes = buf.get(src..src + len)?;
+    let dst_bytes = buf.get(src + len..src + 2 * len)?;
+    Some(!addrs_match_bytes(cfg, family, src_bytes, dst_bytes))
+}
+
+/// The filter decision for a flow key that is not a packet (route lookups, neighbours):
+/// family and addresses as for packets; protocol and port only when the key has them (an
+/// input route lookup often carries neither), so a `--proto`/`--port` filter does not hide it.
+#[inline(always)]
+pub fn flow_matches(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    if cfg.family != 0 && f.family != cfg.family {
+        return false;
+    }
+    if cfg.proto != 0 && f.proto != 0 && f.proto != cfg.proto {
+        return false;
+    }
+    if cfg.port != 0 && (f.sport != 0 || f.dport != 0) && f.sport != cfg.port && f.dport != cfg.port
+    {
+        return false;
+    }
+    cfg.n_addrs == 0 || addrs_match(cfg, f)
 }
 
 #[cfg(test)]
@@ -467,31 +568,8 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use crate::fixtures::{geneve, icmp6, icmp6_ext_headers, ip_in, udp4, vxlan, A6, B6};
     use crate::{AddrPrefix, FilterConfig};
-    use etherparse::PacketBuilder;
-
-    const A6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    const B6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-
-    fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv4(src, dst, 64)
-            .udp(sport, dport)
-            .write(&mut v, payload)
-            .unwrap();
-        v
-    }
-
-    fn icmp6(seq: u16) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6(A6, B6, 64)
-            .icmpv6_echo_request(7, seq)
-            .write(&mut v, &[0; 8])
-            .unwrap();
-        v
-    }
 
     fn addr16(b: &[u8]) -> [u8; 16] {
         let mut a = [0u8; 16];
@@ -519,17 +597,7 @@ mod tests {
 
     #[test]
     fn ipv6_extension_header_chain_is_followed() {
-        let base = icmp6(1);
-        // hop-by-hop (8 bytes) then destination options (16 bytes) before ICMPv6.
-        let mut frame = base[..54].to_vec();
-        frame[14 + 6] = 0; // next header: hop-by-hop
-        let hbh = [60u8, 0, 1, 4, 0, 0, 0, 0];
-        let dst = [58u8, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        frame.extend_from_slice(&hbh);
-        frame.extend_from_slice(&dst);
-        frame.extend_from_slice(&base[54..]);
-        let plen = (frame.len() - 54) as u16;
-        frame[18..20].copy_from_slice(&plen.to_be_bytes());
+        let frame = icmp6_ext_headers(1);
         let p = parse(&frame, true, 0, 0);
         assert_eq!(p.outer.family, 6);
         assert_eq!(p.outer.proto, IPPROTO_ICMPV6);
@@ -550,55 +618,30 @@ mod tests {
         assert_eq!(p.outer.icmp_type, 0);
     }
 
-    fn vxlan(port: u16, inner: &[u8]) -> Vec<u8> {
-        let mut payload = std::vec![0x08, 0, 0, 0, 0, 0, 0x2a, 0];
-        payload[4..7].copy_from_slice(&[0, 0, 1]); // VNI 1
-        payload.extend_from_slice(inner);
-        udp4([198, 18, 0, 1], [198, 18, 0, 2], 40000, port, &payload)
-    }
-
     #[test]
     fn vxlan_on_both_standard_ports_and_a_configured_one() {
         let inner = icmp6(3);
         for (port, extra) in [(4789, 0), (8472, 0), (9999, 9999)] {
-            let p = parse(&vxlan(port, &inner), true, 0, extra);
+            let p = parse(&vxlan(port, 1, &inner), true, 0, extra);
             assert_eq!(p.tunnel, tunnel::VXLAN, "port {port}");
             assert_eq!(p.vni, 1);
             assert_eq!(p.inner.family, 6);
             assert_eq!(p.inner.src, A6);
             assert_eq!(p.innermost().icmp_type, 128);
         }
-        assert_eq!(parse(&vxlan(9999, &inner), true, 0, 0).tunnel, tunnel::NONE);
+        assert_eq!(
+            parse(&vxlan(9999, 1, &inner), true, 0, 0).tunnel,
+            tunnel::NONE
+        );
     }
 
     #[test]
     fn geneve_with_options() {
-        let inner = icmp6(1);
-        // ver 0, opt len 2 words (8 bytes), proto 0x6558, VNI 0x000102.
-        let mut payload = std::vec![0x02, 0, 0x65, 0x58, 0, 1, 2, 0];
-        payload.extend_from_slice(&[0; 8]);
-        payload.extend_from_slice(&inner);
-        let frame = udp4([10, 0, 0, 1], [10, 0, 0, 2], 5000, GENEVE_PORT, &payload);
+        let frame = geneve(0x102, &icmp6(1));
         let p = parse(&frame, true, 0, 0);
         assert_eq!(p.tunnel, tunnel::GENEVE);
         assert_eq!(p.vni, 0x102);
         assert_eq!(p.inner.dst, B6);
-    }
-
-    /// Wraps an inner IP packet (no Ethernet) in an outer IPv4/IPv6 header with `proto`.
-    fn ip_in(outer_v6: bool, proto: u8, inner_ip: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        let b = PacketBuilder::ethernet2([1; 6], [2; 6]);
-        if outer_v6 {
-            b.ipv6(A6, B6, 64)
-                .write(&mut v, proto.into(), inner_ip)
-                .unwrap();
-        } else {
-            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-                .write(&mut v, proto.into(), inner_ip)
-                .unwrap();
-        }
-        v
     }
 
     #[test]
@@ -639,7 +682,7 @@ mod tests {
     #[test]
     fn every_truncation_and_garbage_is_safe() {
         let frames = [
-            vxlan(4789, &icmp6(1)),
+            vxlan(4789, 1, &icmp6(1)),
             icmp6(2),
             udp4([1, 2, 3, 4], [5, 6, 7, 8], 1, 2, b"abc"),
         ];
@@ -663,7 +706,7 @@ mod tests {
 
     #[test]
     fn filter_matches_outer_or_inner_addresses_ports_and_families() {
-        let frame = vxlan(4789, &icmp6(1));
+        let frame = vxlan(4789, 1, &icmp6(1));
         let p = parse(&frame, true, 0, 0);
         let pre = |a: [u8; 16], family, len| AddrPrefix {
             addr: a,
@@ -690,5 +733,108 @@ mod tests {
         assert!(filter_matches(&cfg, &p), "outer port counts");
         cfg.port = 80;
         assert!(!filter_matches(&cfg, &p));
+    }
+
+    #[test]
+    fn quick_reject_only_rejects_what_the_full_filter_rejects() {
+        let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1, 2, b"x")[14..].to_vec();
+        let mut tagged = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, b"hi");
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 42]);
+        let frames = [
+            udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, b"hi"),
+            udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 9999, b"hi"),
+            tagged,
+            icmp6(1),
+            icmp6_ext_headers(2),
+            vxlan(4789, 1, &icmp6(3)),
+            vxlan(8472, 1, &icmp6(3)),
+            vxlan(9999, 1, &icmp6(3)),
+            geneve(5, &icmp6(4)),
+            ip_in(false, IPPROTO_IPIP, &inner4),
+            ip_in(true, IPPROTO_IPIP, &inner4),
+            crate::fixtures::gre(7, &inner4),
+        ];
+        let prefixes = [
+            (addr16(&[10, 0, 0, 1]), 4, 32),
+            (addr16(&[10, 9, 9, 0]), 4, 24),
+            (addr16(&[198, 18, 0, 0]), 4, 15),
+            (addr16(&[0xfd]), 6, 8),
+            (addr16(&[172, 16, 0, 0]), 4, 12),
+            (B6, 6, 128),
+        ];
+        let mut rejected = 0;
+        for (addr, family, len) in prefixes {
+            for extra in [0, 9999] {
+                let mut cfg = FilterConfig {
+                    n_addrs: 1,
+                    vxlan_port: extra,
+                    ..FilterConfig::default()
+                };
+                cfg.addrs[0] = AddrPrefix {
+                    addr,
+                    family,
+                    prefix_len: len,
+                    _pad: [0; 2],
+                };
+                for f in &frames {
+                    for n in 0..=f.len() {
+                        let buf = &f[..n];
+                        let full = filter_matches(&cfg, &parse(buf, true, 0, extra));
+                        if quick_reject(&cfg, buf, true, 0) {
+                            rejected += 1;
+                            assert!(!full, "quick_reject dropped a match: {cfg:?} {buf:?}");
+                        }
+                    }
+                    let l3 = &f[14..];
+                    let proto = u16::from_be_bytes([f[12], f[13]]);
+                    if quick_reject(&cfg, l3, false, proto) {
+                        assert!(!filter_matches(&cfg, &parse(l3, false, proto, extra)));
+                    }
+                }
+            }
+        }
+        assert!(
+            rejected > 100,
+            "the quick path should decide plain packets: {rejected}"
+        );
+        assert!(!quick_reject(&FilterConfig::default(), &icmp6(1), true, 0));
+    }
+
+    #[test]
+    fn flow_keys_match_on_addresses_and_only_known_protocols_and_ports() {
+        let mut f = Flow {
+            family: 4,
+            ..Flow::default()
+        };
+        f.src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        f.dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let mut cfg = FilterConfig::default();
+        assert!(flow_matches(&cfg, &f));
+        cfg.n_addrs = 1;
+        cfg.addrs[0] = AddrPrefix {
+            addr: addr16(&[10, 0, 0, 2]),
+            family: 4,
+            prefix_len: 32,
+            _pad: [0; 2],
+        };
+        assert!(flow_matches(&cfg, &f), "destination matches");
+        cfg.addrs[0].addr = addr16(&[10, 0, 0, 3]);
+        assert!(!flow_matches(&cfg, &f));
+        cfg.n_addrs = 0;
+        cfg.proto = IPPROTO_TCP;
+        cfg.port = 80;
+        assert!(
+            flow_matches(&cfg, &f),
+            "a key without protocol/ports is kept"
+        );
+        f.proto = IPPROTO_UDP;
+        assert!(!flow_matches(&cfg, &f));
+        f.proto = IPPROTO_TCP;
+        f.dport = 443;
+        assert!(!flow_matches(&cfg, &f));
+        f.dport = 80;
+        assert!(flow_matches(&cfg, &f));
+        cfg.family = 6;
+        assert!(!flow_matches(&cfg, &f));
     }
 }

@@ -10,14 +10,19 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_probe_read_kernel as probe_read_raw, bpf_skb_load_bytes},
+        generated::{
+            bpf_get_current_task, bpf_probe_read_kernel as probe_read_raw, bpf_skb_load_bytes,
+        },
     },
-    macros::{btf_tracepoint, classifier, map},
-    maps::{Array, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TcContext},
+    macros::{btf_tracepoint, classifier, fentry, kprobe, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
     EbpfContext,
 };
-use tracer_common::{dir, flags, hook, kind, parse, Config, KernelOffsets, RawEvent, SNAP_LEN};
+use tracer_common::{
+    dir, flags, hook, kind, nud, parse, Config, KernelOffsets, NeighRaw, RawEvent, RouteRaw,
+    SNAP_LEN,
+};
 
 /// tcx "next" / tc "unspec": let the packet continue to the next program and the stack.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -38,6 +43,27 @@ struct Scratch {
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The device and namespace of the packet this CPU is receiving (set in netif_receive_skb when
+/// route events are on, cleared when the NET_RX softirq ends): the namespace of an IPv4 route
+/// lookup that found no nexthop inside a receive.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RxCtx {
+    netns: u32,
+    ifindex: u32,
+    /// The task the receive ran on: a record left behind by a receive outside the NET_RX
+    /// softirq (threaded NAPI, process-context receive) is never used for another task.
+    task: u64,
+}
+
+#[map]
+static RX_CTX: PerCpuArray<RxCtx> = PerCpuArray::with_max_entries(1, 0);
+
+/// Last probing state (INCOMPLETE/PROBE) of each neighbour, by `struct neighbour` address: the
+/// `old_state` of a neighbour that then fails.
+#[map]
+static NEIGH_PREV: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// Events that did not fit in the ring buffer, per CPU.
 #[map]
@@ -117,27 +143,28 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
     }
 }
 
-/// Applies the filter and writes the event to the ring buffer.
+/// Parses the copied packet into `scratch.parsed` and applies the filter (not the namespace).
 #[inline(always)]
-fn emit(cfg: &Config, scratch: &mut Scratch) {
+fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     let ev = &scratch.ev;
     let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
     let data = match ev.data.get(..len) {
         Some(d) => d,
-        None => return,
+        None => return false,
     };
+    let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
+    if parse::quick_reject(&cfg.filter, data, from_mac, ev.protocol) {
+        return false;
+    }
     let p = &mut scratch.parsed;
     *p = parse::Parsed::default();
-    parse::parse_into(
-        data,
-        ev.flags & flags::DATA_FROM_MAC != 0,
-        ev.protocol,
-        cfg.filter.vxlan_port,
-        p,
-    );
-    if !parse::filter_matches(&cfg.filter, p) {
-        return;
-    }
+    parse::parse_into(data, from_mac, ev.protocol, cfg.filter.vxlan_port, p);
+    parse::filter_matches(&cfg.filter, p)
+}
+
+/// One ring-buffer output (batched wake-up); a failure is counted in `LOST`.
+#[inline(always)]
+fn output(cfg: &Config, ev: &RawEvent) {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let wake = if avail >= cfg.wakeup_bytes as u64 {
         BPF_RB_FORCE_WAKEUP
@@ -152,25 +179,16 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
     }
 }
 
+/// `from_mac`: the device has a link-layer header (decided per device at attach time: the
+/// `_l3` programs go on devices without one, such as tun, wireguard or ipip).
 #[inline(always)]
-fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
+fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     let ev = &mut scratch.ev;
-    let skb_addr = ctx.as_ptr() as u64;
-    let (netns, _) = unsafe { skb_netns_ifindex(&cfg.offsets, skb_addr) };
-    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
-        return None;
-    }
-    // A device with no link-layer header (tun, ipip) starts at the network header.
-    let mac: u16 = unsafe { read(skb_addr, cfg.offsets.skb_mac_header) }.unwrap_or(0);
-    let net: u16 = unsafe { read(skb_addr, cfg.offsets.skb_network_header) }.unwrap_or(0);
-    ev.flags = if mac != net || cfg.offsets.valid == 0 {
-        flags::DATA_FROM_MAC
-    } else {
-        0
-    };
+    ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
+    ev.protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
     if n > SNAP_LEN as u32 {
@@ -183,6 +201,16 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
     let loaded =
         unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
     ev.data_len = if loaded == 0 { n as u16 } else { 0 };
+    // Filter first: a packet that does not match costs the copy and the parse, nothing more.
+    if !passes_filter(cfg, scratch) {
+        return None;
+    }
+    let skb_addr = ctx.as_ptr() as u64;
+    let (netns, _) = unsafe { skb_netns_ifindex(&cfg.offsets, skb_addr) };
+    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
+        return None;
+    }
+    let ev = &mut scratch.ev;
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = 0;
     ev.skb = skb_addr;
@@ -193,26 +221,40 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8) -> Option<()> {
     ev.kind = kind::HOP;
     ev.hook = hook_id;
     ev.dir = direction;
-    ev.protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    emit(cfg, scratch);
+    output(cfg, ev);
     Some(())
 }
 
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS);
+    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, true);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS);
+    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+/// tc_ingress for devices without a link-layer header: the packet starts at the IP header.
+#[classifier]
+pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
+    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, false);
+    TC_ACT_UNSPEC
+}
+
+/// tc_egress for devices without a link-layer header.
+#[classifier]
+pub fn tc_egress_l3(ctx: TcContext) -> i32 {
+    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, false);
     TC_ACT_UNSPEC
 }
 
 /// Shared body of the skb tracepoints.
 #[inline(always)]
 fn skb_event(
+    cfg: &Config,
     skb: u64,
     kind_id: u8,
     hook_id: u8,
@@ -220,7 +262,6 @@ fn skb_event(
     reason: u32,
     location: u64,
 ) -> Option<()> {
-    let cfg = CONFIG.get(0)?;
     if cfg.offsets.valid == 0 || skb == 0 {
         return None;
     }
@@ -244,7 +285,9 @@ fn skb_event(
     ev.kind = kind_id;
     ev.hook = hook_id;
     ev.dir = direction;
-    emit(cfg, scratch);
+    if passes_filter(cfg, scratch) {
+        output(cfg, &scratch.ev);
+    }
     Some(())
 }
 
@@ -254,12 +297,14 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    if let Some(cfg) = CONFIG.get(0) {
-        if reason == cfg.reason_not_dropped || reason == cfg.reason_consumed {
-            return 0;
-        }
+    let Some(cfg) = CONFIG.get(0) else {
+        return 0;
+    };
+    if reason == cfg.reason_not_dropped || reason == cfg.reason_consumed {
+        return 0;
     }
     let _ = skb_event(
+        cfg,
         skb,
         kind::DROP,
         hook::KFREE_SKB,
@@ -273,8 +318,9 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
 /// net:net_dev_queue(skb): a packet handed to a device for transmission.
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
-    if CONFIG.get(0).is_some_and(|c| c.dev_hops != 0) {
+    if let Some(cfg) = CONFIG.get(0).filter(|c| c.dev_hops != 0) {
         let _ = skb_event(
+            cfg,
             ctx.arg(0),
             kind::HOP,
             hook::NET_DEV_QUEUE,
@@ -286,19 +332,475 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// net:netif_receive_skb(skb): a packet entering the stack from a device.
+/// net:netif_receive_skb(skb): a packet entering the stack from a device. With route events
+/// on, it also notes which device and namespace this CPU is receiving on (see `RX_CTX`).
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
-    if CONFIG.get(0).is_some_and(|c| c.dev_hops != 0) {
-        let _ = skb_event(
-            ctx.arg(0),
-            kind::HOP,
-            hook::NETIF_RECEIVE,
-            dir::INGRESS,
-            0,
-            0,
+    let Some(cfg) = CONFIG.get(0) else {
+        return 0;
+    };
+    let skb: u64 = ctx.arg(0);
+    if cfg.routes != 0 && cfg.offsets.valid != 0 && skb != 0 {
+        if let Some(rx) = RX_CTX.get_ptr_mut(0) {
+            let (netns, ifindex) = unsafe { skb_netns_ifindex(&cfg.offsets, skb) };
+            let task = unsafe { bpf_get_current_task() };
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe {
+                *rx = RxCtx {
+                    netns,
+                    ifindex,
+                    task,
+                }
+            };
+        }
+    }
+    if cfg.dev_hops != 0 {
+        let _ = skb_event(cfg, skb, kind::HOP, hook::NETIF_RECEIVE, dir::INGRESS, 0, 0);
+    }
+    0
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const EAGAIN: i32 = 11;
+const RT_TABLE_LOCAL: u32 = 255;
+const NET_RX_SOFTIRQ: u32 = 3;
+/// NEIGH_UPDATE_F_ADMIN: an administrative change (`ip neigh del`), not a resolution failure.
+const NEIGH_UPDATE_F_ADMIN: u32 = 1 << 31;
+
+#[inline(always)]
+unsafe fn net_inum(o: &KernelOffsets, net: u64) -> u32 {
+    if net == 0 {
+        return 0;
+    }
+    unsafe { read(net, o.net_ns_inum) }.unwrap_or(0)
+}
+
+/// Network namespace of the current task (process-context lookups).
+#[inline(always)]
+unsafe fn task_netns(cfg: &Config) -> u32 {
+    unsafe {
+        let task = bpf_get_current_task();
+        if task == 0 {
+            return 0;
+        }
+        let nsproxy: u64 = read(task, cfg.route.task_nsproxy).unwrap_or(0);
+        if nsproxy == 0 {
+            return 0;
+        }
+        net_inum(
+            &cfg.offsets,
+            read(nsproxy, cfg.route.nsproxy_net_ns).unwrap_or(0),
+        )
+    }
+}
+
+/// Fills the common part of a non-packet event and writes it.
+#[inline(always)]
+fn finish_meta_event(cfg: &Config, ev: &mut RawEvent, kind_id: u8, hook_id: u8, data_len: usize) {
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.location = 0;
+    ev.skb = 0;
+    ev.reason = 0;
+    ev.skb_len = 0;
+    ev.kind = kind_id;
+    ev.hook = hook_id;
+    ev.dir = dir::NONE;
+    ev.flags = 0;
+    ev.protocol = 0;
+    ev.data_len = data_len as u16;
+    output(cfg, ev);
+}
+
+/// Reads the nexthop (`struct fib_nh_common`, also the head of fib_nh and fib6_nh): device,
+/// gateway. Returns the device pointer.
+#[inline(always)]
+unsafe fn read_nexthop(cfg: &Config, nhc: u64, rr: &mut RouteRaw, ifindex: &mut u32) -> u64 {
+    let r = &cfg.route;
+    unsafe {
+        let dev: u64 = read(nhc, r.nhc_dev).unwrap_or(0);
+        if dev != 0 {
+            *ifindex = read(dev, cfg.offsets.dev_ifindex).unwrap_or(0);
+            rr.nh_ifindex = *ifindex;
+            let _ = probe_read_raw(
+                rr.oif_name.as_mut_ptr().cast(),
+                16,
+                (dev + r.dev_name as u64) as *const _,
+            );
+        }
+        rr.gw_family = read(nhc, r.nhc_gw_family).unwrap_or(0);
+        if rr.gw_family == AF_INET {
+            let _ = probe_read_raw(
+                rr.gw.as_mut_ptr().cast(),
+                4,
+                (nhc + r.nhc_gw as u64) as *const _,
+            );
+        } else if rr.gw_family == AF_INET6 {
+            let _ = probe_read_raw(
+                rr.gw.as_mut_ptr().cast(),
+                16,
+                (nhc + r.nhc_gw as u64) as *const _,
+            );
+        }
+        dev
+    }
+}
+
+/// Reads the flow key of a lookup into `f` (addresses, protocol, ports, oif/iif).
+#[inline(always)]
+unsafe fn read_flow_key(cfg: &Config, flp: u64, v6: bool, f: &mut parse::Flow) -> (u32, u32) {
+    let r = &cfg.route;
+    *f = parse::Flow::default();
+    unsafe {
+        let (src, dst, sport, dport, n) = if v6 {
+            (r.fl6_saddr, r.fl6_daddr, r.fl6_sport, r.fl6_dport, 16)
+        } else {
+            (r.fl4_saddr, r.fl4_daddr, r.fl4_sport, r.fl4_dport, 4)
+        };
+        f.family = if v6 { 6 } else { 4 };
+        let _ = probe_read_raw(f.src.as_mut_ptr().cast(), n, (flp + src as u64) as *const _);
+        let _ = probe_read_raw(f.dst.as_mut_ptr().cast(), n, (flp + dst as u64) as *const _);
+        f.proto = read(flp, r.fl_proto).unwrap_or(0);
+        // flowi_uli holds ports only for these; for ICMP it is type/code, for GRE the key.
+        if matches!(
+            f.proto,
+            parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP
+        ) {
+            f.sport = u16::from_be(read(flp, sport).unwrap_or(0));
+            f.dport = u16::from_be(read(flp, dport).unwrap_or(0));
+        }
+        let oif: u32 = read(flp, r.fl_oif).unwrap_or(0);
+        let iif: u32 = read(flp, r.fl_iif).unwrap_or(0);
+        (oif, iif)
+    }
+}
+
+/// Copies the flow key into the route record.
+#[inline(always)]
+fn route_key(rr: &mut RouteRaw, f: &parse::Flow, oif: u32, iif: u32) {
+    rr.src = f.src;
+    rr.dst = f.dst;
+    rr.family = f.family;
+    rr.proto = f.proto;
+    rr.sport = f.sport;
+    rr.dport = f.dport;
+    rr.flow_oif = oif;
+    rr.flow_iif = iif;
+}
+
+/// The route record inside the scratch event's data.
+#[inline(always)]
+fn route_raw(ev: &mut RawEvent) -> &mut RouteRaw {
+    // SAFETY: data is SNAP_LEN bytes, 8-aligned in RawEvent, larger than RouteRaw.
+    unsafe { &mut *(ev.data.as_mut_ptr() as *mut RouteRaw) }
+}
+
+/// Reads a lookup's flow key, applies the filter, and starts the route record with the key.
+#[inline(always)]
+fn begin_route(cfg: &Config, flp: u64, v6: bool) -> Option<&'static mut Scratch> {
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let f = &mut scratch.parsed.outer;
+    let (oif, iif) = unsafe { read_flow_key(cfg, flp, v6, f) };
+    if !parse::flow_matches(&cfg.filter, f) {
+        return None;
+    }
+    let rr = route_raw(&mut scratch.ev);
+    *rr = RouteRaw::default();
+    route_key(rr, &scratch.parsed.outer, oif, iif);
+    Some(scratch)
+}
+
+/// Writes a finished route record.
+#[inline(always)]
+fn finish_route(cfg: &Config, ev: &mut RawEvent, netns: u32, ifindex: u32, hook_id: u8) {
+    ev.netns = netns;
+    ev.ifindex = ifindex;
+    finish_meta_event(
+        cfg,
+        ev,
+        kind::ROUTE,
+        hook_id,
+        core::mem::size_of::<RouteRaw>(),
+    );
+}
+
+/// fib:fib_table_lookup(tb_id, flp, nhc, err): one IPv4 routing-table lookup and its result.
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    let _ = fib4_event(&ctx);
+    0
+}
+
+#[inline(always)]
+fn fib4_event(ctx: &BtfTracePointContext) -> Option<()> {
+    let cfg = CONFIG.get(0)?;
+    let r = &cfg.route;
+    if r.valid == 0 || cfg.offsets.valid == 0 {
+        return None;
+    }
+    let tb_id: u32 = ctx.arg(0);
+    let flp: u64 = ctx.arg(1);
+    let nhc: u64 = ctx.arg(2);
+    let err: i32 = ctx.arg(3);
+    let no_route = nhc == 0 && err == -EAGAIN;
+    // A miss in the local table is never the answer: the lookup goes on with the next rule.
+    if flp == 0 || (no_route && tb_id == RT_TABLE_LOCAL) {
+        return None;
+    }
+    let scratch = begin_route(cfg, flp, false)?;
+    let rr = route_raw(&mut scratch.ev);
+    rr.table = tb_id;
+    rr.err = err;
+    rr.no_route = no_route as u8;
+    let mut ifindex = 0u32;
+    let mut netns = 0u32;
+    if nhc != 0 {
+        let dev = unsafe { read_nexthop(cfg, nhc, rr, &mut ifindex) };
+        let family: u8 = unsafe { read(nhc, r.nhc_family) }.unwrap_or(0);
+        if family == AF_INET {
+            // A classic route's nexthop is embedded in its fib_info: type and namespace.
+            let fi: u64 = unsafe { read(nhc, r.fib_nh_parent) }.unwrap_or(0);
+            if fi != 0 {
+                rr.rtype = unsafe { read(fi, r.fib_info_type) }.unwrap_or(0);
+                netns = unsafe { net_inum(&cfg.offsets, read(fi, r.fib_info_net).unwrap_or(0)) };
+            }
+        }
+        if netns == 0 && dev != 0 {
+            netns =
+                unsafe { net_inum(&cfg.offsets, read(dev, cfg.offsets.dev_nd_net).unwrap_or(0)) };
+        }
+    }
+    if netns == 0 {
+        // No nexthop to take the namespace from. Inside a receive softirq (forwarding, ICMP
+        // errors, SYN-ACKs) the lookup belongs to the packet being received on this CPU;
+        // otherwise to the calling task.
+        let task = unsafe { bpf_get_current_task() };
+        netns = match RX_CTX.get(0) {
+            Some(rx) if rx.ifindex != 0 && rx.task == task => rx.netns,
+            _ => unsafe { task_netns(cfg) },
+        };
+    }
+    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
+        return None;
+    }
+    finish_route(cfg, &mut scratch.ev, netns, ifindex, hook::FIB_LOOKUP);
+    Some(())
+}
+
+/// fib6:fib6_table_lookup(net, res, table, flp): one IPv6 routing-table lookup and its result.
+#[btf_tracepoint(function = "fib6_table_lookup")]
+pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    let _ = fib6_event(&ctx);
+    0
+}
+
+#[inline(always)]
+fn fib6_event(ctx: &BtfTracePointContext) -> Option<()> {
+    let cfg = CONFIG.get(0)?;
+    let r = &cfg.route;
+    if r.valid == 0 || cfg.offsets.valid == 0 {
+        return None;
+    }
+    let net: u64 = ctx.arg(0);
+    let res: u64 = ctx.arg(1);
+    let table: u64 = ctx.arg(2);
+    let flp: u64 = ctx.arg(3);
+    if res == 0 || flp == 0 {
+        return None;
+    }
+    let tb_id: u32 = if table != 0 {
+        unsafe { read(table, r.f6table_id) }.unwrap_or(0)
+    } else {
+        0
+    };
+    let f6i: u64 = unsafe { read(res, r.f6res_f6i) }.unwrap_or(0);
+    let null_entry: u64 = if net != 0 {
+        unsafe { read(net, r.net_fib6_null_entry) }.unwrap_or(0)
+    } else {
+        0
+    };
+    let no_route = f6i != 0 && f6i == null_entry;
+    if no_route && tb_id == RT_TABLE_LOCAL {
+        return None;
+    }
+    let netns = unsafe { net_inum(&cfg.offsets, net) };
+    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
+        return None;
+    }
+    let scratch = begin_route(cfg, flp, true)?;
+    let rr = route_raw(&mut scratch.ev);
+    rr.table = tb_id;
+    rr.err = 0;
+    rr.no_route = no_route as u8;
+    rr.rtype = unsafe { read(res, r.f6res_type) }.unwrap_or(0);
+    let mut ifindex = 0u32;
+    let nh: u64 = unsafe { read(res, r.f6res_nh) }.unwrap_or(0);
+    if nh != 0 && !no_route {
+        unsafe { read_nexthop(cfg, nh, rr, &mut ifindex) };
+    }
+    finish_route(cfg, &mut scratch.ev, netns, ifindex, hook::FIB6_LOOKUP);
+    Some(())
+}
+
+/// irq:softirq_exit(vec_nr): the receive softirq is over; lookups now belong to tasks.
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn softirq_exit(ctx: BtfTracePointContext) -> i32 {
+    let vec: u32 = ctx.arg(0);
+    if vec == NET_RX_SOFTIRQ {
+        if let Some(rx) = RX_CTX.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { (*rx).ifindex = 0 };
+        }
+    }
+    0
+}
+
+/// Emits a neighbour event for `n` with its states, after the filter.
+#[inline(always)]
+fn neigh_event(cfg: &Config, n: u64, state: u8, old_state: u8, hook_id: u8) -> Option<()> {
+    let o = &cfg.neigh;
+    if o.valid == 0 || cfg.offsets.valid == 0 || n == 0 {
+        return None;
+    }
+    let dev: u64 = unsafe { read(n, o.dev) }.unwrap_or(0);
+    let (netns, ifindex) = if dev != 0 {
+        unsafe {
+            (
+                net_inum(&cfg.offsets, read(dev, cfg.offsets.dev_nd_net).unwrap_or(0)),
+                read(dev, cfg.offsets.dev_ifindex).unwrap_or(0),
+            )
+        }
+    } else {
+        (0, 0)
+    };
+    if cfg.filter.netns != 0 && netns != cfg.filter.netns {
+        return None;
+    }
+    let tbl: u64 = unsafe { read(n, o.tbl) }.unwrap_or(0);
+    let family: u16 = if tbl != 0 {
+        unsafe { read(tbl, o.tbl_family) }.unwrap_or(0)
+    } else {
+        0
+    };
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let f = &mut scratch.parsed.outer;
+    *f = parse::Flow::default();
+    let len = if family == AF_INET as u16 {
+        f.family = 4;
+        4
+    } else if family == AF_INET6 as u16 {
+        f.family = 6;
+        16
+    } else {
+        return None;
+    };
+    unsafe {
+        let _ = probe_read_raw(
+            f.src.as_mut_ptr().cast(),
+            len,
+            (n + o.primary_key as u64) as *const _,
         );
     }
+    f.dst = f.src;
+    if !parse::flow_matches(&cfg.filter, f) {
+        return None;
+    }
+    let ev = &mut scratch.ev;
+    // SAFETY: data is SNAP_LEN bytes, 8-aligned in RawEvent, larger than NeighRaw.
+    let nr = unsafe { &mut *(ev.data.as_mut_ptr() as *mut NeighRaw) };
+    *nr = NeighRaw::default();
+    nr.addr = scratch.parsed.outer.src;
+    nr.family = scratch.parsed.outer.family;
+    nr.state = state;
+    nr.old_state = old_state;
+    unsafe {
+        let _ = probe_read_raw(
+            nr.lladdr.as_mut_ptr().cast(),
+            6,
+            (n + o.ha as u64) as *const _,
+        );
+    }
+    ev.netns = netns;
+    ev.ifindex = ifindex;
+    finish_meta_event(
+        cfg,
+        ev,
+        kind::NEIGH,
+        hook_id,
+        core::mem::size_of::<NeighRaw>(),
+    );
+    Some(())
+}
+
+/// neigh:neigh_update(n, lladdr, new, flags, nlmsg_pid), before the update: a neighbour set
+/// to FAILED (not by an administrator).
+#[btf_tracepoint(function = "neigh_update")]
+pub fn neigh_update(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    let new: u8 = ctx.arg(2);
+    let update_flags: u32 = ctx.arg(3);
+    if new != nud::FAILED || update_flags & NEIGH_UPDATE_F_ADMIN != 0 {
+        return 0;
+    }
+    if let Some(cfg) = CONFIG.get(0) {
+        let old: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
+        let _ = neigh_event(cfg, n, new, old, hook::NEIGH_UPDATE);
+    }
+    0
+}
+
+/// Reads the neighbour's state and, while it is probing (INCOMPLETE/PROBE), remembers it as
+/// the `old_state` of a later failure. Returns the state.
+#[inline(always)]
+fn note_neigh_state(cfg: &Config, n: u64) -> u8 {
+    if cfg.neigh.valid == 0 || n == 0 {
+        return 0;
+    }
+    let state: u8 = unsafe { read(n, cfg.neigh.nud_state) }.unwrap_or(0);
+    if state & (nud::INCOMPLETE | nud::PROBE) != 0 {
+        let _ = NEIGH_PREV.insert(&n, &state, 0);
+    }
+    state
+}
+
+/// neigh:neigh_timer_handler(n, err), after the state machine ran: resolution gave up when
+/// the state is now FAILED. While probing, the state is remembered for `old_state`.
+#[btf_tracepoint(function = "neigh_timer_handler")]
+pub fn neigh_timer_handler(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    let Some(cfg) = CONFIG.get(0) else {
+        return 0;
+    };
+    if note_neigh_state(cfg, n) == nud::FAILED {
+        let old = unsafe { NEIGH_PREV.get(&n) }.copied().unwrap_or(0);
+        let _ = NEIGH_PREV.remove(&n);
+        let _ = neigh_event(cfg, n, nud::FAILED, old, hook::NEIGH_TIMER);
+    }
+    0
+}
+
+/// neigh:neigh_event_send_done(n, err): a packet asked for resolution; a neighbour that just
+/// went INCOMPLETE is remembered here, since it may fail at its first timer run.
+#[btf_tracepoint(function = "neigh_event_send_done")]
+pub fn neigh_event_send_done(ctx: BtfTracePointContext) -> i32 {
+    if let Some(cfg) = CONFIG.get(0) {
+        note_neigh_state(cfg, ctx.arg(0));
+    }
+    0
+}
+
+/// Loaded only to find out whether this kernel allows fentry (`--functions`); never attached
+/// by the probe.
+#[fentry(function = "ip_rcv")]
+pub fn probe_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+/// Loaded and attached only to find out whether this kernel has kprobes (`--functions`).
+#[kprobe]
+pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 

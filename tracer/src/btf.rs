@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::Path};
 
 use btf_rs::{Btf, Type};
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, NeighOffsets, RouteOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -128,6 +128,78 @@ impl KernelBtf {
         })
     }
 
+    /// Offsets the route-lookup tracepoints read (flowi4/flowi6, fib_nh_common, fib_info,
+    /// fib6_result, fib6_table, the IPv6 null entry, device name, task namespace).
+    pub fn route_offsets(&self) -> Result<RouteOffsets, BtfError> {
+        let o = |s: &str, f: &str| self.offset_of(s, f);
+        Ok(RouteOffsets {
+            valid: 1,
+            fl_oif: o("flowi4", "__fl_common.flowic_oif")?,
+            fl_iif: o("flowi4", "__fl_common.flowic_iif")?,
+            fl_proto: o("flowi4", "__fl_common.flowic_proto")?,
+            fl4_saddr: o("flowi4", "saddr")?,
+            fl4_daddr: o("flowi4", "daddr")?,
+            fl4_dport: o("flowi4", "uli.ports.dport")?,
+            fl4_sport: o("flowi4", "uli.ports.sport")?,
+            fl6_saddr: o("flowi6", "saddr")?,
+            fl6_daddr: o("flowi6", "daddr")?,
+            fl6_dport: o("flowi6", "uli.ports.dport")?,
+            fl6_sport: o("flowi6", "uli.ports.sport")?,
+            nhc_dev: o("fib_nh_common", "nhc_dev")?,
+            nhc_family: o("fib_nh_common", "nhc_family")?,
+            nhc_gw_family: o("fib_nh_common", "nhc_gw_family")?,
+            nhc_gw: o("fib_nh_common", "nhc_gw")?,
+            fib_nh_parent: o("fib_nh", "nh_parent")?,
+            fib_info_type: o("fib_info", "fib_type")?,
+            fib_info_net: o("fib_info", "fib_net")?,
+            f6res_nh: o("fib6_result", "nh")?,
+            f6res_f6i: o("fib6_result", "f6i")?,
+            f6res_type: o("fib6_result", "fib6_type")?,
+            f6table_id: o("fib6_table", "tb6_id")?,
+            net_fib6_null_entry: o("net", "ipv6.fib6_null_entry")?,
+            dev_name: o("net_device", "name")?,
+            task_nsproxy: o("task_struct", "nsproxy")?,
+            nsproxy_net_ns: o("nsproxy", "net_ns")?,
+        })
+    }
+
+    /// Offsets the neighbour tracepoints read.
+    pub fn neigh_offsets(&self) -> Result<NeighOffsets, BtfError> {
+        let o = |f: &str| self.offset_of("neighbour", f);
+        Ok(NeighOffsets {
+            valid: 1,
+            tbl: o("tbl")?,
+            tbl_family: self.offset_of("neigh_table", "family")?,
+            nud_state: o("nud_state")?,
+            ha: o("ha")?,
+            dev: o("dev")?,
+            primary_key: o("primary_key")?,
+        })
+    }
+
+    /// Whether the kernel's BTF describes a function of this name (fentry targets).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
+    }
+
+    /// Names of kernel functions in BTF matching a glob (at most `limit`).
+    pub fn functions_matching(&self, pattern: &glob::Pattern, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in crate::names::Kallsyms::load().names() {
+            if out.len() >= limit {
+                break;
+            }
+            if pattern.matches(name) && !out.iter().any(|n| n == name) && self.has_function(name) {
+                out.push(name.to_string());
+            }
+        }
+        out
+    }
+
     /// `enum skb_drop_reason` as value → name without the `SKB_DROP_REASON_` prefix.
     pub fn drop_reasons(&self) -> DropReasons {
         let mut names = HashMap::new();
@@ -224,6 +296,19 @@ mod tests {
             "{o:?}"
         );
         assert_ne!(o.skb_mac_header, o.skb_network_header);
+        let r = btf.route_offsets().expect("route offsets");
+        assert!(
+            r.fl4_daddr > r.fl4_saddr && r.fl6_saddr > r.fl6_daddr,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.fl4_sport,
+            r.fl4_dport + 2,
+            "flowi_uli.ports is dport, sport"
+        );
+        let n = btf.neigh_offsets().expect("neigh offsets");
+        assert!(n.primary_key > n.dev, "{n:?}");
+        assert!(btf.has_function("ip_rcv"));
         let reasons = btf.drop_reasons();
         assert!(reasons.value("NO_SOCKET").is_some());
         assert!(reasons.value("IP_INNOROUTES").is_some());

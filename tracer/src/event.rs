@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 use serde::Serialize;
 use tracer_common::{
-    dir, flags, hook, kind,
+    dir, flags, hook, kind, nud,
     parse::{self, tunnel, Flow, Parsed},
-    RawEvent,
+    NeighRaw, RawEvent, RouteRaw,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,8 +46,12 @@ pub enum Hook {
     KfreeSkb,
     NetDevQueue,
     NetifReceiveSkb,
+    #[serde(rename = "fib_table_lookup")]
     FibLookup,
+    #[serde(rename = "fib6_table_lookup")]
     Fib6Lookup,
+    NeighUpdate,
+    NeighTimerHandler,
     Unknown,
 }
 
@@ -61,6 +65,8 @@ impl Hook {
             hook::NETIF_RECEIVE => Hook::NetifReceiveSkb,
             hook::FIB_LOOKUP => Hook::FibLookup,
             hook::FIB6_LOOKUP => Hook::Fib6Lookup,
+            hook::NEIGH_UPDATE => Hook::NeighUpdate,
+            hook::NEIGH_TIMER => Hook::NeighTimerHandler,
             _ => Hook::Unknown,
         }
     }
@@ -74,6 +80,8 @@ impl Hook {
             Hook::NetifReceiveSkb => "netif_receive_skb",
             Hook::FibLookup => "fib_table_lookup",
             Hook::Fib6Lookup => "fib6_table_lookup",
+            Hook::NeighUpdate => "neigh_update",
+            Hook::NeighTimerHandler => "neigh_timer_handler",
             Hook::Unknown => "unknown",
         }
     }
@@ -89,6 +97,181 @@ pub struct Tunnel {
     pub vni: Option<u32>,
     pub outer_src: IpAddr,
     pub outer_dst: IpAddr,
+}
+
+/// The result of one routing-table lookup (`kind: "route"`). The flow key is on the event
+/// (`src`, `dst`, `family`, `proto`, `sport`, `dport`, `netns`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteLookup {
+    /// Routing table id (254 main, 255 local, ...).
+    pub table: u32,
+    /// Route type: `unicast`, `local`, `broadcast`, `multicast`, `blackhole`, `unreachable`,
+    /// `prohibit`, `throw`, ...; `none` when no route matched in this table (IPv4).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 0, or the negative errno of the result (-101 ENETUNREACH, -22 EINVAL for blackhole...).
+    pub err: i32,
+    /// Name of `err` (`ENETUNREACH`), or null.
+    pub error: Option<String>,
+    /// Gateway of the chosen nexthop, or null (directly connected, or a failed lookup).
+    pub gw: Option<IpAddr>,
+    /// Output device name and index of a successful lookup, or null.
+    pub oif: Option<String>,
+    pub oif_index: Option<u32>,
+    /// No route matched in this table (IPv4: -EAGAIN without a nexthop; IPv6: the kernel's
+    /// null entry). The lookup may go on in the next table of the rules.
+    pub no_route: bool,
+    /// Flow key interfaces: the requested output device (0 = any) and the input device
+    /// (1 = loopback: a locally generated packet).
+    pub flow_oif: u32,
+    pub iif: u32,
+}
+
+impl RouteLookup {
+    /// Did this lookup fail: an error, or a route that discards (blackhole, unreachable,
+    /// prohibit)?
+    pub fn is_failure(&self) -> bool {
+        self.err != 0
+            || self.error.is_some()
+            || matches!(self.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
+    }
+}
+
+/// A neighbour (ARP / NDP) entry that failed to resolve (`kind: "neigh"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NeighEvent {
+    pub addr: IpAddr,
+    /// `FAILED`, ...
+    pub state: String,
+    /// State before: `INCOMPLETE` (never answered), `PROBE` (stopped answering), ...; null
+    /// when unknown.
+    pub old_state: Option<String>,
+    /// Link-layer address the kernel last held, or null.
+    pub lladdr: Option<String>,
+}
+
+/// Kernel errno names for the values routing and probing produce.
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno.abs() {
+        1 => "EPERM",
+        2 => "ENOENT",
+        11 => "EAGAIN",
+        13 => "EACCES",
+        19 => "ENODEV",
+        22 => "EINVAL",
+        93 => "EPROTONOSUPPORT",
+        95 => "EOPNOTSUPP",
+        101 => "ENETUNREACH",
+        113 => "EHOSTUNREACH",
+        524 => "ENOTSUPP",
+        _ => return None,
+    })
+}
+
+/// RTN_* route type names.
+pub fn route_type_name(rtype: u8) -> &'static str {
+    match rtype {
+        1 => "unicast",
+        2 => "local",
+        3 => "broadcast",
+        4 => "anycast",
+        5 => "multicast",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        9 => "throw",
+        10 => "nat",
+        11 => "xresolve",
+        _ => "unspec",
+    }
+}
+
+/// The error a route type gives (the kernel's fib_props / fib6_prop table).
+fn route_type_error(rtype: u8) -> i32 {
+    match rtype {
+        6 | 10 | 11 => -22,
+        7 => -113,
+        8 => -13,
+        9 => -11,
+        _ => 0,
+    }
+}
+
+/// NUD_* state names (a single state; combinations are not produced by these events).
+pub fn nud_name(state: u8) -> Option<&'static str> {
+    Some(match state {
+        nud::INCOMPLETE => "INCOMPLETE",
+        nud::REACHABLE => "REACHABLE",
+        nud::STALE => "STALE",
+        nud::DELAY => "DELAY",
+        nud::PROBE => "PROBE",
+        nud::FAILED => "FAILED",
+        nud::NOARP => "NOARP",
+        nud::PERMANENT => "PERMANENT",
+        _ => return None,
+    })
+}
+
+/// Reads a `T` the kernel wrote at the start of `RawEvent::data`.
+fn payload<T: Copy + Default>(raw: &RawEvent) -> T {
+    if (raw.data_len as usize) < std::mem::size_of::<T>() {
+        return T::default();
+    }
+    // SAFETY: T is repr(C) plain data valid for any bit pattern and fits in `data`.
+    unsafe { std::ptr::read_unaligned(raw.data.as_ptr().cast::<T>()) }
+}
+
+fn nul_terminated(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The route lookup in a `ROUTE` event.
+pub fn route_lookup(rr: &RouteRaw) -> RouteLookup {
+    let (kind, err) = if rr.family == 6 {
+        if rr.no_route == 1 {
+            // The kernel's ip6_null_entry: RTN_UNREACHABLE, and the packet gets ENETUNREACH.
+            (route_type_name(rr.rtype), -101)
+        } else {
+            (route_type_name(rr.rtype), route_type_error(rr.rtype))
+        }
+    } else if rr.rtype != 0 {
+        (route_type_name(rr.rtype), rr.err)
+    } else {
+        // IPv4 without a nexthop: the kernel passes only the error; the type follows from it.
+        let kind = match rr.err {
+            0 => "unicast",
+            -22 => "blackhole",
+            -113 => "unreachable",
+            -13 => "prohibit",
+            _ if rr.no_route == 1 => "none",
+            _ => "unspec",
+        };
+        (kind, rr.err)
+    };
+    let ok = err == 0;
+    let gw = match rr.gw_family {
+        2 => addr(4, &rr.gw),
+        10 => addr(6, &rr.gw),
+        _ => None,
+    }
+    .filter(|_| ok);
+    RouteLookup {
+        table: rr.table,
+        kind: kind.to_string(),
+        err,
+        error: (err != 0).then(|| {
+            errno_name(err)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("errno{err}"))
+        }),
+        gw,
+        oif: (ok && rr.nh_ifindex != 0).then(|| nul_terminated(&rr.oif_name)),
+        oif_index: (ok && rr.nh_ifindex != 0).then_some(rr.nh_ifindex),
+        no_route: rr.no_route == 1,
+        flow_oif: rr.flow_oif,
+        iif: rr.flow_iif,
+    }
 }
 
 /// One decoded kernel event.
@@ -132,6 +315,12 @@ pub struct Event {
     /// Kernel function and offset where the packet was dropped (drops).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Route events: the lookup's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteLookup>,
+    /// Neighbour events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neigh: Option<NeighEvent>,
     /// Kernel skb address: links events about the same buffer on one node.
     pub skb: String,
     /// Packet bytes from the Ethernet header (synthesised when the stack had none).
@@ -270,6 +459,10 @@ fn ethernet_frame(raw: &RawEvent) -> Bytes {
 
 /// Decodes one raw event into an [`Event`]. Pure apart from the names `namer` gives.
 pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn Namer) -> Event {
+    match raw.kind {
+        kind::ROUTE | kind::NEIGH => return decode_meta(raw, node, namer),
+        _ => {}
+    }
     let data = ethernet_frame(raw);
     let parsed = parse::parse(&data, true, raw.protocol, extra_vxlan_port);
     let f = *parsed.innermost();
@@ -332,8 +525,86 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
         tunnel,
         reason: is_drop.then(|| namer.drop_reason(raw.reason)),
         location: (is_drop && raw.location != 0).then(|| namer.symbol(raw.location)),
+        route: None,
+        neigh: None,
         skb: format!("{:x}", raw.skb),
         data,
+        parsed,
+    }
+}
+
+/// Route and neighbour events: no packet, a flow key or an address instead.
+fn decode_meta(raw: &RawEvent, node: &str, namer: &mut dyn Namer) -> Event {
+    let mut flow = Flow::default();
+    let (kind, route, neigh) = if raw.kind == kind::ROUTE {
+        let rr: RouteRaw = payload(raw);
+        flow.family = rr.family;
+        flow.proto = rr.proto;
+        flow.src = rr.src;
+        flow.dst = rr.dst;
+        flow.sport = rr.sport;
+        flow.dport = rr.dport;
+        (EventKind::Route, Some(route_lookup(&rr)), None)
+    } else {
+        let nr: NeighRaw = payload(raw);
+        flow.family = nr.family;
+        flow.dst = nr.addr;
+        let neigh = addr(nr.family, &nr.addr).map(|a| NeighEvent {
+            addr: a,
+            state: nud_name(nr.state)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("0x{:02x}", nr.state)),
+            old_state: nud_name(nr.old_state).map(str::to_string),
+            lladdr: (nr.lladdr[..6] != [0; 6]).then(|| {
+                nr.lladdr[..6]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            }),
+        });
+        (EventKind::Neigh, None, neigh)
+    };
+    let ports = flow.sport != 0 || flow.dport != 0;
+    // A route event's device is the output device of a successful lookup, with the name the
+    // kernel read at the lookup (no race with a renamed or moved device).
+    let (ifname, ifindex) = match &route {
+        Some(r) => (r.oif.clone().unwrap_or_default(), r.oif_index.unwrap_or(0)),
+        None if raw.ifindex == 0 => (String::new(), 0),
+        None => (namer.ifname(raw.netns, raw.ifindex), raw.ifindex),
+    };
+    let parsed = Parsed {
+        outer: flow,
+        ..Parsed::default()
+    };
+    Event {
+        kind,
+        ts_ns: raw.ts_ns.wrapping_add(namer.boot_offset_ns()),
+        node: node.to_string(),
+        netns: namer.netns_name(raw.netns),
+        netns_inode: raw.netns,
+        ifname,
+        ifindex,
+        dir: Direction::None,
+        hook: Hook::from_raw(raw.hook),
+        family: flow.family,
+        src: (kind == EventKind::Route)
+            .then(|| addr(flow.family, &flow.src))
+            .flatten(),
+        dst: addr(flow.family, &flow.dst),
+        proto: proto_name(flow.proto),
+        sport: ports.then_some(flow.sport),
+        dport: ports.then_some(flow.dport),
+        icmp: None,
+        len: 0,
+        pkt_id: format!("{:016x}", 0),
+        tunnel: None,
+        reason: None,
+        location: None,
+        route,
+        neigh,
+        skb: String::new(),
+        data: Bytes::new(),
         parsed,
     }
 }
@@ -341,6 +612,13 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
 impl Event {
     /// One human-readable line.
     pub fn line(&self) -> String {
+        let mut line = String::with_capacity(160);
+        let _ = self.write_line(&mut line);
+        line
+    }
+
+    /// [`Event::line`] written into `out` (no allocation per field: `watch` reuses one buffer).
+    pub fn write_line(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let secs = self.ts_ns / 1_000_000_000;
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
         let micros = (self.ts_ns % 1_000_000_000) / 1000;
@@ -357,53 +635,82 @@ impl Event {
             EventKind::Lost => "lost",
         };
         let dev = if self.ifname.is_empty() {
-            "-".to_string()
+            "-"
         } else {
-            self.ifname.clone()
+            self.ifname.as_str()
         };
-        let mut line = format!(
+        write!(
+            out,
             "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
             self.hook.as_str(),
             self.netns
-        );
-        let endpoint = |a: &Option<IpAddr>, p: Option<u16>| match (a, p) {
-            (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.to_string(),
-            (None, _) => "?".into(),
-        };
-        if self.family == 0 {
-            line.push_str(&format!("ethertype 0x{:04x}", self.parsed.ethertype));
-        } else {
-            line.push_str(&format!(
-                "IPv{} {} > {} {}",
+        )?;
+        struct Endpoint<'a>(&'a Option<IpAddr>, Option<u16>);
+        impl std::fmt::Display for Endpoint<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match (self.0, self.1) {
+                    (Some(IpAddr::V6(a)), Some(p)) => write!(f, "[{a}]:{p}"),
+                    (Some(a), Some(p)) => write!(f, "{a}:{p}"),
+                    (Some(a), None) => write!(f, "{a}"),
+                    (None, _) => f.write_str("?"),
+                }
+            }
+        }
+        let src = Endpoint(&self.src, self.sport);
+        let dst = Endpoint(&self.dst, self.dport);
+        if let Some(r) = &self.route {
+            write!(
+                out,
+                "IPv{} {src} > {dst} {} table {} {}",
+                self.family, self.proto, r.table, r.kind
+            )?;
+            if let Some(gw) = &r.gw {
+                write!(out, " via {gw}")?;
+            }
+            if let Some(oif) = &r.oif {
+                write!(out, " dev {oif}")?;
+            }
+            if let Some(e) = &r.error {
+                write!(out, " err {e}")?;
+            }
+            return Ok(());
+        }
+        if let Some(n) = &self.neigh {
+            write!(
+                out,
+                "IPv{} neighbour {} {} -> {}",
                 self.family,
-                endpoint(&self.src, self.sport),
-                endpoint(&self.dst, self.dport),
-                self.proto
-            ));
+                n.addr,
+                n.old_state.as_deref().unwrap_or("?"),
+                n.state
+            )?;
+            if let Some(ll) = &n.lladdr {
+                write!(out, " lladdr {ll}")?;
+            }
+            return Ok(());
+        }
+        if self.family == 0 {
+            write!(out, "ethertype 0x{:04x}", self.parsed.ethertype)?;
+        } else {
+            write!(out, "IPv{} {src} > {dst} {}", self.family, self.proto)?;
         }
         if let Some(icmp) = &self.icmp {
-            line.push_str(&format!(" {icmp}"));
+            write!(out, " {icmp}")?;
         }
-        line.push_str(&format!(" len {}", self.len));
+        write!(out, " len {}", self.len)?;
         if let Some(t) = &self.tunnel {
-            line.push_str(&format!(
-                " via {} {} > {}",
-                t.kind, t.outer_src, t.outer_dst
-            ));
+            write!(out, " via {} {} > {}", t.kind, t.outer_src, t.outer_dst)?;
             if let Some(vni) = t.vni {
-                line.push_str(&format!(" vni {vni}"));
+                write!(out, " vni {vni}")?;
             }
         }
         if let Some(r) = &self.reason {
-            line.push_str(&format!(" reason {r}"));
+            write!(out, " reason {r}")?;
         }
         if let Some(l) = &self.location {
-            line.push_str(&format!(" at {l}"));
+            write!(out, " at {l}")?;
         }
-        line.push_str(&format!(" pkt {}", &self.pkt_id[..8]));
-        line
+        write!(out, " pkt {}", self.pkt_id.get(..8).unwrap_or(&self.pkt_id))
     }
 }
 
@@ -520,6 +827,144 @@ mod tests {
         assert_eq!(ev.reason.as_deref(), Some("NO_SOCKET"));
         assert_eq!(ev.location.as_deref(), Some("fn+0x42"));
         assert!(ev.line().contains("reason NO_SOCKET"), "{}", ev.line());
+    }
+
+    fn route_raw(family: u8) -> RawEvent {
+        let mut raw = RawEvent::ZERO;
+        raw.kind = kind::ROUTE;
+        raw.hook = if family == 4 {
+            hook::FIB_LOOKUP
+        } else {
+            hook::FIB6_LOOKUP
+        };
+        raw.netns = 7;
+        raw
+    }
+
+    fn with_route(mut raw: RawEvent, rr: RouteRaw) -> RawEvent {
+        let n = std::mem::size_of::<RouteRaw>();
+        // SAFETY: RouteRaw is plain data; data has room for it.
+        let bytes = unsafe { std::slice::from_raw_parts((&rr as *const RouteRaw).cast::<u8>(), n) };
+        raw.data[..n].copy_from_slice(bytes);
+        raw.data_len = n as u16;
+        raw
+    }
+
+    #[test]
+    fn route_events_carry_key_and_result_in_both_families() {
+        let mut rr = RouteRaw {
+            family: 6,
+            proto: parse::IPPROTO_UDP,
+            sport: 1000,
+            dport: 53,
+            table: 254,
+            rtype: 1,
+            gw_family: 10,
+            nh_ifindex: 3,
+            flow_iif: 1,
+            ..RouteRaw::default()
+        };
+        rr.src = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        rr.dst = "fd00:9::1".parse::<Ipv6Addr>().unwrap().octets();
+        rr.gw = "fd00::fe".parse::<Ipv6Addr>().unwrap().octets();
+        rr.oif_name[..4].copy_from_slice(b"eth0");
+        let raw = with_route(route_raw(6), rr);
+        let ev = decode(&raw, "n", 0, &mut FixedNames);
+        assert_eq!(ev.kind, EventKind::Route);
+        assert_eq!(
+            (ev.family, ev.proto, ev.sport, ev.dport),
+            (6, "udp", Some(1000), Some(53))
+        );
+        assert_eq!(ev.dst, Some("fd00:9::1".parse().unwrap()));
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            json["route"],
+            serde_json::json!({"table": 254, "type": "unicast", "err": 0, "error": null,
+                "gw": "fd00::fe", "oif": "eth0", "oif_index": 3, "no_route": false,
+                "flow_oif": 0, "iif": 1})
+        );
+        assert_eq!(json["kind"], "route");
+        assert_eq!(json["hook"], "fib6_table_lookup");
+        assert_eq!(ev.ifname, "eth0");
+        assert!(!ev.route.as_ref().unwrap().is_failure());
+        assert!(
+            ev.line()
+                .contains("table 254 unicast via fd00::fe dev eth0"),
+            "{}",
+            ev.line()
+        );
+
+        // IPv6 null entry: no route.
+        rr.no_route = 1;
+        rr.rtype = 7;
+        let r = route_lookup(&rr);
+        assert_eq!(
+            (r.kind.as_str(), r.err, r.error.as_deref()),
+            ("unreachable", -101, Some("ENETUNREACH"))
+        );
+        assert_eq!((r.gw, r.oif.as_deref(), r.oif_index), (None, None, None));
+        assert!(r.is_failure());
+
+        // IPv4: the type follows from the error when there is no nexthop.
+        let mut v4 = RouteRaw {
+            family: 4,
+            table: 254,
+            ..RouteRaw::default()
+        };
+        for (err, no_route, kind, name) in [
+            (-22, 0, "blackhole", "EINVAL"),
+            (-113, 0, "unreachable", "EHOSTUNREACH"),
+            (-13, 0, "prohibit", "EACCES"),
+            (-11, 1, "none", "EAGAIN"),
+        ] {
+            v4.err = err;
+            v4.no_route = no_route;
+            let r = route_lookup(&v4);
+            assert_eq!((r.kind.as_str(), r.error.as_deref()), (kind, Some(name)));
+            assert!(r.is_failure());
+        }
+        v4.err = 0;
+        v4.no_route = 0;
+        v4.rtype = 2;
+        let r = route_lookup(&v4);
+        assert_eq!(r.kind, "local");
+        assert!(!r.is_failure());
+    }
+
+    #[test]
+    fn neighbour_failures_decode_with_both_states() {
+        let mut raw = RawEvent::ZERO;
+        raw.kind = kind::NEIGH;
+        raw.hook = hook::NEIGH_TIMER;
+        raw.ifindex = 2;
+        let mut nr = NeighRaw {
+            family: 4,
+            state: nud::FAILED,
+            old_state: nud::INCOMPLETE,
+            ..NeighRaw::default()
+        };
+        nr.addr[..4].copy_from_slice(&[10, 1, 0, 9]);
+        let n = std::mem::size_of::<NeighRaw>();
+        // SAFETY: NeighRaw is plain data; data has room for it.
+        let bytes = unsafe { std::slice::from_raw_parts((&nr as *const NeighRaw).cast::<u8>(), n) };
+        raw.data[..n].copy_from_slice(bytes);
+        raw.data_len = n as u16;
+        let ev = decode(&raw, "n", 0, &mut FixedNames);
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], "neigh");
+        assert_eq!(json["hook"], "neigh_timer_handler");
+        assert_eq!(
+            json["neigh"],
+            serde_json::json!({"addr": "10.1.0.9", "state": "FAILED", "old_state": "INCOMPLETE", "lladdr": null})
+        );
+        assert_eq!(json["dst"], "10.1.0.9");
+        assert_eq!(json["ifname"], "if2");
+        assert!(
+            ev.line()
+                .contains("neighbour 10.1.0.9 INCOMPLETE -> FAILED"),
+            "{}",
+            ev.line()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod event;
 pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod probes;
 pub mod resolve;
 pub mod trace;
 pub mod tracer;

@@ -41,6 +41,11 @@ impl Kallsyms {
         Kallsyms { syms }
     }
 
+    /// Every text symbol name, in address order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.syms.iter().map(|(_, n)| n.as_str())
+    }
+
     /// `function+0xoffset`, or the raw address when unknown (kallsyms hidden: kptr_restrict).
     pub fn symbolize(&self, addr: u64) -> String {
         let idx = self.syms.partition_point(|(a, _)| *a <= addr);

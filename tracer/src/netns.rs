@@ -219,6 +219,54 @@ pub fn devices_here() -> Vec<(u32, String)> {
     out
 }
 
+/// ARPHRD_* type of a device in the current namespace (SIOCGIFHWADDR), if it exists.
+pub fn link_type_here(ifname: &str) -> Option<u16> {
+    let name = std::ffi::CString::new(ifname).ok()?;
+    if name.as_bytes().len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a plain datagram socket, an ifreq we own, closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *dst = *src as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        libc::close(fd);
+        (rc == 0).then_some(req.ifr_ifru.ifru_hwaddr.sa_family)
+    }
+}
+
+/// Whether packets on a device of this ARPHRD type start at the IP header (no link-layer
+/// header: tun, wireguard, ipip, sit, ip6tnl, GRE, PPP, raw IP).
+pub fn link_type_has_no_l2(link_type: u16) -> bool {
+    const ARPHRD_PPP: u16 = 512;
+    const ARPHRD_RAWIP: u16 = 519;
+    const ARPHRD_TUNNEL: u16 = 768;
+    const ARPHRD_TUNNEL6: u16 = 769;
+    const ARPHRD_SIT: u16 = 776;
+    const ARPHRD_IPGRE: u16 = 778;
+    const ARPHRD_IP6GRE: u16 = 823;
+    const ARPHRD_NONE: u16 = 0xfffe;
+    const ARPHRD_VOID: u16 = 0xffff;
+    matches!(
+        link_type,
+        ARPHRD_PPP
+            | ARPHRD_RAWIP
+            | ARPHRD_TUNNEL
+            | ARPHRD_TUNNEL6
+            | ARPHRD_SIT
+            | ARPHRD_IPGRE
+            | ARPHRD_IP6GRE
+            | ARPHRD_NONE
+            | ARPHRD_VOID
+    )
+}
+
 /// Devices of a namespace, as (ifindex, name).
 pub fn devices(ns: &Netns) -> Result<Vec<(u32, String)>, NetnsError> {
     run_in(ns, devices_here)
@@ -253,6 +301,17 @@ mod tests {
         let ns = by_name("root").unwrap();
         let devs = devices(&ns).unwrap();
         assert!(devs.iter().any(|(_, n)| n == "lo"), "{devs:?}");
+    }
+
+    #[test]
+    fn link_types_tell_ethernet_from_l3_devices() {
+        // lo carries an (all-zero) Ethernet header; ARPHRD_LOOPBACK = 772.
+        assert_eq!(link_type_here("lo"), Some(772));
+        assert!(!link_type_has_no_l2(772));
+        assert!(!link_type_has_no_l2(1), "Ethernet");
+        assert!(link_type_has_no_l2(0xfffe), "tun / wireguard");
+        assert!(link_type_has_no_l2(768), "ipip");
+        assert_eq!(link_type_here("netpath-no-such-device"), None);
     }
 
     #[test]

@@ -31,6 +31,12 @@ use crate::{
 /// The kernel programs, built by build.rs (empty when the eBPF toolchain was missing).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
+/// The compiled kernel programs (for tests that load them directly, e.g. BPF_PROG_TEST_RUN).
+/// Empty when netpath was built without its kernel programs.
+pub fn kernel_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
     #[error("netpath must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
@@ -102,6 +108,12 @@ pub struct TracerSpec {
     pub drops: bool,
     /// Hops from net_dev_queue/netif_receive_skb on every device without attaching to each.
     pub dev_hops: bool,
+    /// Route-lookup events from fib:fib_table_lookup and fib6:fib6_table_lookup.
+    pub routes: bool,
+    /// Neighbour resolution failures from neigh:neigh_update and neigh:neigh_timer_handler.
+    pub neigh: bool,
+    /// `--functions PATTERN`: function tracing where the kernel allows fentry or kprobes.
+    pub functions: Option<String>,
     pub filter: FilterConfig,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
@@ -115,6 +127,9 @@ impl Default for TracerSpec {
             all_devices: false,
             drops: true,
             dev_hops: false,
+            routes: false,
+            neigh: false,
+            functions: None,
             filter: FilterConfig::default(),
             ring_bytes: 4 << 20,
         }
@@ -142,24 +157,71 @@ pub enum StreamItem {
 /// so path rebuilding and diagnosis never know where events come from.
 pub struct EventStream {
     pub node: String,
-    rx: mpsc::Receiver<StreamItem>,
+    source: Source,
+    /// Items of the last batch not handed out yet.
+    pending: std::collections::VecDeque<StreamItem>,
+}
+
+enum Source {
+    Items(mpsc::Receiver<StreamItem>),
+    /// The local reader sends what one drain of the ring buffer produced in one message.
+    Batches(mpsc::Receiver<Vec<StreamItem>>),
 }
 
 impl EventStream {
     pub fn new(node: String, rx: mpsc::Receiver<StreamItem>) -> Self {
-        EventStream { node, rx }
+        EventStream {
+            node,
+            source: Source::Items(rx),
+            pending: Default::default(),
+        }
+    }
+
+    /// A stream fed with batches of items (one channel message per ring-buffer drain).
+    pub fn batched(node: String, rx: mpsc::Receiver<Vec<StreamItem>>) -> Self {
+        EventStream {
+            node,
+            source: Source::Batches(rx),
+            pending: Default::default(),
+        }
     }
 
     pub async fn next(&mut self) -> Option<StreamItem> {
-        self.rx.recv().await
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            match &mut self.source {
+                Source::Items(rx) => return rx.recv().await,
+                Source::Batches(rx) => self.pending = rx.recv().await?.into(),
+            }
+        }
+    }
+
+    /// No item is waiting right now (a consumer can flush its output).
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+            && match &self.source {
+                Source::Items(rx) => rx.is_empty(),
+                Source::Batches(rx) => rx.is_empty(),
+            }
     }
 }
+
+/// The tc programs: (ingress, egress) for devices with a link-layer header, then for devices
+/// without one (chosen per device at attach time, so the programs need not find out per
+/// packet).
+const TC_PROGRAMS: [[&str; 2]; 2] = [
+    ["tc_ingress", "tc_egress"],
+    ["tc_ingress_l3", "tc_egress_l3"],
+];
 
 /// A tc attachment made with the clsact/netlink fallback, undone explicitly on drop.
 struct NetlinkAttachment {
     netns: Netns,
     ifname: String,
     created_qdisc: bool,
+    programs: [&'static str; 2],
 }
 
 /// A running tracer. Drop it to detach everything.
@@ -173,6 +235,8 @@ pub struct NodeTracer {
     lost_total: Arc<AtomicU64>,
     /// Hooks that could not run on this kernel, with why.
     pub unavailable: Vec<String>,
+    /// What became of `--functions` (one line for the user), when it was asked for.
+    pub functions: Option<crate::probes::FunctionSupport>,
 }
 
 pub fn is_root() -> bool {
@@ -195,6 +259,23 @@ impl NodeTracer {
         let kbtf = KernelBtf::load()?;
         let offsets = kbtf.kernel_offsets()?;
         let reasons = kbtf.drop_reasons();
+        let mut unavailable = Vec::new();
+        let route = if spec.routes {
+            kbtf.route_offsets().unwrap_or_else(|e| {
+                unavailable.push(format!("route events: {e}"));
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
+        let neigh = if spec.neigh {
+            kbtf.neigh_offsets().unwrap_or_else(|e| {
+                unavailable.push(format!("neighbour events: {e}"));
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", spec.ring_bytes)
             .load(EBPF_OBJECT)?;
@@ -205,6 +286,9 @@ impl NodeTracer {
             reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
             wakeup_bytes: (spec.ring_bytes / 8).max(4096),
             dev_hops: spec.dev_hops as u32,
+            routes: (route.valid != 0) as u32,
+            route,
+            neigh,
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
@@ -213,12 +297,11 @@ impl NodeTracer {
             cfg.set(0, config, 0)
                 .map_err(|e| TracerError::Map("CONFIG", e))?;
         }
-        for name in ["tc_ingress", "tc_egress"] {
+        for name in TC_PROGRAMS.iter().flatten() {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| TracerError::Program { name, source })?;
         }
-        let mut unavailable = Vec::new();
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
             netns: "-".into(),
             ifname: "-".into(),
@@ -229,7 +312,20 @@ impl NodeTracer {
             tracepoints.push("kfree_skb");
         }
         if spec.dev_hops {
-            tracepoints.extend(["net_dev_queue", "netif_receive_skb"]);
+            tracepoints.push("net_dev_queue");
+        }
+        if spec.dev_hops || route.valid != 0 {
+            tracepoints.push("netif_receive_skb");
+        }
+        if route.valid != 0 {
+            tracepoints.extend(["fib_table_lookup", "fib6_table_lookup", "softirq_exit"]);
+        }
+        if neigh.valid != 0 {
+            tracepoints.extend([
+                "neigh_update",
+                "neigh_timer_handler",
+                "neigh_event_send_done",
+            ]);
         }
         for name in tracepoints {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
@@ -238,6 +334,10 @@ impl NodeTracer {
                 unavailable.push(format!("tracepoint {name}: {e}"));
             }
         }
+        let functions = spec
+            .functions
+            .as_deref()
+            .map(|pattern| crate::probes::function_support(&mut ebpf, &aya_btf, &kbtf, pattern));
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
             .map_err(|e| TracerError::Map("EVENTS", e))?;
         let lost_map: PerCpuArray<MapData, u64> =
@@ -252,9 +352,10 @@ impl NodeTracer {
             reader: None,
             lost_total: Arc::new(AtomicU64::new(0)),
             unavailable,
+            functions,
         };
         tracer.attach_devices(true)?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        let (tx, rx) = mpsc::channel(256);
         let namer = match kallsyms.join() {
             Ok(k) => LiveNamer::with_kallsyms(reasons, k),
             Err(_) => LiveNamer::new(reasons),
@@ -269,7 +370,7 @@ impl NodeTracer {
             tracer.lost_total.clone(),
         )?;
         tracer.reader = Some(reader);
-        Ok((tracer, EventStream::new(spec.node, rx)))
+        Ok((tracer, EventStream::batched(spec.node, rx)))
     }
 
     /// Events the kernel could not queue so far.
@@ -343,12 +444,14 @@ impl NodeTracer {
 
     fn attach_one(&mut self, ns: &Netns, ifname: &str) -> Result<(), TracerError> {
         let ebpf = &mut self.ebpf;
-        let result = netns::run_in(ns, || -> Result<bool, String> {
+        let result = netns::run_in(ns, || -> Result<(bool, [&'static str; 2]), String> {
             let mut used_netlink = false;
-            for (name, ty) in [
-                ("tc_ingress", TcAttachType::Ingress),
-                ("tc_egress", TcAttachType::Egress),
-            ] {
+            let l3 = netns::link_type_here(ifname).is_some_and(netns::link_type_has_no_l2);
+            let programs = TC_PROGRAMS[l3 as usize];
+            for (name, ty) in programs
+                .into_iter()
+                .zip([TcAttachType::Ingress, TcAttachType::Egress])
+            {
                 let prog: &mut SchedClassifier = ebpf
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
@@ -371,15 +474,16 @@ impl NodeTracer {
                     used_netlink = true;
                 }
             }
-            Ok(used_netlink)
+            Ok((used_netlink, programs))
         })?;
         match result {
-            Ok(used_netlink) => {
+            Ok((used_netlink, programs)) => {
                 if used_netlink {
                     self.netlink.push(NetlinkAttachment {
                         netns: ns.clone(),
                         ifname: ifname.into(),
                         created_qdisc: true,
+                        programs,
                     });
                 }
                 Ok(())
@@ -401,10 +505,11 @@ impl Drop for NodeTracer {
         for att in self.netlink.drain(..) {
             let ifname = att.ifname.clone();
             let _ = netns::run_in(&att.netns, move || {
-                for (name, ty) in [
-                    ("tc_ingress", TcAttachType::Ingress),
-                    ("tc_egress", TcAttachType::Egress),
-                ] {
+                for (name, ty) in att
+                    .programs
+                    .into_iter()
+                    .zip([TcAttachType::Ingress, TcAttachType::Egress])
+                {
                     let _ = tc::qdisc_detach_program(&ifname, ty, name);
                 }
                 if att.created_qdisc {
@@ -431,14 +536,18 @@ where
         .map_err(|source| TracerError::Program { name, source })
 }
 
-/// Drains the ring buffer on wake-ups and on a short timer (the kernel batches wake-ups).
+/// Most items in one channel message.
+const BATCH: usize = 1024;
+
+/// Drains the ring buffer on wake-ups and on a short timer (the kernel batches wake-ups), and
+/// hands the decoded events over in batches (one channel message per up to [`BATCH`]).
 fn spawn_reader(
     ring: RingBuf<MapData>,
     lost_map: PerCpuArray<MapData, u64>,
     mut namer: LiveNamer,
     node: String,
     vxlan_port: u16,
-    tx: mpsc::Sender<StreamItem>,
+    tx: mpsc::Sender<Vec<StreamItem>>,
     lost_total: Arc<AtomicU64>,
 ) -> Result<JoinHandle<()>, TracerError> {
     // SAFETY: the RingBuf owns its fd and lives inside the AsyncFd until the reader ends.
@@ -454,13 +563,24 @@ fn spawn_reader(
                 }
                 _ = tick.tick() => {}
             }
-            let ring = fd.get_mut();
-            while let Some(item) = ring.next() {
-                if let Ok(raw) = event::raw_from_bytes(&item) {
-                    let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
-                    if tx.send(StreamItem::Event(Box::new(ev))).await.is_err() {
-                        return;
+            loop {
+                let mut batch = Vec::with_capacity(64);
+                {
+                    let ring = fd.get_mut();
+                    while batch.len() < BATCH {
+                        let Some(item) = ring.next() else { break };
+                        if let Ok(raw) = event::raw_from_bytes(&item) {
+                            let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
+                            batch.push(StreamItem::Event(Box::new(ev)));
+                        }
                     }
+                }
+                let full = batch.len() == BATCH;
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    return;
+                }
+                if !full {
+                    break;
                 }
             }
             let lost: u64 = lost_map.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0);
@@ -468,14 +588,11 @@ fn spawn_reader(
                 lost_total.store(lost, Ordering::Relaxed);
                 let count = lost - reported_lost;
                 reported_lost = lost;
-                if tx
-                    .send(StreamItem::Lost {
-                        node: node.clone(),
-                        count,
-                    })
-                    .await
-                    .is_err()
-                {
+                let item = StreamItem::Lost {
+                    node: node.clone(),
+                    count,
+                };
+                if tx.send(vec![item]).await.is_err() {
                     return;
                 }
             }

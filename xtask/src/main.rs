@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 
 const USAGE: &str = "usage: cargo xtask bench <name>
 benchmarks:
-  capture   netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet";
+  capture   netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
+  overhead  UDP flood pps with no tracer / tracer matching nothing / an event per packet per hop";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

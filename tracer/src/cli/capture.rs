@@ -436,6 +436,8 @@ mod tests {
             icmp: None,
             pkt_id: String::new(),
             tunnel: None,
+            route: None,
+            neigh: None,
             skb: String::new(),
             parsed: Default::default(),
         };

@@ -463,6 +463,8 @@ fn tracer_spec(
         all_devices: false,
         drops: true,
         dev_hops: false,
+        routes: true,
+        neigh: true,
         filter: filter_for(from)?,
         ring_bytes: args.ring_kib * 1024,
         ..TracerSpec::default()

@@ -12,7 +12,8 @@ use super::filter::FilterArgs;
   netpath watch --netns pod-a --iface eth0          hops on one pod's eth0, plus every drop
   netpath watch --iface 'cali*' --iface eth0 --json JSON lines from Calico veths and eth0
   netpath watch --all --family 6 --count 20          first 20 IPv6 events on any device
-  netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach")]
+  netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach
+  netpath watch --routes --neigh --host 10.244.2.2   route lookups and neighbour failures for one host")]
 pub struct WatchArgs {
     /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*';
     /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
@@ -31,6 +32,17 @@ pub struct WatchArgs {
     /// Do not attach the kfree_skb tracepoint (no drop events).
     #[arg(long)]
     pub no_drops: bool,
+    /// Also report route lookups (fib/fib6 tracepoints: flow key, table, type, error,
+    /// gateway, output device), filtered in the kernel by --host/--family/--netns like packets.
+    #[arg(long)]
+    pub routes: bool,
+    /// Also report neighbour (ARP/NDP) resolution failures: entries that became FAILED.
+    #[arg(long)]
+    pub neigh: bool,
+    /// Trace kernel functions matching PATTERN with fentry or kprobes where the kernel allows
+    /// them; otherwise say why in one line and continue with everything else.
+    #[arg(long, value_name = "PATTERN")]
+    pub functions: Option<String>,
     /// Print one JSON object per line (schema: docs/events.md).
     #[arg(long)]
     pub json: bool,
@@ -61,6 +73,9 @@ impl WatchArgs {
             all_devices: self.all,
             drops: !self.no_drops,
             dev_hops: self.dev_hops,
+            routes: self.routes,
+            neigh: self.neigh,
+            functions: self.functions.clone(),
             filter: self.filter.to_config()?,
             ring_bytes: self.ring_kib * 1024,
             ..TracerSpec::default()
@@ -71,22 +86,30 @@ impl WatchArgs {
 pub async fn run(args: WatchArgs) -> Result<i32> {
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
+    // Signal handlers go in before "watching" is printed: a Ctrl-C right after it must still
+    // detach cleanly rather than kill the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
+    if let Some(f) = &tracer.functions {
+        eprintln!("netpath: {}", f.message());
+    }
+    let extras: String = [
+        (!args.no_drops, " and kernel drops"),
+        (args.dev_hops, " and device tracepoints"),
+        (args.routes, " and route lookups"),
+        (args.neigh, " and neighbour failures"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, text)| *text)
+    .collect();
     eprintln!(
-        "netpath: watching {} device(s){}{}; Ctrl-C to stop",
+        "netpath: watching {} device(s){extras}; Ctrl-C to stop",
         tracer.attached_devices(),
-        if args.no_drops {
-            ""
-        } else {
-            " and kernel drops"
-        },
-        if args.dev_hops {
-            " and device tracepoints"
-        } else {
-            ""
-        }
     );
     let deadline = args
         .duration
@@ -94,9 +117,11 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut seen = 0u64;
     let mut lost = 0u64;
+    // Buffered, flushed whenever no further event is waiting: one write per burst rather than
+    // one per event, without holding back a line when things are quiet.
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut line = String::with_capacity(256);
     loop {
         let sleep = async {
             match deadline {
@@ -108,8 +133,16 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
-                    let line = if args.json { serde_json::to_string(&ev)? } else { ev.line() };
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    line.clear();
+                    if args.json {
+                        line.push_str(&serde_json::to_string(&ev)?);
+                    } else {
+                        let _ = ev.write_line(&mut line);
+                    }
+                    line.push('\n');
+                    let written = out.write_all(line.as_bytes())
+                        .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
+                    if written.is_err() {
                         break; // stdout closed (| head)
                     }
                     if args.count.is_some_and(|c| seen >= c) { break; }
@@ -121,12 +154,13 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
                     } else {
                         let _ = writeln!(out, "lost {count} events on {node} (ring buffer full)");
                     }
+                    let _ = out.flush();
                 }
                 None => break,
             },
             _ = rescan.tick() => { tracer.attach_devices(false)?; }
             _ = sleep => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
         }
     }

@@ -677,14 +677,38 @@ fn explain_drop(
                 evidence,
             );
         }
+        // The kernel's own lookup for this packet, when the route tracepoints saw it.
+        let kernel_route = p.route_in(ns);
+        if let Some(text) = kernel_route.and_then(|h| h.route_text()) {
+            evidence.push(format!("kernel route lookup in {ns} for {dst}: {text}"));
+        }
         let iif = (!dev.is_empty()).then_some(dev);
         let route = inspect.route_get(ns, dst, iif.map(|_| src), iif);
         if let Some(r) = &route {
             evidence.push(r.describe());
         }
-        let specific_failure = route.as_ref().is_some_and(|r| r.is_discard_route());
+        let kernel_discard = kernel_route
+            .and_then(|h| h.route.as_ref())
+            .is_some_and(|r| {
+                !r.no_route && matches!(r.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
+            });
+        let specific_failure =
+            kernel_discard || route.as_ref().is_some_and(|r| r.is_discard_route());
         if specific_failure {
-            let r = route.as_ref().expect("checked above");
+            let kind = route
+                .as_ref()
+                .filter(|r| r.is_discard_route())
+                .map(|r| r.kind.clone())
+                .or_else(|| {
+                    kernel_route
+                        .and_then(|h| h.route.as_ref())
+                        .map(|r| r.kind.clone())
+                })
+                .unwrap_or_default();
+            let prefix = route
+                .as_ref()
+                .and_then(|r| r.prefix.clone())
+                .unwrap_or_default();
             let on_dst_node = t.to.node.as_deref().is_some_and(|n| n == drop.node);
             if on_dst_node || t.to.node.is_none() {
                 return explain(
@@ -693,8 +717,8 @@ fn explain_drop(
                         "{} has no route to {dst} itself, only the {} route {} covering it: the route to \
                          the pod's interface is missing (pod address withdrawn or never programmed)",
                         display_node(&drop.node),
-                        r.kind,
-                        r.prefix.as_deref().unwrap_or("")
+                        kind,
+                        prefix
                     ),
                     format!(
                         "restore the pod's address and its route on {} (e.g. `ip -n {ns} route add {dst} \

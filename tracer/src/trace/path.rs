@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::Serialize;
 use tracer_common::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::event::{Direction, Event, EventKind, Tunnel};
+use crate::event::{Direction, Event, EventKind, RouteLookup, Tunnel};
 
 /// What identifies the probe's packets in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +125,33 @@ pub struct Hop {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Route events: the kernel's lookup result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteLookup>,
 }
 
 impl Hop {
+    /// A route hop's result in words: `table 254: unicast via fd00::1 dev eth0`.
+    pub fn route_text(&self) -> Option<String> {
+        let r = self.route.as_ref()?;
+        let mut s = format!("table {}: ", r.table);
+        if r.no_route {
+            s.push_str("no route");
+        } else {
+            s.push_str(&r.kind);
+        }
+        if let Some(g) = r.gw {
+            s.push_str(&format!(" via {g}"));
+        }
+        if let Some(o) = &r.oif {
+            s.push_str(&format!(" dev {o}"));
+        }
+        if let Some(e) = &r.error {
+            s.push_str(&format!(" ({e})"));
+        }
+        Some(s)
+    }
+
     fn from_event(e: &Event) -> Self {
         Hop {
             kind: e.kind,
@@ -148,6 +172,7 @@ impl Hop {
             nat: None,
             reason: e.reason.clone(),
             location: e.location.clone(),
+            route: e.route.clone(),
         }
     }
 
@@ -181,8 +206,17 @@ impl PacketPath {
             .any(|h| h.netns == netns && h.dir != Direction::Egress && h.kind == EventKind::Hop)
     }
 
+    /// The last place the packet itself was seen (route lookups are not places).
     pub fn last(&self) -> Option<&Hop> {
-        self.hops.last()
+        self.hops.iter().rev().find(|h| h.kind != EventKind::Route)
+    }
+
+    /// The kernel's last route lookup for this packet in `netns`.
+    pub fn route_in(&self, netns: &str) -> Option<&Hop> {
+        self.hops
+            .iter()
+            .rev()
+            .find(|h| h.kind == EventKind::Route && h.netns == netns)
     }
 
     /// Namespaces in the order the packet went through them.
@@ -220,9 +254,52 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
             _ => false,
         })
         .collect();
-    let mut hops: Vec<Hop> = order(&mine).into_iter().map(Hop::from_event).collect();
+    let routes = route_lookups(events, &mine);
+    let mut all = mine;
+    all.extend(routes);
+    let mut hops: Vec<Hop> = order(&all).into_iter().map(Hop::from_event).collect();
     mark_nat(&mut hops);
     PacketPath { hops }
+}
+
+/// Route lookups the kernel made for this packet: route events in a namespace the packet went
+/// through, for its addresses there, during its time there (±2 ms). Misses in the local table
+/// are left out: every lookup first misses there unless the address is local.
+fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event> {
+    const SLACK_NS: u64 = 2_000_000;
+    /// Per namespace: first and last time seen, and the (src, dst) pairs it had there.
+    type Stay = (u64, u64, Vec<(Option<IpAddr>, Option<IpAddr>)>);
+    let mut seen: BTreeMap<&str, Stay> = BTreeMap::new();
+    for e in packet {
+        let entry = seen
+            .entry(e.netns.as_str())
+            .or_insert((u64::MAX, 0, Vec::new()));
+        entry.0 = entry.0.min(e.ts_ns);
+        entry.1 = entry.1.max(e.ts_ns);
+        if !entry.2.contains(&(e.src, e.dst)) {
+            entry.2.push((e.src, e.dst));
+        }
+    }
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::Route)
+        .filter(|e| {
+            !e.route
+                .as_ref()
+                .is_some_and(|r| r.table == 255 && r.no_route)
+        })
+        .filter(|e| {
+            seen.get(e.netns.as_str())
+                .is_some_and(|(first, last, pairs)| {
+                    e.ts_ns + SLACK_NS >= *first
+                        && e.ts_ns <= last + SLACK_NS
+                        && pairs.iter().any(|(src, dst)| {
+                            *dst == e.dst
+                                && (e.src == *src || e.src.is_none_or(|s| s.is_unspecified()))
+                        })
+                })
+        })
+        .collect()
 }
 
 /// Orders events of one packet: per node by time, nodes by decreasing TTL (see module docs).
@@ -328,6 +405,8 @@ pub(crate) mod tests {
             tunnel: None,
             reason: None,
             location: None,
+            route: None,
+            neigh: None,
             skb: "0".into(),
             data: Bytes::new(),
             parsed,

@@ -1,6 +1,7 @@
 //! Benchmarks, one module each; shared pieces (namespaces, the UDP sender, process CPU time)
 //! live here.
 mod capture;
+mod overhead;
 
 use std::{
     io::{BufRead, BufReader},
@@ -18,6 +19,7 @@ pub const FLOOD_CMD: &str = "__udp-flood";
 pub fn run(name: &str) -> Result<()> {
     match name {
         "capture" => capture::run(),
+        "overhead" => overhead::run(),
         other => bail!("unknown benchmark {other:?} (known: capture)"),
     }
 }

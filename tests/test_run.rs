@@ -1,0 +1,316 @@
+//! The tc programs run by the kernel on crafted packets (BPF_PROG_TEST_RUN): every
+//! encapsulation this kernel has no device for (Geneve, GRE, IPIP, sit, ip4ip6, ip6ip6) and
+//! the ones it has (VXLAN on 4789 and 8472), IPv6 extension headers, and truncated packets. For
+//! each, the event the program writes to the ring buffer must carry the packet's bytes and
+//! decode to exactly what the userspace decoder makes of the same bytes (outer, inner, tunnel,
+//! pkt_id), and the in-kernel filter must select on inner and outer addresses.
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+    Ebpf, EbpfLoader,
+};
+use integration_tests::skip_unless_root;
+use tracer::{
+    btf::KernelBtf,
+    event::{self, Event, Namer},
+};
+use tracer_common::{
+    fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
+    parse, AddrPrefix, Config, FilterConfig, RawEvent, SNAP_LEN,
+};
+
+struct Names;
+impl Namer for Names {
+    fn netns_name(&mut self, inode: u32) -> String {
+        format!("netns:{inode}")
+    }
+    fn ifname(&mut self, _: u32, ifindex: u32) -> String {
+        format!("if{ifindex}")
+    }
+    fn drop_reason(&self, r: u32) -> String {
+        format!("reason#{r}")
+    }
+    fn symbol(&self, a: u64) -> String {
+        format!("0x{a:x}")
+    }
+    fn boot_offset_ns(&self) -> u64 {
+        0
+    }
+}
+
+/// The kernel programs, loaded, with the running kernel's offsets and `filter`.
+fn load(filter: FilterConfig) -> (Ebpf, RingBuf<MapData>) {
+    let obj = tracer::tracer::kernel_object();
+    assert!(!obj.is_empty(), "netpath was built without kernel programs");
+    let mut ebpf = EbpfLoader::new().load(obj).expect("load object");
+    let offsets = KernelBtf::load()
+        .and_then(|b| b.kernel_offsets())
+        .expect("offsets");
+    let config = Config {
+        offsets,
+        filter,
+        wakeup_bytes: 4096,
+        ..Config::default()
+    };
+    let mut cfg: Array<&mut MapData, Config> =
+        Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+    cfg.set(0, config, 0).unwrap();
+    let prog: &mut SchedClassifier = ebpf.program_mut("tc_ingress").unwrap().try_into().unwrap();
+    prog.load().expect("verifier accepts tc_ingress");
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
+    (ebpf, ring)
+}
+
+/// Runs tc_ingress on `frame` and returns what it wrote to the ring buffer (at most one).
+fn run(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<RawEvent> {
+    let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e:?}", frame.len()));
+    assert_eq!(
+        res.return_value as i32, -1,
+        "tc programs return TC_ACT_UNSPEC (next)"
+    );
+    let raw = ring
+        .next()
+        .map(|item| event::raw_from_bytes(&item).expect("record size"));
+    assert!(ring.next().is_none(), "one event per packet");
+    raw
+}
+
+/// What userspace makes of the same bytes, as if they had come from the kernel unchanged.
+fn userspace_view(frame: &[u8], like: &RawEvent) -> Event {
+    let mut raw = *like;
+    let n = frame.len().min(SNAP_LEN);
+    raw.data = [0; SNAP_LEN];
+    raw.data[..n].copy_from_slice(&frame[..n]);
+    raw.data_len = n as u16;
+    raw.flags = tracer_common::flags::DATA_FROM_MAC;
+    event::decode(&raw, "n", 0, &mut Names)
+}
+
+fn prefix(addr: &[u8], family: u8, len: u8) -> AddrPrefix {
+    let mut a = [0u8; 16];
+    a[..addr.len()].copy_from_slice(addr);
+    AddrPrefix {
+        addr: a,
+        family,
+        prefix_len: len,
+        _pad: [0; 2],
+    }
+}
+
+#[test]
+fn tc_programs_decode_crafted_packets_like_userspace() {
+    if skip_unless_root("tc_programs_decode_crafted_packets_like_userspace") {
+        return;
+    }
+    let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"inner")[14..].to_vec();
+    let inner6 = tcp6_ip();
+    let mut big = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0xab; 600]);
+    big.truncate(400);
+    let vx = vxlan(4789, 42, &icmp6(1));
+    // (name, frame, tunnel, inner family, innermost protocol)
+    let cases: Vec<(&str, Vec<u8>, &str, u8, &str)> = vec![
+        ("vxlan 4789", vx.clone(), "vxlan", 6, "icmp6"),
+        ("vxlan 8472", vxlan(8472, 7, &icmp6(2)), "vxlan", 6, "icmp6"),
+        ("geneve", geneve(0x102, &icmp6(3)), "geneve", 6, "icmp6"),
+        ("gre key", gre(77, &inner4), "gre", 4, "udp"),
+        (
+            "ipip",
+            ip_in(false, parse::IPPROTO_IPIP, &inner4),
+            "ipip",
+            4,
+            "udp",
+        ),
+        (
+            "sit",
+            ip_in(false, parse::IPPROTO_IPV6, &inner6),
+            "sit",
+            6,
+            "tcp",
+        ),
+        (
+            "ip4ip6",
+            ip_in(true, parse::IPPROTO_IPIP, &inner4),
+            "ip4ip6",
+            4,
+            "udp",
+        ),
+        (
+            "ip6ip6",
+            ip_in(true, parse::IPPROTO_IPV6, &inner6),
+            "ip6ip6",
+            6,
+            "tcp",
+        ),
+        ("ipv6 ext headers", icmp6_ext_headers(9), "", 6, "icmp6"),
+        ("longer than the snap length", big, "", 4, "udp"),
+        // Truncated: the VXLAN frame cut inside the inner IPv6 header, a UDP header cut inside
+        // its ports, an IPv6 extension chain cut inside the destination options (the kernel
+        // refuses to run a test packet whose IPv4 header itself is short: EINVAL). The parser
+        // reads what is there and nothing else.
+        (
+            "truncated inner",
+            vx[..14 + 20 + 8 + 8 + 14 + 20].to_vec(),
+            "vxlan",
+            0,
+            "udp",
+        ),
+        (
+            "truncated udp header",
+            udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, b"")[..14 + 20 + 3].to_vec(),
+            "",
+            4,
+            "udp",
+        ),
+        (
+            "truncated ipv6 extension chain",
+            icmp6_ext_headers(9)[..14 + 40 + 12].to_vec(),
+            "",
+            6,
+            "icmp6",
+        ),
+    ];
+    let (ebpf, mut ring) = load(FilterConfig::default());
+    for (name, frame, tunnel, family, proto) in &cases {
+        let raw = run(&ebpf, &mut ring, frame).unwrap_or_else(|| panic!("{name}: no event"));
+        let n = frame.len().min(SNAP_LEN);
+        assert_eq!(raw.data_len as usize, n, "{name}: copied length");
+        assert_eq!(&raw.data[..n], &frame[..n], "{name}: copied bytes");
+        assert_eq!(raw.skb_len as usize, frame.len(), "{name}: skb length");
+        let kernel = event::decode(&raw, "n", 0, &mut Names);
+        let user = userspace_view(frame, &raw);
+        assert_eq!(
+            kernel.parsed, user.parsed,
+            "{name}: outer/inner/tunnel fields"
+        );
+        assert_eq!(kernel.pkt_id, user.pkt_id, "{name}: pkt_id");
+        assert_eq!(kernel.tunnel, user.tunnel, "{name}: tunnel");
+        let got_tunnel = kernel.tunnel.as_ref().map(|t| t.kind).unwrap_or("");
+        assert_eq!(got_tunnel, *tunnel, "{name}: tunnel type");
+        if *family != 0 {
+            assert_eq!(kernel.family, *family, "{name}: innermost family");
+            assert_eq!(kernel.proto, *proto, "{name}: innermost protocol");
+        }
+    }
+    // Spot checks of what the kernel's copy says.
+    let raw = run(&ebpf, &mut ring, &geneve(0x102, &icmp6(3))).unwrap();
+    let ev = event::decode(&raw, "n", 0, &mut Names);
+    let t = ev.tunnel.unwrap();
+    assert_eq!(
+        (t.vni, t.outer_dst.to_string()),
+        (Some(0x102), "198.18.0.2".into())
+    );
+    assert_eq!(ev.dst, Some("fd00::2".parse().unwrap()));
+    let raw = run(&ebpf, &mut ring, &gre(77, &inner4)).unwrap();
+    assert_eq!(
+        event::decode(&raw, "n", 0, &mut Names).tunnel.unwrap().vni,
+        Some(77)
+    );
+}
+
+#[test]
+fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
+    if skip_unless_root("the_kernel_filter_selects_on_inner_and_outer_addresses") {
+        return;
+    }
+    let vx = vxlan(4789, 42, &icmp6(1));
+    let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"inner")[14..].to_vec();
+    let ipip = ip_in(false, parse::IPPROTO_IPIP, &inner4);
+    for (prefix, vx_hit, ipip_hit) in [
+        (prefix(&[0xfd], 6, 8), true, false), // inner IPv6 of the VXLAN frame
+        (prefix(&[198, 18, 0, 2], 4, 32), true, true), // outer destination of both
+        (prefix(&[10, 9, 9, 1], 4, 32), false, true), // inner source of the IPIP packet
+        (prefix(&[10, 244, 0, 0], 4, 16), false, false), // nobody
+    ] {
+        let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
+        addrs[0] = prefix;
+        let filter = FilterConfig {
+            n_addrs: 1,
+            addrs,
+            ..FilterConfig::default()
+        };
+        let (ebpf, mut ring) = load(filter);
+        assert_eq!(
+            run(&ebpf, &mut ring, &vx).is_some(),
+            vx_hit,
+            "vxlan vs {prefix:?}"
+        );
+        assert_eq!(
+            run(&ebpf, &mut ring, &ipip).is_some(),
+            ipip_hit,
+            "ipip vs {prefix:?}"
+        );
+    }
+    // Port (inner) and family (inner) filters on the same parser.
+    let filter = FilterConfig {
+        port: 2222,
+        ..FilterConfig::default()
+    };
+    let (ebpf, mut ring) = load(filter);
+    assert!(run(&ebpf, &mut ring, &ipip).is_some(), "inner port");
+    assert!(run(&ebpf, &mut ring, &vx).is_none());
+    let filter = FilterConfig {
+        family: 6,
+        ..FilterConfig::default()
+    };
+    let (ebpf, mut ring) = load(filter);
+    assert!(
+        run(&ebpf, &mut ring, &vx).is_some(),
+        "inner family 6 in an IPv4 outer"
+    );
+    assert!(run(&ebpf, &mut ring, &ipip).is_none());
+}
+
+/// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a
+/// plain UDP frame and a VXLAN frame, with a filter that matches nothing and with none. Run
+/// with `cargo test --test test_run -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn tc_program_cost_per_packet() {
+    if skip_unless_root("tc_program_cost_per_packet") {
+        return;
+    }
+    let frames = [
+        (
+            "plain UDP",
+            udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 64]),
+        ),
+        ("VXLAN", vxlan(4789, 42, &icmp6(1))),
+    ];
+    let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
+    addrs[0] = prefix(&[10, 244, 0, 0], 4, 16);
+    let quiet = FilterConfig {
+        n_addrs: 1,
+        addrs,
+        ..FilterConfig::default()
+    };
+    for (name, filter) in [
+        ("filter matching nothing", quiet),
+        ("no filter", FilterConfig::default()),
+    ] {
+        let (ebpf, mut ring) = load(filter);
+        let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+        for (frame_name, frame) in &frames {
+            let mut best = u128::MAX;
+            for _ in 0..5 {
+                let res = prog
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        repeat: 200_000,
+                        ..TestRunOptions::default()
+                    })
+                    .expect("test run");
+                best = best.min(res.duration.as_nanos());
+                while ring.next().is_some() {}
+            }
+            eprintln!(
+                "tc_ingress, {frame_name}, {name}: {best} ns per packet (best of 5 x 200000)"
+            );
+        }
+    }
+}
