@@ -483,6 +483,66 @@ pub(crate) mod tests {
         assert!(!path.reached("np-pod-b"));
     }
 
+    fn route_event(netns: &str, ts: u64, table: u32, kind: &str, no_route: bool) -> Event {
+        let mut e = echo_event("node-1", netns, "", Direction::None, ts, 0, "10.244.2.2");
+        e.kind = EventKind::Route;
+        e.hook = Hook::FibLookup;
+        e.parsed = Parsed::default();
+        e.route = Some(RouteLookup {
+            table,
+            kind: kind.into(),
+            err: 0,
+            error: None,
+            gw: Some("198.18.0.1".parse().unwrap()),
+            oif: Some("eth0".into()),
+            oif_index: Some(2),
+            no_route,
+            flow_oif: 0,
+            iif: 3,
+        });
+        e
+    }
+
+    #[test]
+    fn the_kernels_route_lookups_join_the_path_where_the_packet_was() {
+        use Direction::*;
+        let pc = "10.244.2.2";
+        let events = vec![
+            echo_event("node-1", "np-pod-a", "eth0", Egress, 1_000_000, 64, pc),
+            echo_event("node-1", "np-node-1", "veth1", Ingress, 10_000_000, 64, pc),
+            route_event("np-node-1", 10_100_000, 255, "none", true),
+            route_event("np-node-1", 10_200_000, 254, "unicast", false),
+            echo_event("node-1", "np-node-1", "eth0", Egress, 10_300_000, 63, pc),
+            // Another packet's lookup, long after.
+            route_event("np-node-1", 90_000_000, 254, "unicast", false),
+            // A namespace the packet never went through.
+            route_event("np-pod-b", 10_200_000, 254, "unicast", false),
+        ];
+        let path = rebuild(&events, |e| ECHO.is_request(e));
+        let routes: Vec<&Hop> = path
+            .hops
+            .iter()
+            .filter(|h| h.kind == EventKind::Route)
+            .collect();
+        assert_eq!(routes.len(), 1, "{path:#?}");
+        assert_eq!(
+            path.hops[2].kind,
+            EventKind::Route,
+            "between ingress and egress"
+        );
+        assert_eq!(
+            path.route_in("np-node-1")
+                .and_then(|h| h.route_text())
+                .as_deref(),
+            Some("table 254: unicast via 198.18.0.1 dev eth0")
+        );
+        assert_eq!(
+            path.last().unwrap().ifname,
+            "eth0",
+            "a lookup is not a place"
+        );
+    }
+
     #[test]
     fn bridging_nodes_with_equal_ttl_fall_back_to_min_ttl_then_time() {
         use Direction::*;
