@@ -297,11 +297,6 @@ impl NodeTracer {
             cfg.set(0, config, 0)
                 .map_err(|e| TracerError::Map("CONFIG", e))?;
         }
-        for name in TC_PROGRAMS.iter().flatten() {
-            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|source| TracerError::Program { name, source })?;
-        }
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
             netns: "-".into(),
             ifname: "-".into(),
@@ -327,10 +322,24 @@ impl NodeTracer {
                 "neigh_event_send_done",
             ]);
         }
+        // The verifier is most of the start-up time: verify the programs in parallel, one
+        // thread each. The link-layer-less tc variants are loaded when a device needs them.
+        let loaded = load_parallel(&mut ebpf, &TC_PROGRAMS[0], &tracepoints, &aya_btf);
+        for (name, result) in loaded {
+            match result {
+                Ok(()) => {}
+                Err(e) if TC_PROGRAMS[0].contains(&name) => {
+                    return Err(TracerError::Program { name, source: e });
+                }
+                Err(e) => unavailable.push(format!("tracepoint {name}: {e}")),
+            }
+        }
         for name in tracepoints {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
-            let attached = prog.load(name, &aya_btf).and_then(|_| prog.attach());
-            if let Err(e) = attached {
+            if prog.fd().is_err() {
+                continue; // did not load: reported above
+            }
+            if let Err(e) = prog.attach() {
                 unavailable.push(format!("tracepoint {name}: {e}"));
             }
         }
@@ -456,6 +465,10 @@ impl NodeTracer {
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| format!("program {name} missing"))?;
+                if prog.fd().is_err() {
+                    // The link-layer-less variants are verified on first use.
+                    prog.load().map_err(|e| format!("loading {name}: {e}"))?;
+                }
                 // tcx: ordered, never replaces a CNI's programs; we return "next".
                 let tcx = prog.attach_with_options(
                     ifname,
@@ -521,6 +534,36 @@ impl Drop for NodeTracer {
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
     }
+}
+
+/// Loads (verifies) the named tc and BTF tracepoint programs, each on its own thread.
+fn load_parallel(
+    ebpf: &mut Ebpf,
+    tc: &[&'static str],
+    tracepoints: &[&'static str],
+    btf: &aya::Btf,
+) -> Vec<(&'static str, Result<(), aya::programs::ProgramError>)> {
+    let wanted: Vec<&'static str> = tc.iter().chain(tracepoints).copied().collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ebpf
+            .programs_mut()
+            .filter_map(|(name, prog)| {
+                let name = *wanted.iter().find(|w| **w == name)?;
+                Some(scope.spawn(move || {
+                    let result = match prog {
+                        aya::programs::Program::SchedClassifier(p) => p.load(),
+                        aya::programs::Program::BtfTracePoint(p) => p.load(name, btf),
+                        _ => Ok(()),
+                    };
+                    (name, result)
+                }))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect()
+    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
