@@ -22,7 +22,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 use tracer_common::{Config, FilterConfig};
 
 use crate::{
-    btf::{BtfError, KernelBtf},
+    btf::{BtfError, DropReasons, KernelBtf},
     event::{self, Event},
     names::LiveNamer,
     netns::{self, Netns, NetnsError},
@@ -155,6 +155,21 @@ impl EventStream {
     }
 }
 
+/// The kernel's ring buffer of [`tracer_common::RawEvent`] records, its per-CPU loss counters
+/// and the running kernel's drop-reason names: what [`NodeTracer::start_raw`] hands over.
+pub struct RawRing {
+    pub ring: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+    pub reasons: DropReasons,
+}
+
+impl RawRing {
+    /// Records the kernel could not queue so far (all CPUs).
+    pub fn lost_total(&self) -> u64 {
+        self.lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+}
+
 /// A tc attachment made with the clsact/netlink fallback, undone explicitly on drop.
 struct NetlinkAttachment {
     netns: Netns,
@@ -184,6 +199,26 @@ impl NodeTracer {
     /// Loads and attaches everything the spec asks for. Returns the tracer (keep it alive) and
     /// its event stream.
     pub fn start(spec: TracerSpec) -> Result<(NodeTracer, EventStream), TracerError> {
+        let (mut tracer, raw) = Self::start_raw(spec)?;
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let reader = spawn_reader(
+            raw.ring,
+            raw.lost,
+            LiveNamer::new(raw.reasons),
+            tracer.spec.node.clone(),
+            tracer.spec.filter.vxlan_port,
+            tx,
+            tracer.lost_total.clone(),
+        )?;
+        tracer.reader = Some(reader);
+        let node = tracer.spec.node.clone();
+        Ok((tracer, EventStream::new(node, rx)))
+    }
+
+    /// Like [`NodeTracer::start`], but hands over the ring buffer itself for consumers that read
+    /// records without decoding them into [`Event`]s (`netpath capture`). [`NodeTracer::lost`]
+    /// stays 0: the consumer reads [`RawRing::lost`].
+    pub fn start_raw(spec: TracerSpec) -> Result<(NodeTracer, RawRing), TracerError> {
         if !is_root() {
             return Err(TracerError::NotRoot);
         }
@@ -252,19 +287,14 @@ impl NodeTracer {
             unavailable,
         };
         tracer.attach_devices(true)?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
-        let namer = LiveNamer::new(reasons);
-        let reader = spawn_reader(
-            ring,
-            lost_map,
-            namer,
-            spec.node.clone(),
-            spec.filter.vxlan_port,
-            tx,
-            tracer.lost_total.clone(),
-        )?;
-        tracer.reader = Some(reader);
-        Ok((tracer, EventStream::new(spec.node, rx)))
+        Ok((
+            tracer,
+            RawRing {
+                ring,
+                lost: lost_map,
+                reasons,
+            },
+        ))
     }
 
     /// Events the kernel could not queue so far.
