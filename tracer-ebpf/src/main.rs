@@ -144,7 +144,24 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<RawEvent>(ev, wake as u64).is_err() {
+    // Only the copied bytes go out: a record is the header plus `data_len` bytes, not the
+    // whole SNAP_LEN buffer (userspace zero-fills the rest). The length is read again here
+    // so the verifier does not carry it through the parser.
+    // SAFETY: a plain read of our own scratch field (volatile so it is not reused from above).
+    let len = unsafe { core::ptr::read_volatile(&scratch.ev.data_len) } as usize;
+    let len = len & (2 * SNAP_LEN - 1);
+    if len > SNAP_LEN {
+        return;
+    }
+    let ev = &scratch.ev;
+    // SAFETY: `ev` is a RawEvent of DATA_OFFSET + SNAP_LEN bytes and len <= SNAP_LEN.
+    let record = unsafe {
+        core::slice::from_raw_parts(
+            (ev as *const RawEvent).cast::<u8>(),
+            RawEvent::DATA_OFFSET + len,
+        )
+    };
+    if EVENTS.output::<[u8]>(record, wake as u64).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
             unsafe { *lost += 1 };

@@ -36,14 +36,19 @@ fn field<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
 }
 
 impl<'a> RecordView<'a> {
-    /// Reads a record laid out as [`RawEvent`]; `None` when it is too short.
+    /// Reads a record laid out as [`RawEvent`], whose `data` may stop after `data_len`
+    /// bytes; `None` when it is too short for its header or its data.
     pub fn parse(b: &'a [u8]) -> Option<Self> {
-        if b.len() < std::mem::size_of::<RawEvent>() {
+        let data_off = RawEvent::DATA_OFFSET;
+        if b.len() < data_off {
             return None;
         }
         let u32_at = |off| u32::from_ne_bytes(field(b, off));
         let data_len = u16::from_ne_bytes(field(b, offset_of!(RawEvent, data_len)));
-        let data_off = offset_of!(RawEvent, data);
+        let data_end = data_off + (data_len as usize).min(SNAP_LEN);
+        if b.len() < data_end {
+            return None;
+        }
         Some(RecordView {
             ts_ns: u64::from_ne_bytes(field(b, offset_of!(RawEvent, ts_ns))),
             location: u64::from_ne_bytes(field(b, offset_of!(RawEvent, location))),
@@ -55,7 +60,7 @@ impl<'a> RecordView<'a> {
             dir: b[offset_of!(RawEvent, dir)],
             flags: b[offset_of!(RawEvent, flags)],
             protocol: u16::from_ne_bytes(field(b, offset_of!(RawEvent, protocol))),
-            data: &b[data_off..data_off + (data_len as usize).min(SNAP_LEN)],
+            data: &b[data_off..data_end],
         })
     }
 
@@ -318,7 +323,11 @@ mod tests {
         assert_eq!(v.data, &[9; 40]);
         assert_eq!(v.direction(), Some(Direction::Out));
         assert!(v.is_packet());
-        assert!(RecordView::parse(&rec[..rec.len() - 1]).is_none());
+        // Records end after their data; shorter is no record.
+        let short = RawEvent::DATA_OFFSET + 40;
+        assert_eq!(RecordView::parse(&rec[..short]).unwrap().data, &[9; 40]);
+        assert!(RecordView::parse(&rec[..short - 1]).is_none());
+        assert!(RecordView::parse(&rec[..RawEvent::DATA_OFFSET - 1]).is_none());
         let route = record(kind::ROUTE, dir::NONE, true, &[]);
         assert!(!RecordView::parse(&route).unwrap().is_packet());
     }

@@ -251,6 +251,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let out = BufWriter::with_capacity(OUT_BUFFER, args.open_output()?);
     let sink = CaptureSink::new(filter, args.output(out)?);
     let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
+    // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
+    // should not spend its first half second parsing kallsyms.
+    let decoder = RecordDecoder::new(
+        LiveNamer::new(ring.reasons.clone()),
+        &spec.node,
+        args.snaplen(),
+    );
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
@@ -264,11 +271,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         && (args.write.as_deref().is_some_and(|w| w != "-") || !std::io::stdout().is_terminal());
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Drain {
-        decoder: RecordDecoder::new(
-            LiveNamer::new(ring.reasons.clone()),
-            &spec.node,
-            args.snaplen(),
-        ),
+        decoder,
         ring,
         sink,
         count: args.count,
