@@ -236,7 +236,7 @@ impl NodeTracer {
             filter: spec.filter,
             reason_not_dropped: reasons.not_dropped_yet.unwrap_or(u32::MAX),
             reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
-            wakeup_bytes: (spec.ring_bytes / 8).max(4096),
+            wakeup_bytes: (spec.ring_bytes / 32).max(4096),
             dev_hops: spec.dev_hops as u32,
         };
         {

@@ -41,6 +41,10 @@ enum Capturer {
 struct Trial {
     /// Packets the capture device received during the trial.
     received: u64,
+    /// Packets the tool says it lost (netpath: lost by the tracer; tcpdump: dropped by
+    /// kernel), and packets it did not write of those the device received.
+    reported: u64,
+    missing: u64,
     loss: f64,
     cpu_per_mpkt: f64,
 }
@@ -149,10 +153,12 @@ fn trial(who: Capturer, netpath: &Path, pair: &VethPair, rate: u64) -> Result<Tr
         Capturer::Netpath => summary_count(&lines, "lost by the tracer")?,
         Capturer::Tcpdump => summary_count(&lines, "dropped by kernel")?,
     };
-    let missing = reported.max(received.saturating_sub(captured));
+    let missing = received.saturating_sub(captured);
     Ok(Trial {
         received,
-        loss: missing as f64 / received.max(1) as f64,
+        reported,
+        missing,
+        loss: reported.max(missing) as f64 / received.max(1) as f64,
         cpu_per_mpkt: cpu / (captured.max(1) as f64 / 1e6),
     })
 }
@@ -253,9 +259,11 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
     for (o, name) in out.iter().zip(["netpath", "tcpdump"]) {
         match o.failed {
             Some(t) => println!(
-                "{name}: limit found, {:.3} % loss at {} pps",
+                "{name}: limit found, {:.3} % loss at {} pps ({} reported lost, {} not written)",
                 t.loss * 100.0,
-                t.rate()
+                t.rate(),
+                t.reported,
+                t.missing
             ),
             None => println!(
                 "{name}: limit not found, no loss even flat out (the sender reached {flat_out_rate} pps)"
