@@ -7,7 +7,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_probe_read_kernel as probe_read_raw, bpf_skb_load_bytes},
@@ -34,6 +34,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 struct Scratch {
     ev: RawEvent,
     parsed: parse::Parsed,
+    /// Bytes this CPU queued since it last woke the reader.
+    since_wake: u64,
 }
 
 #[map]
@@ -138,12 +140,6 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
     if !parse::filter_matches(&cfg.filter, p) {
         return;
     }
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let wake = if avail >= cfg.wakeup_bytes as u64 {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
     // Only the copied bytes go out: a record is the header plus `data_len` bytes, not the
     // whole SNAP_LEN buffer (userspace zero-fills the rest). The length is read again here
     // so the verifier does not carry it through the parser.
@@ -153,14 +149,21 @@ fn emit(cfg: &Config, scratch: &mut Scratch) {
     if len > SNAP_LEN {
         return;
     }
+    let size = RawEvent::DATA_OFFSET + len;
+    // Wake the reader once per wakeup_bytes this CPU queues (the reader also looks every
+    // 20 ms), not on every record once the ring holds that much: each forced wake-up is an
+    // irq_work self-IPI, and asking the ring how full it is reads the consumer position the
+    // reader keeps writing. A wake-up when the reader has already drained costs one poll.
+    scratch.since_wake += (size + 8) as u64;
+    let wake = if scratch.since_wake >= cfg.wakeup_bytes as u64 {
+        scratch.since_wake = 0;
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     let ev = &scratch.ev;
     // SAFETY: `ev` is a RawEvent of DATA_OFFSET + SNAP_LEN bytes and len <= SNAP_LEN.
-    let record = unsafe {
-        core::slice::from_raw_parts(
-            (ev as *const RawEvent).cast::<u8>(),
-            RawEvent::DATA_OFFSET + len,
-        )
-    };
+    let record = unsafe { core::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, wake as u64).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.

@@ -185,7 +185,6 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
         "offered", "np pps", "np loss", "np cpu s/M", "td pps", "td loss", "td cpu s/M"
     );
     let mut out = [Outcome::default(); 2];
-    let mut flat_out_rate = 0;
     let mut rates = RATES.iter().copied().peekable();
     while let Some(rate) = rates.next() {
         let mut row = if rate == 0 {
@@ -219,9 +218,6 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
             } else {
                 out[i].failed = Some(t);
                 sender_limited = false;
-            }
-            if rate == 0 {
-                flat_out_rate = flat_out_rate.max(t.rate());
             }
         }
         println!("{row}");
@@ -266,7 +262,9 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
                 t.missing
             ),
             None => println!(
-                "{name}: limit not found, no loss even flat out (the sender reached {flat_out_rate} pps)"
+                "{name}: limit not found: no loss at any rate, up to {} pps, the most the sender \
+delivered in its trials",
+                o.best.map_or(0, |t| t.rate())
             ),
         }
     }
