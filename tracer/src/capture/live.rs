@@ -323,7 +323,8 @@ mod tests {
         assert_eq!(v.data, &[9; 40]);
         assert_eq!(v.direction(), Some(Direction::Out));
         assert!(v.is_packet());
-        // Records end after their data; shorter is no record.
+        // Records end after their data (a 48-byte header first); shorter is no record.
+        assert_eq!(RawEvent::DATA_OFFSET, 48);
         let short = RawEvent::DATA_OFFSET + 40;
         assert_eq!(RecordView::parse(&rec[..short]).unwrap().data, &[9; 40]);
         assert!(RecordView::parse(&rec[..short - 1]).is_none());
