@@ -11,12 +11,14 @@ pub mod format;
 pub mod live;
 pub mod packet;
 pub mod pcapng;
+pub mod ring;
 
 pub use filter::{IpPrefix, KernelHint, PacketFilter, FILTER_HELP};
 pub use format::{format_packet, TextOptions};
 pub use live::{IfaceSlot, PacketRef, RecordDecoder, RecordView};
 pub use packet::{split_interface_name, CapturedPacket, Direction, DropInfo};
 pub use pcapng::{read_capture_file, CaptureFileReader, PcapngWriter, DEFAULT_SNAPLEN};
+pub use ring::RingReader;
 
 /// Errors of the capture pipeline.
 #[derive(Debug, thiserror::Error)]

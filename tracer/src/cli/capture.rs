@@ -4,7 +4,7 @@ use std::{
     cell::RefCell,
     fs::File,
     io::{BufWriter, IsTerminal, Write},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,7 +18,7 @@ use clap::Args;
 use tracer::{
     capture::{
         read_capture_file, CaptureOutput, CaptureSink, CaptureStats, KernelHint, PacketFilter,
-        PcapngWriter, RecordDecoder, TextOptions, FILTER_HELP,
+        PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
     },
     names::LiveNamer,
     netns,
@@ -270,7 +270,10 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let status = std::io::stderr().is_terminal()
         && (args.write.as_deref().is_some_and(|w| w != "-") || !std::io::stdout().is_terminal());
     let stop = Arc::new(AtomicBool::new(false));
+    let reader = RingReader::new(ring.ring.as_fd(), spec.ring_bytes as usize)
+        .context("mapping the ring buffer")?;
     let drain = Drain {
+        reader,
         decoder,
         ring,
         sink,
@@ -327,6 +330,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// wake-up is one batch, not one packet), drains the ring buffer straight into the sink and
 /// flushes once per batch.
 struct Drain {
+    reader: RingReader,
+    /// The ring's map (keeps its fd open for `reader`) and loss counters.
     ring: RawRing,
     decoder: RecordDecoder<LiveNamer>,
     sink: CaptureSink<LiveOutput>,
@@ -368,17 +373,19 @@ impl Drain {
 
     /// Drains at most one ring's worth of records; returns whether `-c` was reached.
     fn drain_batch(&mut self) -> Result<bool> {
-        for _ in 0..self.ring_records {
-            let Some(item) = self.ring.ring.next() else {
-                break;
-            };
-            if self.decoder.push(&item, &mut self.sink)?
-                && self.count.is_some_and(|c| self.sink.stats().captured >= c)
-            {
-                return Ok(true);
+        let (decoder, sink, count) = (&mut self.decoder, &mut self.sink, self.count);
+        let mut outcome = Ok(false);
+        self.reader.drain(self.ring_records, |record| {
+            match decoder.push(record, sink) {
+                Ok(true) if count.is_some_and(|c| sink.stats().captured >= c) => {
+                    outcome = Ok(true);
+                }
+                Ok(_) => return true,
+                Err(e) => outcome = Err(e.into()),
             }
-        }
-        Ok(false)
+            false
+        });
+        outcome
     }
 
     /// Brings the sink's loss count up to the kernel's counters.
