@@ -488,20 +488,13 @@ fn passive_mode_follows_real_traffic() {
         "--state",
         none.to_str().unwrap(),
     ];
-    let child = std::process::Command::new(integration_tests::netpath_bin())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn netpath");
+    let mut np = integration_tests::NetpathProcess::spawn(&args);
     // Real traffic once the tracer is up: IPv4 only.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    np.wait_stderr("waiting", std::time::Duration::from_secs(20));
     t.a.exec("ping -c2 -i0.2 -W1 10.77.2.2 >/dev/null");
-    let out = child.wait_with_output().unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    assert_eq!(out.status.code(), Some(1), "IPv6 saw no traffic");
+    let (code, stdout) = np.finish();
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(code, Some(1), "IPv6 saw no traffic");
     let v4 = verdict(&r, 4);
     assert_eq!(v4["verdict"], "delivered", "{v4:#}");
     assert_eq!(places(v4["hops"].as_array().unwrap())[0]["netns"], t.a.name);

@@ -270,7 +270,8 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         for why in &tracer.unavailable {
             eprintln!("netpath: not available on this kernel: {why}");
         }
-        if !args.json && std::io::stderr().is_terminal() {
+        // Passive mode always says when it is ready: whoever makes the traffic waits for it.
+        if args.passive || (!args.json && std::io::stderr().is_terminal()) {
             eprintln!(
                 "netpath: tracing {} device(s), {}",
                 tracer.attached_devices(),
