@@ -4,6 +4,12 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::Lab(_)) {
+        // `lab` holds no kernel attachments: like other CLI tools, let a closed pipe end it
+        // quietly (everything it creates is recorded in its state first).
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETPATH_LOG"))
         .with_writer(std::io::stderr)

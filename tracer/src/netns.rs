@@ -72,6 +72,43 @@ pub fn by_name(name: &str) -> Result<Netns, NetnsError> {
     })
 }
 
+/// Namespaces reachable from `start` through links that cross namespaces (veth peers, tunnel
+/// link-netns): the kernel gives a namespace an id for each peer namespace (`ip netns
+/// list-id`). Unnamed peers are the root namespace (`root`). At most `limit` namespaces.
+pub fn connected(start: &[String], limit: usize) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut queue: std::collections::VecDeque<String> = start.iter().cloned().collect();
+    while let Some(ns) = queue.pop_front() {
+        if seen.contains(&ns) || seen.len() >= limit {
+            continue;
+        }
+        let mut cmd = std::process::Command::new("ip");
+        if ns != "root" && !ns.is_empty() {
+            cmd.args(["-n", &ns]);
+        }
+        let peers = cmd
+            .args(["-j", "netns", "list-id"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| peer_names(&o.stdout))
+            .unwrap_or_default();
+        seen.push(ns);
+        queue.extend(peers.into_iter().filter(|p| !seen.contains(p)));
+    }
+    seen
+}
+
+/// Names in `ip -j netns list-id` output; entries without a name are the root namespace.
+pub fn peer_names(json: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["name"].as_str().unwrap_or("root").to_string())
+        .collect()
+}
+
 /// Every namespace on the machine: the current one, the named ones, then those only held by
 /// processes. Sorted by discovery order, one entry per inode.
 pub fn all() -> Vec<Netns> {
@@ -238,6 +275,15 @@ pub fn devices(ns: &Netns) -> Result<Vec<(u32, String)>, NetnsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_read_from_list_id() {
+        assert_eq!(
+            peer_names(br#"[{"nsid":0,"name":"hfr"},{"nsid":1}]"#),
+            ["hfr", "root"]
+        );
+        assert!(peer_names(b"garbage").is_empty());
+    }
 
     #[test]
     fn unknown_inode_gets_a_stable_placeholder_name() {

@@ -264,18 +264,8 @@ fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
     let Some((net, len)) = cidr.split_once('/') else {
         return false;
     };
-    let (Ok(net), Ok(len)) = (net.parse::<IpAddr>(), len.parse::<u32>()) else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) if len <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) if len <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
+    match (net.parse::<IpAddr>(), len.parse::<u8>()) {
+        (Ok(net), Ok(len)) => crate::trace::inspect::prefix_contains(net, len, ip),
         _ => false,
     }
 }

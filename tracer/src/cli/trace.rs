@@ -17,6 +17,7 @@ use clap::Args;
 use tracer::{
     event::{Event, EventKind},
     lab::{Family, LabOptions},
+    netns,
     resolve::{Endpoint, EndpointKind, LocalResolver, Resolver},
     trace::{
         self,
@@ -68,10 +69,15 @@ pub struct TraceArgs {
     /// Probe with a UDP datagram to --port instead of TCP.
     #[arg(long, requires = "port")]
     pub udp: bool,
+    /// Payload bytes of ICMP/UDP probes, sent without fragmentation (like `ping -s -M do`):
+    /// find MTU problems on tunnels.
+    #[arg(long, value_name = "BYTES", default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=65000))]
+    pub size: u16,
     /// Do not send anything: wait for real traffic between FROM and TO (see --timeout).
     #[arg(long)]
     pub passive: bool,
-    /// Seconds to wait for answers (active; default 1) or for traffic (--passive; default 10).
+    /// Seconds to wait for answers (active; default 2: a first packet may wait 1 s for a
+    /// neighbour) or for traffic (--passive; default 10). Drops end the wait early.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Only this family.
@@ -183,7 +189,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
     let timeout =
         Duration::from_secs_f64(
             args.timeout
-                .unwrap_or(if args.passive { 10.0 } else { 1.0 }),
+                .unwrap_or(if args.passive { 10.0 } else { 2.0 }),
         );
     let kind = match (args.port.or(to.port), args.udp) {
         (Some(port), true) => ProbeKind::Udp { port },
@@ -215,6 +221,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
             echo_id,
             echo_seq: 1,
             sport,
+            size: args.size as usize,
         });
         let matcher = match kind {
             _ if args.passive => None,
@@ -249,10 +256,17 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
 
     let mut events: Vec<Event> = Vec::new();
     let mut lost = 0u64;
+    // Detaching takes an RCU grace period per device: done after the report is out.
+    let mut attached: Option<NodeTracer> = None;
     if !planned.is_empty() {
         let node_of: HashMap<String, String> = resolver.node_namespaces().into_iter().collect();
         let spec = tracer_spec(&args, &from, &to, &node_of)?;
         let (tracer, mut stream) = NodeTracer::start(spec)?;
+        tracing::debug!(
+            "tracer on {} devices after {} ms",
+            tracer.attached_devices(),
+            started.elapsed().as_millis()
+        );
         for why in &tracer.unavailable {
             eprintln!("netpath: not available on this kernel: {why}");
         }
@@ -305,6 +319,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
                         let p = &mut planned[i];
                         p.outcome = result.with_context(|| format!("{} probe", trace::family_name(family_u8(p.family))))?;
                     }
+                    tracing::debug!("probe done after {} ms", started.elapsed().as_millis());
                     if tasks.is_empty() {
                         // Trailing events (the answer's last hops) are still in the ring.
                         settle = Some(tokio::time::Instant::now() + Duration::from_millis(120));
@@ -321,7 +336,11 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
             p.cancel.store(true, Ordering::Relaxed);
         }
         lost += tracer.lost().saturating_sub(lost);
-        drop(tracer);
+        tracing::debug!(
+            "events collected after {} ms",
+            started.elapsed().as_millis()
+        );
+        attached = Some(tracer);
         let _ = tasks.join_all().await;
     }
 
@@ -392,6 +411,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         reports.push(trace::analyze(&t, &events, &inspector));
     }
     reports.sort_by_key(|r| r.family);
+    tracing::debug!("diagnosed after {} ms", started.elapsed().as_millis());
     let report = TraceReport {
         from,
         to,
@@ -399,49 +419,52 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         lost_events: lost,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", render(&report, Style { color }));
-    }
+        render(&report, Style { color })
+    };
+    // A closed stdout (`| head`) is not an error worth a panic; the exit code still tells.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    drop(out);
+    drop(attached);
+    tracing::debug!("tracer detached after {} ms", started.elapsed().as_millis());
     Ok(report.exit_code())
 }
 
-/// Devices to trace: every device of the lab's namespaces (plus FROM's and TO's) when a lab
-/// is up, else every device of every namespace.
+/// Devices to trace: every device of every namespace connected to FROM's and TO's (veth
+/// peers, tunnels: the lab's nodes, pods and underlay, or namespaces built by hand), plus the
+/// lab's namespaces.
 fn tracer_spec(
     args: &TraceArgs,
     from: &Endpoint,
     to: &Endpoint,
     node_of: &HashMap<String, String>,
 ) -> Result<TracerSpec> {
-    let mut namespaces: Vec<String> = node_of.keys().cloned().collect();
-    let lab_covers = [from, to]
-        .iter()
-        .all(|e| e.netns.as_ref().is_none_or(|ns| node_of.contains_key(ns)));
-    for ns in [&from.netns, &to.netns].into_iter().flatten() {
-        if !namespaces.contains(ns) {
-            namespaces.push(ns.clone());
-        }
-    }
+    let mut start: Vec<String> = [&from.netns, &to.netns]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    start.extend(node_of.keys().cloned());
+    let mut namespaces = netns::connected(&start, 256);
     namespaces.sort();
-    let all_devices = node_of.is_empty() || !lab_covers;
     Ok(TracerSpec {
-        devices: if all_devices {
-            Vec::new()
-        } else {
-            namespaces
-                .into_iter()
-                .map(|netns| DeviceSelector {
-                    netns,
-                    pattern: "*".into(),
-                })
-                .collect()
-        },
-        all_devices,
+        devices: namespaces
+            .into_iter()
+            .map(|netns| DeviceSelector {
+                netns,
+                pattern: "*".into(),
+            })
+            .collect(),
+        all_devices: false,
         drops: true,
         dev_hops: false,
+        routes: true,
+        neigh: true,
         filter: filter_for(from)?,
         ring_bytes: args.ring_kib * 1024,
         ..TracerSpec::default()

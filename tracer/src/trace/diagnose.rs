@@ -148,7 +148,7 @@ pub fn unprobed(
         Verdict::NoAddress,
         Cause::WrongFamily,
         format!(
-            "{} has no {fam} ClusterIP: it is {} only ({ips}); a client holding a {fam} address for it \
+            "{} has no {fam} ClusterIP: it is {} only ({ips}); a client holding an {fam} address for it \
              uses the wrong family",
             to.name,
             family_name(family_number(other(family)))
@@ -239,6 +239,14 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
                     format!("add a default route for {fam} in {src_ns}"),
                 )
             }
+            "EMSGSIZE" => (
+                Cause::Mtu,
+                format!(
+                    "the probe is bigger than the MTU of {}'s way to {} (EMSGSIZE when sending)",
+                    t.from.name, t.dst
+                ),
+                "send smaller packets or raise the MTU of the source's device".into(),
+            ),
             "EPERM" | "EACCES" => (
                 Cause::NetfilterDrop,
                 format!("a firewall rule in {src_ns} refused the probe when sending ({err})"),
@@ -626,9 +634,22 @@ fn explain_drop(
         );
     }
     if reason == "PKT_TOO_BIG" || func.contains("frag") || func == "ip6_pkt_too_big" {
+        let out = inspect.route_get(ns, dst, None, None);
+        let dev_out = out.as_ref().and_then(|r| r.dev.clone());
+        let mtu = dev_out.as_deref().and_then(|d| inspect.mtu(ns, d));
+        if let (Some(d), Some(m)) = (&dev_out, mtu) {
+            evidence.push(format!("mtu of {d} in {ns}: {m}"));
+        }
         return explain(
             Cause::Mtu,
-            format!("the packet is bigger than the MTU of the way out of {ns}"),
+            match (dev_out, mtu) {
+                (Some(d), Some(m)) => format!(
+                    "the {}-byte packet does not fit the MTU {m} of {d}, its way out of {ns}, and may \
+                     not be fragmented",
+                    drop.len
+                ),
+                _ => format!("the packet is bigger than the MTU of the way out of {ns}"),
+            },
             "lower the pod MTU or raise the tunnel/underlay MTU".into(),
             evidence,
         );
@@ -656,14 +677,38 @@ fn explain_drop(
                 evidence,
             );
         }
+        // The kernel's own lookup for this packet, when the route tracepoints saw it.
+        let kernel_route = p.route_in(ns);
+        if let Some(text) = kernel_route.and_then(|h| h.route_text()) {
+            evidence.push(format!("kernel route lookup in {ns} for {dst}: {text}"));
+        }
         let iif = (!dev.is_empty()).then_some(dev);
         let route = inspect.route_get(ns, dst, iif.map(|_| src), iif);
         if let Some(r) = &route {
             evidence.push(r.describe());
         }
-        let specific_failure = route.as_ref().is_some_and(|r| r.is_discard_route());
+        let kernel_discard = kernel_route
+            .and_then(|h| h.route.as_ref())
+            .is_some_and(|r| {
+                !r.no_route && matches!(r.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
+            });
+        let specific_failure =
+            kernel_discard || route.as_ref().is_some_and(|r| r.is_discard_route());
         if specific_failure {
-            let r = route.as_ref().expect("checked above");
+            let kind = route
+                .as_ref()
+                .filter(|r| r.is_discard_route())
+                .map(|r| r.kind.clone())
+                .or_else(|| {
+                    kernel_route
+                        .and_then(|h| h.route.as_ref())
+                        .map(|r| r.kind.clone())
+                })
+                .unwrap_or_default();
+            let prefix = route
+                .as_ref()
+                .and_then(|r| r.prefix.clone())
+                .unwrap_or_default();
             let on_dst_node = t.to.node.as_deref().is_some_and(|n| n == drop.node);
             if on_dst_node || t.to.node.is_none() {
                 return explain(
@@ -672,8 +717,8 @@ fn explain_drop(
                         "{} has no route to {dst} itself, only the {} route {} covering it: the route to \
                          the pod's interface is missing (pod address withdrawn or never programmed)",
                         display_node(&drop.node),
-                        r.kind,
-                        r.prefix.as_deref().unwrap_or("")
+                        kind,
+                        prefix
                     ),
                     format!(
                         "restore the pod's address and its route on {} (e.g. `ip -n {ns} route add {dst} \
@@ -760,7 +805,7 @@ mod tests {
         event::EventKind,
         trace::{
             inspect::{IfAddr, RouteLookup},
-            path::tests::echo_event,
+            path::tests::{drop_event, echo_event},
         },
     };
     use std::collections::HashMap;
@@ -798,6 +843,9 @@ mod tests {
         }
         fn nft_drop_rules(&self, netns: &str) -> Vec<String> {
             self.nft.get(netns).cloned().unwrap_or_default()
+        }
+        fn mtu(&self, _netns: &str, _dev: &str) -> Option<u32> {
+            None
         }
         fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String> {
             self.neigh
@@ -1024,18 +1072,16 @@ mod tests {
         let mut t = trace(&a, &c);
         t.outcome.reply = Some(Reply::EchoReply);
         t.outcome.rtt_us = Some(250);
-        let mut ping_rcv = echo_event(
+        let ping_rcv = drop_event(
             "node-2",
             "np-pod-c",
             "eth0",
-            Direction::None,
             50,
             62,
             "10.244.2.2",
+            "NO_SOCKET",
+            "ping_rcv+0xab",
         );
-        ping_rcv.kind = EventKind::Drop;
-        ping_rcv.reason = Some("NO_SOCKET".into());
-        ping_rcv.location = Some("ping_rcv+0xab".into());
         let events = vec![
             echo_event(
                 "node-1",
@@ -1233,18 +1279,16 @@ mod tests {
             dst: "10.96.0.1".parse().unwrap(),
             ..trace(&a, &k)
         };
-        let mut drop = echo_event(
+        let drop = drop_event(
             "node-1",
             "np-node-1",
             "veth1",
-            Direction::None,
             30,
             64,
             "10.96.0.1",
+            "NETFILTER_DROP",
+            "nft_do_chain+0x3e8",
         );
-        drop.kind = EventKind::Drop;
-        drop.reason = Some("NETFILTER_DROP".into());
-        drop.location = Some("nft_do_chain+0x3e8".into());
         let events = vec![
             echo_event(
                 "node-1",

@@ -82,6 +82,8 @@ pub trait Inspector {
     fn addresses(&self, netns: &str) -> Vec<IfAddr>;
     /// nftables rules that drop or reject, as `table inet filter chain forward: <rule>`.
     fn nft_drop_rules(&self, netns: &str) -> Vec<String>;
+    /// MTU of device `dev` in `netns`.
+    fn mtu(&self, netns: &str, dev: &str) -> Option<u32>;
     /// Neighbour-table state of `addr` (`REACHABLE`, `INCOMPLETE`, `FAILED`, ...), if present.
     fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String>;
 }
@@ -193,6 +195,12 @@ impl Inspector for LiveInspector {
         in_netns(netns, &["nft", "list", "ruleset"])
             .map(|o| nft_drop_rules(&String::from_utf8_lossy(&o.stdout)))
             .unwrap_or_default()
+    }
+
+    fn mtu(&self, netns: &str, dev: &str) -> Option<u32> {
+        let out = in_netns(netns, &["ip", "-j", "link", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?.first()?["mtu"].as_u64().map(|m| m as u32)
     }
 
     fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String> {

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::Serialize;
 use tracer_common::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::event::{Direction, Event, EventKind, Tunnel};
+use crate::event::{Direction, Event, EventKind, RouteLookup, Tunnel};
 
 /// What identifies the probe's packets in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,39 +38,37 @@ impl ProbeMatch {
 
     /// The probe itself, as seen anywhere (before or after NAT, inside a tunnel).
     pub fn is_request(&self, e: &Event) -> bool {
-        let f = e.parsed.innermost();
-        if f.family != self.family() {
-            return false;
-        }
-        match *self {
-            ProbeMatch::Echo { id, seq, .. } => {
-                matches!(
-                    (f.proto, f.icmp_type),
-                    (IPPROTO_ICMP, 8) | (IPPROTO_ICMPV6, 128)
-                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
-            }
-            ProbeMatch::Transport {
-                proto, addr, port, ..
-            } => f.proto == proto && e.src == Some(addr) && e.sport == Some(port),
-        }
+        self.matches(e, false)
     }
 
     /// The answer to the probe (echo reply, SYN-ACK/RST, UDP answer).
     pub fn is_reply(&self, e: &Event) -> bool {
+        self.matches(e, true)
+    }
+
+    fn matches(&self, e: &Event, reply: bool) -> bool {
         let f = e.parsed.innermost();
         if f.family != self.family() {
             return false;
         }
         match *self {
             ProbeMatch::Echo { id, seq, .. } => {
-                matches!(
-                    (f.proto, f.icmp_type),
-                    (IPPROTO_ICMP, 0) | (IPPROTO_ICMPV6, 129)
-                ) && f.l4_ident == ((id as u32) << 16 | seq as u32)
+                let (v4, v6) = if reply { (0, 129) } else { (8, 128) };
+                ((f.proto == IPPROTO_ICMP && f.icmp_type == v4)
+                    || (f.proto == IPPROTO_ICMPV6 && f.icmp_type == v6))
+                    && f.l4_ident == ((id as u32) << 16 | seq as u32)
             }
             ProbeMatch::Transport {
                 proto, addr, port, ..
-            } => f.proto == proto && e.dst == Some(addr) && e.dport == Some(port),
+            } => {
+                // Requests come from the probe socket, answers go to it.
+                let (ip, p) = if reply {
+                    (e.dst, e.dport)
+                } else {
+                    (e.src, e.sport)
+                };
+                f.proto == proto && ip == Some(addr) && p == Some(port)
+            }
         }
     }
 
@@ -116,6 +114,8 @@ pub struct Hop {
     pub dport: Option<u16>,
     /// IPv4 TTL / IPv6 hop limit of the innermost packet.
     pub ttl: u8,
+    /// skb length at this point.
+    pub len: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Tunnel>,
     /// Address/port rewrite since the previous hop (`10.96.0.10:80 -> 10.244.2.2:8080`).
@@ -125,9 +125,33 @@ pub struct Hop {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Route events: the kernel's lookup result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteLookup>,
 }
 
 impl Hop {
+    /// A route hop's result in words: `table 254: unicast via fd00::1 dev eth0`.
+    pub fn route_text(&self) -> Option<String> {
+        let r = self.route.as_ref()?;
+        let mut s = format!("table {}: ", r.table);
+        if r.no_route {
+            s.push_str("no route");
+        } else {
+            s.push_str(&r.kind);
+        }
+        if let Some(g) = r.gw {
+            s.push_str(&format!(" via {g}"));
+        }
+        if let Some(o) = &r.oif {
+            s.push_str(&format!(" dev {o}"));
+        }
+        if let Some(e) = &r.error {
+            s.push_str(&format!(" ({e})"));
+        }
+        Some(s)
+    }
+
     fn from_event(e: &Event) -> Self {
         Hop {
             kind: e.kind,
@@ -143,10 +167,12 @@ impl Hop {
             sport: e.sport,
             dport: e.dport,
             ttl: e.parsed.innermost().ttl,
+            len: e.len,
             tunnel: e.tunnel.clone(),
             nat: None,
             reason: e.reason.clone(),
             location: e.location.clone(),
+            route: e.route.clone(),
         }
     }
 
@@ -180,8 +206,17 @@ impl PacketPath {
             .any(|h| h.netns == netns && h.dir != Direction::Egress && h.kind == EventKind::Hop)
     }
 
+    /// The last place the packet itself was seen (route lookups are not places).
     pub fn last(&self) -> Option<&Hop> {
-        self.hops.last()
+        self.hops.iter().rev().find(|h| h.kind != EventKind::Route)
+    }
+
+    /// The kernel's last route lookup for this packet in `netns`.
+    pub fn route_in(&self, netns: &str) -> Option<&Hop> {
+        self.hops
+            .iter()
+            .rev()
+            .find(|h| h.kind == EventKind::Route && h.netns == netns)
     }
 
     /// Namespaces in the order the packet went through them.
@@ -219,9 +254,52 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
             _ => false,
         })
         .collect();
-    let mut hops: Vec<Hop> = order(&mine).into_iter().map(Hop::from_event).collect();
+    let routes = route_lookups(events, &mine);
+    let mut all = mine;
+    all.extend(routes);
+    let mut hops: Vec<Hop> = order(&all).into_iter().map(Hop::from_event).collect();
     mark_nat(&mut hops);
     PacketPath { hops }
+}
+
+/// Route lookups the kernel made for this packet: route events in a namespace the packet went
+/// through, for its addresses there, during its time there (±2 ms). Misses in the local table
+/// are left out: every lookup first misses there unless the address is local.
+fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event> {
+    const SLACK_NS: u64 = 2_000_000;
+    /// Per namespace: first and last time seen, and the (src, dst) pairs it had there.
+    type Stay = (u64, u64, Vec<(Option<IpAddr>, Option<IpAddr>)>);
+    let mut seen: BTreeMap<&str, Stay> = BTreeMap::new();
+    for e in packet {
+        let entry = seen
+            .entry(e.netns.as_str())
+            .or_insert((u64::MAX, 0, Vec::new()));
+        entry.0 = entry.0.min(e.ts_ns);
+        entry.1 = entry.1.max(e.ts_ns);
+        if !entry.2.contains(&(e.src, e.dst)) {
+            entry.2.push((e.src, e.dst));
+        }
+    }
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::Route)
+        .filter(|e| {
+            !e.route
+                .as_ref()
+                .is_some_and(|r| r.table == 255 && r.no_route)
+        })
+        .filter(|e| {
+            seen.get(e.netns.as_str())
+                .is_some_and(|(first, last, pairs)| {
+                    e.ts_ns + SLACK_NS >= *first
+                        && e.ts_ns <= last + SLACK_NS
+                        && pairs.iter().any(|(src, dst)| {
+                            *dst == e.dst
+                                && (e.src == *src || e.src.is_none_or(|s| s.is_unspecified()))
+                        })
+                })
+        })
+        .collect()
 }
 
 /// Orders events of one packet: per node by time, nodes by decreasing TTL (see module docs).
@@ -335,6 +413,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// The same packet taken at a kfree_skb drop with `reason` at `location`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn drop_event(
+        node: &str,
+        netns: &str,
+        ifname: &str,
+        ts: u64,
+        ttl: u8,
+        dst: &str,
+        reason: &str,
+        location: &str,
+    ) -> Event {
+        let mut e = echo_event(node, netns, ifname, Direction::None, ts, ttl, dst);
+        e.kind = EventKind::Drop;
+        e.hook = Hook::KfreeSkb;
+        e.reason = Some(reason.into());
+        e.location = Some(location.into());
+        e
+    }
+
     const ECHO: ProbeMatch = ProbeMatch::Echo {
         family: 4,
         id: 7,
@@ -385,6 +483,66 @@ pub(crate) mod tests {
         assert!(!path.reached("np-pod-b"));
     }
 
+    fn route_event(netns: &str, ts: u64, table: u32, kind: &str, no_route: bool) -> Event {
+        let mut e = echo_event("node-1", netns, "", Direction::None, ts, 0, "10.244.2.2");
+        e.kind = EventKind::Route;
+        e.hook = Hook::FibLookup;
+        e.parsed = Parsed::default();
+        e.route = Some(RouteLookup {
+            table,
+            kind: kind.into(),
+            err: 0,
+            error: None,
+            gw: Some("198.18.0.1".parse().unwrap()),
+            oif: Some("eth0".into()),
+            oif_index: Some(2),
+            no_route,
+            flow_oif: 0,
+            iif: 3,
+        });
+        e
+    }
+
+    #[test]
+    fn the_kernels_route_lookups_join_the_path_where_the_packet_was() {
+        use Direction::*;
+        let pc = "10.244.2.2";
+        let events = vec![
+            echo_event("node-1", "np-pod-a", "eth0", Egress, 1_000_000, 64, pc),
+            echo_event("node-1", "np-node-1", "veth1", Ingress, 10_000_000, 64, pc),
+            route_event("np-node-1", 10_100_000, 255, "none", true),
+            route_event("np-node-1", 10_200_000, 254, "unicast", false),
+            echo_event("node-1", "np-node-1", "eth0", Egress, 10_300_000, 63, pc),
+            // Another packet's lookup, long after.
+            route_event("np-node-1", 90_000_000, 254, "unicast", false),
+            // A namespace the packet never went through.
+            route_event("np-pod-b", 10_200_000, 254, "unicast", false),
+        ];
+        let path = rebuild(&events, |e| ECHO.is_request(e));
+        let routes: Vec<&Hop> = path
+            .hops
+            .iter()
+            .filter(|h| h.kind == EventKind::Route)
+            .collect();
+        assert_eq!(routes.len(), 1, "{path:#?}");
+        assert_eq!(
+            path.hops[2].kind,
+            EventKind::Route,
+            "between ingress and egress"
+        );
+        assert_eq!(
+            path.route_in("np-node-1")
+                .and_then(|h| h.route_text())
+                .as_deref(),
+            Some("table 254: unicast via 198.18.0.1 dev eth0")
+        );
+        assert_eq!(
+            path.last().unwrap().ifname,
+            "eth0",
+            "a lookup is not a place"
+        );
+    }
+
     #[test]
     fn bridging_nodes_with_equal_ttl_fall_back_to_min_ttl_then_time() {
         use Direction::*;
@@ -412,10 +570,16 @@ pub(crate) mod tests {
         let mut other = echo_event("n", "node", "eth0", Egress, 4, 63, "10.244.2.2");
         other.parsed.outer.l4_ident = 9 << 16 | 1;
         other.pkt_id = "zzz".into();
-        let mut drop = echo_event("n", "node", "eth0", None, 5, 63, "10.244.2.2");
-        drop.kind = EventKind::Drop;
-        drop.reason = Some("NETFILTER_DROP".into());
-        drop.location = Some("nft_do_chain+0x3e8".into());
+        let mut drop = drop_event(
+            "n",
+            "node",
+            "eth0",
+            5,
+            63,
+            "10.244.2.2",
+            "NETFILTER_DROP",
+            "nft_do_chain+0x3e8",
+        );
         drop.pkt_id = "different-skb-view".into();
         for e in [&mut a, &mut b, &mut c] {
             e.pkt_id = "same".into();

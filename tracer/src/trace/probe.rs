@@ -52,6 +52,9 @@ pub struct Probe {
     /// Source port of TCP/UDP probes, chosen up front so the tracer can recognise the packets
     /// (and a drop can end the wait) before the socket returns.
     pub sport: u16,
+    /// Payload bytes of ICMP and UDP probes (MTU problems need big ones). Sent with
+    /// "don't fragment", so a too-small link answers instead of splitting the probe.
+    pub size: usize,
 }
 
 /// What the source socket got back.
@@ -255,6 +258,43 @@ fn errno_name(e: &io::Error) -> String {
     }
 }
 
+/// `size` bytes of a recognisable pattern.
+fn payload(size: usize) -> Vec<u8> {
+    b"netpath-trace-probe."
+        .iter()
+        .copied()
+        .cycle()
+        .take(size)
+        .collect()
+}
+
+/// Asks the kernel not to fragment (IPv4 DF; IPv6 sources fragment otherwise too).
+fn dont_fragment(fd: &OwnedFd, v6: bool) {
+    let (level, opt, val) = if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    };
+    // SAFETY: a valid int option on our own socket.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            &val as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// Internet checksum (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -273,11 +313,11 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 /// An echo request; ICMPv6 checksums are filled in by the kernel.
-pub fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+pub fn echo_request(v6: bool, id: u16, seq: u16, size: usize) -> Vec<u8> {
     let mut pkt = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&seq.to_be_bytes());
-    pkt.extend_from_slice(b"netpath-trace-probe.");
+    pkt.extend(payload(size));
     if !v6 {
         let c = checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
@@ -342,7 +382,8 @@ fn icmp_probe(probe: &Probe, timeout: Duration, cancel: &AtomicBool) -> io::Resu
     };
     let fd = socket(family_of(&probe.dst), libc::SOCK_RAW, proto)?;
     bind(&fd, probe.src, 0)?;
-    let pkt = echo_request(v6, probe.echo_id, probe.echo_seq);
+    dont_fragment(&fd, v6);
+    let pkt = echo_request(v6, probe.echo_id, probe.echo_seq, probe.size);
     let (ss, len) = sockaddr(probe.dst, 0);
     let start = Instant::now();
     // SAFETY: pkt and ss are valid for the given lengths.
@@ -505,7 +546,8 @@ fn udp_probe(
         return Ok(outcome);
     }
     outcome.sport = local_port(&fd);
-    let payload = b"netpath-trace-probe.";
+    dont_fragment(&fd, probe.dst.is_ipv6());
+    let payload = payload(probe.size);
     let start = Instant::now();
     // SAFETY: payload is valid for its length.
     if unsafe { libc::send(fd.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0) } < 0 {
@@ -532,10 +574,12 @@ mod tests {
 
     #[test]
     fn echo_request_checksum_verifies() {
-        let pkt = echo_request(false, 0x1234, 7);
+        let pkt = echo_request(false, 0x1234, 7, 20);
         assert_eq!(checksum(&pkt), 0, "a correct checksum sums to zero");
+        let big = echo_request(false, 1, 1, 1401);
+        assert_eq!((big.len(), checksum(&big)), (1409, 0), "odd sizes too");
         assert_eq!(&pkt[4..8], &[0x12, 0x34, 0, 7]);
-        assert_eq!(echo_request(true, 1, 2)[0], 128);
+        assert_eq!(echo_request(true, 1, 2, 20)[0], 128);
     }
 
     #[test]
@@ -550,7 +594,7 @@ mod tests {
         // Net unreachable quoting a 20-byte IPv4 header and our echo request.
         let mut err = vec![3, 0, 0, 0, 0, 0, 0, 0, 0x45];
         err.extend_from_slice(&[0; 19]);
-        err.extend_from_slice(&echo_request(false, 0x1234, 7)[..8]);
+        err.extend_from_slice(&echo_request(false, 0x1234, 7, 20)[..8]);
         assert_eq!(
             classify_icmp(false, &err, 0x1234, 7, from),
             Some(Reply::Error {
@@ -561,7 +605,7 @@ mod tests {
         // Packet too big (IPv6) quoting a 40-byte header.
         let mut ptb = vec![2, 0, 0, 0, 0, 0, 5, 0xdc];
         ptb.extend_from_slice(&[0x60; 40]);
-        ptb.extend_from_slice(&echo_request(true, 9, 1)[..8]);
+        ptb.extend_from_slice(&echo_request(true, 9, 1, 20)[..8]);
         let r = classify_icmp(true, &ptb, 9, 1, from).unwrap();
         assert!(matches!(r, Reply::Error { ref what, .. } if what == "packet too big"));
         assert_eq!(classify_icmp(true, &ptb, 9, 2, from), None);

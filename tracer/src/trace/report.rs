@@ -95,6 +95,23 @@ fn hop_line(i: usize, h: &Hop, style: Style) -> String {
     if let Some(nat) = &h.nat {
         let _ = write!(line, " {}", style.paint("1;36", nat));
     }
+    if h.kind == EventKind::Route {
+        let text = h.route_text().unwrap_or_default();
+        let failed = h.route.as_ref().is_some_and(|r| r.is_failure());
+        let line = format!(
+            "  {:>2}  {:<9} {:<18} route lookup {} -> {}: {text}",
+            i + 1,
+            if h.node.is_empty() { "-" } else { &h.node },
+            h.netns,
+            h.src.map(|a| a.to_string()).unwrap_or("*".into()),
+            h.dst.map(|a| a.to_string()).unwrap_or("?".into()),
+        );
+        return if failed {
+            style.paint("1;33", &line)
+        } else {
+            line
+        };
+    }
     if h.kind == EventKind::Drop {
         return style.paint(
             "1;31",
