@@ -142,6 +142,8 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
+    /// Where `data` starts: the kernel writes this header plus `data_len` bytes of `data`.
+    pub const DATA_OFFSET: usize = core::mem::offset_of!(RawEvent, data);
     pub const ZERO: RawEvent = RawEvent {
         ts_ns: 0,
         location: 0,

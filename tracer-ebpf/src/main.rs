@@ -7,7 +7,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{
@@ -40,6 +40,10 @@ struct Scratch {
     ev: RawEvent,
     parsed: parse::Parsed,
 }
+
+/// Bytes this CPU queued since it last woke the ring reader.
+#[map]
+static WAKE_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -162,16 +166,44 @@ fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     parse::filter_matches(&cfg.filter, p)
 }
 
-/// One ring-buffer output (batched wake-up); a failure is counted in `LOST`.
+/// One ring-buffer output of `ev` (batched wake-up); a failure is counted in `LOST`.
 #[inline(always)]
 fn output(cfg: &Config, ev: &RawEvent) {
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let wake = if avail >= cfg.wakeup_bytes as u64 {
+    // Only the copied bytes go out: a record is the header plus `data_len` bytes, not the
+    // whole SNAP_LEN buffer (userspace zero-fills the rest). The length is read again here
+    // so the verifier does not carry it through the parser.
+    // SAFETY: a plain read of the event's field (volatile so it is not reused from above).
+    let len = unsafe { core::ptr::read_volatile(&ev.data_len) } as usize;
+    let len = len & (2 * SNAP_LEN - 1);
+    if len > SNAP_LEN {
+        return;
+    }
+    let size = RawEvent::DATA_OFFSET + len;
+    // Wake the reader once per wakeup_bytes this CPU queues (the reader also looks every
+    // 20 ms), not on every record once the ring holds that much: each forced wake-up is an
+    // irq_work self-IPI, and asking the ring how full it is reads the consumer position the
+    // reader keeps writing. A wake-up when the reader has already drained costs one poll.
+    let Some(since_wake) = WAKE_BYTES.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    let wake = unsafe {
+        *since_wake += (size + 8) as u64;
+        if *since_wake >= cfg.wakeup_bytes as u64 {
+            *since_wake = 0;
+            true
+        } else {
+            false
+        }
+    };
+    let wake = if wake {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<RawEvent>(ev, wake as u64).is_err() {
+    // SAFETY: `ev` is a RawEvent of DATA_OFFSET + SNAP_LEN bytes and len <= SNAP_LEN.
+    let record = unsafe { core::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, wake as u64).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
             unsafe { *lost += 1 };

@@ -341,18 +341,24 @@ pub trait Namer {
     fn boot_offset_ns(&self) -> u64;
 }
 
-/// Reinterprets a ring-buffer record as a [`RawEvent`].
+/// Reinterprets a ring-buffer record as a [`RawEvent`]. The kernel sends the header and only
+/// the `data_len` bytes it copied; the rest of `data` is zero-filled.
 pub fn raw_from_bytes(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
-    let want = std::mem::size_of::<RawEvent>();
+    let want = RawEvent::DATA_OFFSET;
     if bytes.len() < want {
         return Err(DecodeError::Size {
             got: bytes.len(),
             want,
         });
     }
-    // SAFETY: RawEvent is repr(C) plain data valid for any bit pattern; read_unaligned copes
-    // with the ring buffer's 8-byte alignment.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+    let mut raw = RawEvent::ZERO;
+    let n = bytes.len().min(std::mem::size_of::<RawEvent>());
+    // SAFETY: RawEvent is repr(C) plain data valid for any bit pattern; at most its size is
+    // copied, byte-wise, so the ring buffer's alignment does not matter.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut raw as *mut RawEvent).cast::<u8>(), n)
+    };
+    Ok(raw)
 }
 
 fn addr(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
@@ -965,6 +971,21 @@ mod tests {
             "{}",
             ev.line()
         );
+    }
+
+    #[test]
+    fn records_end_after_their_data() {
+        let full = raw_with(&icmp6_echo(1), true, 0x86dd);
+        // SAFETY: RawEvent is repr(C) plain data; viewing it as bytes is always valid.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&full as *const RawEvent).cast::<u8>(),
+                RawEvent::DATA_OFFSET + full.data_len as usize,
+            )
+        };
+        let raw = raw_from_bytes(bytes).unwrap();
+        assert_eq!(raw.data[..], full.data[..]);
+        assert_eq!(raw.skb_len, full.skb_len);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 use tracer_common::{Config, FilterConfig};
 
 use crate::{
-    btf::{BtfError, KernelBtf},
+    btf::{BtfError, DropReasons, KernelBtf},
     event::{self, Event},
     names::{Kallsyms, LiveNamer},
     netns::{self, Netns, NetnsError},
@@ -216,6 +216,21 @@ const TC_PROGRAMS: [[&str; 2]; 2] = [
     ["tc_ingress_l3", "tc_egress_l3"],
 ];
 
+/// The kernel's ring buffer of [`tracer_common::RawEvent`] records, its per-CPU loss counters
+/// and the running kernel's drop-reason names: what [`NodeTracer::start_raw`] hands over.
+pub struct RawRing {
+    pub ring: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+    pub reasons: DropReasons,
+}
+
+impl RawRing {
+    /// Records the kernel could not queue so far (all CPUs).
+    pub fn lost_total(&self) -> u64 {
+        self.lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+}
+
 /// A tc attachment made with the clsact/netlink fallback, undone explicitly on drop.
 struct NetlinkAttachment {
     netns: Netns,
@@ -248,14 +263,38 @@ impl NodeTracer {
     /// Loads and attaches everything the spec asks for. Returns the tracer (keep it alive) and
     /// its event stream.
     pub fn start(spec: TracerSpec) -> Result<(NodeTracer, EventStream), TracerError> {
+        // Reading kallsyms overlaps with the verifier's work in start_raw.
+        let kallsyms = std::thread::spawn(Kallsyms::load);
+        let (mut tracer, raw) = Self::start_raw(spec)?;
+        let (tx, rx) = mpsc::channel(256);
+        let namer = match kallsyms.join() {
+            Ok(k) => LiveNamer::with_kallsyms(raw.reasons, k),
+            Err(_) => LiveNamer::new(raw.reasons),
+        };
+        let reader = spawn_reader(
+            raw.ring,
+            raw.lost,
+            namer,
+            tracer.spec.node.clone(),
+            tracer.spec.filter.vxlan_port,
+            tx,
+            tracer.lost_total.clone(),
+        )?;
+        tracer.reader = Some(reader);
+        let node = tracer.spec.node.clone();
+        Ok((tracer, EventStream::batched(node, rx)))
+    }
+
+    /// Like [`NodeTracer::start`], but hands over the ring buffer itself for consumers that read
+    /// records without decoding them into [`Event`]s (`netpath capture`). [`NodeTracer::lost`]
+    /// stays 0: the consumer reads [`RawRing::lost`].
+    pub fn start_raw(spec: TracerSpec) -> Result<(NodeTracer, RawRing), TracerError> {
         if !is_root() {
             return Err(TracerError::NotRoot);
         }
         if EBPF_OBJECT.is_empty() {
             return Err(TracerError::NoKernelObject);
         }
-        // Reading kallsyms overlaps with the verifier's work below.
-        let kallsyms = std::thread::spawn(Kallsyms::load);
         let kbtf = KernelBtf::load()?;
         let offsets = kbtf.kernel_offsets()?;
         let reasons = kbtf.drop_reasons();
@@ -284,7 +323,7 @@ impl NodeTracer {
             filter: spec.filter,
             reason_not_dropped: reasons.not_dropped_yet.unwrap_or(u32::MAX),
             reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
-            wakeup_bytes: (spec.ring_bytes / 8).max(4096),
+            wakeup_bytes: (spec.ring_bytes / 32).max(4096),
             dev_hops: spec.dev_hops as u32,
             routes: (route.valid != 0) as u32,
             route,
@@ -296,11 +335,6 @@ impl NodeTracer {
                 Array::try_from(map).map_err(|e| TracerError::Map("CONFIG", e))?;
             cfg.set(0, config, 0)
                 .map_err(|e| TracerError::Map("CONFIG", e))?;
-        }
-        for name in TC_PROGRAMS.iter().flatten() {
-            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|source| TracerError::Program { name, source })?;
         }
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TracerError::Attach {
             netns: "-".into(),
@@ -327,10 +361,24 @@ impl NodeTracer {
                 "neigh_event_send_done",
             ]);
         }
+        // The verifier is most of the start-up time: verify the programs in parallel, one
+        // thread each. The link-layer-less tc variants are loaded when a device needs them.
+        let loaded = load_parallel(&mut ebpf, &TC_PROGRAMS[0], &tracepoints, &aya_btf);
+        for (name, result) in loaded {
+            match result {
+                Ok(()) => {}
+                Err(e) if TC_PROGRAMS[0].contains(&name) => {
+                    return Err(TracerError::Program { name, source: e });
+                }
+                Err(e) => unavailable.push(format!("tracepoint {name}: {e}")),
+            }
+        }
         for name in tracepoints {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
-            let attached = prog.load(name, &aya_btf).and_then(|_| prog.attach());
-            if let Err(e) = attached {
+            if prog.fd().is_err() {
+                continue; // did not load: reported above
+            }
+            if let Err(e) = prog.attach() {
                 unavailable.push(format!("tracepoint {name}: {e}"));
             }
         }
@@ -355,22 +403,14 @@ impl NodeTracer {
             functions,
         };
         tracer.attach_devices(true)?;
-        let (tx, rx) = mpsc::channel(256);
-        let namer = match kallsyms.join() {
-            Ok(k) => LiveNamer::with_kallsyms(reasons, k),
-            Err(_) => LiveNamer::new(reasons),
-        };
-        let reader = spawn_reader(
-            ring,
-            lost_map,
-            namer,
-            spec.node.clone(),
-            spec.filter.vxlan_port,
-            tx,
-            tracer.lost_total.clone(),
-        )?;
-        tracer.reader = Some(reader);
-        Ok((tracer, EventStream::batched(spec.node, rx)))
+        Ok((
+            tracer,
+            RawRing {
+                ring,
+                lost: lost_map,
+                reasons,
+            },
+        ))
     }
 
     /// Events the kernel could not queue so far.
@@ -456,6 +496,10 @@ impl NodeTracer {
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| format!("program {name} missing"))?;
+                if prog.fd().is_err() {
+                    // The link-layer-less variants are verified on first use.
+                    prog.load().map_err(|e| format!("loading {name}: {e}"))?;
+                }
                 // tcx: ordered, never replaces a CNI's programs; we return "next".
                 let tcx = prog.attach_with_options(
                     ifname,
@@ -521,6 +565,33 @@ impl Drop for NodeTracer {
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
     }
+}
+
+/// Loads (verifies) the named tc and BTF tracepoint programs, each on its own thread.
+fn load_parallel(
+    ebpf: &mut Ebpf,
+    tc: &[&'static str],
+    tracepoints: &[&'static str],
+    btf: &aya::Btf,
+) -> Vec<(&'static str, Result<(), aya::programs::ProgramError>)> {
+    let wanted: Vec<&'static str> = tc.iter().chain(tracepoints).copied().collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ebpf
+            .programs_mut()
+            .filter_map(|(name, prog)| {
+                let name = *wanted.iter().find(|w| **w == name)?;
+                Some(scope.spawn(move || {
+                    let result = match prog {
+                        aya::programs::Program::SchedClassifier(p) => p.load(),
+                        aya::programs::Program::BtfTracePoint(p) => p.load(name, btf),
+                        _ => Ok(()),
+                    };
+                    (name, result)
+                }))
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>

@@ -8,13 +8,17 @@ use std::io::Write;
 
 pub mod filter;
 pub mod format;
+pub mod live;
 pub mod packet;
 pub mod pcapng;
+pub mod ring;
 
 pub use filter::{IpPrefix, KernelHint, PacketFilter, FILTER_HELP};
 pub use format::{format_packet, TextOptions};
+pub use live::{IfaceSlot, PacketRef, RecordDecoder, RecordView};
 pub use packet::{split_interface_name, CapturedPacket, Direction, DropInfo};
 pub use pcapng::{read_capture_file, CaptureFileReader, PcapngWriter, DEFAULT_SNAPLEN};
+pub use ring::RingReader;
 
 /// Errors of the capture pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +91,8 @@ impl<W: Write> CaptureSink<W> {
     /// Filters and writes one packet; returns whether it matched. Output is flushed per
     /// packet so pipes (`-w - | tshark -r -`) see packets live.
     pub fn push(&mut self, pkt: &CapturedPacket) -> Result<bool, CaptureError> {
-        if let Some(f) = &self.filter {
-            if !f.matches(&pkt.data, pkt.orig_len) {
-                self.stats.filtered_out += 1;
-                return Ok(false);
-            }
+        if !self.accepts(&pkt.data, pkt.orig_len) {
+            return Ok(false);
         }
         match &mut self.output {
             CaptureOutput::Pcapng(w) => w.write_packet(pkt)?,
@@ -100,11 +101,64 @@ impl<W: Write> CaptureSink<W> {
                 out.flush()?;
             }
         }
+        self.count(pkt.drop.is_some());
+        Ok(true)
+    }
+
+    /// Runs the filter on a packet's bytes (already cut to the snap length), counting the
+    /// packets it rejects.
+    pub fn accepts(&mut self, data: &[u8], orig_len: u32) -> bool {
+        let ok = self
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.matches(data, orig_len));
+        if !ok {
+            self.stats.filtered_out += 1;
+        }
+        ok
+    }
+
+    /// Writes a packet [`CaptureSink::accepts`] let through, without flushing (the caller
+    /// flushes after a batch). The pcapng interface id is cached in `iface`.
+    pub fn write_accepted(
+        &mut self,
+        iface: &mut IfaceSlot,
+        pkt: &PacketRef<'_>,
+    ) -> Result<(), CaptureError> {
+        match &mut self.output {
+            CaptureOutput::Pcapng(w) => {
+                let id = match iface.pcapng_id {
+                    Some(id) => id,
+                    None => {
+                        let name = packet::interface_name(&iface.node, &iface.netns, &iface.ifname);
+                        let id = w.interface_id(&iface.node, &name)?;
+                        iface.pcapng_id = Some(id);
+                        id
+                    }
+                };
+                w.write_block(id, pkt.ts_ns, pkt.data, pkt.orig_len, pkt.dir, pkt.drop)?;
+            }
+            CaptureOutput::Text { out, opts } => {
+                writeln!(out, "{}", format_packet(&pkt.to_owned(iface), opts))?;
+            }
+        }
+        self.count(pkt.drop.is_some());
+        Ok(())
+    }
+
+    fn count(&mut self, dropped: bool) {
         self.stats.captured += 1;
-        if pkt.drop.is_some() {
+        if dropped {
             self.stats.dropped_by_kernel += 1;
         }
-        Ok(true)
+    }
+
+    /// Flushes the output.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.output {
+            CaptureOutput::Pcapng(w) => w.flush(),
+            CaptureOutput::Text { out, .. } => out.flush(),
+        }
     }
 
     /// Records packets the tracer lost before they reached userspace.
@@ -122,12 +176,8 @@ impl<W: Write> CaptureSink<W> {
     }
 
     /// Flushes and returns the output and the final counters.
-    pub fn finish(self) -> Result<(CaptureOutput<W>, CaptureStats), CaptureError> {
-        let mut output = self.output;
-        match &mut output {
-            CaptureOutput::Pcapng(w) => w.flush()?,
-            CaptureOutput::Text { out, .. } => out.flush()?,
-        }
-        Ok((output, self.stats))
+    pub fn finish(mut self) -> Result<(CaptureOutput<W>, CaptureStats), CaptureError> {
+        self.flush()?;
+        Ok((self.output, self.stats))
     }
 }

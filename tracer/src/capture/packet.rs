@@ -45,13 +45,14 @@ impl CapturedPacket {
     /// The interface name used in pcapng files and text lines: `netns/ifname`
     /// (e.g. `pod-a/eth0`, `node-1/eth0` for the root namespace).
     pub fn interface_name(&self) -> String {
-        let ns = if self.netns.is_empty() {
-            &self.node
-        } else {
-            &self.netns
-        };
-        format!("{ns}/{}", self.ifname)
+        interface_name(&self.node, &self.netns, &self.ifname)
     }
+}
+
+/// `netns/ifname`, with the node's name for an empty namespace name.
+pub fn interface_name(node: &str, netns: &str, ifname: &str) -> String {
+    let ns = if netns.is_empty() { node } else { netns };
+    format!("{ns}/{ifname}")
 }
 
 /// Splits an interface name written by [`CapturedPacket::interface_name`] back into

@@ -1,10 +1,8 @@
 //! pcapng output (one interface per namespace/device, ns timestamps, direction flags, drop
 //! comments) and reading capture files back into [`CapturedPacket`]s.
 use std::{
-    borrow::Cow,
     collections::HashMap,
     io::{Chain, Cursor, Read, Write},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -14,9 +12,8 @@ use pcap_file::{
         blocks::{
             enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
             interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
-            section_header::{SectionHeaderBlock, SectionHeaderOption},
         },
-        Block, PcapNgReader, PcapNgWriter,
+        Block, PcapNgReader,
     },
     DataLink,
 };
@@ -32,90 +29,189 @@ const EPB_OUTBOUND: u32 = 2;
 const DROP_PREFIX: &str = "drop: ";
 const NODE_PREFIX: &str = "node ";
 
-/// Writes captured packets as pcapng.
+/// Writes captured packets as pcapng (little-endian, one section). Blocks are encoded here
+/// straight into the output, without an intermediate block object per packet.
 pub struct PcapngWriter<W: Write> {
-    inner: PcapNgWriter<W>,
+    out: W,
     // (node, interface name) -> interface id, in order of first sight.
     interfaces: HashMap<(String, String), u32>,
     snaplen: u32,
+    block: Vec<u8>,
+}
+
+// Block types and option codes (pcapng spec, sections 4.1-4.3).
+const SHB_TYPE: u32 = 0x0A0D_0D0A;
+const SHB_MAGIC: u32 = 0x1A2B_3C4D;
+const IDB_TYPE: u32 = 1;
+const EPB_TYPE: u32 = 6;
+const OPT_END: u16 = 0;
+const OPT_COMMENT: u16 = 1;
+const SHB_USERAPPL: u16 = 4;
+const IF_NAME: u16 = 2;
+const IF_DESCRIPTION: u16 = 3;
+const IF_TSRESOL: u16 = 9;
+const EPB_FLAGS: u16 = 2;
+const LINKTYPE_ETHERNET: u16 = 1;
+
+/// Appends one option (code, length, value padded to 4 bytes).
+fn put_option(b: &mut Vec<u8>, code: u16, value: &[u8]) {
+    b.extend_from_slice(&code.to_le_bytes());
+    b.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    put_padded(b, value);
+}
+
+fn put_padded(b: &mut Vec<u8>, data: &[u8]) {
+    b.extend_from_slice(data);
+    b.resize(b.len() + (4 - data.len() % 4) % 4, 0);
+}
+
+/// Starts a block in `b` (cleared): type and a length to fill in by [`end_block`].
+fn begin_block(b: &mut Vec<u8>, block_type: u32) {
+    b.clear();
+    b.extend_from_slice(&block_type.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// Ends the options (when there were any) and writes both block lengths.
+fn end_block(b: &mut Vec<u8>, had_options: bool) {
+    if had_options {
+        b.extend_from_slice(&OPT_END.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+    }
+    let len = (b.len() + 4) as u32;
+    b[4..8].copy_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+}
+
+/// Encodes an enhanced packet block into `b` (cleared first). `data` is written as given
+/// (the caller truncates it to the snap length); `orig_len` is raised to `data.len()`.
+pub fn encode_epb(
+    b: &mut Vec<u8>,
+    interface_id: u32,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+    dir: Option<Direction>,
+    comment: Option<&str>,
+) {
+    begin_block(b, EPB_TYPE);
+    b.extend_from_slice(&interface_id.to_le_bytes());
+    // if_tsresol = 9: the timestamp is the nanosecond count, high word first.
+    b.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
+    b.extend_from_slice(&(ts_ns as u32).to_le_bytes());
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
+    put_padded(b, data);
+    let flags = match dir {
+        Some(Direction::In) => Some(EPB_INBOUND),
+        Some(Direction::Out) => Some(EPB_OUTBOUND),
+        None => None,
+    };
+    if let Some(f) = flags {
+        put_option(b, EPB_FLAGS, &f.to_le_bytes());
+    }
+    if let Some(c) = comment {
+        put_option(b, OPT_COMMENT, c.as_bytes());
+    }
+    end_block(b, flags.is_some() || comment.is_some());
+}
+
+/// The comment a packet seen at a drop point carries, read back by [`read_capture_file`].
+pub fn drop_comment(d: &DropInfo) -> String {
+    format!("{DROP_PREFIX}{} at {}", d.reason, d.location)
 }
 
 impl<W: Write> PcapngWriter<W> {
     /// Writes the section header at once; packets longer than `snaplen` are truncated.
-    pub fn new(out: W, snaplen: u32) -> Result<Self, CaptureError> {
-        let section = SectionHeaderBlock {
-            options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
-                "netpath",
-            ))],
-            ..Default::default()
-        };
-        let mut inner = PcapNgWriter::with_section_header(out, section)?;
-        inner.get_mut().flush()?;
+    pub fn new(mut out: W, snaplen: u32) -> Result<Self, CaptureError> {
+        let mut b = Vec::with_capacity(512);
+        begin_block(&mut b, SHB_TYPE);
+        b.extend_from_slice(&SHB_MAGIC.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&(-1i64).to_le_bytes()); // section length: not given
+        put_option(&mut b, SHB_USERAPPL, b"netpath");
+        end_block(&mut b, true);
+        out.write_all(&b)?;
+        out.flush()?;
         Ok(PcapngWriter {
-            inner,
+            out,
             interfaces: HashMap::new(),
             snaplen: snaplen.max(1),
+            block: b,
         })
+    }
+
+    /// The id of interface `name` (`netns/ifname`) of `node`, writing its description block
+    /// on first sight.
+    pub fn interface_id(&mut self, node: &str, name: &str) -> Result<u32, CaptureError> {
+        if let Some(id) = self.interfaces.get(&(node.to_string(), name.to_string())) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.interfaces.len())
+            .map_err(|_| CaptureError::BadFile("too many interfaces".into()))?;
+        let b = &mut self.block;
+        begin_block(b, IDB_TYPE);
+        b.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&self.snaplen.to_le_bytes());
+        put_option(b, IF_NAME, name.as_bytes());
+        put_option(b, IF_DESCRIPTION, format!("{NODE_PREFIX}{node}").as_bytes());
+        put_option(b, IF_TSRESOL, &[9]);
+        end_block(b, true);
+        self.out.write_all(b)?;
+        self.interfaces
+            .insert((node.to_string(), name.to_string()), id);
+        Ok(id)
+    }
+
+    /// Writes one packet block on an interface from [`PcapngWriter::interface_id`], truncated
+    /// to the snap length; not flushed.
+    pub fn write_block(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        dir: Option<Direction>,
+        drop: Option<&DropInfo>,
+    ) -> Result<(), CaptureError> {
+        let caplen = data.len().min(self.snaplen as usize);
+        let comment = drop.map(drop_comment);
+        encode_epb(
+            &mut self.block,
+            interface_id,
+            ts_ns,
+            &data[..caplen],
+            orig_len,
+            dir,
+            comment.as_deref(),
+        );
+        self.out.write_all(&self.block)?;
+        Ok(())
     }
 
     /// Writes one packet (and its interface description on first sight), then flushes.
     pub fn write_packet(&mut self, pkt: &CapturedPacket) -> Result<(), CaptureError> {
-        let name = pkt.interface_name();
-        let key = (pkt.node.clone(), name);
-        let interface_id = match self.interfaces.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = u32::try_from(self.interfaces.len())
-                    .map_err(|_| CaptureError::BadFile("too many interfaces".into()))?;
-                let idb = InterfaceDescriptionBlock {
-                    linktype: DataLink::ETHERNET,
-                    snaplen: self.snaplen,
-                    options: vec![
-                        InterfaceDescriptionOption::IfName(Cow::Owned(key.1.clone())),
-                        InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
-                            "{NODE_PREFIX}{}",
-                            pkt.node
-                        ))),
-                        InterfaceDescriptionOption::IfTsResol(9),
-                    ],
-                };
-                self.inner.write_pcapng_block(idb)?;
-                self.interfaces.insert(key, id);
-                id
-            }
-        };
-        let caplen = pkt.data.len().min(self.snaplen as usize);
-        let mut options = Vec::with_capacity(2);
-        match pkt.dir {
-            Some(Direction::In) => options.push(EnhancedPacketOption::Flags(EPB_INBOUND)),
-            Some(Direction::Out) => options.push(EnhancedPacketOption::Flags(EPB_OUTBOUND)),
-            None => {}
-        }
-        if let Some(d) = &pkt.drop {
-            options.push(EnhancedPacketOption::Comment(Cow::Owned(format!(
-                "{DROP_PREFIX}{} at {}",
-                d.reason, d.location
-            ))));
-        }
-        let epb = EnhancedPacketBlock {
-            interface_id,
-            // if_tsresol = 9: the writer stores the nanosecond count as is.
-            timestamp: Duration::from_nanos(pkt.ts_ns),
-            original_len: pkt.orig_len.max(pkt.data.len() as u32),
-            data: Cow::Borrowed(&pkt.data[..caplen]),
-            options,
-        };
-        self.inner.write_pcapng_block(epb)?;
-        self.inner.get_mut().flush()?;
+        let id = self.interface_id(&pkt.node, &pkt.interface_name())?;
+        self.write_block(
+            id,
+            pkt.ts_ns,
+            &pkt.data,
+            pkt.orig_len,
+            pkt.dir,
+            pkt.drop.as_ref(),
+        )?;
+        self.out.flush()?;
         Ok(())
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.get_mut().flush()
+        self.out.flush()
     }
 
     pub fn into_inner(self) -> W {
-        self.inner.into_inner()
+        self.out
     }
 }
 

@@ -4,22 +4,27 @@ use std::{
     cell::RefCell,
     fs::File,
     io::{BufWriter, IsTerminal, Write},
+    os::fd::{AsFd, AsRawFd},
     rc::Rc,
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tracer::{
     capture::{
-        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, CapturedPacket, Direction,
-        DropInfo, KernelHint, PacketFilter, PcapngWriter, TextOptions, FILTER_HELP,
+        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, KernelHint, PacketFilter,
+        PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
     },
-    event::{self, Event, EventKind},
+    names::LiveNamer,
     netns,
-    tracer::{DeviceSelector, NodeTracer, StreamItem, TracerSpec},
+    tracer::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
 };
-use tracer_common::{AddrPrefix, FilterConfig, MAX_FILTER_ADDRS, SNAP_LEN};
+use tracer_common::{AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN};
 
 /// Bytes of each packet the kernel programs copy; `-s` cannot go beyond it.
 const KERNEL_SNAPLEN: u32 = SNAP_LEN as u32;
@@ -160,49 +165,6 @@ fn kernel_filter(hint: Option<&KernelHint>) -> FilterConfig {
     cfg
 }
 
-/// The capture unit for a tracer event; `None` for events that carry no packet.
-fn to_packet(ev: Event, snaplen: u32) -> Option<CapturedPacket> {
-    let (dir, drop) = match ev.kind {
-        EventKind::Hop => (
-            match ev.dir {
-                event::Direction::Ingress => Some(Direction::In),
-                event::Direction::Egress => Some(Direction::Out),
-                event::Direction::None => None,
-            },
-            None,
-        ),
-        EventKind::Drop => (
-            None,
-            Some(DropInfo {
-                reason: ev.reason.unwrap_or_default(),
-                location: ev.location.unwrap_or_default(),
-            }),
-        ),
-        _ => return None,
-    };
-    // Drop points often have no MAC header: the tracer then prepends a zeroed one that the
-    // skb length does not count.
-    let synthetic_mac = drop.is_some() && ev.data.get(..12).is_some_and(|m| m == [0; 12]);
-    let orig_len = ev.len + if synthetic_mac { 14 } else { 0 };
-    let orig_len = orig_len.max(ev.data.len() as u32);
-    let mut data = ev.data;
-    data.truncate(snaplen as usize);
-    Some(CapturedPacket {
-        ts_ns: ev.ts_ns,
-        netns: if ev.netns == "root" {
-            ev.node.clone()
-        } else {
-            ev.netns
-        },
-        node: ev.node,
-        ifname: ev.ifname,
-        dir,
-        data,
-        orig_len,
-        drop,
-    })
-}
-
 impl CaptureArgs {
     fn snaplen(&self) -> u32 {
         match self.snaplen {
@@ -218,7 +180,7 @@ impl CaptureArgs {
         }
     }
 
-    fn output(&self, out: Deferred) -> Result<CaptureOutput<Deferred>> {
+    fn output<W: Write>(&self, out: W) -> Result<CaptureOutput<W>> {
         Ok(match &self.write {
             Some(_) => CaptureOutput::Pcapng(PcapngWriter::new(out, self.snaplen())?),
             None => CaptureOutput::Text {
@@ -228,11 +190,11 @@ impl CaptureArgs {
         })
     }
 
-    fn open_output(&self) -> Result<Deferred> {
-        Ok(Deferred::new(match self.write.as_deref() {
+    fn open_output(&self) -> Result<Box<dyn Write + Send>> {
+        Ok(match self.write.as_deref() {
             None | Some("-") => Box::new(std::io::stdout()),
             Some(path) => Box::new(File::create(path).with_context(|| format!("creating {path}"))?),
-        }))
+        })
     }
 
     fn spec(&self, filter: FilterConfig) -> Result<TracerSpec> {
@@ -286,9 +248,16 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         return read_file(&args, path, filter);
     }
     let spec = args.spec(kernel_filter(filter.as_ref().and_then(|f| f.kernel_hint())))?;
-    let out = args.open_output()?;
-    let mut sink = CaptureSink::new(filter, args.output(out.clone())?);
-    let (mut tracer, mut stream) = NodeTracer::start(spec)?;
+    let out = BufWriter::with_capacity(OUT_BUFFER, args.open_output()?);
+    let sink = CaptureSink::new(filter, args.output(out)?);
+    let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
+    // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
+    // should not spend its first half second parsing kallsyms.
+    let decoder = RecordDecoder::new(
+        LiveNamer::new(ring.reasons.clone()),
+        &spec.node,
+        args.snaplen(),
+    );
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
@@ -300,14 +269,26 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     );
     let status = std::io::stderr().is_terminal()
         && (args.write.as_deref().is_some_and(|w| w != "-") || !std::io::stdout().is_terminal());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = RingReader::new(ring.ring.as_fd(), spec.ring_bytes as usize)
+        .context("mapping the ring buffer")?;
+    let drain = Drain {
+        reader,
+        decoder,
+        ring,
+        sink,
+        count: args.count,
+        status,
+        stop: stop.clone(),
+        ring_records: (spec.ring_bytes as usize / std::mem::size_of::<RawEvent>()).max(1),
+    };
+    let mut reader = tokio::task::spawn_blocking(move || drain.run());
     let deadline = args
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut lost = 0u64;
-    let snaplen = args.snaplen();
+    let mut finished = None;
     loop {
         let sleep = async {
             match deadline {
@@ -316,39 +297,142 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
             }
         };
         tokio::select! {
-            item = stream.next() => match item {
-                Some(StreamItem::Event(ev)) => {
-                    let Some(pkt) = to_packet(*ev, snaplen) else { continue };
-                    match sink.push(&pkt) {
-                        Ok(_) => {}
-                        // stdout closed (| head) or disk full: stop like tcpdump does.
-                        Err(e) => { eprintln!("netpath: {e}"); break; }
-                    }
-                    if args.count.is_some_and(|c| sink.stats().captured >= c) { break; }
-                }
-                Some(StreamItem::Lost { count, .. }) => { lost += count; sink.add_lost(count); }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if out.flush_now().is_err() { break; }
-                if status { print_status(&sink.stats()); }
-            }
+            done = &mut reader => { finished = Some(done); break; }
             _ = rescan.tick() => { tracer.attach_devices(false)?; }
             _ = sleep => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
     }
-    // Losses the reader counted but had not reported yet.
-    sink.add_lost(tracer.lost().saturating_sub(lost));
+    stop.store(true, Ordering::Relaxed);
+    let sink = match finished {
+        Some(done) => done,
+        None => reader.await,
+    }
+    .context("capture thread")?;
     drop(tracer);
     let (_, stats) = sink.finish()?;
-    let _ = out.flush_now();
     if status {
         eprint!("\r\x1b[K");
     }
     eprintln!("{}", stats.summary());
     Ok(0)
+}
+
+type LiveOutput = BufWriter<Box<dyn Write + Send>>;
+const OUT_BUFFER: usize = 256 << 10;
+/// The longest a packet waits in the ring buffer: the kernel wakes the reader only once
+/// `wakeup_bytes` are queued, so at low rates the reader looks on this timer.
+const POLL_MS: i32 = 20;
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The capture thread: waits for the kernel's batched wake-ups (edge-triggered epoll, so a
+/// wake-up is one batch, not one packet), drains the ring buffer straight into the sink and
+/// flushes once per batch.
+struct Drain {
+    reader: RingReader,
+    /// The ring's map (keeps its fd open for `reader`) and loss counters.
+    ring: RawRing,
+    decoder: RecordDecoder<LiveNamer>,
+    sink: CaptureSink<LiveOutput>,
+    count: Option<u64>,
+    status: bool,
+    stop: Arc<AtomicBool>,
+    /// Records the ring holds: the most one batch drains before looking at `stop` again.
+    ring_records: usize,
+}
+
+impl Drain {
+    fn run(mut self) -> CaptureSink<LiveOutput> {
+        if let Err(e) = self.run_loop() {
+            eprintln!("netpath: {e}");
+        }
+        self.add_lost();
+        self.sink
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        let epoll = Epoll::new(self.ring.ring.as_raw_fd())?;
+        let mut next_status = Instant::now() + STATUS_EVERY;
+        while !self.stop.load(Ordering::Relaxed) {
+            epoll.wait(POLL_MS)?;
+            if self.drain_batch()? {
+                return Ok(()); // -c reached
+            }
+            self.add_lost();
+            self.sink.flush()?;
+            if self.status && Instant::now() >= next_status {
+                print_status(&self.sink.stats());
+                next_status = Instant::now() + STATUS_EVERY;
+            }
+        }
+        // Stopped (signal or --duration): write out what the kernel has queued.
+        self.drain_batch()?;
+        Ok(())
+    }
+
+    /// Drains at most one ring's worth of records; returns whether `-c` was reached.
+    fn drain_batch(&mut self) -> Result<bool> {
+        let (decoder, sink, count) = (&mut self.decoder, &mut self.sink, self.count);
+        let mut outcome = Ok(false);
+        self.reader.drain(self.ring_records, |record| {
+            match decoder.push(record, sink) {
+                Ok(true) if count.is_some_and(|c| sink.stats().captured >= c) => {
+                    outcome = Ok(true);
+                }
+                Ok(_) => return true,
+                Err(e) => outcome = Err(e.into()),
+            }
+            false
+        });
+        outcome
+    }
+
+    /// Brings the sink's loss count up to the kernel's counters.
+    fn add_lost(&mut self) {
+        let lost = self.ring.lost_total();
+        let known = self.sink.stats().lost_by_tracer;
+        self.sink.add_lost(lost.saturating_sub(known));
+    }
+}
+
+/// An edge-triggered epoll set with one fd.
+struct Epoll(std::os::fd::OwnedFd);
+
+impl Epoll {
+    fn new(fd: std::os::fd::RawFd) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the new fd is owned by the returned value.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ep = std::os::fd::OwnedFd::from_raw_fd(ep);
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Epoll(ep))
+        }
+    }
+
+    /// Waits for a wake-up or `timeout_ms`.
+    fn wait(&self, timeout_ms: i32) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one-element output buffer, valid for the call.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, timeout_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn print_status(s: &CaptureStats) {
@@ -364,7 +448,7 @@ fn read_file(args: &CaptureArgs, path: &str, filter: Option<PacketFilter>) -> Re
     } else {
         Box::new(File::open(path).with_context(|| format!("opening {path}"))?)
     };
-    let out = args.open_output()?;
+    let out = Deferred::new(args.open_output()?);
     let mut sink = CaptureSink::new(filter, args.output(out.clone())?);
     let reader = read_capture_file(std::io::BufReader::new(input))
         .with_context(|| format!("reading {path}"))?;
@@ -409,48 +493,5 @@ mod tests {
         assert_eq!((cfg.family, cfg.proto), (6, 58));
         let f = PacketFilter::compile("udp or icmp").unwrap();
         assert_eq!(kernel_filter(f.kernel_hint()), FilterConfig::default());
-    }
-
-    #[test]
-    fn events_map_to_packets() {
-        let ev = |kind, dir, data: &'static [u8]| Event {
-            kind,
-            dir,
-            netns: "root".into(),
-            node: "n1".into(),
-            len: 100,
-            data: bytes::Bytes::from_static(data),
-            reason: Some("IP_INNOROUTES".into()),
-            location: Some("ip_route_input+0x1".into()),
-            ts_ns: 0,
-            netns_inode: 1,
-            ifname: "vb".into(),
-            ifindex: 2,
-            hook: event::Hook::TcEgress,
-            family: 4,
-            src: None,
-            dst: None,
-            proto: "",
-            sport: None,
-            dport: None,
-            icmp: None,
-            pkt_id: String::new(),
-            tunnel: None,
-            route: None,
-            neigh: None,
-            skb: String::new(),
-            parsed: Default::default(),
-        };
-        let p = to_packet(ev(EventKind::Hop, event::Direction::Egress, &[1; 20]), 16).unwrap();
-        assert_eq!(
-            (p.dir, p.data.len(), p.orig_len),
-            (Some(Direction::Out), 16, 100)
-        );
-        assert_eq!(p.netns, "n1");
-        assert!(p.drop.is_none());
-        let p = to_packet(ev(EventKind::Drop, event::Direction::None, &[0; 20]), 256).unwrap();
-        assert_eq!((p.dir, p.orig_len), (None, 114));
-        assert_eq!(p.drop.unwrap().reason, "IP_INNOROUTES");
-        assert!(to_packet(ev(EventKind::Neigh, event::Direction::None, &[]), 256).is_none());
     }
 }

@@ -464,7 +464,8 @@ fn tracer_spec(
         drops: true,
         dev_hops: false,
         routes: true,
-        neigh: true,
+        // Neighbour state is read from the namespace when it matters (fewer programs to verify).
+        neigh: false,
         filter: filter_for(from)?,
         ring_bytes: args.ring_kib * 1024,
         ..TracerSpec::default()

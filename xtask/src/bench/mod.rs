@@ -80,9 +80,50 @@ impl Drop for VethPair {
     }
 }
 
+/// How to flood: `rate` UDP packets/s in all (0 = as fast as the machine goes) of `size`
+/// payload bytes for `secs`, from `threads` sender threads (each with its own socket, sending
+/// batches of [`BATCH`] with sendmmsg).
+#[derive(Clone, Copy, Debug)]
+pub struct Flood {
+    pub rate: u64,
+    pub secs: f64,
+    pub size: usize,
+    pub threads: usize,
+    /// Instead of UDP sockets, whole Ethernet frames through an AF_PACKET socket bound to
+    /// this device (qdisc bypassed), addressed to a MAC nobody has: the receiving veth's
+    /// capture points (tc, packet taps) see each one, then its IP stack drops it at once
+    /// (PACKET_OTHERHOST) instead of answering with ICMP. Reaches far higher rates.
+    pub raw_dev: Option<&'static str>,
+}
+
+/// Messages per sendmmsg call.
+pub const BATCH: usize = 64;
+
+/// One sender thread per core: on a 2-core machine the senders can take the whole machine.
+pub fn default_sender_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Sends `rate` UDP packets/s of `size` payload bytes to `dst` for `secs` inside namespace
-/// `ns` (this binary re-executed by `ip netns exec`); returns how many were sent.
+/// `ns` (this binary re-executed by `ip netns exec`) with [`default_sender_threads`] threads;
+/// returns how many were sent. `rate` 0 sends as fast as possible.
+#[allow(dead_code)] // the API other benchmarks (overhead) send with
 pub fn flood_in(ns: &str, dst: SocketAddr, rate: u64, secs: f64, size: usize) -> Result<u64> {
+    flood_with(
+        ns,
+        dst,
+        Flood {
+            rate,
+            secs,
+            size,
+            threads: default_sender_threads(),
+            raw_dev: None,
+        },
+    )
+}
+
+/// [`flood_in`] with every knob.
+pub fn flood_with(ns: &str, dst: SocketAddr, f: Flood) -> Result<u64> {
     let exe = std::env::current_exe()?;
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -90,9 +131,11 @@ pub fn flood_in(ns: &str, dst: SocketAddr, rate: u64, secs: f64, size: usize) ->
         .args([
             FLOOD_CMD,
             &dst.to_string(),
-            &rate.to_string(),
-            &secs.to_string(),
-            &size.to_string(),
+            &f.rate.to_string(),
+            &f.secs.to_string(),
+            &f.size.to_string(),
+            &f.threads.to_string(),
+            f.raw_dev.unwrap_or("-"),
         ])
         .output()?;
     if !out.status.success() {
@@ -104,40 +147,184 @@ pub fn flood_in(ns: &str, dst: SocketAddr, rate: u64, secs: f64, size: usize) ->
         .context("sender output")
 }
 
-/// The sender itself: paced in batches so it can also run flat out.
+/// The sender itself: `DST RATE SECS SIZE [THREADS [RAW_DEV|-]]`; prints how many packets
+/// were sent.
 pub fn flood(args: &[&str]) -> Result<()> {
-    let [dst, rate, secs, size] = args else {
-        bail!("{FLOOD_CMD} DST RATE SECS SIZE");
+    let (dst, rate, secs, size, threads, raw_dev) = match args {
+        [dst, rate, secs, size] => (dst, rate, secs, size, "1", "-"),
+        [dst, rate, secs, size, threads] => (dst, rate, secs, size, *threads, "-"),
+        [dst, rate, secs, size, threads, raw] => (dst, rate, secs, size, *threads, *raw),
+        _ => bail!("{FLOOD_CMD} DST RATE SECS SIZE [THREADS [RAW_DEV|-]]"),
     };
     let dst: SocketAddr = dst.parse()?;
+    let threads: usize = threads.parse::<usize>()?.max(1);
     let rate: f64 = rate.parse()?;
+    let per_thread = if rate > 0.0 {
+        rate / threads as f64
+    } else {
+        f64::INFINITY
+    };
     let secs: f64 = secs.parse()?;
-    let payload = vec![0x5a; size.parse()?];
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    sock.connect(dst)?;
+    let size: usize = size.parse()?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (fd, payload) = if raw_dev == "-" {
+                let sock = UdpSocket::bind("0.0.0.0:0")?;
+                sock.connect(dst)?;
+                (std::os::fd::OwnedFd::from(sock), vec![0x5a_u8; size])
+            } else {
+                let SocketAddr::V4(dst) = dst else {
+                    bail!("raw frames are IPv4 only");
+                };
+                (raw_socket(raw_dev)?, udp4_frame(dst, size))
+            };
+            Ok(std::thread::spawn(move || {
+                send_paced(&fd, &payload, per_thread, start, end)
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let mut sent = 0;
+    for w in workers {
+        sent += w
+            .join()
+            .map_err(|_| anyhow::anyhow!("sender thread panicked"))?;
+    }
+    println!("{sent}");
+    Ok(())
+}
+
+/// An AF_PACKET socket that sends on `dev` straight to the driver (no qdisc) and receives
+/// nothing.
+fn raw_socket(dev: &str) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(dev)?;
+    // SAFETY: plain syscalls on a socket this function owns from creation on.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        if ifindex == 0 {
+            bail!("no device {dev}: {}", std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        if libc::bind(
+            raw,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) < 0
+        {
+            bail!("binding to {dev}: {}", std::io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        Ok(fd)
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame to `dst` with `size` payload bytes, from 10.9.0.1:9998 and
+/// to MAC 02:00:00:00:00:02, which no device here has.
+pub fn udp4_frame(dst: std::net::SocketAddrV4, size: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42 + size);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let total = (20 + 8 + size) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 9, 0, 1]);
+    ip[16..20].copy_from_slice(&dst.ip().octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&9998u16.to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&((8 + size) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum
+    f.resize(f.len() + size, 0x5a);
+    f
+}
+
+/// Sends `payload` in batches on a connected or bound socket until `end`, keeping at or
+/// below `rate` packets/s; returns the packets the kernel accepted.
+fn send_paced(
+    sock: &std::os::fd::OwnedFd,
+    payload: &[u8],
+    rate: f64,
+    start: Instant,
+    end: Instant,
+) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: all-zero msghdr/mmsghdr are valid (no name, no control data).
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
     let mut sent = 0u64;
-    const BATCH: u64 = 32;
     loop {
         let now = Instant::now();
         if now >= end {
             break;
         }
-        let due = start + Duration::from_secs_f64(sent as f64 / rate);
-        if due > now {
-            std::thread::sleep(due - now);
-            continue;
-        }
-        for _ in 0..BATCH {
-            // ENOBUFS and the like: the packet was not sent, so it is not counted.
-            if sock.send(&payload).is_ok() {
-                sent += 1;
+        if rate.is_finite() {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            if due > now {
+                std::thread::sleep(due - now);
+                continue;
             }
         }
+        // SAFETY: `msgs` holds BATCH valid headers pointing at `iov`/`payload`, all alive.
+        let n = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                0,
+            )
+        };
+        // -1: ENOBUFS, or ECONNREFUSED after an ICMP port unreachable: nothing was sent.
+        if n > 0 {
+            sent += n as u64;
+        }
     }
-    println!("{sent}");
-    Ok(())
+    sent
+}
+
+/// Packets `dev` in namespace `ns` has received so far (its rx_packets counter).
+pub fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
+    sh(&format!(
+        "ip netns exec {ns} cat /sys/class/net/{dev}/statistics/rx_packets"
+    ))?
+    .trim()
+    .parse()
+    .context("rx_packets")
 }
 
 /// A child process whose stderr lines are collected in the background; killed on drop.
