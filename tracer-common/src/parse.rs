@@ -80,8 +80,9 @@ pub struct Flow {
     pub _pad: [u8; 3],
 }
 
-/// What the parser found in one packet.
-#[repr(C)]
+/// What the parser found in one packet. 8-aligned, a multiple of 8 bytes: the kernel zeroes
+/// it a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Parsed {
     pub outer: Flow,
@@ -96,6 +97,7 @@ pub struct Parsed {
     pub _pad2: u16,
     /// VXLAN/Geneve VNI or GRE key.
     pub vni: u32,
+    pub _pad3: u32,
 }
 
 impl Parsed {
@@ -475,31 +477,52 @@ fn addrs_match_bytes(cfg: &crate::FilterConfig, family: u8, src: &[u8], dst: &[u
     false
 }
 
-/// A cheap early answer of the in-kernel filter, read straight from the bytes: `true` only when
-/// the packet certainly does not match. That is when the filter names addresses and the packet
-/// is plain IPv4 or IPv6 (no VLAN tag, no IPv6 extension header) that cannot carry a tunnel
-/// (not IPIP/IPv6/GRE, not UDP to a VXLAN or Geneve port) and neither of its addresses is in
-/// any prefix. Anything else (`false`) goes through [`parse_into`] and [`filter_matches`], so a
-/// packet that matches nothing costs a few loads instead of a full parse.
-#[inline(always)]
-pub fn quick_reject(cfg: &crate::FilterConfig, buf: &[u8], from_mac: bool, protocol: u16) -> bool {
-    if cfg.n_addrs == 0 {
-        return false;
-    }
-    quick_reject_inner(cfg, buf, from_mac, protocol).unwrap_or(false)
+/// Packet bytes the early filter reads: a copied buffer (`[u8]`), or, in the tc programs, the
+/// skb's linear data through direct packet access. Every read is bounds checked; `None` when
+/// the byte is not there.
+pub trait Headers {
+    fn u8_at(&self, off: usize) -> Option<u8>;
+    fn be16_at(&self, off: usize) -> Option<u16>;
+    /// `N` (4 or 16) address bytes at `off` into the start of `out`.
+    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()>;
 }
 
-// Not inlined: a BPF subprogram with its own small frame keeps the callers within the
-// 512-byte stack.
-#[inline(never)]
-fn quick_reject_inner(
+impl Headers for [u8] {
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        u8_at(self, off)
+    }
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        be16_at(self, off)
+    }
+    #[inline(always)]
+    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()> {
+        copy_addr::<N>(self, off, out)
+    }
+}
+
+/// Does the filter select anything at all (a zero filter matches every packet)?
+#[inline(always)]
+pub fn filter_active(cfg: &crate::FilterConfig) -> bool {
+    cfg.family != 0 || cfg.proto != 0 || cfg.port != 0 || cfg.n_addrs != 0
+}
+
+/// The outer flow of a packet that certainly carries no tunnel, read from its plain headers
+/// into `f` (family, proto, ports, addresses: what [`filter_matches`] looks at); exactly what
+/// [`parse_into`] would find. `None` when the packet needs the full parser: a VLAN tag, an
+/// IPv6 extension header, a tunnel-capable packet (IPIP, IPv6-in-IP, GRE, UDP to a VXLAN or
+/// Geneve port), a malformed IP header or bytes that are not there.
+#[inline(always)]
+pub fn plain_flow<H: Headers + ?Sized>(
     cfg: &crate::FilterConfig,
-    buf: &[u8],
+    h: &H,
     from_mac: bool,
     protocol: u16,
-) -> Option<bool> {
+    f: &mut Flow,
+) -> Option<()> {
     let (ethertype, l3) = if from_mac {
-        (be16_at(buf, 12)?, 14)
+        (h.be16_at(12)?, 14)
     } else {
         (protocol, 0)
     };
@@ -509,39 +532,133 @@ fn quick_reject_inner(
             || port == GENEVE_PORT
             || (cfg.vxlan_port != 0 && port == cfg.vxlan_port)
     };
-    let (family, src, len) = if ethertype == ETH_P_IP {
-        let vihl = u8_at(buf, l3)?;
+    let l4;
+    let mut fragment = false;
+    if ethertype == ETH_P_IP {
+        let vihl = h.u8_at(l3)?;
         let ihl = (vihl & 0x0f) as usize * 4;
         if vihl >> 4 != 4 || ihl < 20 {
             return None;
         }
-        let proto = u8_at(buf, l3 + 9)?;
-        let first_fragment = be16_at(buf, l3 + 6)? & 0x1fff == 0;
-        match proto {
-            IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE => return None,
-            IPPROTO_UDP if first_fragment && tunnel_port(be16_at(buf, l3 + ihl + 2)?) => {
-                return None
-            }
-            _ => {}
-        }
-        (4, l3 + 12, 4)
-    } else if ethertype == ETH_P_IPV6 {
-        if u8_at(buf, l3)? >> 4 != 6 {
+        f.family = 4;
+        f.proto = h.u8_at(l3 + 9)?;
+        fragment = h.be16_at(l3 + 6)? & 0x1fff != 0;
+        if matches!(f.proto, IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE) {
             return None;
         }
-        match u8_at(buf, l3 + 6)? {
-            0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE => return None,
-            IPPROTO_UDP if tunnel_port(be16_at(buf, l3 + 42)?) => return None,
-            _ => {}
+        h.addr_at::<4>(l3 + 12, &mut f.src)?;
+        h.addr_at::<4>(l3 + 16, &mut f.dst)?;
+        l4 = l3 + ihl;
+    } else if ethertype == ETH_P_IPV6 {
+        if h.u8_at(l3)? >> 4 != 6 {
+            return None;
         }
-        (6, l3 + 8, 16)
-    } else {
+        f.family = 6;
+        f.proto = h.u8_at(l3 + 6)?;
+        if matches!(
+            f.proto,
+            0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE
+        ) {
+            return None;
+        }
+        h.addr_at::<16>(l3 + 8, &mut f.src)?;
+        h.addr_at::<16>(l3 + 24, &mut f.dst)?;
+        l4 = l3 + 40;
+    } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return None;
-    };
-    // Source and destination lie next to each other in both families.
-    let src_bytes = buf.get(src..src + len)?;
-    let dst_bytes = buf.get(src + len..src + 2 * len)?;
-    Some(!addrs_match_bytes(cfg, family, src_bytes, dst_bytes))
+    } else {
+        // Not IP: the full parser finds no flow either (everything stays zero).
+        return Some(());
+    }
+    if !fragment && matches!(f.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        f.sport = h.be16_at(l4)?;
+        f.dport = h.be16_at(l4 + 2)?;
+        if f.proto == IPPROTO_UDP && tunnel_port(f.dport) {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// [`filter_matches`] for a packet without a tunnel: only its outer flow counts.
+#[inline(always)]
+pub fn plain_flow_matches(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    if cfg.family != 0 && f.family != cfg.family {
+        return false;
+    }
+    if cfg.proto != 0 && f.proto != cfg.proto {
+        return false;
+    }
+    if cfg.port != 0 && f.sport != cfg.port && f.dport != cfg.port {
+        return false;
+    }
+    cfg.n_addrs == 0 || plain_addrs_match(cfg, f)
+}
+
+/// [`addrs_match`] as its own BPF subprogram: it reads the addresses from memory instead of
+/// keeping 32 loaded bytes alive across the caller (which spilled them to the stack).
+#[inline(never)]
+fn plain_addrs_match(cfg: &crate::FilterConfig, f: &Flow) -> bool {
+    addrs_match(cfg, f)
+}
+
+/// The in-kernel filter decided from plain headers alone, when it can be: `Some(matches)` when
+/// the filter selects nothing (always a match) or the packet is plain (see [`plain_flow`]),
+/// exactly what [`parse_into`] and [`filter_matches`] would answer; `None` when only the full
+/// parser can tell. `f` is scratch space.
+#[inline(always)]
+pub fn quick_verdict_with<H: Headers + ?Sized>(
+    cfg: &crate::FilterConfig,
+    h: &H,
+    from_mac: bool,
+    protocol: u16,
+    f: &mut Flow,
+) -> Option<bool> {
+    if !filter_active(cfg) {
+        return Some(true);
+    }
+    // Only what plain_flow_matches reads before plain_flow writes it (the address bytes are
+    // read only up to the family's length, which plain_flow fills): no 64-byte memset.
+    f.family = 0;
+    f.proto = 0;
+    f.sport = 0;
+    f.dport = 0;
+    plain_flow(cfg, h, from_mac, protocol, f)?;
+    Some(plain_flow_matches(cfg, f))
+}
+
+/// [`quick_verdict_with`] on a copied buffer.
+#[inline(always)]
+pub fn quick_verdict(
+    cfg: &crate::FilterConfig,
+    buf: &[u8],
+    from_mac: bool,
+    protocol: u16,
+) -> Option<bool> {
+    if !filter_active(cfg) {
+        return Some(true);
+    }
+    quick_verdict_inner(cfg, buf, from_mac, protocol)
+}
+
+/// A cheap early answer of the in-kernel filter: `true` only when the packet certainly does
+/// not match ([`quick_verdict`] said so).
+#[inline(always)]
+pub fn quick_reject(cfg: &crate::FilterConfig, buf: &[u8], from_mac: bool, protocol: u16) -> bool {
+    quick_verdict(cfg, buf, from_mac, protocol) == Some(false)
+}
+
+// Not inlined: a BPF subprogram with its own small frame keeps the callers within the
+// 512-byte stack.
+#[inline(never)]
+fn quick_verdict_inner(
+    cfg: &crate::FilterConfig,
+    buf: &[u8],
+    from_mac: bool,
+    protocol: u16,
+) -> Option<bool> {
+    let mut f = Flow::default();
+    quick_verdict_with(cfg, buf, from_mac, protocol, &mut f)
 }
 
 /// The filter decision for a flow key that is not a packet (route lookups, neighbours):

@@ -20,8 +20,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    dir, flags, hook, kind, nud, parse, Config, KernelOffsets, NeighRaw, RawEvent, RouteRaw,
-    SNAP_LEN,
+    dir, flags, hook, kind, nud, parse, Config, FilterConfig, KernelOffsets, NeighRaw, RawEvent,
+    RouteRaw, SNAP_LEN,
 };
 
 /// tcx "next" / tc "unspec": let the packet continue to the next program and the stack.
@@ -39,6 +39,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 struct Scratch {
     ev: RawEvent,
     parsed: parse::Parsed,
+    /// The tc programs' early filter's outer flow.
+    flow: parse::Flow,
 }
 
 /// Bytes this CPU queued since it last woke the ring reader.
@@ -150,6 +152,9 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
 /// Parses the copied packet into `scratch.parsed` and applies the filter (not the namespace).
 #[inline(always)]
 fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
+    if !parse::filter_active(&cfg.filter) {
+        return true;
+    }
     let ev = &scratch.ev;
     let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
     let data = match ev.data.get(..len) {
@@ -157,13 +162,110 @@ fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
         None => return false,
     };
     let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
-    if parse::quick_reject(&cfg.filter, data, from_mac, ev.protocol) {
-        return false;
+    if let Some(verdict) = parse::quick_verdict(&cfg.filter, data, from_mac, ev.protocol) {
+        return verdict;
     }
+    full_filter(cfg, scratch)
+}
+
+const VERDICT_REJECT: u32 = 0;
+const VERDICT_MATCH: u32 = 1;
+const VERDICT_UNDECIDED: u32 = 2;
+
+/// [`parse::quick_verdict_with`] on the headers in place, as one of the `VERDICT_*`.
+// Not inlined: its own small subprogram keeps the compiler from mixing the full parser's
+// stack set-up into this short path.
+#[inline(never)]
+fn tc_quick_verdict(
+    filter: &FilterConfig,
+    data: usize,
+    end: usize,
+    // skb->protocol in the low 16 bits, `from_mac` in bit 16 (BPF calls take five arguments).
+    proto_mac: u32,
+    f: &mut parse::Flow,
+) -> u32 {
+    let pkt = Pkt { data, end };
+    let protocol = proto_mac as u16;
+    let from_mac = proto_mac & (1 << 16) != 0;
+    match parse::quick_verdict_with(filter, &pkt, from_mac, protocol, f) {
+        Some(true) => VERDICT_MATCH,
+        Some(false) => VERDICT_REJECT,
+        None => VERDICT_UNDECIDED,
+    }
+}
+
+/// The full parse of the copied packet and the filter on it.
+#[inline(never)]
+fn full_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
+    let ev = &scratch.ev;
+    let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
+    let data = match ev.data.get(..len) {
+        Some(d) => d,
+        None => return false,
+    };
+    let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
     let p = &mut scratch.parsed;
-    *p = parse::Parsed::default();
+    zero_parsed(p);
     parse::parse_into(data, from_mac, ev.protocol, cfg.filter.vxlan_port, p);
     parse::filter_matches(&cfg.filter, p)
+}
+
+/// `*p = Parsed::default()` in 8-byte stores straight into the map value (a plain assignment
+/// builds the zero value on the stack and copies it byte by byte).
+#[inline(always)]
+fn zero_parsed(p: &mut parse::Parsed) {
+    const WORDS: usize = core::mem::size_of::<parse::Parsed>() / 8;
+    let w = p as *mut parse::Parsed as *mut u64;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: Parsed is 8-aligned, a multiple of 8 bytes, and all-zero is its default.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+        i += 1;
+    }
+}
+
+/// The skb's linear data, read in place (tc direct packet access): every read is checked
+/// against `data_end` in a form the verifier follows.
+struct Pkt {
+    data: usize,
+    end: usize,
+}
+
+impl parse::Headers for Pkt {
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        let p = self.data + off;
+        if p + 1 > self.end {
+            return None;
+        }
+        // SAFETY: [p, p + 1) lies inside the packet's linear data.
+        Some(unsafe { *(p as *const u8) })
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        let p = self.data + off;
+        if p + 2 > self.end {
+            return None;
+        }
+        // SAFETY: [p, p + 2) lies inside the packet's linear data.
+        Some(unsafe { u16::from_be((p as *const u16).read_unaligned()) })
+    }
+
+    #[inline(always)]
+    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()> {
+        let p = self.data + off;
+        if p + N > self.end {
+            return None;
+        }
+        let mut i = 0;
+        while i < N {
+            // SAFETY: [p, p + N) lies inside the packet's linear data.
+            out[i] = unsafe { *((p + i) as *const u8) };
+            i += 1;
+        }
+        Some(())
+    }
 }
 
 /// One ring-buffer output of `ev` (batched wake-up); a failure is counted in `LOST`.
@@ -218,9 +320,26 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     let cfg = CONFIG.get(0)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    // The filter from the headers in place, before any copy: a plain packet (no tunnel, no
+    // VLAN tag, no IPv6 extension header, in the linear data) is decided here.
+    let verdict = if parse::filter_active(&cfg.filter) {
+        tc_quick_verdict(
+            &cfg.filter,
+            ctx.data(),
+            ctx.data_end(),
+            (protocol as u32) | ((from_mac as u32) << 16),
+            &mut scratch.flow,
+        )
+    } else {
+        VERDICT_MATCH
+    };
+    if verdict == VERDICT_REJECT {
+        return None;
+    }
     let ev = &mut scratch.ev;
     ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
-    ev.protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    ev.protocol = protocol;
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
     if n > SNAP_LEN as u32 {
@@ -233,8 +352,8 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     let loaded =
         unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
     ev.data_len = if loaded == 0 { n as u16 } else { 0 };
-    // Filter first: a packet that does not match costs the copy and the parse, nothing more.
-    if !passes_filter(cfg, scratch) {
+    // Only what the headers could not decide is parsed in full.
+    if verdict == VERDICT_UNDECIDED && !full_filter(cfg, scratch) {
         return None;
     }
     let skb_addr = ctx.as_ptr() as u64;
