@@ -266,6 +266,64 @@ fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
     assert!(run(&ebpf, &mut ring, &ipip).is_none());
 }
 
+/// The kernel's early filter (headers read in place, before any copy) never disagrees with
+/// the full parser: over plain frames, every encapsulation, VLAN tags, extension headers,
+/// fragments and truncations, with filters on addresses, family, protocol and port, the
+/// program emits an event exactly when userspace's parser and filter say the packet matches.
+#[test]
+fn the_early_filter_decides_like_the_full_parser() {
+    if skip_unless_root("the_early_filter_decides_like_the_full_parser") {
+        return;
+    }
+    let (mut ebpf, mut ring) = load(FilterConfig::default());
+    let frames = tracer_common::fixtures::filter_frames();
+    let offsets = KernelBtf::load()
+        .and_then(|b| b.kernel_offsets())
+        .expect("offsets");
+    let (mut hits, mut misses) = (0, 0);
+    for filter in tracer_common::fixtures::filter_configs() {
+        {
+            let mut cfg: Array<&mut MapData, Config> =
+                Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+            let config = Config {
+                offsets,
+                filter,
+                wakeup_bytes: 4096,
+                ..Config::default()
+            };
+            cfg.set(0, config, 0).unwrap();
+        }
+        for f in &frames {
+            // Whole, cut inside the headers, and cut right after them.
+            let mut lens = vec![f.len(), 15, 20, 34, 38, 42, 54, 58, 62];
+            lens.retain(|&n| n <= f.len());
+            for n in lens {
+                let buf = &f[..n];
+                let want =
+                    parse::filter_matches(&filter, &parse::parse(buf, true, 0, filter.vxlan_port));
+                let prog: &SchedClassifier =
+                    ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+                let opts = TestRunOptions {
+                    data_in: Some(buf),
+                    ..TestRunOptions::default()
+                };
+                if prog.test_run(opts).is_err() {
+                    continue; // the kernel refuses frames too short for their ethertype
+                }
+                let got = ring.next().is_some();
+                assert!(ring.next().is_none(), "one event per packet");
+                assert_eq!(got, want, "{filter:?} on {buf:?}");
+                if want {
+                    hits += 1;
+                } else {
+                    misses += 1;
+                }
+            }
+        }
+    }
+    assert!(hits > 100 && misses > 100, "{hits} hits, {misses} misses");
+}
+
 /// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a
 /// plain UDP frame and a VXLAN frame, with a filter that matches nothing and with none. Run
 /// with `cargo test --test test_run -- --ignored --nocapture`.

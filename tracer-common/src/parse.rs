@@ -918,6 +918,40 @@ mod tests {
     }
 
     #[test]
+    fn quick_verdict_always_agrees_with_the_full_parser() {
+        let frames = crate::fixtures::filter_frames();
+        let (mut decided, mut rejected) = (0, 0);
+        for cfg in crate::fixtures::filter_configs() {
+            let extra = cfg.vxlan_port;
+            for f in &frames {
+                for n in 0..=f.len() {
+                    let buf = &f[..n];
+                    let full = filter_matches(&cfg, &parse(buf, true, 0, extra));
+                    if let Some(v) = quick_verdict(&cfg, buf, true, 0) {
+                        assert_eq!(v, full, "{cfg:?} on {buf:?}");
+                        decided += 1;
+                        rejected += !v as usize;
+                    }
+                    // Without a MAC header (the _l3 programs).
+                    if n >= 14 {
+                        let proto = u16::from_be_bytes([f[12], f[13]]);
+                        let l3 = &f[14..n];
+                        let full = filter_matches(&cfg, &parse(l3, false, proto, extra));
+                        if let Some(v) = quick_verdict(&cfg, l3, false, proto) {
+                            assert_eq!(v, full, "l3 {cfg:?} on {l3:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            decided > 10_000,
+            "plain packets are decided early: {decided}"
+        );
+        assert!(rejected > 1_000, "and rejected early: {rejected}");
+    }
+
+    #[test]
     fn flow_keys_match_on_addresses_and_only_known_protocols_and_ports() {
         let mut f = Flow {
             family: 4,
