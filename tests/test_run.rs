@@ -324,6 +324,59 @@ fn the_early_filter_decides_like_the_full_parser() {
     assert!(hits > 100 && misses > 100, "{hits} hits, {misses} misses");
 }
 
+/// `Config::snap_len` (`capture -s`) cuts what goes to the ring, not what the filter sees: a
+/// VXLAN frame matched on its inner address (past the snap length) still gets through, with
+/// only the first snap_len bytes.
+#[test]
+fn snap_len_cuts_the_copy_not_the_filter() {
+    if skip_unless_root("snap_len_cuts_the_copy_not_the_filter") {
+        return;
+    }
+    let vx = vxlan(4789, 42, &icmp6(1));
+    let plain = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 200]);
+    let offsets = KernelBtf::load()
+        .and_then(|b| b.kernel_offsets())
+        .expect("offsets");
+    let (mut ebpf, mut ring) = load(FilterConfig::default());
+    let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
+    addrs[0] = prefix(&[0xfd], 6, 8);
+    addrs[1] = prefix(&[10, 9, 0, 1], 4, 32);
+    for (filter, snap, want) in [
+        (FilterConfig::default(), 0u32, SNAP_LEN),
+        (FilterConfig::default(), 64, 64),
+        (
+            FilterConfig {
+                n_addrs: 2,
+                addrs,
+                ..FilterConfig::default()
+            },
+            64,
+            64,
+        ),
+        (FilterConfig::default(), 1000, SNAP_LEN),
+    ] {
+        {
+            let mut cfg: Array<&mut MapData, Config> =
+                Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+            let config = Config {
+                offsets,
+                filter,
+                wakeup_bytes: 4096,
+                snap_len: snap,
+                ..Config::default()
+            };
+            cfg.set(0, config, 0).unwrap();
+        }
+        for frame in [&vx, &plain] {
+            let ev = run(&ebpf, &mut ring, frame).expect("matches");
+            let n = want.min(frame.len());
+            assert_eq!(ev.data_len as usize, n, "snap {snap}, {filter:?}");
+            assert_eq!(&ev.data[..n], &frame[..n]);
+            assert_eq!(ev.skb_len as usize, frame.len());
+        }
+    }
+}
+
 /// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a
 /// plain UDP frame and a VXLAN frame, with a filter that matches nothing and with none. Run
 /// with `cargo test --test test_run -- --ignored --nocapture`.

@@ -286,6 +286,9 @@ pub struct Config {
     /// Non-zero: route events are on (netif_receive_skb then also records, per CPU, the
     /// namespace of the packet being received, for IPv4 lookups that found no nexthop).
     pub routes: u32,
+    /// Packet bytes to hand to userspace per event, 1..=SNAP_LEN; 0 = SNAP_LEN. The filter
+    /// still sees up to SNAP_LEN bytes; only the copy into the ring is cut (`capture -s`).
+    pub snap_len: u32,
     pub route: RouteOffsets,
     pub neigh: NeighOffsets,
 }

@@ -149,6 +149,17 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
     }
 }
 
+/// Packet bytes per event for userspace: `cfg.snap_len`, in [1, SNAP_LEN].
+#[inline(always)]
+fn snap_len(cfg: &Config) -> u32 {
+    let s = cfg.snap_len;
+    if s == 0 || s > SNAP_LEN as u32 {
+        SNAP_LEN as u32
+    } else {
+        s
+    }
+}
+
 /// Parses the copied packet into `scratch.parsed` and applies the filter (not the namespace).
 #[inline(always)]
 fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
@@ -340,8 +351,19 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
     let ev = &mut scratch.ev;
     ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
     ev.protocol = protocol;
+    // A packet the filter still has to parse is copied up to SNAP_LEN bytes (the parser needs
+    // its headers); one already decided only up to the snap length.
+    let snap = snap_len(cfg);
+    let limit = if verdict == VERDICT_MATCH {
+        snap
+    } else {
+        SNAP_LEN as u32
+    };
     // bpf_skb_load_bytes needs a length in [1, SNAP_LEN] the verifier can see.
     let mut n = ctx.len();
+    if n > limit {
+        n = limit;
+    }
     if n > SNAP_LEN as u32 {
         n = SNAP_LEN as u32;
     }
@@ -362,6 +384,9 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
         return None;
     }
     let ev = &mut scratch.ev;
+    if ev.data_len as u32 > snap {
+        ev.data_len = snap as u16;
+    }
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = 0;
     ev.skb = skb_addr;
@@ -437,7 +462,12 @@ fn skb_event(
     ev.hook = hook_id;
     ev.dir = direction;
     if passes_filter(cfg, scratch) {
-        output(cfg, &scratch.ev);
+        let ev = &mut scratch.ev;
+        let snap = snap_len(cfg);
+        if ev.data_len as u32 > snap {
+            ev.data_len = snap as u16;
+        }
+        output(cfg, ev);
     }
     Some(())
 }

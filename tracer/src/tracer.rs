@@ -117,6 +117,8 @@ pub struct TracerSpec {
     pub filter: FilterConfig,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Packet bytes per event the kernel copies to the ring (`capture -s`); 0 = SNAP_LEN.
+    pub snap_len: u32,
 }
 
 impl Default for TracerSpec {
@@ -132,6 +134,7 @@ impl Default for TracerSpec {
             functions: None,
             filter: FilterConfig::default(),
             ring_bytes: 4 << 20,
+            snap_len: 0,
         }
     }
 }
@@ -326,6 +329,7 @@ impl NodeTracer {
             wakeup_bytes: (spec.ring_bytes / 32).max(4096),
             dev_hops: spec.dev_hops as u32,
             routes: (route.valid != 0) as u32,
+            snap_len: spec.snap_len,
             route,
             neigh,
         };

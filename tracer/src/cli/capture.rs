@@ -226,6 +226,8 @@ impl CaptureArgs {
             dev_hops: false,
             filter,
             ring_bytes: self.buffer_kib * 1024,
+            // Kernel drops lose their MAC-less check below 16 bytes; the writer cuts to -s.
+            snap_len: self.snaplen().max(16),
             ..TracerSpec::default()
         })
     }
