@@ -592,14 +592,7 @@ pub fn plain_flow_matches(cfg: &crate::FilterConfig, f: &Flow) -> bool {
     if cfg.port != 0 && f.sport != cfg.port && f.dport != cfg.port {
         return false;
     }
-    cfg.n_addrs == 0 || plain_addrs_match(cfg, f)
-}
-
-/// [`addrs_match`] as its own BPF subprogram: it reads the addresses from memory instead of
-/// keeping 32 loaded bytes alive across the caller (which spilled them to the stack).
-#[inline(never)]
-fn plain_addrs_match(cfg: &crate::FilterConfig, f: &Flow) -> bool {
-    addrs_match(cfg, f)
+    cfg.n_addrs == 0 || addrs_match(cfg, f)
 }
 
 /// The in-kernel filter decided from plain headers alone, when it can be: `Some(matches)` when

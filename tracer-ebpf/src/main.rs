@@ -206,7 +206,7 @@ fn tc_quick_verdict(
 }
 
 /// The full parse of the copied packet and the filter on it.
-#[inline(never)]
+#[inline(always)]
 fn full_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     let ev = &scratch.ev;
     let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
@@ -246,7 +246,10 @@ impl parse::Headers for Pkt {
     #[inline(always)]
     fn u8_at(&self, off: usize) -> Option<u8> {
         let p = self.data + off;
-        if p + 1 > self.end {
+        // `p + 1 > end` becomes `end > p` in LLVM, which gives the verifier no readable range.
+        // Asking for one more byte is only stricter: the early filter reads no header's last
+        // byte alone, and a failed read sends the packet to the full parser, never rejects it.
+        if p + 2 > self.end {
             return None;
         }
         // SAFETY: [p, p + 1) lies inside the packet's linear data.
