@@ -101,7 +101,13 @@ pub const BATCH: usize = 64;
 
 /// One sender thread per core: on a 2-core machine the senders can take the whole machine.
 pub fn default_sender_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    // NETPATH_BENCH_SENDERS=1 leaves a core to the tracer's reader: the overhead a workload
+    // that does not use every core would see.
+    std::env::var("NETPATH_BENCH_SENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// Sends `rate` UDP packets/s of `size` payload bytes to `dst` for `secs` inside namespace

@@ -147,8 +147,10 @@ pub fn run() -> Result<()> {
     let np = netpath.to_str().context("netpath path")?;
     let pair = VethPair::new("o")?;
     println!(
-        "UDP flood, {PAYLOAD}-byte payloads, flat out for {SECS}s per trial, {ROUNDS} rounds; \
-         tc programs on va (egress) and vb (ingress); load average before: {}",
+        "UDP flood, {PAYLOAD}-byte payloads, flat out for {SECS}s per trial, {ROUNDS} rounds, {} \
+         sender thread(s) (NETPATH_BENCH_SENDERS); tc programs on va (egress) and vb (ingress); \
+         load average before: {}",
+        super::default_sender_threads(),
         loadavg()
     );
     println!(
