@@ -9,14 +9,9 @@
 //! received, whichever is larger) and CPU seconds per million packets (utime+stime of the
 //! capture process; kernel work done in softirq context, BPF programs included, is not
 //! charged to it).
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{default_sender_threads, flood_with, rx_packets, Flood, Tool, VethPair};
 
@@ -58,20 +53,6 @@ impl Trial {
     fn sender_limited(&self, offered: u64) -> bool {
         offered == 0 || (self.rate() as f64) < 0.9 * offered as f64
     }
-}
-
-fn netpath_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("NETPATH_BIN") {
-        return Ok(p.into());
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "tracer", "--bin", "netpath"])
-        .status()?;
-    if !status.success() {
-        bail!("building netpath failed");
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(root.join("../target/release/netpath"))
 }
 
 /// The first number of the summary line that ends with `suffix`.
@@ -173,7 +154,7 @@ struct Outcome {
 }
 
 pub fn run() -> Result<()> {
-    let netpath = netpath_bin()?;
+    let netpath = super::netpath_release()?;
     let pair = VethPair::new("c")?;
     let threads = default_sender_threads();
     println!(

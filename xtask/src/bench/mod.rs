@@ -24,6 +24,20 @@ pub fn run(name: &str) -> Result<()> {
     }
 }
 
+/// The release `netpath` binary (`NETPATH_BIN`, else built now): benchmarks measure what users run.
+pub fn netpath_release() -> Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("NETPATH_BIN") {
+        return Ok(p.into());
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "tracer", "--bin", "netpath"])
+        .status()?;
+    if !status.success() {
+        bail!("building netpath failed");
+    }
+    Ok(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath"))
+}
+
 fn sh(cmd: &str) -> Result<String> {
     let out = Command::new("sh").arg("-c").arg(cmd).output()?;
     if !out.status.success() {

@@ -11,8 +11,6 @@
 //! receive usually runs in the same CPU's softirq), as a ratio to `none`.
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -50,19 +48,6 @@ struct Trial {
     events: u64,
     lost: u64,
     secs: f64,
-}
-
-fn netpath_release() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("NETPATH_BIN") {
-        return Ok(p.into());
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "tracer", "--bin", "netpath"])
-        .status()?;
-    if !status.success() {
-        bail!("building netpath failed");
-    }
-    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath"))
 }
 
 /// `netpath: N events, M lost` → (N, M).
@@ -143,7 +128,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run() -> Result<()> {
-    let netpath = netpath_release()?;
+    let netpath = super::netpath_release()?;
     let np = netpath.to_str().context("netpath path")?;
     let pair = VethPair::new("o")?;
     println!(
