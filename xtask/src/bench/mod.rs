@@ -20,7 +20,7 @@ pub fn run(name: &str) -> Result<()> {
     match name {
         "capture" => capture::run(),
         "overhead" => overhead::run(),
-        other => bail!("unknown benchmark {other:?} (known: capture)"),
+        other => bail!("unknown benchmark {other:?} (known: capture, overhead)"),
     }
 }
 
