@@ -103,6 +103,9 @@ pub fn netpath(args: &[&str]) -> Output {
         .expect("spawn netpath")
 }
 
+/// How long [`NetpathProcess::finish`] waits for a process to end by itself.
+pub const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A running `netpath` process, killed (SIGINT, then SIGKILL) if still alive when dropped.
 pub struct NetpathProcess {
     pub child: std::process::Child,
@@ -171,14 +174,33 @@ impl NetpathProcess {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
     }
 
-    /// Waits for exit and returns (exit code, stdout).
+    /// Waits for exit and returns (exit code, stdout). A process still running after
+    /// [`FINISH_LIMIT`] is interrupted, then killed, so a test never hangs on it.
     pub fn finish(mut self) -> (Option<i32>, String) {
         use std::io::Read;
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.stdout.take() {
-            let _ = stdout.read_to_string(&mut out);
-        }
-        let status = self.child.wait().expect("wait netpath");
+        let stdout = self.child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            if let Some(mut stdout) = stdout {
+                let _ = stdout.read_to_string(&mut out);
+            }
+            out
+        });
+        let deadline = std::time::Instant::now() + FINISH_LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait netpath") {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!("process still running after {FINISH_LIMIT:?}: interrupting it");
+                self.interrupt();
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait netpath");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let out = reader.join().unwrap_or_default();
         while let Ok(line) = self
             .stderr_lines
             .recv_timeout(std::time::Duration::from_millis(200))
