@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use integration_tests::{netpath, sh, skip_unless_root, unique, NetNsGuard};
 use serde_json::Value;
-use tracer::lab::{self, Family, LabOptions, Outcome};
+use tracer::{
+    lab::{self, Family, LabOptions, Outcome},
+    trace::family_number,
+};
 
 /// One trace at a time: each loads the kernel programs, and a 2-core machine shared with other
 /// tests would otherwise blur the time-to-verdict figures.
@@ -77,13 +80,6 @@ fn verdict(report: &Value, family: u8) -> &Value {
 /// Hops that are places (devices, drop points), not route lookups.
 fn places(hops: &[Value]) -> Vec<&Value> {
     hops.iter().filter(|h| h["kind"] != "route").collect()
-}
-
-fn family_number(f: Family) -> u8 {
-    match f {
-        Family::Ipv4 => 4,
-        Family::Ipv6 => 6,
-    }
 }
 
 /// Checks every documented flow of `scenario`; `dropped_cause` is the cause code the dropped

@@ -121,10 +121,6 @@ fn families(args: &TraceArgs, to: &Endpoint) -> Vec<Family> {
     asked
 }
 
-fn family_u8(f: Family) -> u8 {
-    trace::family_number(f)
-}
-
 fn filter_for(from: &Endpoint) -> Result<FilterConfig> {
     let mut cfg = FilterConfig::default();
     let addrs: Vec<AddrPrefix> = from
@@ -145,18 +141,12 @@ fn filter_for(from: &Endpoint) -> Result<FilterConfig> {
 /// Is this event a drop that settles a probe (not the socket layer discarding a delivered
 /// packet)?
 fn settles(e: &Event) -> bool {
-    let reason = e.reason.as_deref().unwrap_or_default();
-    let func = e
-        .location
-        .as_deref()
-        .and_then(|l| l.split('+').next())
-        .unwrap_or_default();
+    let function = e.location.as_deref().and_then(|l| l.split('+').next());
     e.kind == EventKind::Drop
-        && reason != "NO_SOCKET"
-        && reason != "QUEUE_PURGE"
-        && !reason.starts_with("SOCKET_")
-        && !reason.starts_with("TCP_")
-        && !matches!(func, "ping_rcv" | "raw_rcv" | "icmp_rcv")
+        && !trace::diagnose::is_socket_level_drop(
+            e.reason.as_deref().unwrap_or_default(),
+            function.unwrap_or_default(),
+        )
 }
 
 pub async fn run(args: TraceArgs) -> Result<i32> {
@@ -226,12 +216,12 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         let matcher = match kind {
             _ if args.passive => None,
             ProbeKind::Icmp => Some(ProbeMatch::Echo {
-                family: family_u8(family),
+                family: trace::family_number(family),
                 id: echo_id,
                 seq: 1,
             }),
             ProbeKind::Tcp { .. } | ProbeKind::Udp { .. } => Some(ProbeMatch::Transport {
-                family: family_u8(family),
+                family: trace::family_number(family),
                 proto: proto_number(if matches!(kind, ProbeKind::Udp { .. }) {
                     "udp"
                 } else {
@@ -318,7 +308,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
                 done = tasks.join_next(), if !tasks.is_empty() => {
                     if let Some(Ok((i, result))) = done {
                         let p = &mut planned[i];
-                        p.outcome = result.with_context(|| format!("{} probe", trace::family_name(family_u8(p.family))))?;
+                        p.outcome = result.with_context(|| format!("{} probe", trace::family_name(trace::family_number(p.family))))?;
                     }
                     tracing::debug!("probe done after {} ms", started.elapsed().as_millis());
                     if tasks.is_empty() {
@@ -356,7 +346,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
                 if args.passive {
                     format!(
                         "no {} traffic from {} to {} was seen in {:.0} s",
-                        trace::family_name(family_u8(p.family)),
+                        trace::family_name(trace::family_number(p.family)),
                         from.name,
                         to.name,
                         timeout.as_secs_f64()
@@ -476,7 +466,7 @@ fn tracer_spec(
 /// Passive mode: the first packet from FROM to TO of this family becomes the "probe", and its
 /// answer (if one was seen arriving back in FROM's namespace) the reply.
 fn passive_match(p: &mut Planned, from: &Endpoint, to: &Endpoint, events: &[Event]) {
-    let fam = family_u8(p.family);
+    let fam = trace::family_number(p.family);
     let to_addrs: Vec<IpAddr> = to
         .addrs()
         .chain(to.backends.iter().map(|b| b.ip()))

@@ -171,12 +171,20 @@ fn service_family_hint(name: &str) -> String {
 /// Drops that are a delivery, not a network failure: the packet reached a host whose socket
 /// layer had no use for it (a SYN to a closed port, the echo reply a raw socket also saw).
 fn is_socket_level(h: &Hop) -> bool {
-    let reason = h.reason.as_deref().unwrap_or_default();
+    is_socket_level_drop(
+        h.reason.as_deref().unwrap_or_default(),
+        h.function().unwrap_or_default(),
+    )
+}
+
+/// A drop with this kernel reason in this function is the socket layer discarding a packet
+/// that was delivered, not a network failure.
+pub fn is_socket_level_drop(reason: &str, function: &str) -> bool {
     reason == "NO_SOCKET"
         || reason.starts_with("SOCKET_")
         || reason == "QUEUE_PURGE"
         || reason.starts_with("TCP_")
-        || matches!(h.function(), Some("ping_rcv" | "raw_rcv" | "icmp_rcv"))
+        || matches!(function, "ping_rcv" | "raw_rcv" | "icmp_rcv")
 }
 
 fn first_real_drop(p: &PacketPath) -> Option<&Hop> {
@@ -804,7 +812,7 @@ mod tests {
     use crate::{
         event::EventKind,
         trace::{
-            inspect::{IfAddr, RouteLookup},
+            inspect::{IfAddr, RouteAnswer},
             path::tests::{drop_event, echo_event},
         },
     };
@@ -812,7 +820,7 @@ mod tests {
 
     #[derive(Default)]
     struct Answers {
-        routes: HashMap<(String, String), RouteLookup>,
+        routes: HashMap<(String, String), RouteAnswer>,
         forwarding: HashMap<String, bool>,
         addrs: HashMap<String, Vec<IfAddr>>,
         nft: HashMap<String, Vec<String>>,
@@ -827,7 +835,7 @@ mod tests {
             dst: IpAddr,
             _src: Option<IpAddr>,
             _iif: Option<&str>,
-        ) -> Option<RouteLookup> {
+        ) -> Option<RouteAnswer> {
             self.routes
                 .get(&(netns.to_string(), dst.to_string()))
                 .cloned()
@@ -854,8 +862,8 @@ mod tests {
         }
     }
 
-    fn route(ns: &str, dst: &str, kind: &str, gw: Option<&str>, dev: Option<&str>) -> RouteLookup {
-        RouteLookup {
+    fn route(ns: &str, dst: &str, kind: &str, gw: Option<&str>, dev: Option<&str>) -> RouteAnswer {
+        RouteAnswer {
             netns: ns.into(),
             dst: dst.into(),
             kind: kind.into(),

@@ -6,9 +6,10 @@ use std::{net::IpAddr, process::Command};
 
 use serde::Serialize;
 
-/// Result of a route lookup (`ip route get`) in one namespace.
+/// What `ip route get` answered in one namespace (the kernel's own lookups are
+/// [`crate::event::RouteLookup`] events).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RouteLookup {
+pub struct RouteAnswer {
     pub netns: String,
     pub dst: String,
     /// `unicast`, `blackhole`, `unreachable`, `prohibit`, `local`, ... or `error`.
@@ -26,7 +27,7 @@ pub struct RouteLookup {
     pub prefix: Option<String>,
 }
 
-impl RouteLookup {
+impl RouteAnswer {
     pub fn failed(&self) -> bool {
         self.error.is_some()
             || matches!(self.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
@@ -74,7 +75,7 @@ pub trait Inspector {
         dst: IpAddr,
         src: Option<IpAddr>,
         iif: Option<&str>,
-    ) -> Option<RouteLookup>;
+    ) -> Option<RouteAnswer>;
     /// Forwarding enabled for `family` in `netns` (None: unknown).
     fn forwarding(&self, netns: &str, family: u8) -> Option<bool>;
     /// Devices of `netns` with IPv6 disabled.
@@ -112,7 +113,7 @@ impl Inspector for LiveInspector {
         dst: IpAddr,
         src: Option<IpAddr>,
         iif: Option<&str>,
-    ) -> Option<RouteLookup> {
+    ) -> Option<RouteAnswer> {
         let dst_s = dst.to_string();
         let src_s = src.map(|s| s.to_string());
         let mut argv = vec!["ip", "-j", "route", "get", dst_s.as_str()];
@@ -144,7 +145,7 @@ impl Inspector for LiveInspector {
                 Some((kind, prefix)) if kind != "unicast" => (kind, Some(prefix)),
                 _ => ("error".to_string(), None),
             };
-            return Some(RouteLookup {
+            return Some(RouteAnswer {
                 netns: netns.into(),
                 dst: dst_s,
                 kind,
@@ -218,11 +219,11 @@ impl Inspector for LiveInspector {
     }
 }
 
-/// `ip -j route get` output to a [`RouteLookup`].
-pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteLookup> {
+/// `ip -j route get` output to a [`RouteAnswer`].
+pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteAnswer> {
     let v: serde_json::Value = serde_json::from_slice(json).ok()?;
     let r = v.as_array()?.first()?;
-    Some(RouteLookup {
+    Some(RouteAnswer {
         netns: netns.into(),
         dst: dst.into(),
         kind: r["type"].as_str().unwrap_or("unicast").to_string(),

@@ -263,8 +263,8 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
 }
 
 /// Route lookups the kernel made for this packet: route events in a namespace the packet went
-/// through, for its addresses there, during its time there (±2 ms). Misses in the local table
-/// are left out: every lookup first misses there unless the address is local.
+/// through, for its addresses there, during its time there (±2 ms). (The kernel programs
+/// already leave out misses in the local table.)
 fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event> {
     const SLACK_NS: u64 = 2_000_000;
     /// Per namespace: first and last time seen, and the (src, dst) pairs it had there.
@@ -283,11 +283,6 @@ fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event
     events
         .iter()
         .filter(|e| e.kind == EventKind::Route)
-        .filter(|e| {
-            !e.route
-                .as_ref()
-                .is_some_and(|r| r.table == 255 && r.no_route)
-        })
         .filter(|e| {
             seen.get(e.netns.as_str())
                 .is_some_and(|(first, last, pairs)| {
@@ -510,7 +505,6 @@ pub(crate) mod tests {
         let events = vec![
             echo_event("node-1", "np-pod-a", "eth0", Egress, 1_000_000, 64, pc),
             echo_event("node-1", "np-node-1", "veth1", Ingress, 10_000_000, 64, pc),
-            route_event("np-node-1", 10_100_000, 255, "none", true),
             route_event("np-node-1", 10_200_000, 254, "unicast", false),
             echo_event("node-1", "np-node-1", "eth0", Egress, 10_300_000, 63, pc),
             // Another packet's lookup, long after.

@@ -243,19 +243,11 @@ fn wait_for(fd: &OwnedFd, events: libc::c_short, deadline: Instant, cancel: &Ato
     }
 }
 
+/// `ENETUNREACH` and friends (the names the diagnosis keys on), else the error's text.
 fn errno_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
-        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
-        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EMSGSIZE) => "EMSGSIZE".into(),
-        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
-        _ => e.to_string(),
-    }
+    e.raw_os_error()
+        .and_then(crate::event::errno_name)
+        .map_or_else(|| e.to_string(), str::to_string)
 }
 
 /// `size` bytes of a recognisable pattern.
