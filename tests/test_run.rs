@@ -95,12 +95,7 @@ fn userspace_view(frame: &[u8], like: &RawEvent) -> Event {
 fn prefix(addr: &[u8], family: u8, len: u8) -> AddrPrefix {
     let mut a = [0u8; 16];
     a[..addr.len()].copy_from_slice(addr);
-    AddrPrefix {
-        addr: a,
-        family,
-        prefix_len: len,
-        _pad: [0; 2],
-    }
+    AddrPrefix::new(family, a, len)
 }
 
 #[test]

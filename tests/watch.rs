@@ -24,6 +24,8 @@ fn pair() -> Pair {
         "ip -n {} route add fd00:99::/64 via fd00:1::2",
         a.name
     ));
+    // Turning forwarding on changes b's addresses (routers join the subnet anycast address).
+    wait_reachable(&a, "fd00:1::2");
     Pair { a, b }
 }
 

@@ -276,5 +276,16 @@ pub fn veth_pair(prefix: &str) -> (NetNsGuard, NetNsGuard) {
     ] {
         ns.exec(&format!("ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"));
     }
+    wait_reachable(&a, "fd00:1::2");
     (a, b)
+}
+
+/// Pings `addr` from `ns` until it answers (at most 5 s; panics after). The first IPv6
+/// neighbour exchange on a veth that has just come up is sometimes not answered within a
+/// ping's wait, which would make a test's own first ping flaky.
+pub fn wait_reachable(ns: &NetNsGuard, addr: &str) {
+    ns.exec(&format!(
+        "for i in $(seq 10); do ping -c1 -W1 -i0.2 {addr} >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
+         echo '{addr} never answered' >&2; exit 1"
+    ));
 }

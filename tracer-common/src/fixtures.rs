@@ -158,12 +158,7 @@ pub fn filter_configs() -> Vec<crate::FilterConfig> {
     let pre = |b: &[u8], family: u8, len: u8| {
         let mut addr = [0u8; 16];
         addr[..b.len()].copy_from_slice(b);
-        AddrPrefix {
-            addr,
-            family,
-            prefix_len: len,
-            _pad: [0; 2],
-        }
+        AddrPrefix::new(family, addr, len)
     };
     let prefixes = [
         pre(&[10, 0, 0, 1], 4, 32),

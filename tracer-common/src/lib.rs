@@ -235,16 +235,88 @@ pub struct NeighOffsets {
     pub primary_key: u32,
 }
 
-/// One address prefix of the in-kernel filter.
+/// One address prefix of the in-kernel filter. The address and its mask are kept as four
+/// native-endian words over the network-order bytes (IPv4 in the first word), so the kernel
+/// compares an address read from a packet with a few word operations: build it with
+/// [`AddrPrefix::new`].
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct AddrPrefix {
-    /// IPv4 in the first 4 bytes, or IPv6.
-    pub addr: [u8; 16],
+    pub addr: [u32; 4],
+    /// `prefix_len` leading one bits over the same bytes.
+    pub mask: [u32; 4],
     /// 4 or 6.
     pub family: u8,
     pub prefix_len: u8,
     pub _pad: [u8; 2],
+}
+
+impl AddrPrefix {
+    /// The prefix `bytes/prefix_len` of `family` (IPv4 in the first 4 bytes); a length past
+    /// the family's width is cut to it.
+    pub fn new(family: u8, bytes: [u8; 16], prefix_len: u8) -> Self {
+        let width = if family == 4 { 32 } else { 128 };
+        let prefix_len = if prefix_len > width {
+            width
+        } else {
+            prefix_len
+        };
+        let mut mask = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            let lo = i as u8 * 8;
+            mask[i] = if prefix_len >= lo + 8 {
+                0xff
+            } else if prefix_len > lo {
+                0xffu8 << (8 - (prefix_len - lo))
+            } else {
+                0
+            };
+            i += 1;
+        }
+        AddrPrefix {
+            addr: words(&bytes),
+            mask: words(&mask),
+            family,
+            prefix_len,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The address bytes in network order.
+    pub fn addr_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            out[i] = self.addr[i / 4].to_ne_bytes()[i % 4];
+            i += 1;
+        }
+        out
+    }
+
+    /// Does the address `a` of `family` lie in this prefix? `a` is the address's first `W`
+    /// [`words`]: 1 is enough for IPv4, whose prefixes mask only the first word.
+    #[inline(always)]
+    pub fn contains<const W: usize>(&self, family: u8, a: &[u32; W]) -> bool {
+        let mut diff = 0;
+        let mut k = 0;
+        while k < W && k < 4 {
+            diff |= (a[k] ^ self.addr[k]) & self.mask[k];
+            k += 1;
+        }
+        self.family == family && diff == 0
+    }
+}
+
+/// 16 network-order address bytes as the four native-endian words [`AddrPrefix`] compares.
+#[inline(always)]
+pub fn words(b: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
 }
 
 /// The in-kernel filter, applied before any ring-buffer work. Zero fields match everything.
@@ -302,4 +374,43 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::RouteRaw {}
     unsafe impl aya::Pod for super::NeighRaw {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    #[test]
+    fn prefixes_keep_their_bytes_and_mask_whole_and_partial_bytes() {
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0xfd, 0x00, 0x01, 0x98]);
+        let p = AddrPrefix::new(6, v6, 59);
+        assert_eq!(p.addr_bytes(), v6);
+        let mask: Vec<u8> = p.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(
+            &mask[..9],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe0, 0]
+        );
+        let mut inside = v6;
+        inside[7] = 0x1f; // the low 5 bits of byte 7 are outside a /59
+        assert!(p.contains(6, &words(&inside)));
+        inside[7] = 0x20;
+        assert!(!p.contains(6, &words(&inside)));
+        assert!(!p.contains(4, &words(&v6)), "family counts");
+
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[198, 18, 0, 0]);
+        let p = AddrPrefix::new(4, v4, 40);
+        assert_eq!(p.prefix_len, 32, "cut to the family's width");
+        let p = AddrPrefix::new(4, v4, 15);
+        let mut a = v4;
+        a[1] = 19;
+        assert!(p.contains::<1>(4, &[words(&a)[0]]));
+        a[1] = 20;
+        assert!(!p.contains::<1>(4, &[words(&a)[0]]));
+        assert!(AddrPrefix::new(4, v4, 0).contains::<1>(4, &[0xdead_beef]));
+    }
 }

@@ -390,39 +390,7 @@ fn parse_ip(buf: &[u8], off: usize, ethertype: u16, f: &mut Flow) -> Option<()> 
 /// Does `addr` (of `family`) fall in the prefix?
 #[inline(always)]
 pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) -> bool {
-    prefix_contains_bytes(prefix, family, addr)
-}
-
-/// [`prefix_contains`] on the address bytes where they lie (4 or 16 of them); an address cut
-/// short does not match.
-#[inline(always)]
-fn prefix_contains_bytes(prefix: &crate::AddrPrefix, family: u8, addr: &[u8]) -> bool {
-    if prefix.family != family {
-        return false;
-    }
-    let bits = prefix.prefix_len as usize;
-    let max = if family == 4 { 32 } else { 128 };
-    let bits = if bits > max { max } else { bits };
-    let mut i = 0;
-    while i < 16 {
-        let lo = i * 8;
-        if lo >= bits {
-            break;
-        }
-        let mask: u8 = if bits - lo >= 8 {
-            0xff
-        } else {
-            0xffu8 << (8 - (bits - lo))
-        };
-        let Some(byte) = addr.get(i) else {
-            return false;
-        };
-        if (byte ^ prefix.addr[i]) & mask != 0 {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    prefix.contains(family, &crate::words(addr))
 }
 
 /// The in-kernel filter decision on a parsed packet (the netns check is done by the caller).
@@ -457,19 +425,19 @@ pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
 /// Does either address of `f` fall in any of the filter's prefixes?
 #[inline(always)]
 fn addrs_match(cfg: &crate::FilterConfig, f: &Flow) -> bool {
-    addrs_match_bytes(cfg, f.family, &f.src, &f.dst)
+    addrs_hit(cfg, f.family, &crate::words(&f.src), &crate::words(&f.dst))
 }
 
-/// [`addrs_match`] on address bytes where they lie.
+/// Does `src` or `dst` (of `family`, as [`crate::words`]) fall in any of the filter's prefixes?
 #[inline(always)]
-fn addrs_match_bytes(cfg: &crate::FilterConfig, family: u8, src: &[u8], dst: &[u8]) -> bool {
+fn addrs_hit(cfg: &crate::FilterConfig, family: u8, src: &[u32; 4], dst: &[u32; 4]) -> bool {
     let mut i = 0;
     while i < crate::MAX_FILTER_ADDRS {
         if i >= cfg.n_addrs as usize {
             break;
         }
         let pr = &cfg.addrs[i];
-        if prefix_contains_bytes(pr, family, src) || prefix_contains_bytes(pr, family, dst) {
+        if pr.contains(family, src) || pr.contains(family, dst) {
             return true;
         }
         i += 1;
@@ -478,27 +446,17 @@ fn addrs_match_bytes(cfg: &crate::FilterConfig, family: u8, src: &[u8], dst: &[u
 }
 
 /// Packet bytes the early filter reads: a copied buffer (`[u8]`), or, in the tc programs, the
-/// skb's linear data through direct packet access. Every read is bounds checked; `None` when
-/// the byte is not there.
+/// skb's linear data through direct packet access.
 pub trait Headers {
-    fn u8_at(&self, off: usize) -> Option<u8>;
-    fn be16_at(&self, off: usize) -> Option<u16>;
-    /// `N` (4 or 16) address bytes at `off` into the start of `out`.
-    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()>;
+    /// The `N` bytes at `off`, or `None` when they are not all there. One bounds check per
+    /// header: the fields are then read at constant offsets (what the verifier follows best).
+    fn bytes_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
 }
 
 impl Headers for [u8] {
     #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        u8_at(self, off)
-    }
-    #[inline(always)]
-    fn be16_at(&self, off: usize) -> Option<u16> {
-        be16_at(self, off)
-    }
-    #[inline(always)]
-    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()> {
-        copy_addr::<N>(self, off, out)
+    fn bytes_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.get(off..off.checked_add(N)?)?.try_into().ok()
     }
 }
 
@@ -508,116 +466,124 @@ pub fn filter_active(cfg: &crate::FilterConfig) -> bool {
     cfg.family != 0 || cfg.proto != 0 || cfg.port != 0 || cfg.n_addrs != 0
 }
 
-/// The outer flow of a packet that certainly carries no tunnel, read from its plain headers
-/// into `f` (family, proto, ports, addresses: what [`filter_matches`] looks at); exactly what
-/// [`parse_into`] would find. `None` when the packet needs the full parser: a VLAN tag, an
-/// IPv6 extension header, a tunnel-capable packet (IPIP, IPv6-in-IP, GRE, UDP to a VXLAN or
-/// Geneve port), a malformed IP header or bytes that are not there.
+/// The first `W` native-endian words of `b` from `off` (see [`crate::words`]).
 #[inline(always)]
-pub fn plain_flow<H: Headers + ?Sized>(
-    cfg: &crate::FilterConfig,
-    h: &H,
-    from_mac: bool,
-    protocol: u16,
-    f: &mut Flow,
-) -> Option<()> {
-    let (ethertype, l3) = if from_mac {
-        (h.be16_at(12)?, 14)
-    } else {
-        (protocol, 0)
-    };
-    let tunnel_port = |port: u16| {
-        port == VXLAN_PORT
-            || port == VXLAN_PORT_LINUX
-            || port == GENEVE_PORT
-            || (cfg.vxlan_port != 0 && port == cfg.vxlan_port)
-    };
-    let l4;
-    let mut fragment = false;
-    if ethertype == ETH_P_IP {
-        let vihl = h.u8_at(l3)?;
-        let ihl = (vihl & 0x0f) as usize * 4;
-        if vihl >> 4 != 4 || ihl < 20 {
-            return None;
-        }
-        f.family = 4;
-        f.proto = h.u8_at(l3 + 9)?;
-        fragment = h.be16_at(l3 + 6)? & 0x1fff != 0;
-        if matches!(f.proto, IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE) {
-            return None;
-        }
-        h.addr_at::<4>(l3 + 12, &mut f.src)?;
-        h.addr_at::<4>(l3 + 16, &mut f.dst)?;
-        l4 = l3 + ihl;
-    } else if ethertype == ETH_P_IPV6 {
-        if h.u8_at(l3)? >> 4 != 6 {
-            return None;
-        }
-        f.family = 6;
-        f.proto = h.u8_at(l3 + 6)?;
-        if matches!(
-            f.proto,
-            0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE
-        ) {
-            return None;
-        }
-        h.addr_at::<16>(l3 + 8, &mut f.src)?;
-        h.addr_at::<16>(l3 + 24, &mut f.dst)?;
-        l4 = l3 + 40;
-    } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        return None;
-    } else {
-        // Not IP: the full parser finds no flow either (everything stays zero).
-        return Some(());
+fn words_at<const N: usize, const W: usize>(b: &[u8; N], off: usize) -> [u32; W] {
+    let mut w = [0u32; W];
+    let mut k = 0;
+    while k < W {
+        let i = off + 4 * k;
+        w[k] = u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        k += 1;
     }
-    if !fragment && matches!(f.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
-        f.sport = h.be16_at(l4)?;
-        f.dport = h.be16_at(l4 + 2)?;
-        if f.proto == IPPROTO_UDP && tunnel_port(f.dport) {
-            return None;
-        }
-    }
-    Some(())
-}
-
-/// [`filter_matches`] for a packet without a tunnel: only its outer flow counts.
-#[inline(always)]
-pub fn plain_flow_matches(cfg: &crate::FilterConfig, f: &Flow) -> bool {
-    if cfg.family != 0 && f.family != cfg.family {
-        return false;
-    }
-    if cfg.proto != 0 && f.proto != cfg.proto {
-        return false;
-    }
-    if cfg.port != 0 && f.sport != cfg.port && f.dport != cfg.port {
-        return false;
-    }
-    cfg.n_addrs == 0 || addrs_match(cfg, f)
+    w
 }
 
 /// The in-kernel filter decided from plain headers alone, when it can be: `Some(matches)` when
-/// the filter selects nothing (always a match) or the packet is plain (see [`plain_flow`]),
-/// exactly what [`parse_into`] and [`filter_matches`] would answer; `None` when only the full
-/// parser can tell. `f` is scratch space.
+/// the filter selects nothing (always a match) or the packet is plain, exactly what
+/// [`parse_into`] and [`filter_matches`] would answer; `None` when only the full parser can
+/// tell: a VLAN tag, an IPv6 extension header, a tunnel-capable packet (IPIP, IPv6-in-IP, GRE,
+/// UDP to a VXLAN or Geneve port), a malformed IP header or bytes that are not there.
+///
+/// This is the tc programs' whole per-packet cost when nothing matches, so it writes nothing,
+/// reads each header with one bounds check, and leaves the addresses in the packet until a
+/// prefix asks for them (one word for IPv4, four for IPv6).
 #[inline(always)]
 pub fn quick_verdict_with<H: Headers + ?Sized>(
     cfg: &crate::FilterConfig,
     h: &H,
     from_mac: bool,
     protocol: u16,
-    f: &mut Flow,
 ) -> Option<bool> {
     if !filter_active(cfg) {
         return Some(true);
     }
-    // Only what plain_flow_matches reads before plain_flow writes it (the address bytes are
-    // read only up to the family's length, which plain_flow fills): no 64-byte memset.
-    f.family = 0;
-    f.proto = 0;
-    f.sport = 0;
-    f.dport = 0;
-    plain_flow(cfg, h, from_mac, protocol, f)?;
-    Some(plain_flow_matches(cfg, f))
+    let (ethertype, l3) = if from_mac {
+        (u16::from_be_bytes(*h.bytes_at::<2>(12)?), 14)
+    } else {
+        (protocol, 0)
+    };
+    if ethertype == ETH_P_IP {
+        let ip = h.bytes_at::<20>(l3)?;
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        if ip[0] >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        let proto = ip[9];
+        if matches!(proto, IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE) {
+            return None;
+        }
+        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+        plain_verdict::<H, 20, 1>(cfg, h, (4, proto, fragment), l3 + ihl, ip, 12)
+    } else if ethertype == ETH_P_IPV6 {
+        let ip = h.bytes_at::<40>(l3)?;
+        if ip[0] >> 4 != 6 {
+            return None;
+        }
+        let proto = ip[6];
+        if matches!(
+            proto,
+            0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE
+        ) {
+            return None;
+        }
+        plain_verdict::<H, 40, 4>(cfg, h, (6, proto, false), l3 + 40, ip, 8)
+    } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        None
+    } else {
+        // Not IP: no flow at all, which an active filter never selects.
+        Some(false)
+    }
+}
+
+/// [`quick_verdict_with`] past the IP header `ip` (source address at `src_off`, destination
+/// right after it, `W` words each): the ports at `l4`, then the filter, cheapest test first.
+#[inline(always)]
+fn plain_verdict<H: Headers + ?Sized, const N: usize, const W: usize>(
+    cfg: &crate::FilterConfig,
+    h: &H,
+    (family, proto, fragment): (u8, u8, bool),
+    l4: usize,
+    ip: &[u8; N],
+    src_off: usize,
+) -> Option<bool> {
+    let (mut sport, mut dport) = (0, 0);
+    if !fragment && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        let ports = h.bytes_at::<4>(l4)?;
+        sport = u16::from_be_bytes([ports[0], ports[1]]);
+        dport = u16::from_be_bytes([ports[2], ports[3]]);
+        let tunnel_port = dport == VXLAN_PORT
+            || dport == VXLAN_PORT_LINUX
+            || dport == GENEVE_PORT
+            || (cfg.vxlan_port != 0 && dport == cfg.vxlan_port);
+        if proto == IPPROTO_UDP && tunnel_port {
+            return None;
+        }
+    }
+    if (cfg.family != 0 && family != cfg.family)
+        || (cfg.proto != 0 && proto != cfg.proto)
+        || (cfg.port != 0 && sport != cfg.port && dport != cfg.port)
+    {
+        return Some(false);
+    }
+    if cfg.n_addrs == 0 {
+        return Some(true);
+    }
+    let dst_off = src_off + 4 * W;
+    let mut i = 0;
+    while i < crate::MAX_FILTER_ADDRS {
+        if i >= cfg.n_addrs as usize {
+            break;
+        }
+        let pr = &cfg.addrs[i];
+        if pr.contains::<W>(family, &words_at(ip, src_off))
+            || pr.contains::<W>(family, &words_at(ip, dst_off))
+        {
+            return Some(true);
+        }
+        i += 1;
+    }
+    Some(false)
 }
 
 /// [`quick_verdict_with`] on a copied buffer.
@@ -650,8 +616,7 @@ fn quick_verdict_inner(
     from_mac: bool,
     protocol: u16,
 ) -> Option<bool> {
-    let mut f = Flow::default();
-    quick_verdict_with(cfg, buf, from_mac, protocol, &mut f)
+    quick_verdict_with(cfg, buf, from_mac, protocol)
 }
 
 /// The filter decision for a flow key that is not a packet (route lookups, neighbours):
@@ -818,12 +783,7 @@ mod tests {
     fn filter_matches_outer_or_inner_addresses_ports_and_families() {
         let frame = vxlan(4789, 1, &icmp6(1));
         let p = parse(&frame, true, 0, 0);
-        let pre = |a: [u8; 16], family, len| AddrPrefix {
-            addr: a,
-            family,
-            prefix_len: len,
-            _pad: [0; 2],
-        };
+        let pre = |a: [u8; 16], family, len| AddrPrefix::new(family, a, len);
         let mut cfg = FilterConfig::default();
         assert!(filter_matches(&cfg, &p));
         cfg.n_addrs = 1;
@@ -880,12 +840,7 @@ mod tests {
                     vxlan_port: extra,
                     ..FilterConfig::default()
                 };
-                cfg.addrs[0] = AddrPrefix {
-                    addr,
-                    family,
-                    prefix_len: len,
-                    _pad: [0; 2],
-                };
+                cfg.addrs[0] = AddrPrefix::new(family, addr, len);
                 for f in &frames {
                     for n in 0..=f.len() {
                         let buf = &f[..n];
@@ -955,14 +910,9 @@ mod tests {
         let mut cfg = FilterConfig::default();
         assert!(flow_matches(&cfg, &f));
         cfg.n_addrs = 1;
-        cfg.addrs[0] = AddrPrefix {
-            addr: addr16(&[10, 0, 0, 2]),
-            family: 4,
-            prefix_len: 32,
-            _pad: [0; 2],
-        };
+        cfg.addrs[0] = AddrPrefix::new(4, addr16(&[10, 0, 0, 2]), 32);
         assert!(flow_matches(&cfg, &f), "destination matches");
-        cfg.addrs[0].addr = addr16(&[10, 0, 0, 3]);
+        cfg.addrs[0] = AddrPrefix::new(4, addr16(&[10, 0, 0, 3]), 32);
         assert!(!flow_matches(&cfg, &f));
         cfg.n_addrs = 0;
         cfg.proto = IPPROTO_TCP;

@@ -22,8 +22,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    dir, flags, hook, kind, nud, parse, Config, FilterConfig, KernelOffsets, NeighRaw, RawEvent,
-    RouteRaw, SNAP_LEN,
+    dir, flags, hook, kind, nud, parse, Config, KernelOffsets, NeighRaw, RawEvent, RouteRaw,
+    SNAP_LEN,
 };
 
 /// tcx "next" / tc "unspec": let the packet continue to the next program and the stack.
@@ -41,8 +41,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 struct Scratch {
     ev: RawEvent,
     parsed: parse::Parsed,
-    /// The tc programs' early filter's outer flow.
-    flow: parse::Flow,
 }
 
 /// Bytes this CPU queued since it last woke the ring reader.
@@ -181,32 +179,6 @@ fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     full_filter(cfg, scratch)
 }
 
-const VERDICT_REJECT: u32 = 0;
-const VERDICT_MATCH: u32 = 1;
-const VERDICT_UNDECIDED: u32 = 2;
-
-/// [`parse::quick_verdict_with`] on the headers in place, as one of the `VERDICT_*`.
-// Not inlined: its own small subprogram keeps the compiler from mixing the full parser's
-// stack set-up into this short path.
-#[inline(never)]
-fn tc_quick_verdict(
-    filter: &FilterConfig,
-    data: usize,
-    end: usize,
-    // skb->protocol in the low 16 bits, `from_mac` in bit 16 (BPF calls take five arguments).
-    proto_mac: u32,
-    f: &mut parse::Flow,
-) -> u32 {
-    let pkt = Pkt { data, end };
-    let protocol = proto_mac as u16;
-    let from_mac = proto_mac & (1 << 16) != 0;
-    match parse::quick_verdict_with(filter, &pkt, from_mac, protocol, f) {
-        Some(true) => VERDICT_MATCH,
-        Some(false) => VERDICT_REJECT,
-        None => VERDICT_UNDECIDED,
-    }
-}
-
 /// The full parse of the copied packet and the filter on it.
 #[inline(always)]
 fn full_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
@@ -237,8 +209,8 @@ fn zero_parsed(p: &mut parse::Parsed) {
     }
 }
 
-/// The skb's linear data, read in place (tc direct packet access): every read is checked
-/// against `data_end` in a form the verifier follows.
+/// The skb's linear data, read in place (tc direct packet access): every header is checked
+/// against `data_end` once, in a form the verifier follows.
 struct Pkt {
     data: usize,
     end: usize,
@@ -246,41 +218,14 @@ struct Pkt {
 
 impl parse::Headers for Pkt {
     #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        let p = self.data + off;
-        // `p + 1 > end` becomes `end > p` in LLVM, which gives the verifier no readable range.
-        // Asking for one more byte is only stricter: the early filter reads no header's last
-        // byte alone, and a failed read sends the packet to the full parser, never rejects it.
-        if p + 2 > self.end {
-            return None;
-        }
-        // SAFETY: [p, p + 1) lies inside the packet's linear data.
-        Some(unsafe { *(p as *const u8) })
-    }
-
-    #[inline(always)]
-    fn be16_at(&self, off: usize) -> Option<u16> {
-        let p = self.data + off;
-        if p + 2 > self.end {
-            return None;
-        }
-        // SAFETY: [p, p + 2) lies inside the packet's linear data.
-        Some(unsafe { u16::from_be((p as *const u16).read_unaligned()) })
-    }
-
-    #[inline(always)]
-    fn addr_at<const N: usize>(&self, off: usize, out: &mut [u8; 16]) -> Option<()> {
+    fn bytes_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
         let p = self.data + off;
         if p + N > self.end {
             return None;
         }
-        let mut i = 0;
-        while i < N {
-            // SAFETY: [p, p + N) lies inside the packet's linear data.
-            out[i] = unsafe { *((p + i) as *const u8) };
-            i += 1;
-        }
-        Some(())
+        // SAFETY: [p, p + N) lies inside the packet's linear data, which outlives the program
+        // run; [u8; N] has no alignment or validity requirement.
+        Some(unsafe { &*(p as *const [u8; N]) })
     }
 }
 
@@ -329,30 +274,67 @@ fn output(cfg: &Config, ev: &RawEvent) {
     }
 }
 
-/// `from_mac`: the device has a link-layer header (decided per device at attach time: the
-/// `_l3` programs go on devices without one, such as tun, wireguard or ipip).
+/// The tc programs' per-packet path. `from_mac`: the device has a link-layer header (decided
+/// per device at attach time: the `_l3` programs go on devices without one, such as tun,
+/// wireguard or ipip).
+///
+/// What runs for a packet the filter rejects is only this: the config lookup and the early
+/// filter on the headers in place, inlined into one short straight run of code. Everything
+/// else is out of line in [`tc_event`], so the reject path does not jump across a program of
+/// thousands of instructions (each jump a likely i-cache/iTLB miss on a busy send path).
 #[inline(always)]
-fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Option<()> {
+fn tc_hook(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) {
+    let Some(cfg) = CONFIG.get(0) else {
+        return;
+    };
+    // SAFETY: a plain read of the context's protocol field.
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    // A plain packet (no tunnel, no VLAN tag, no IPv6 extension header, in the linear data)
+    // is decided here, before any copy.
+    let pkt = Pkt {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let verdict = match parse::quick_verdict_with(&cfg.filter, &pkt, from_mac, protocol) {
+        Some(true) => VERDICT_MATCH,
+        Some(false) => return,
+        None => VERDICT_UNDECIDED,
+    };
+    tc_event(
+        ctx.skb.skb,
+        verdict | (hook_id as u32) << 8 | (direction as u32) << 16 | (from_mac as u32) << 24,
+    );
+}
+
+const VERDICT_MATCH: u32 = 1;
+const VERDICT_UNDECIDED: u32 = 2;
+
+/// The hop event of a packet the early filter kept (`VERDICT_MATCH`) or could not decide
+/// (`VERDICT_UNDECIDED`: parsed in full first). `packed`: the verdict, then the hook,
+/// direction and `from_mac` bytes (a BPF call takes five arguments).
+#[inline(never)]
+fn tc_event(skb: *mut aya_ebpf::bindings::__sk_buff, packed: u32) -> u32 {
+    let ctx = TcContext::new(skb);
+    let verdict = packed & 0xff;
+    let hook_id = (packed >> 8) as u8;
+    let direction = (packed >> 16) as u8;
+    let from_mac = (packed >> 24) & 1 != 0;
+    let _ = tc_event_inner(&ctx, verdict, hook_id, direction, from_mac);
+    0
+}
+
+#[inline(always)]
+fn tc_event_inner(
+    ctx: &TcContext,
+    verdict: u32,
+    hook_id: u8,
+    direction: u8,
+    from_mac: bool,
+) -> Option<()> {
     let cfg = CONFIG.get(0)?;
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
-    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    // The filter from the headers in place, before any copy: a plain packet (no tunnel, no
-    // VLAN tag, no IPv6 extension header, in the linear data) is decided here.
-    let verdict = if parse::filter_active(&cfg.filter) {
-        tc_quick_verdict(
-            &cfg.filter,
-            ctx.data(),
-            ctx.data_end(),
-            (protocol as u32) | ((from_mac as u32) << 16),
-            &mut scratch.flow,
-        )
-    } else {
-        VERDICT_MATCH
-    };
-    if verdict == VERDICT_REJECT {
-        return None;
-    }
     let ev = &mut scratch.ev;
     ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
     ev.protocol = protocol;
@@ -408,27 +390,27 @@ fn tc_event(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) -> Opti
 
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, true);
+    tc_hook(&ctx, hook::TC_INGRESS, dir::INGRESS, true);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
+    tc_hook(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
     TC_ACT_UNSPEC
 }
 
 /// tc_ingress for devices without a link-layer header: the packet starts at the IP header.
 #[classifier]
 pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_INGRESS, dir::INGRESS, false);
+    tc_hook(&ctx, hook::TC_INGRESS, dir::INGRESS, false);
     TC_ACT_UNSPEC
 }
 
 /// tc_egress for devices without a link-layer header.
 #[classifier]
 pub fn tc_egress_l3(ctx: TcContext) -> i32 {
-    let _ = tc_event(&ctx, hook::TC_EGRESS, dir::EGRESS, false);
+    tc_hook(&ctx, hook::TC_EGRESS, dir::EGRESS, false);
     TC_ACT_UNSPEC
 }
 

@@ -153,12 +153,7 @@ fn kernel_filter(hint: Option<&KernelHint>) -> FilterConfig {
                 }
                 std::net::IpAddr::V6(a) => (6, a.octets()),
             };
-            *slot = AddrPrefix {
-                addr,
-                family,
-                prefix_len: h.prefix,
-                _pad: [0; 2],
-            };
+            *slot = AddrPrefix::new(family, addr, h.prefix);
         }
         cfg.n_addrs = hint.hosts.len() as u8;
     }
@@ -489,7 +484,7 @@ mod tests {
         let f = PacketFilter::compile("udp and host 10.1.0.1 and port 53").unwrap();
         let cfg = kernel_filter(f.kernel_hint());
         assert_eq!((cfg.proto, cfg.port, cfg.n_addrs), (0, 53, 1));
-        assert_eq!(&cfg.addrs[0].addr[..4], &[10, 1, 0, 1]);
+        assert_eq!(&cfg.addrs[0].addr_bytes()[..4], &[10, 1, 0, 1]);
         let f = PacketFilter::compile("icmp6").unwrap();
         let cfg = kernel_filter(f.kernel_hint());
         assert_eq!((cfg.family, cfg.proto), (6, 58));

@@ -49,12 +49,7 @@ pub fn parse_prefix(text: &str) -> Result<AddrPrefix> {
             .with_context(|| format!("bad prefix length in {text:?}"))?,
         None => max,
     };
-    Ok(AddrPrefix {
-        addr: bytes,
-        family,
-        prefix_len,
-        _pad: [0; 2],
-    })
+    Ok(AddrPrefix::new(family, bytes, prefix_len))
 }
 
 pub fn parse_proto(text: &str) -> Result<u8> {
@@ -106,7 +101,7 @@ mod tests {
     fn prefixes_and_protocols_parse_and_bad_ones_are_refused() {
         let p = parse_prefix("10.244.1.0/24").unwrap();
         assert_eq!(
-            (p.family, p.prefix_len, &p.addr[..4]),
+            (p.family, p.prefix_len, &p.addr_bytes()[..4]),
             (4, 24, &[10, 244, 1, 0][..])
         );
         assert_eq!(parse_prefix("fd00::1").unwrap().prefix_len, 128);

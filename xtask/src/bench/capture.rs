@@ -121,6 +121,7 @@ fn trial(who: Capturer, netpath: &Path, pair: &VethPair, rate: u64) -> Result<Tr
         size: PAYLOAD,
         threads: default_sender_threads(),
         raw_dev: Some("va"),
+        cpu: None,
     };
     flood_with(&pair.a, dst, flood)?;
     // Let the tool drain what is queued before it is stopped; tcpdump hands over TPACKET_V3

@@ -1,6 +1,7 @@
 //! Benchmarks, one module each; shared pieces (namespaces, the UDP sender, process CPU time)
 //! live here.
 mod capture;
+mod empty_tc;
 mod overhead;
 
 use std::{
@@ -108,15 +109,17 @@ pub struct Flood {
     /// capture points (tc, packet taps) see each one, then its IP stack drops it at once
     /// (PACKET_OTHERHOST) instead of answering with ICMP. Reaches far higher rates.
     pub raw_dev: Option<&'static str>,
+    /// Pin the sender (every thread) to this CPU: its veth's receive side then runs there too
+    /// (veth hands packets to the sending CPU's backlog), so one flow is one core's work.
+    pub cpu: Option<usize>,
 }
 
 /// Messages per sendmmsg call.
 pub const BATCH: usize = 64;
 
-/// One sender thread per core: on a 2-core machine the senders can take the whole machine.
+/// The capture benchmark's sender threads: one per core (the senders can take the whole
+/// machine), or NETPATH_BENCH_SENDERS.
 pub fn default_sender_threads() -> usize {
-    // NETPATH_BENCH_SENDERS=1 leaves a core to the tracer's reader: the overhead a workload
-    // that does not use every core would see.
     std::env::var("NETPATH_BENCH_SENDERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -124,25 +127,8 @@ pub fn default_sender_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
-/// Sends `rate` UDP packets/s of `size` payload bytes to `dst` for `secs` inside namespace
-/// `ns` (this binary re-executed by `ip netns exec`) with [`default_sender_threads`] threads;
-/// returns how many were sent. `rate` 0 sends as fast as possible.
-#[allow(dead_code)] // the API other benchmarks (overhead) send with
-pub fn flood_in(ns: &str, dst: SocketAddr, rate: u64, secs: f64, size: usize) -> Result<u64> {
-    flood_with(
-        ns,
-        dst,
-        Flood {
-            rate,
-            secs,
-            size,
-            threads: default_sender_threads(),
-            raw_dev: None,
-        },
-    )
-}
-
-/// [`flood_in`] with every knob.
+/// Runs [`flood`] inside namespace `ns` (this binary re-executed by `ip netns exec`) to
+/// `dst`; returns how many packets were sent.
 pub fn flood_with(ns: &str, dst: SocketAddr, f: Flood) -> Result<u64> {
     let exe = std::env::current_exe()?;
     let out = Command::new("ip")
@@ -156,6 +142,7 @@ pub fn flood_with(ns: &str, dst: SocketAddr, f: Flood) -> Result<u64> {
             &f.size.to_string(),
             &f.threads.to_string(),
             f.raw_dev.unwrap_or("-"),
+            &f.cpu.map_or("-".to_string(), |c| c.to_string()),
         ])
         .output()?;
     if !out.status.success() {
@@ -167,15 +154,19 @@ pub fn flood_with(ns: &str, dst: SocketAddr, f: Flood) -> Result<u64> {
         .context("sender output")
 }
 
-/// The sender itself: `DST RATE SECS SIZE [THREADS [RAW_DEV|-]]`; prints how many packets
-/// were sent.
+/// The sender itself: `DST RATE SECS SIZE [THREADS [RAW_DEV|- [CPU|-]]]`; prints how many
+/// packets were sent.
 pub fn flood(args: &[&str]) -> Result<()> {
-    let (dst, rate, secs, size, threads, raw_dev) = match args {
-        [dst, rate, secs, size] => (dst, rate, secs, size, "1", "-"),
-        [dst, rate, secs, size, threads] => (dst, rate, secs, size, *threads, "-"),
-        [dst, rate, secs, size, threads, raw] => (dst, rate, secs, size, *threads, *raw),
-        _ => bail!("{FLOOD_CMD} DST RATE SECS SIZE [THREADS [RAW_DEV|-]]"),
+    let (dst, rate, secs, size, threads, raw_dev, cpu) = match args {
+        [dst, rate, secs, size] => (dst, rate, secs, size, "1", "-", "-"),
+        [dst, rate, secs, size, threads] => (dst, rate, secs, size, *threads, "-", "-"),
+        [dst, rate, secs, size, threads, raw] => (dst, rate, secs, size, *threads, *raw, "-"),
+        [dst, rate, secs, size, threads, raw, cpu] => (dst, rate, secs, size, *threads, *raw, *cpu),
+        _ => bail!("{FLOOD_CMD} DST RATE SECS SIZE [THREADS [RAW_DEV|- [CPU|-]]]"),
     };
+    if cpu != "-" {
+        pin_to_cpu(cpu.parse().context("cpu")?)?;
+    }
     let dst: SocketAddr = dst.parse()?;
     let threads: usize = threads.parse::<usize>()?.max(1);
     let rate: f64 = rate.parse()?;
@@ -212,6 +203,22 @@ pub fn flood(args: &[&str]) -> Result<()> {
             .map_err(|_| anyhow::anyhow!("sender thread panicked"))?;
     }
     println!("{sent}");
+    Ok(())
+}
+
+/// Runs this process (and the threads it starts later) on `cpu` only.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays inside it for cpu < CPU_SETSIZE.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            bail!("no CPU {cpu}");
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
     Ok(())
 }
 

@@ -1,54 +1,36 @@
-//! `cargo xtask bench overhead`: what netpath costs the data path. A UDP flood (flat out, 64-byte
-//! payloads) from namespace `a` to `b` over a veth, in three modes side by side, interleaved over
-//! several rounds so that background load hits every mode alike:
-//! - `none`: no tracer;
-//! - `quiet`: `netpath watch` with tc programs on both ends of the veth and a filter that
-//!   matches nothing (every packet is parsed and filtered in the kernel, nothing is emitted);
-//! - `all`: the same with a filter matching every packet, so every packet makes an event on
-//!   each of its two hops (va egress, vb ingress), read and printed (to /dev/null) by netpath.
+//! `cargo xtask bench overhead`: what netpath costs the data path. UDP floods (flat out, 64-byte
+//! payloads) from namespace `a` to `b` over a veth, one sender thread pinned to one CPU per
+//! flow: veth hands each packet to the sending CPU's backlog, so a flow's send and receive
+//! paths, and the tc programs on both ends, all run on that core.
 //!
-//! The figure is the sender's packets/s (its send path runs the egress program, and the veth
-//! receive usually runs in the same CPU's softirq), as a ratio to `none`.
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+//! Two figures, each packets/s with netpath ÷ packets/s without:
+//! - a filter matching nothing (tc programs on both ends of the veth parse and filter every
+//!   packet in the kernel, nothing is emitted). Two identical flows run at the same time, one
+//!   per core, and netpath traces one of them; the ratio traced/untraced is taken once with
+//!   each flow traced and combined as sqrt(r0 * r1), so the two cores' difference cancels, and
+//!   whatever the VM's host does to the machine hits both flows at once. Back-to-back runs of
+//!   the same flood on these VMs differ by up to 20 %, far more than the few percent measured
+//!   here, so flows measured one after the other could not tell 0.95 from 0.99. The same is
+//!   done with empty tc programs on the same hooks ([`super::empty_tc`]): the floor that no
+//!   tc-based tracer can go under.
+//! - an event on every hop of every packet (va egress, vb ingress), read and printed to
+//!   /dev/null by netpath, which runs free on the other core. One flow on CPU 0; trials with
+//!   and without netpath alternate. Also the events/s, the events lost, and netpath's CPU.
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
-use super::{flood_in, Tool, VethPair};
+use super::{empty_tc::EmptyTc, flood_with, Flood, Tool, VethPair};
 
-const ROUNDS: usize = 7;
-const SECS: f64 = 2.0;
+const QUIET_ROUNDS: usize = 9;
+const EVENT_ROUNDS: usize = 9;
+const SECS: f64 = 1.5;
 const PAYLOAD: usize = 64;
-/// Far above what two cores can send: the sender runs flat out.
-const OFFERED: u64 = 5_000_000;
 const RING_KIB: &str = "16384";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    None,
-    Quiet,
-    All,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::None => "none",
-            Mode::Quiet => "quiet",
-            Mode::All => "all",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Trial {
-    pps: f64,
-    events: u64,
-    lost: u64,
-    secs: f64,
-}
+/// A TEST-NET-style address inside 198.18.0.0/15 that no packet here carries.
+const MATCHES_NOTHING: &str = "198.19.255.254";
+/// The flows' own prefix (10.9.0.1 -> 10.9.0.2).
+const MATCHES_ALL: &str = "10.9.0.0/24";
 
 /// `netpath: N events, M lost` → (N, M).
 fn events_and_lost(lines: &[String]) -> Result<(u64, u64)> {
@@ -67,53 +49,62 @@ fn events_and_lost(lines: &[String]) -> Result<(u64, u64)> {
     }
 }
 
-fn trial(mode: Mode, netpath: &str, pair: &VethPair) -> Result<Trial> {
-    let ifaces = [format!("{}/va", pair.a), format!("{}/vb", pair.b)];
-    let host = match mode {
-        Mode::None => None,
-        // TEST-NET-style address inside 198.18.0.0/15 that no packet here carries.
-        Mode::Quiet => Some("198.19.255.254"),
-        Mode::All => Some("10.9.0.0/24"),
-    };
-    let tool = match host {
-        None => None,
-        Some(host) => {
-            let mut t = Tool::spawn(
-                netpath,
-                &[
-                    "watch",
-                    "--no-drops",
-                    "--ring-kib",
-                    RING_KIB,
-                    "--host",
-                    host,
-                    "--iface",
-                    &ifaces[0],
-                    "--iface",
-                    &ifaces[1],
-                ],
-            )?;
-            t.wait_for("watching", Duration::from_secs(20))?;
-            Some(t)
-        }
-    };
-    let dst: SocketAddr = "10.9.0.2:9999".parse()?;
-    let start = Instant::now();
-    let sent = flood_in(&pair.a, dst, OFFERED, SECS, PAYLOAD)?;
-    let secs = start.elapsed().as_secs_f64().max(SECS);
-    let mut t = Trial {
-        pps: sent as f64 / SECS,
-        secs,
-        ..Trial::default()
-    };
-    if let Some(tool) = tool {
-        // Let the reader drain the ring before stopping it.
-        std::thread::sleep(Duration::from_millis(500));
-        let (events, lost) = events_and_lost(&tool.stop()?)?;
-        t.events = events;
-        t.lost = lost;
-    }
+/// `netpath watch` with its tc programs on both ends of `pair`'s veth, selecting `host`.
+fn start_netpath(netpath: &str, pair: &VethPair, host: &str) -> Result<Tool> {
+    let (va, vb) = (format!("{}/va", pair.a), format!("{}/vb", pair.b));
+    let mut t = Tool::spawn(
+        netpath,
+        &[
+            "watch",
+            "--no-drops",
+            "--ring-kib",
+            RING_KIB,
+            "--host",
+            host,
+            "--iface",
+            &va,
+            "--iface",
+            &vb,
+        ],
+    )?;
+    t.wait_for("watching", Duration::from_secs(20))?;
     Ok(t)
+}
+
+/// One flow flat out for [`SECS`] from `pair.a` with its sender on `cpu`: packets/s.
+fn flow(pair: &VethPair, cpu: usize) -> Result<f64> {
+    let dst: SocketAddr = "10.9.0.2:9999".parse()?;
+    let sent = flood_with(
+        &pair.a,
+        dst,
+        Flood {
+            rate: 0,
+            secs: SECS,
+            size: PAYLOAD,
+            threads: 1,
+            raw_dev: None,
+            cpu: Some(cpu),
+        },
+    )?;
+    Ok(sent as f64 / SECS)
+}
+
+/// Both flows at the same time, `pairs[i]` on CPU i: their packets/s.
+fn flows_at_once(pairs: &[VethPair; 2]) -> Result<[f64; 2]> {
+    std::thread::scope(|s| {
+        let handles = [0, 1].map(|cpu| {
+            let pair = &pairs[cpu];
+            s.spawn(move || flow(pair, cpu))
+        });
+        let [h0, h1] = handles;
+        let p0 = h0
+            .join()
+            .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        let p1 = h1
+            .join()
+            .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        Ok([p0, p1])
+    })
 }
 
 fn loadavg() -> String {
@@ -127,75 +118,165 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn run() -> Result<()> {
-    let netpath = super::netpath_release()?;
-    let np = netpath.to_str().context("netpath path")?;
-    let pair = VethPair::new("o")?;
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
+}
+
+/// Per round, the filter-matching-nothing ratio and the ratio with empty tc programs on the
+/// same hooks (the floor).
+fn quiet_rounds(netpath: &str) -> Result<(Vec<f64>, Vec<f64>)> {
+    let pairs = [VethPair::new("o0")?, VethPair::new("o1")?];
     println!(
-        "UDP flood, {PAYLOAD}-byte payloads, flat out for {SECS}s per trial, {ROUNDS} rounds, {} \
-         sender thread(s) (NETPATH_BENCH_SENDERS); tc programs on va (egress) and vb (ingress); \
-         load average before: {}",
-        super::default_sender_threads(),
-        loadavg()
+        "filter matching nothing: two flows at once (sender threads pinned to CPU 0 and CPU 1);          netpath on one flow's veth, then on the other's, and the same with empty tc programs          (the hook's own cost); {QUIET_ROUNDS} rounds of {SECS}s"
     );
     println!(
-        "{:>5} {:>6} {:>12} {:>8} {:>10} {:>12} {:>8}",
-        "round", "mode", "pps", "ratio", "events", "events/s", "lost"
+        "{:>5} {:>18} {:>12} {:>12} {:>14}",
+        "round", "on", "flow 0 pps", "flow 1 pps", "traced/other"
     );
-    let mut ratios = [Vec::new(), Vec::new()];
-    let mut event_rates = Vec::new();
-    let mut lost_total = 0;
-    let orders = [
-        [Mode::None, Mode::Quiet, Mode::All],
-        [Mode::All, Mode::None, Mode::Quiet],
-        [Mode::Quiet, Mode::All, Mode::None],
-    ];
-    for round in 0..ROUNDS {
-        let mut trials = Vec::new();
-        for mode in orders[round % orders.len()] {
-            trials.push((mode, trial(mode, np, &pair)?));
-        }
-        let base = trials
-            .iter()
-            .find(|(m, _)| *m == Mode::None)
-            .map(|(_, t)| t.pps)
-            .unwrap_or(f64::NAN);
-        trials.sort_by_key(|(m, _)| *m as u8);
-        for (mode, t) in trials {
-            let ratio = t.pps / base;
-            let events_per_s = t.events as f64 / t.secs;
-            match mode {
-                Mode::Quiet => ratios[0].push(ratio),
-                Mode::All => {
-                    ratios[1].push(ratio);
-                    event_rates.push(events_per_s);
-                    lost_total += t.lost;
-                }
-                Mode::None => {}
-            }
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for round in 1..=QUIET_ROUNDS {
+        let [n0, n1] = flows_at_once(&pairs)?;
+        println!(
+            "{round:>5} {:>18} {n0:>12.0} {n1:>12.0} {:>14}",
+            "nothing",
+            format!("({:.3})", n0 / n1)
+        );
+        let (mut r, mut e) = ([0.0; 2], [0.0; 2]);
+        for traced in 0..2 {
+            let (a, b) = (pairs[traced].a.as_str(), pairs[traced].b.as_str());
+            let empty = EmptyTc::attach(&[(a, "va", true), (b, "vb", false)])?;
+            let pps = flows_at_once(&pairs)?;
+            drop(empty);
+            e[traced] = pps[traced] / pps[1 - traced];
             println!(
-                "{:>5} {:>6} {:>12.0} {:>8.3} {:>10} {:>12.0} {:>8}",
-                round + 1,
-                mode.name(),
-                t.pps,
-                ratio,
-                t.events,
-                events_per_s,
-                t.lost
+                "{round:>5} {:>18} {:>12.0} {:>12.0} {:>14.3}",
+                format!("empty tc, flow {traced}"),
+                pps[0],
+                pps[1],
+                e[traced]
+            );
+            let tool = start_netpath(netpath, &pairs[traced], MATCHES_NOTHING)?;
+            let pps = flows_at_once(&pairs)?;
+            let (events, _) = events_and_lost(&tool.stop()?)?;
+            if events != 0 {
+                bail!("the filter matching nothing let {events} events through");
+            }
+            r[traced] = pps[traced] / pps[1 - traced];
+            println!(
+                "{round:>5} {:>18} {:>12.0} {:>12.0} {:>14.3}",
+                format!("netpath, flow {traced}"),
+                pps[0],
+                pps[1],
+                r[traced]
             );
         }
+        let (ratio, empty) = ((r[0] * r[1]).sqrt(), (e[0] * e[1]).sqrt());
+        println!("{round:>5} netpath {ratio:.3}, empty tc programs {empty:.3} (sqrt of the two flows' ratios)");
+        ours.push(ratio);
+        floor.push(empty);
     }
+    Ok((ours, floor))
+}
+
+struct EventRound {
+    ratio: f64,
+    events_per_s: f64,
+    lost: u64,
+    cpu_per_mevent: f64,
+}
+
+/// The every-hop ratio and event figures, one per round.
+fn event_rounds(netpath: &str) -> Result<Vec<EventRound>> {
+    let pair = VethPair::new("oe")?;
     println!();
-    println!("load average after: {} (other work on the machine skews single trials; the ratios are per round)", loadavg());
     println!(
-        "median ratio, filter matching nothing: {:.3} (goal >= 0.97)",
-        median(ratios[0].clone())
+        "an event on every hop: one flow (sender pinned to CPU 0), with no netpath and with \
+         netpath printing every event to /dev/null, alternating; {EVENT_ROUNDS} rounds of {SECS}s"
     );
     println!(
-        "median ratio, every packet an event on every hop: {:.3} (goal >= 0.80), \
-         {:.0} events/s, {lost_total} events lost in all rounds (goal 0)",
-        median(ratios[1].clone()),
-        median(event_rates)
+        "{:>5} {:>10} {:>10} {:>7} {:>10} {:>9} {:>12}",
+        "round", "none pps", "all pps", "ratio", "events/s", "lost", "CPU s/Mev"
+    );
+    let mut out = Vec::new();
+    for round in 1..=EVENT_ROUNDS {
+        let mut with = None;
+        let mut without = 0.0;
+        // Alternate which mode goes first, so a drift over time hits both alike.
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for traced in order {
+            if !traced {
+                without = flow(&pair, 0)?;
+                continue;
+            }
+            let tool = start_netpath(netpath, &pair, MATCHES_ALL)?;
+            let cpu0 = tool.cpu_seconds()?;
+            let pps = flow(&pair, 0)?;
+            // Let the reader drain the ring before stopping it.
+            std::thread::sleep(Duration::from_millis(500));
+            let cpu = tool.cpu_seconds()? - cpu0;
+            let (events, lost) = events_and_lost(&tool.stop()?)?;
+            with = Some((pps, events, lost, cpu));
+        }
+        let (pps, events, lost, cpu) = with.context("no traced trial")?;
+        let r = EventRound {
+            ratio: pps / without,
+            events_per_s: events as f64 / SECS,
+            lost,
+            cpu_per_mevent: cpu / (events.max(1) as f64 / 1e6),
+        };
+        println!(
+            "{round:>5} {without:>10.0} {pps:>10.0} {:>7.3} {:>10.0} {lost:>9} {:>12.2}",
+            r.ratio, r.events_per_s, r.cpu_per_mevent
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+pub fn run() -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        bail!("the overhead benchmark runs two flows on two CPUs; this machine has {cpus}");
+    }
+    let netpath = super::netpath_release()?;
+    let np = netpath.to_str().context("netpath path")?;
+    println!(
+        "UDP floods, {PAYLOAD}-byte payloads, flat out; tc programs on va (egress) and vb \
+         (ingress); {cpus} CPUs; load average before: {}",
+        loadavg()
+    );
+    let (quiet, floor) = quiet_rounds(np)?;
+    let events = event_rounds(np)?;
+    println!();
+    println!("load average after: {}", loadavg());
+    let (lo, hi) = min_max(&quiet);
+    println!(
+        "median ratio, filter matching nothing: {:.3} (rounds {lo:.3}-{hi:.3}; goal >= 0.97)",
+        median(quiet.clone())
+    );
+    let (lo, hi) = min_max(&floor);
+    println!(
+        "median ratio, empty tc programs on the same two hooks: {:.3} (rounds {lo:.3}-{hi:.3}): \
+         what attaching anything there costs on this kernel and machine",
+        median(floor)
+    );
+    let ratios: Vec<f64> = events.iter().map(|r| r.ratio).collect();
+    let (lo, hi) = min_max(&ratios);
+    println!(
+        "median ratio, every packet an event on every hop: {:.3} (rounds {lo:.3}-{hi:.3}; goal >= \
+         0.80), {:.0} events/s, {} events lost in all rounds (goal 0), netpath {:.2} CPU s per \
+         million events",
+        median(ratios),
+        median(events.iter().map(|r| r.events_per_s).collect()),
+        events.iter().map(|r| r.lost).sum::<u64>(),
+        median(events.iter().map(|r| r.cpu_per_mevent).collect()),
     );
     Ok(())
 }
