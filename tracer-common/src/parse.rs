@@ -482,12 +482,13 @@ fn words_at<const N: usize, const W: usize>(b: &[u8; N], off: usize) -> [u32; W]
 /// The in-kernel filter decided from plain headers alone, when it can be: `Some(matches)` when
 /// the filter selects nothing (always a match) or the packet is plain, exactly what
 /// [`parse_into`] and [`filter_matches`] would answer; `None` when only the full parser can
-/// tell: a VLAN tag, an IPv6 extension header, a tunnel-capable packet (IPIP, IPv6-in-IP, GRE,
-/// UDP to a VXLAN or Geneve port), a malformed IP header or bytes that are not there.
+/// tell: a VLAN tag, IPv4 options, an IPv6 extension header, a tunnel-capable packet (IPIP,
+/// IPv6-in-IP, GRE, UDP to a VXLAN or Geneve port), a malformed IP header, or fewer bytes than
+/// the IP header and 4 more.
 ///
 /// This is the tc programs' whole per-packet cost when nothing matches, so it writes nothing,
-/// reads each header with one bounds check, and leaves the addresses in the packet until a
-/// prefix asks for them (one word for IPv4, four for IPv6).
+/// reads the IP header and the transport ports after it with one bounds check, and leaves the
+/// addresses in the packet until a prefix asks for them (one word for IPv4, four for IPv6).
 #[inline(always)]
 pub fn quick_verdict_with<H: Headers + ?Sized>(
     cfg: &crate::FilterConfig,
@@ -504,9 +505,9 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
         (protocol, 0)
     };
     if ethertype == ETH_P_IP {
-        let ip = h.bytes_at::<20>(l3)?;
-        let ihl = (ip[0] & 0x0f) as usize * 4;
-        if ip[0] >> 4 != 4 || ihl < 20 {
+        // Version 4, a 20-byte header (options go to the full parser), then the ports.
+        let ip = h.bytes_at::<24>(l3)?;
+        if ip[0] != 0x45 {
             return None;
         }
         let proto = ip[9];
@@ -514,9 +515,9 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
             return None;
         }
         let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
-        plain_verdict::<H, 20, 1>(cfg, h, (4, proto, fragment), l3 + ihl, ip, 12)
+        plain_verdict::<24, 1>(cfg, (4, proto, fragment), ip, 12)
     } else if ethertype == ETH_P_IPV6 {
-        let ip = h.bytes_at::<40>(l3)?;
+        let ip = h.bytes_at::<44>(l3)?;
         if ip[0] >> 4 != 6 {
             return None;
         }
@@ -527,7 +528,7 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
         ) {
             return None;
         }
-        plain_verdict::<H, 40, 4>(cfg, h, (6, proto, false), l3 + 40, ip, 8)
+        plain_verdict::<44, 4>(cfg, (6, proto, false), ip, 8)
     } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         None
     } else {
@@ -536,22 +537,20 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
     }
 }
 
-/// [`quick_verdict_with`] past the IP header `ip` (source address at `src_off`, destination
-/// right after it, `W` words each): the ports at `l4`, then the filter, cheapest test first.
+/// [`quick_verdict_with`] on `ip`, the IP header followed by the transport header's first 4
+/// bytes (the ports): source address at `src_off`, destination right after it, `W` words each.
+/// The filter's cheapest tests go first.
 #[inline(always)]
-fn plain_verdict<H: Headers + ?Sized, const N: usize, const W: usize>(
+fn plain_verdict<const N: usize, const W: usize>(
     cfg: &crate::FilterConfig,
-    h: &H,
     (family, proto, fragment): (u8, u8, bool),
-    l4: usize,
     ip: &[u8; N],
     src_off: usize,
 ) -> Option<bool> {
     let (mut sport, mut dport) = (0, 0);
     if !fragment && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
-        let ports = h.bytes_at::<4>(l4)?;
-        sport = u16::from_be_bytes([ports[0], ports[1]]);
-        dport = u16::from_be_bytes([ports[2], ports[3]]);
+        sport = u16::from_be_bytes([ip[N - 4], ip[N - 3]]);
+        dport = u16::from_be_bytes([ip[N - 2], ip[N - 1]]);
         let tunnel_port = dport == VXLAN_PORT
             || dport == VXLAN_PORT_LINUX
             || dport == GENEVE_PORT
