@@ -16,38 +16,9 @@ struct Pair {
     b: NetNsGuard,
 }
 
-/// `a` (10.1.0.1, fd00:1::1) -- veth va/vb -- `b` (10.1.0.2, fd00:1::2, forwarding on, no route
-/// to 10.99.0.0/16 or fd00:99::/64, which `a` routes through `b`).
+/// See [`routed_pair`].
 fn pair() -> Pair {
-    let a = NetNsGuard::new(&unique("npca"));
-    let b = NetNsGuard::new(&unique("npcb"));
-    sh(&format!(
-        "ip link add va netns {} type veth peer name vb netns {}",
-        a.name, b.name
-    ));
-    for (ns, dev, v4, v6) in [
-        (&a, "va", "10.1.0.1/24", "fd00:1::1/64"),
-        (&b, "vb", "10.1.0.2/24", "fd00:1::2/64"),
-    ] {
-        sh(&format!("ip -n {} addr add {v4} dev {dev}", ns.name));
-        sh(&format!("ip -n {} addr add {v6} dev {dev} nodad", ns.name));
-        sh(&format!("ip -n {} link set {dev} up", ns.name));
-    }
-    b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
-    sh(&format!(
-        "ip -n {} route add 10.99.0.0/16 via 10.1.0.2",
-        a.name
-    ));
-    sh(&format!(
-        "ip -n {} route add fd00:99::/64 via fd00:1::2",
-        a.name
-    ));
-    // Wait for the link and resolve neighbours now, so the captures see little ND/ARP.
-    for dst in ["10.1.0.2", "fd00:1::2"] {
-        a.exec(&format!(
-            "for i in $(seq 30); do ping -c1 -W1 {dst} >/dev/null && exit 0; sleep 0.1; done; exit 1"
-        ));
-    }
+    let (a, b) = routed_pair("npc");
     Pair { a, b }
 }
 

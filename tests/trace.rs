@@ -3,7 +3,7 @@
 //! get the same causes; bad input is one line and exit 2.
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
-use integration_tests::{netpath, sh, skip_unless_root, unique, NetNsGuard};
+use integration_tests::{netpath, sh, skip_unless_root, unique, wait_reachable, NetNsGuard};
 use serde_json::Value;
 use tracer::{
     lab::{self, Family, LabOptions, Outcome},
@@ -278,6 +278,9 @@ impl HandMade {
         t.a.exec("ip addr add 10.77.1.2/24 dev va && ip addr add fd77:1::2/64 dev va nodad && ip link set va up && ip route add default via 10.77.1.1 && ip -6 route add default via fd77:1::1");
         t.r.exec("ip addr add 10.77.1.1/24 dev ra && ip addr add fd77:1::1/64 dev ra nodad && ip addr add 10.77.2.1/24 dev rb && ip addr add fd77:2::1/64 dev rb nodad && ip link set ra up && ip link set rb up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
         t.b.exec("ip addr add 10.77.2.2/24 dev vb && ip addr add fd77:2::2/64 dev vb nodad && ip link set vb up && ip route add default via 10.77.2.1 && ip -6 route add default via fd77:2::1");
+        // A healthy start: the first neighbour exchanges on new veths are sometimes slow.
+        wait_reachable(&t.a, "10.77.2.2");
+        wait_reachable(&t.a, "fd77:2::2");
         t
     }
 

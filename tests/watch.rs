@@ -11,21 +11,9 @@ struct Pair {
     b: NetNsGuard,
 }
 
-/// `a` (10.1.0.1, fd00:1::1) -- veth -- `b` (10.1.0.2, fd00:1::2, forwarding on, no route to
-/// 10.99.0.0/16 or fd00:99::/64, which `a` routes through `b`).
+/// See [`routed_pair`].
 fn pair() -> Pair {
-    let (a, b) = veth_pair("npw");
-    b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
-    sh(&format!(
-        "ip -n {} route add 10.99.0.0/16 via 10.1.0.2",
-        a.name
-    ));
-    sh(&format!(
-        "ip -n {} route add fd00:99::/64 via fd00:1::2",
-        a.name
-    ));
-    // Turning forwarding on changes b's addresses (routers join the subnet anycast address).
-    wait_reachable(&a, "fd00:1::2");
+    let (a, b) = routed_pair("npw");
     Pair { a, b }
 }
 
