@@ -11,17 +11,6 @@ use std::{
 
 use integration_tests::*;
 
-struct Pair {
-    a: NetNsGuard,
-    b: NetNsGuard,
-}
-
-/// See [`routed_pair`].
-fn pair() -> Pair {
-    let (a, b) = routed_pair("npc");
-    Pair { a, b }
-}
-
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -57,7 +46,7 @@ fn capture_writes_pcapng_with_namespaced_names_and_directions() {
     if skip_unless_root("capture_writes_pcapng_with_namespaced_names_and_directions") {
         return;
     }
-    let p = pair();
+    let p = routed_pair("npc");
     let dir = temp_dir();
     let file = capture_path(&dir, "echo.pcapng");
     let file_s = file.to_str().expect("utf-8 path");
@@ -118,7 +107,7 @@ fn capture_with_drops_records_the_kernel_reason() {
     if skip_unless_root("capture_with_drops_records_the_kernel_reason") {
         return;
     }
-    let p = pair();
+    let p = routed_pair("npc");
     let dir = temp_dir();
     let file = capture_path(&dir, "drops.pcapng");
     let mut np = NetpathProcess::spawn(&[
@@ -243,7 +232,7 @@ fn background(ns: &NetNsGuard, cmd: &str) -> Background {
 
 /// The fixed mix: ICMP and ICMPv6 echoes, TCP to 8080 in both families, UDP to 8080 and 5353
 /// (no listener: ICMP port unreachable back).
-fn send_traffic(p: &Pair) {
+fn send_traffic(p: &RoutedPair) {
     p.a.exec("ping -c2 -i0.2 -W1 10.1.0.2 >/dev/null");
     p.a.exec("ping -c2 -i0.2 -W1 fd00:1::2 >/dev/null");
     p.a.exec("echo hi | socat -t1 - TCP4:10.1.0.2:8080");
@@ -257,7 +246,7 @@ fn filters_select_the_same_packets_as_tcpdump() {
     if skip_unless_root("filters_select_the_same_packets_as_tcpdump") {
         return;
     }
-    let p = pair();
+    let p = routed_pair("npc");
     let _server = background(
         &p.b,
         "socat TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=0 SYSTEM:'cat >/dev/null'",

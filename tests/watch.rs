@@ -6,17 +6,6 @@ use std::time::Duration;
 use integration_tests::*;
 use serde_json::Value;
 
-struct Pair {
-    a: NetNsGuard,
-    b: NetNsGuard,
-}
-
-/// See [`routed_pair`].
-fn pair() -> Pair {
-    let (a, b) = routed_pair("npw");
-    Pair { a, b }
-}
-
 fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     events.iter().find(|e| pred(e))
 }
@@ -26,7 +15,7 @@ fn watch_reports_hops_in_both_families_and_a_no_route_drop() {
     if skip_unless_root("watch_reports_hops_in_both_families_and_a_no_route_drop") {
         return;
     }
-    let p = pair();
+    let p = routed_pair("npw");
     let mut np = NetpathProcess::spawn(&[
         "watch",
         "--json",
@@ -96,7 +85,7 @@ fn ctrl_c_detaches_everything() {
     if skip_unless_root("ctrl_c_detaches_everything") {
         return;
     }
-    let p = pair();
+    let p = routed_pair("npw");
     let mut np = NetpathProcess::spawn(&["watch", "--netns", &p.b.name, "--iface", "vb"]);
     np.wait_stderr("watching", Duration::from_secs(10));
     assert_eq!(
@@ -135,7 +124,7 @@ fn unknown_device_and_namespace_are_one_clear_line() {
         err.contains("netpath-no-such-ns") && err.contains("not found"),
         "{err}"
     );
-    let p = pair();
+    let p = routed_pair("npw");
     let out = netpath(&[
         "watch",
         "--netns",

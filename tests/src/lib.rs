@@ -282,15 +282,20 @@ pub fn veth_pair(prefix: &str) -> (NetNsGuard, NetNsGuard) {
 
 /// Two namespaces joined by a veth, `a` (10.1.0.1, fd00:1::1) -- `b` (10.1.0.2, fd00:1::2),
 /// where `b` forwards and `a` routes 10.99.0.0/16 and fd00:99::/64 through `b`, which has no
-/// route for them: a no-route drop on demand. Both families answer when it returns.
-pub fn routed_pair(prefix: &str) -> (NetNsGuard, NetNsGuard) {
+/// route for them: a no-route drop on demand. Both families answer when it is made.
+pub struct RoutedPair {
+    pub a: NetNsGuard,
+    pub b: NetNsGuard,
+}
+
+pub fn routed_pair(prefix: &str) -> RoutedPair {
     let (a, b) = veth_pair(prefix);
     b.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
     a.exec("ip route add 10.99.0.0/16 via 10.1.0.2 && ip route add fd00:99::/64 via fd00:1::2");
     // Turning forwarding on changes b's addresses (routers join the subnet anycast address).
     wait_reachable(&a, "10.1.0.2");
     wait_reachable(&a, "fd00:1::2");
-    (a, b)
+    RoutedPair { a, b }
 }
 
 /// Pings `addr` from `ns` until it answers (at most 5 s; panics after). The first IPv6

@@ -280,19 +280,12 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         ring_records: (spec.ring_bytes as usize / std::mem::size_of::<RawEvent>()).max(1),
     };
     let mut reader = tokio::task::spawn_blocking(move || drain.run());
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = super::deadline(args.duration);
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut finished = None;
     loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = super::until(deadline);
         tokio::select! {
             done = &mut reader => { finished = Some(done); break; }
             _ = rescan.tick() => { tracer.attach_devices(false)?; }

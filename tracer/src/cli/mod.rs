@@ -4,7 +4,23 @@ pub mod filter;
 pub mod trace;
 pub mod watch;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use tokio::time::Instant;
+
+/// When a `--duration SECS` run ends (`None`: it runs until stopped).
+fn deadline(duration: Option<f64>) -> Option<Instant> {
+    duration.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)))
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// netpath: see where pod-to-pod packets go, where they die, and why, in IPv4 and IPv6.
 ///

@@ -111,9 +111,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
         "netpath: watching {} device(s){extras}; Ctrl-C to stop",
         tracer.attached_devices(),
     );
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = super::deadline(args.duration);
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut seen = 0u64;
     let mut lost = 0u64;
@@ -123,12 +121,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut line = String::with_capacity(256);
     loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = super::until(deadline);
         tokio::select! {
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
