@@ -9,11 +9,15 @@
 //! received, whichever is larger) and CPU seconds per million packets (utime+stime of the
 //! capture process; kernel work done in softirq context, BPF programs included, is not
 //! charged to it).
+//!
+//! The search runs twice: with each tool free to use the machine (where the sender, not the
+//! tool, is usually the limit on 2 cores), then with each tool held to the same small share of
+//! one CPU by a cgroup ([`CpuBudget`]), which finds the rate each one's userspace keeps up with.
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::{default_sender_threads, flood_with, rx_packets, Flood, Tool, VethPair};
+use super::{default_sender_threads, flood_with, rx_packets, CpuBudget, Flood, Tool, VethPair};
 
 /// Offered rates in packets/s; 0 = flat out (the last row).
 const RATES: &[u64] = &[
@@ -25,6 +29,11 @@ const SNAPLEN: &str = "128";
 const BUFFER_KIB: &str = "4096";
 const MAX_LOSS: f64 = 0.001;
 const FILTER: &str = "udp port 9999";
+/// The share of one CPU each tool gets in the second search, and the rates it steps through.
+const BUDGET_PERCENT: u64 = 5;
+const BUDGET_RATES: &[u64] = &[
+    50_000, 100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Capturer {
@@ -65,7 +74,13 @@ fn summary_count(lines: &[String], suffix: &str) -> Result<u64> {
         .with_context(|| format!("no {suffix:?} line in {lines:?}"))
 }
 
-fn trial(who: Capturer, netpath: &Path, pair: &VethPair, rate: u64) -> Result<Trial> {
+fn trial(
+    who: Capturer,
+    netpath: &Path,
+    pair: &VethPair,
+    rate: u64,
+    budget: Option<&CpuBudget>,
+) -> Result<Trial> {
     let np = netpath.to_str().context("netpath path")?;
     let tool = match who {
         Capturer::Netpath => {
@@ -86,6 +101,9 @@ fn trial(who: Capturer, netpath: &Path, pair: &VethPair, rate: u64) -> Result<Tr
                     FILTER,
                 ],
             )?;
+            if let Some(b) = budget {
+                b.add(t.child.id())?;
+            }
             t.wait_for("listening", Duration::from_secs(20))?;
             t
         }
@@ -108,6 +126,9 @@ fn trial(who: Capturer, netpath: &Path, pair: &VethPair, rate: u64) -> Result<Tr
                     FILTER,
                 ],
             )?;
+            if let Some(b) = budget {
+                b.add(t.child.id())?;
+            }
             t.wait_for("listening on", Duration::from_secs(20))?;
             t
         }
@@ -154,20 +175,20 @@ struct Outcome {
     failed: Option<Trial>,
 }
 
-pub fn run() -> Result<()> {
-    let netpath = super::netpath_release()?;
-    let pair = VethPair::new("c")?;
-    let threads = default_sender_threads();
-    println!(
-        "UDP {PAYLOAD}-byte payloads for {SECS}s per rate ({threads} raw sendmmsg sender threads), \
-filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
-    );
+/// Steps through `rates` (0 = flat out), each tool until it loses more than [`MAX_LOSS`],
+/// printing a row per rate.
+fn search(
+    netpath: &Path,
+    pair: &VethPair,
+    rates: &[u64],
+    budget: Option<&CpuBudget>,
+) -> Result<[Outcome; 2]> {
     println!(
         "{:>9} | {:>9} {:>8} {:>10} | {:>9} {:>8} {:>10}",
         "offered", "np pps", "np loss", "np cpu s/M", "td pps", "td loss", "td cpu s/M"
     );
     let mut out = [Outcome::default(); 2];
-    let mut rates = RATES.iter().copied().peekable();
+    let mut rates = rates.iter().copied().peekable();
     while let Some(rate) = rates.next() {
         let mut row = if rate == 0 {
             format!("{:>9}", "flat out")
@@ -185,7 +206,7 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
                 row.push_str(&format!(" | {:>9} {:>8} {:>10}", "-", "-", "-"));
                 continue;
             }
-            let t = trial(who, &netpath, &pair, rate)?;
+            let t = trial(who, netpath, pair, rate, budget)?;
             row.push_str(&format!(
                 " | {:>9} {:>7.3}% {:>10.2}",
                 t.rate(),
@@ -206,14 +227,17 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
         if out.iter().all(|o| o.failed.is_some()) {
             break;
         }
-        // The sender cannot go faster: skip to the flat-out row.
+        // The sender cannot go faster: skip to the flat-out row (if any).
         if sender_limited {
             while rates.peek().is_some_and(|r| *r != 0) {
                 rates.next();
             }
         }
     }
-    println!();
+    Ok(out)
+}
+
+fn summary(out: &[Outcome; 2]) {
     let rate = |o: &Outcome| o.best.map_or(0.0, |t| t.rate() as f64);
     let cpu = |o: &Outcome| o.best.map_or(f64::NAN, |t| t.cpu_per_mpkt);
     println!(
@@ -250,5 +274,34 @@ delivered in its trials",
             ),
         }
     }
+}
+
+pub fn run() -> Result<()> {
+    let netpath = super::netpath_release()?;
+    let pair = VethPair::new("c")?;
+    let threads = default_sender_threads();
+    println!(
+        "UDP {PAYLOAD}-byte payloads for {SECS}s per rate ({threads} raw sendmmsg sender threads), \
+filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
+    );
+    println!();
+    println!("1. each tool free to use the machine:");
+    let free = search(&netpath, &pair, RATES, None)?;
+    summary(&free);
+    // Here the sender, not either tool, is usually the limit: give each tool the same small
+    // share of a CPU, as on a busy node, and find the rate it keeps up with.
+    println!();
+    println!(
+        "2. each tool held to {BUDGET_PERCENT} % of one CPU (a cgroup's cpu quota, over {} ms \
+periods); the kernel side of either (AF_PACKET, tc programs) runs in softirq on the \
+sender's CPU and is not in the budget:",
+        CpuBudget::PERIOD_US / 1000
+    );
+    let budget = CpuBudget::new(
+        &format!("netpath-bench-{}", std::process::id()),
+        BUDGET_PERCENT,
+    )?;
+    let held = search(&netpath, &pair, BUDGET_RATES, Some(&budget))?;
+    summary(&held);
     Ok(())
 }

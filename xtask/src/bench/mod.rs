@@ -208,18 +208,70 @@ pub fn flood(args: &[&str]) -> Result<()> {
 
 /// Runs this process (and the threads it starts later) on `cpu` only.
 fn pin_to_cpu(cpu: usize) -> Result<()> {
+    set_affinity(cpu).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
+/// `sched_setaffinity` to one CPU, without allocating (it also runs between fork and exec).
+fn set_affinity(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays inside it for cpu < CPU_SETSIZE.
     unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            bail!("no CPU {cpu}");
-        }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// Each CPU's steal time so far, in seconds (/proc/stat): time the VM's host ran something
+/// else while the CPU had work.
+pub fn steal_seconds() -> Result<Vec<f64>> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let mut out = Vec::new();
+    for line in stat.lines() {
+        let mut f = line.split_whitespace();
+        let Some(name) = f.next() else { continue };
+        let Some(n) = name.strip_prefix("cpu").filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let cpu: usize = n.parse().context("/proc/stat cpu number")?;
+        // user nice system idle iowait irq softirq steal
+        let steal: f64 = f.nth(7).context("/proc/stat: no steal column")?.parse()?;
+        if out.len() <= cpu {
+            out.resize(cpu + 1, 0.0);
+        }
+        out[cpu] = steal / hz;
+    }
+    Ok(out)
+}
+
+/// The median of `v` and a distribution-free 95 % confidence interval for it (order
+/// statistics of the binomial(n, 1/2)); the interval is the whole range below 6 samples.
+pub fn median_ci(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    // The largest k with P(Binomial(n, 1/2) < k) <= 2.5 %: [x(k), x(n+1-k)], 1-based.
+    let mut k = 1;
+    let (mut below, mut term) = (0.0, 0.5f64.powi(n as i32));
+    for i in 0..n {
+        below += term;
+        if below > 0.025 {
+            k = i.max(1);
+            break;
+        }
+        term *= (n - i) as f64 / (i + 1) as f64;
+    }
+    (s[n / 2], s[k - 1], s[n - k])
 }
 
 /// An AF_PACKET socket that sends on `dev` straight to the driver (no qdisc) and receives
@@ -363,7 +415,18 @@ pub struct Tool {
 
 impl Tool {
     pub fn spawn(program: &str, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(program)
+        Self::spawn_on(program, args, None)
+    }
+
+    /// [`Tool::spawn`] with the child, and every thread it starts, on `cpu` only.
+    pub fn spawn_on(program: &str, args: &[&str], cpu: Option<usize>) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        if let Some(cpu) = cpu {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: set_affinity makes one syscall and does not allocate.
+            unsafe { cmd.pre_exec(move || set_affinity(cpu)) };
+        }
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -431,5 +494,88 @@ impl Drop for Tool {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A cgroup that holds its processes to a share of one CPU (the cpu controller's quota over
+/// a [`CpuBudget::PERIOD_US`] period; cgroup v2 or v1), removed on drop.
+pub struct CpuBudget {
+    dir: std::path::PathBuf,
+    /// Where processes go back to before the group is removed.
+    parent: std::path::PathBuf,
+}
+
+impl CpuBudget {
+    /// 20 ms: the kernel takes quotas of at least 1 ms, and 5 % is then the smallest share.
+    pub const PERIOD_US: u64 = 20_000;
+
+    /// A new group named `name` allowing `percent` of one CPU.
+    pub fn new(name: &str, percent: u64) -> Result<Self> {
+        let quota = Self::PERIOD_US * percent / 100;
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let parent = if v2 {
+            std::path::PathBuf::from("/sys/fs/cgroup")
+        } else {
+            std::path::PathBuf::from("/sys/fs/cgroup/cpu")
+        };
+        if v2 {
+            // The cpu controller must be on for the root's children.
+            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
+        }
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        let budget = CpuBudget { dir, parent };
+        let set = |file: &str, value: String| {
+            std::fs::write(budget.dir.join(file), value)
+                .with_context(|| format!("writing {}", budget.dir.join(file).display()))
+        };
+        if v2 {
+            set("cpu.max", format!("{quota} {}", Self::PERIOD_US))?;
+        } else {
+            set("cpu.cfs_period_us", Self::PERIOD_US.to_string())?;
+            set("cpu.cfs_quota_us", quota.to_string())?;
+        }
+        Ok(budget)
+    }
+
+    /// Moves process `pid`, all its threads and what it starts later into the group.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", self.dir.display()))
+    }
+}
+
+impl Drop for CpuBudget {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.parent.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_ci;
+
+    #[test]
+    fn median_ci_uses_the_binomial_order_statistics() {
+        let v: Vec<f64> = (1..=9).rev().map(f64::from).collect();
+        assert_eq!(median_ci(&v), (5.0, 2.0, 8.0));
+        let v: Vec<f64> = (1..=15).map(f64::from).collect();
+        assert_eq!(median_ci(&v), (8.0, 4.0, 12.0));
+        // Too few samples for 95 %: the whole range.
+        assert_eq!(median_ci(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert!(median_ci(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn steal_times_are_read_for_every_cpu() {
+        let steal = super::steal_seconds().unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(steal.len() >= cpus, "{steal:?}");
+        assert!(steal.iter().all(|s| *s >= 0.0));
     }
 }

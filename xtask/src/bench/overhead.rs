@@ -14,16 +14,21 @@
 //!   done with empty tc programs on the same hooks ([`super::empty_tc`]): the floor that no
 //!   tc-based tracer can go under.
 //! - an event on every hop of every packet (va egress, vb ingress), read and printed to
-//!   /dev/null by netpath, which runs free on the other core. One flow on CPU 0; trials with
-//!   and without netpath alternate. Also the events/s, the events lost, and netpath's CPU.
+//!   /dev/null by netpath, pinned to the other core (CPU 1), so the ratio is the data path's
+//!   cost and netpath's own CPU is reported apart. One flow on CPU 0; trials with and without
+//!   netpath alternate. Also the events/s, the events lost, and netpath's CPU.
+//!
+//! Packets/s are per second of CPU time the VM's host gave the sender's CPU: each CPU's steal
+//! time (/proc/stat) during a trial is taken off its length. Each figure is the median over
+//! the rounds with a distribution-free 95 % confidence interval.
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
-use super::{empty_tc::EmptyTc, flood_with, Flood, Tool, VethPair};
+use super::{empty_tc::EmptyTc, flood_with, median_ci, steal_seconds, Flood, Tool, VethPair};
 
-const QUIET_ROUNDS: usize = 9;
-const EVENT_ROUNDS: usize = 9;
+const QUIET_ROUNDS: usize = 15;
+const EVENT_ROUNDS: usize = 11;
 const SECS: f64 = 1.5;
 const PAYLOAD: usize = 64;
 const RING_KIB: &str = "16384";
@@ -49,10 +54,11 @@ fn events_and_lost(lines: &[String]) -> Result<(u64, u64)> {
     }
 }
 
-/// `netpath watch` with its tc programs on both ends of `pair`'s veth, selecting `host`.
-fn start_netpath(netpath: &str, pair: &VethPair, host: &str) -> Result<Tool> {
+/// `netpath watch` with its tc programs on both ends of `pair`'s veth, selecting `host`; its
+/// userspace on `cpu` when given.
+fn start_netpath(netpath: &str, pair: &VethPair, host: &str, cpu: Option<usize>) -> Result<Tool> {
     let (va, vb) = (format!("{}/va", pair.a), format!("{}/vb", pair.b));
-    let mut t = Tool::spawn(
+    let mut t = Tool::spawn_on(
         netpath,
         &[
             "watch",
@@ -66,13 +72,14 @@ fn start_netpath(netpath: &str, pair: &VethPair, host: &str) -> Result<Tool> {
             "--iface",
             &vb,
         ],
+        cpu,
     )?;
     t.wait_for("watching", Duration::from_secs(20))?;
     Ok(t)
 }
 
-/// One flow flat out for [`SECS`] from `pair.a` with its sender on `cpu`: packets/s.
-fn flow(pair: &VethPair, cpu: usize) -> Result<f64> {
+/// One flow flat out for [`SECS`] from `pair.a` with its sender on `cpu`: packets sent.
+fn flow_packets(pair: &VethPair, cpu: usize) -> Result<f64> {
     let dst: SocketAddr = "10.9.0.2:9999".parse()?;
     let sent = flood_with(
         &pair.a,
@@ -86,15 +93,32 @@ fn flow(pair: &VethPair, cpu: usize) -> Result<f64> {
             cpu: Some(cpu),
         },
     )?;
-    Ok(sent as f64 / SECS)
+    Ok(sent as f64)
 }
 
-/// Both flows at the same time, `pairs[i]` on CPU i: their packets/s.
+/// Packets per second of the time the host gave `cpu` between the two [`steal_seconds`]
+/// readings: a VM's CPU stolen by its host for a while (measured here at up to 7 % of a
+/// trial) is not a cost of the tracer.
+fn per_cpu_second(packets: f64, cpu: usize, before: &[f64], after: &[f64]) -> f64 {
+    let stolen = after.get(cpu).copied().unwrap_or(0.0) - before.get(cpu).copied().unwrap_or(0.0);
+    packets / (SECS - stolen.clamp(0.0, SECS / 2.0))
+}
+
+/// One flow, sender on `cpu`: packets/s (of the CPU time the host gave it).
+fn flow(pair: &VethPair, cpu: usize) -> Result<f64> {
+    let before = steal_seconds()?;
+    let sent = flow_packets(pair, cpu)?;
+    Ok(per_cpu_second(sent, cpu, &before, &steal_seconds()?))
+}
+
+/// Both flows at the same time, `pairs[i]` on CPU i: their packets/s (of the CPU time the host
+/// gave each).
 fn flows_at_once(pairs: &[VethPair; 2]) -> Result<[f64; 2]> {
-    std::thread::scope(|s| {
+    let before = steal_seconds()?;
+    let sent = std::thread::scope(|s| {
         let handles = [0, 1].map(|cpu| {
             let pair = &pairs[cpu];
-            s.spawn(move || flow(pair, cpu))
+            s.spawn(move || flow_packets(pair, cpu))
         });
         let [h0, h1] = handles;
         let p0 = h0
@@ -103,8 +127,10 @@ fn flows_at_once(pairs: &[VethPair; 2]) -> Result<[f64; 2]> {
         let p1 = h1
             .join()
             .map_err(|_| anyhow::anyhow!("sender panicked"))??;
-        Ok([p0, p1])
-    })
+        anyhow::Ok([p0, p1])
+    })?;
+    let after = steal_seconds()?;
+    Ok([0, 1].map(|cpu| per_cpu_second(sent[cpu], cpu, &before, &after)))
 }
 
 fn loadavg() -> String {
@@ -116,13 +142,6 @@ fn loadavg() -> String {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
-            (lo.min(*x), hi.max(*x))
-        })
 }
 
 /// Per round, the filter-matching-nothing ratio and the ratio with empty tc programs on the
@@ -158,7 +177,7 @@ fn quiet_rounds(netpath: &str) -> Result<(Vec<f64>, Vec<f64>)> {
                 pps[1],
                 e[traced]
             );
-            let tool = start_netpath(netpath, &pairs[traced], MATCHES_NOTHING)?;
+            let tool = start_netpath(netpath, &pairs[traced], MATCHES_NOTHING, None)?;
             let pps = flows_at_once(&pairs)?;
             let (events, _) = events_and_lost(&tool.stop()?)?;
             if events != 0 {
@@ -215,7 +234,7 @@ fn event_rounds(netpath: &str) -> Result<Vec<EventRound>> {
                 without = flow(&pair, 0)?;
                 continue;
             }
-            let tool = start_netpath(netpath, &pair, MATCHES_ALL)?;
+            let tool = start_netpath(netpath, &pair, MATCHES_ALL, Some(1))?;
             let cpu0 = tool.cpu_seconds()?;
             let pps = flow(&pair, 0)?;
             // Let the reader drain the ring before stopping it.
@@ -256,24 +275,19 @@ pub fn run() -> Result<()> {
     let events = event_rounds(np)?;
     println!();
     println!("load average after: {}", loadavg());
-    let (lo, hi) = min_max(&quiet);
+    println!("medians over the rounds, with distribution-free 95 % confidence intervals:");
+    let (m, lo, hi) = median_ci(&quiet);
+    println!("filter matching nothing: {m:.3} [{lo:.3}, {hi:.3}] (goal >= 0.97)");
+    let (m, lo, hi) = median_ci(&floor);
     println!(
-        "median ratio, filter matching nothing: {:.3} (rounds {lo:.3}-{hi:.3}; goal >= 0.97)",
-        median(quiet.clone())
-    );
-    let (lo, hi) = min_max(&floor);
-    println!(
-        "median ratio, empty tc programs on the same two hooks: {:.3} (rounds {lo:.3}-{hi:.3}): \
-         what attaching anything there costs on this kernel and machine",
-        median(floor)
+        "empty tc programs on the same two hooks: {m:.3} [{lo:.3}, {hi:.3}]: what attaching \
+         anything there costs on this kernel and machine"
     );
     let ratios: Vec<f64> = events.iter().map(|r| r.ratio).collect();
-    let (lo, hi) = min_max(&ratios);
+    let (m, lo, hi) = median_ci(&ratios);
     println!(
-        "median ratio, every packet an event on every hop: {:.3} (rounds {lo:.3}-{hi:.3}; goal >= \
-         0.80), {:.0} events/s, {} events lost in all rounds (goal 0), netpath {:.2} CPU s per \
-         million events",
-        median(ratios),
+        "every packet an event on every hop: {m:.3} [{lo:.3}, {hi:.3}] (goal >= 0.80), {:.0} \
+         events/s, {} events lost in all rounds (goal 0), netpath {:.2} CPU s per million events",
         median(events.iter().map(|r| r.events_per_s).collect()),
         events.iter().map(|r| r.lost).sum::<u64>(),
         median(events.iter().map(|r| r.cpu_per_mevent).collect()),
