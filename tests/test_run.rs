@@ -16,7 +16,7 @@ use tracer::{
 };
 use tracer_common::{
     fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
-    parse, AddrPrefix, Config, FilterConfig, RawEvent, SNAP_LEN,
+    parse, AddrPrefix, Config, FilterConfig, KernelOffsets, RawEvent, SNAP_LEN,
 };
 
 struct Names;
@@ -43,22 +43,31 @@ fn load(filter: FilterConfig) -> (Ebpf, RingBuf<MapData>) {
     let obj = tracer::tracer::kernel_object();
     assert!(!obj.is_empty(), "netpath was built without kernel programs");
     let mut ebpf = EbpfLoader::new().load(obj).expect("load object");
-    let offsets = KernelBtf::load()
-        .and_then(|b| b.kernel_offsets())
-        .expect("offsets");
+    set_config(&mut ebpf, filter, 0);
+    let prog: &mut SchedClassifier = ebpf.program_mut("tc_ingress").unwrap().try_into().unwrap();
+    prog.load().expect("verifier accepts tc_ingress");
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
+    (ebpf, ring)
+}
+
+/// Writes `CONFIG`: the running kernel's offsets (read from BTF once), `filter` and `snap_len`.
+fn set_config(ebpf: &mut Ebpf, filter: FilterConfig, snap_len: u32) {
+    static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+    let offsets = *OFFSETS.get_or_init(|| {
+        KernelBtf::load()
+            .and_then(|b| b.kernel_offsets())
+            .expect("offsets")
+    });
     let config = Config {
         offsets,
         filter,
         wakeup_bytes: 4096,
+        snap_len,
         ..Config::default()
     };
     let mut cfg: Array<&mut MapData, Config> =
         Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
     cfg.set(0, config, 0).unwrap();
-    let prog: &mut SchedClassifier = ebpf.program_mut("tc_ingress").unwrap().try_into().unwrap();
-    prog.load().expect("verifier accepts tc_ingress");
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
-    (ebpf, ring)
 }
 
 /// Runs tc_ingress on `frame` and returns what it wrote to the ring buffer (at most one).
@@ -272,22 +281,9 @@ fn the_early_filter_decides_like_the_full_parser() {
     }
     let (mut ebpf, mut ring) = load(FilterConfig::default());
     let frames = tracer_common::fixtures::filter_frames();
-    let offsets = KernelBtf::load()
-        .and_then(|b| b.kernel_offsets())
-        .expect("offsets");
     let (mut hits, mut misses) = (0, 0);
     for filter in tracer_common::fixtures::filter_configs() {
-        {
-            let mut cfg: Array<&mut MapData, Config> =
-                Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-            let config = Config {
-                offsets,
-                filter,
-                wakeup_bytes: 4096,
-                ..Config::default()
-            };
-            cfg.set(0, config, 0).unwrap();
-        }
+        set_config(&mut ebpf, filter, 0);
         for f in &frames {
             // Whole, cut inside the headers, and cut right after them.
             let mut lens = vec![f.len(), 15, 20, 34, 38, 42, 54, 58, 62];
@@ -329,9 +325,6 @@ fn snap_len_cuts_the_copy_not_the_filter() {
     }
     let vx = vxlan(4789, 42, &icmp6(1));
     let plain = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 200]);
-    let offsets = KernelBtf::load()
-        .and_then(|b| b.kernel_offsets())
-        .expect("offsets");
     let (mut ebpf, mut ring) = load(FilterConfig::default());
     let mut addrs = [AddrPrefix::default(); tracer_common::MAX_FILTER_ADDRS];
     addrs[0] = prefix(&[0xfd], 6, 8);
@@ -350,18 +343,7 @@ fn snap_len_cuts_the_copy_not_the_filter() {
         ),
         (FilterConfig::default(), 1000, SNAP_LEN),
     ] {
-        {
-            let mut cfg: Array<&mut MapData, Config> =
-                Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-            let config = Config {
-                offsets,
-                filter,
-                wakeup_bytes: 4096,
-                snap_len: snap,
-                ..Config::default()
-            };
-            cfg.set(0, config, 0).unwrap();
-        }
+        set_config(&mut ebpf, filter, snap);
         for frame in [&vx, &plain] {
             let ev = run(&ebpf, &mut ring, frame).expect("matches");
             let n = want.min(frame.len());

@@ -167,28 +167,29 @@ fn passes_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
         return true;
     }
     let ev = &scratch.ev;
-    let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
-    let data = match ev.data.get(..len) {
-        Some(d) => d,
-        None => return false,
+    let Some((data, from_mac)) = copied(ev) else {
+        return false;
     };
-    let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
     if let Some(verdict) = parse::quick_verdict(&cfg.filter, data, from_mac, ev.protocol) {
         return verdict;
     }
     full_filter(cfg, scratch)
 }
 
+/// The bytes copied into `ev` and whether they start at the MAC header.
+#[inline(always)]
+fn copied(ev: &RawEvent) -> Option<(&[u8], bool)> {
+    let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
+    Some((ev.data.get(..len)?, ev.flags & flags::DATA_FROM_MAC != 0))
+}
+
 /// The full parse of the copied packet and the filter on it.
 #[inline(always)]
 fn full_filter(cfg: &Config, scratch: &mut Scratch) -> bool {
     let ev = &scratch.ev;
-    let len = (ev.data_len as usize) & (2 * SNAP_LEN - 1);
-    let data = match ev.data.get(..len) {
-        Some(d) => d,
-        None => return false,
+    let Some((data, from_mac)) = copied(ev) else {
+        return false;
     };
-    let from_mac = ev.flags & flags::DATA_FROM_MAC != 0;
     let p = &mut scratch.parsed;
     zero_parsed(p);
     parse::parse_into(data, from_mac, ev.protocol, cfg.filter.vxlan_port, p);

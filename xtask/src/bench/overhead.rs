@@ -139,11 +139,6 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Per round, the filter-matching-nothing ratio and the ratio with empty tc programs on the
 /// same hooks (the floor).
 fn quiet_rounds(netpath: &str) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -288,9 +283,9 @@ pub fn run() -> Result<()> {
     println!(
         "every packet an event on every hop: {m:.3} [{lo:.3}, {hi:.3}] (goal >= 0.80), {:.0} \
          events/s, {} events lost in all rounds (goal 0), netpath {:.2} CPU s per million events",
-        median(events.iter().map(|r| r.events_per_s).collect()),
+        median_ci(&events.iter().map(|r| r.events_per_s).collect::<Vec<_>>()).0,
         events.iter().map(|r| r.lost).sum::<u64>(),
-        median(events.iter().map(|r| r.cpu_per_mevent).collect()),
+        median_ci(&events.iter().map(|r| r.cpu_per_mevent).collect::<Vec<_>>()).0,
     );
     Ok(())
 }
