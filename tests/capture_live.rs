@@ -297,7 +297,9 @@ fn filters_select_the_same_packets_as_tcpdump() {
                 expr,
             ],
         );
-        np.wait_stderr("listening", Duration::from_secs(10));
+        // The whole expression runs in the kernel (libpcap's program translated to eBPF):
+        // this compares that translation with tcpdump's socket filter.
+        np.wait_stderr("filter in the kernel", Duration::from_secs(10));
         td.wait_stderr("listening on", Duration::from_secs(10));
         send_traffic(&p);
         std::thread::sleep(Duration::from_millis(300));

@@ -16,7 +16,7 @@ use tracer::{
 };
 use tracer_common::{
     fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
-    parse, AddrPrefix, Config, FilterConfig, KernelOffsets, RawEvent, SNAP_LEN,
+    flags, parse, AddrPrefix, Config, FilterConfig, KernelOffsets, RawEvent, SNAP_LEN,
 };
 
 struct Names;
@@ -352,6 +352,68 @@ fn snap_len_cuts_the_copy_not_the_filter() {
             assert_eq!(ev.skb_len as usize, frame.len());
         }
     }
+}
+
+#[test]
+fn the_capture_filter_runs_in_the_kernel() {
+    if skip_unless_root("the_capture_filter_runs_in_the_kernel") {
+        return;
+    }
+    let (mut ebpf, mut ring) = load(FilterConfig::default());
+    // (libpcap's tcp[] is IPv4 only: the SYN bit of an IPv6 TCP header is ip6[40 + 13].)
+    let expr = "udp dst port 9999 or (ip6 and tcp and ip6[53] & 2 != 0)";
+    let filter = tracer::capture::PacketFilter::compile(expr).unwrap();
+    tracer::tracer::install_capture_filter(&mut ebpf, &filter.instructions())
+        .expect("the translated filter loads");
+    let hit = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 300]);
+    let miss = udp4([10, 9, 0, 1], [10, 9, 0, 2], 9999, 40000, &[0x5a; 300]);
+    // Off: every packet goes out unmarked, for userspace to filter.
+    set_config(&mut ebpf, FilterConfig::default(), 64);
+    for frame in [&hit, &miss] {
+        let ev = run(&ebpf, &mut ring, frame).expect("no kernel filter: every packet");
+        assert_eq!(ev.flags & flags::PCAP_MATCHED, 0);
+    }
+    // On: the kernel decides on the whole packet, as libpcap does, and marks what it keeps.
+    let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+    let on = Config {
+        pcap_filter: 1,
+        ..cfg.get(&0, 0).unwrap()
+    };
+    cfg.set(0, on, 0).unwrap();
+    let syn6 = tcp6_eth(0x02);
+    let ack6 = tcp6_eth(0x10);
+    let mut kept = 0;
+    for frame in [&hit, &miss, &icmp6(3), &syn6, &ack6] {
+        let ev = run(&ebpf, &mut ring, frame);
+        assert_eq!(
+            ev.is_some(),
+            filter.matches(frame, frame.len() as u32),
+            "{frame:02x?}"
+        );
+        if let Some(ev) = ev {
+            kept += 1;
+            assert_eq!(ev.flags & flags::PCAP_MATCHED, flags::PCAP_MATCHED);
+            assert_eq!(ev.flags & flags::DATA_FROM_MAC, flags::DATA_FROM_MAC);
+            assert_eq!(
+                &ev.data[..ev.data_len as usize],
+                &frame[..64],
+                "snap length 64"
+            );
+            assert_eq!(ev.skb_len as usize, frame.len());
+        }
+    }
+    assert_eq!(kept, 2, "the UDP packet to 9999 and the IPv6 SYN");
+}
+
+/// An Ethernet frame with an IPv6 TCP segment carrying `flags`.
+fn tcp6_eth(flags: u8) -> Vec<u8> {
+    let mut tcp = tcp6_ip();
+    // tcp6_ip starts at the IPv6 header (40 bytes); TCP flags are byte 13 of the TCP header.
+    tcp[40 + 13] = flags;
+    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    frame.extend_from_slice(&tcp);
+    frame.extend_from_slice(&[0; 32]);
+    frame
 }
 
 /// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a

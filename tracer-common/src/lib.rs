@@ -49,6 +49,9 @@ pub mod dir {
 pub mod flags {
     /// `data` starts at the Ethernet header (otherwise at the network header).
     pub const DATA_FROM_MAC: u8 = 1;
+    /// The complete capture filter (libpcap's program, translated to eBPF and tail-called
+    /// from the tc programs) accepted this packet in the kernel: userspace need not run it.
+    pub const PCAP_MATCHED: u8 = 2;
 }
 
 /// What a route event carries in `RawEvent::data` (kind `ROUTE`): the flow key of the lookup
@@ -371,6 +374,10 @@ pub struct Config {
     pub routes: u32,
     pub route: RouteOffsets,
     pub neigh: NeighOffsets,
+    /// Non-zero: the tc programs on devices with a link-layer header hand packets the early
+    /// filter kept to the capture filter in `PCAP_PROGS` (slot 0), which tail-calls
+    /// `tc_pcap_matched` (slot 1) for the ones it accepts.
+    pub pcap_filter: u32,
 }
 
 #[cfg(feature = "user")]

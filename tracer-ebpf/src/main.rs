@@ -17,7 +17,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, classifier, fentry, kprobe, map},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
     EbpfContext,
 };
@@ -31,6 +31,11 @@ const TC_ACT_UNSPEC: i32 = -1;
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// `netpath capture`'s filter: slot 0 holds libpcap's program translated to eBPF by
+/// userspace, slot 1 `tc_pcap_matched`, which the filter tail-calls for accepted packets.
+#[map]
+static PCAP_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -302,14 +307,25 @@ fn tc_hook(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) {
         Some(false) => return,
         None => VERDICT_UNDECIDED,
     };
-    tc_event(
-        ctx.skb.skb,
-        verdict | (hook_id as u32) << 8 | (direction as u32) << 16 | (from_mac as u32) << 24,
-    );
+    let packed =
+        verdict | (hook_id as u32) << 8 | (direction as u32) << 16 | (from_mac as u32) << 24;
+    if from_mac && cfg.pcap_filter != 0 {
+        // The capture filter decides; `tc_pcap_matched` finds the packed arguments in the
+        // control block (scratch space of the tc layer, only ours between these tail calls).
+        // SAFETY: tc programs may write `cb`; a tail call that fails returns here.
+        unsafe {
+            (*ctx.skb.skb).cb[0] = packed;
+            PCAP_PROGS.tail_call(ctx, 0);
+        }
+        // No filter program in the slot: the event goes out unmarked (userspace filters).
+    }
+    tc_event(ctx.skb.skb, packed);
 }
 
 const VERDICT_MATCH: u32 = 1;
 const VERDICT_UNDECIDED: u32 = 2;
+/// In `packed`: the capture filter in the kernel accepted the packet.
+const PACKED_PCAP_MATCHED: u32 = 1 << 25;
 
 /// The hop event of a packet the early filter kept (`VERDICT_MATCH`) or could not decide
 /// (`VERDICT_UNDECIDED`: parsed in full first). `packed`: the verdict, then the hook,
@@ -321,7 +337,8 @@ fn tc_event(skb: *mut aya_ebpf::bindings::__sk_buff, packed: u32) -> u32 {
     let hook_id = (packed >> 8) as u8;
     let direction = (packed >> 16) as u8;
     let from_mac = (packed >> 24) & 1 != 0;
-    let _ = tc_event_inner(&ctx, verdict, hook_id, direction, from_mac);
+    let pcap_matched = packed & PACKED_PCAP_MATCHED != 0;
+    let _ = tc_event_inner(&ctx, verdict, hook_id, direction, from_mac, pcap_matched);
     0
 }
 
@@ -332,13 +349,15 @@ fn tc_event_inner(
     hook_id: u8,
     direction: u8,
     from_mac: bool,
+    pcap_matched: bool,
 ) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     let ev = &mut scratch.ev;
-    ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 };
+    ev.flags = if from_mac { flags::DATA_FROM_MAC } else { 0 }
+        | if pcap_matched { flags::PCAP_MATCHED } else { 0 };
     ev.protocol = protocol;
     // A packet the filter still has to parse is copied up to SNAP_LEN bytes (the parser needs
     // its headers); one already decided only up to the snap length.
@@ -399,6 +418,16 @@ pub fn tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
     tc_hook(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+/// Tail-called by the capture filter (`PCAP_PROGS` slot 0) for a packet it accepted: the
+/// hop event of `tc_hook`, whose arguments wait in `cb[0]`, marked as filtered.
+#[classifier]
+pub fn tc_pcap_matched(ctx: TcContext) -> i32 {
+    // SAFETY: a plain read of the control block `tc_hook` wrote before the tail calls.
+    let packed = unsafe { (*ctx.skb.skb).cb[0] };
+    tc_event(ctx.skb.skb, packed | PACKED_PCAP_MATCHED);
     TC_ACT_UNSPEC
 }
 

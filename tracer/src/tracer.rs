@@ -23,6 +23,7 @@ use tracer_common::{Config, FilterConfig};
 
 use crate::{
     btf::{BtfError, DropReasons, KernelBtf},
+    capture::cbpf::{self, CbpfInsn},
     event::{self, Event},
     names::{Kallsyms, LiveNamer},
     netns::{self, Netns, NetnsError},
@@ -119,6 +120,9 @@ pub struct TracerSpec {
     pub ring_bytes: u32,
     /// Packet bytes per event the kernel copies to the ring (`capture -s`); 0 = SNAP_LEN.
     pub snap_len: u32,
+    /// `capture`'s complete filter as libpcap compiled it for Ethernet frames: translated to
+    /// eBPF and run by the tc programs on devices with a link-layer header. Empty: none.
+    pub capture_filter: Vec<CbpfInsn>,
 }
 
 impl Default for TracerSpec {
@@ -135,6 +139,7 @@ impl Default for TracerSpec {
             filter: FilterConfig::default(),
             ring_bytes: 4 << 20,
             snap_len: 0,
+            capture_filter: Vec::new(),
         }
     }
 }
@@ -255,6 +260,8 @@ pub struct NodeTracer {
     pub unavailable: Vec<String>,
     /// What became of `--functions` (one line for the user), when it was asked for.
     pub functions: Option<crate::probes::FunctionSupport>,
+    /// Whether the capture filter runs in the kernel (see [`TracerSpec::capture_filter`]).
+    pub capture_filter_in_kernel: bool,
 }
 
 pub fn is_root() -> bool {
@@ -321,6 +328,10 @@ impl NodeTracer {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", spec.ring_bytes)
             .load(EBPF_OBJECT)?;
+        let capture_filter_in_kernel = !spec.capture_filter.is_empty()
+            && install_capture_filter(&mut ebpf, &spec.capture_filter)
+                .map_err(|e| unavailable.push(format!("capture filter in the kernel: {e}")))
+                .is_ok();
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -332,6 +343,7 @@ impl NodeTracer {
             snap_len: spec.snap_len,
             route,
             neigh,
+            pcap_filter: capture_filter_in_kernel as u32,
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
@@ -405,6 +417,7 @@ impl NodeTracer {
             lost_total: Arc::new(AtomicU64::new(0)),
             unavailable,
             functions,
+            capture_filter_in_kernel,
         };
         tracer.attach_devices(true)?;
         Ok((
@@ -569,6 +582,43 @@ impl Drop for NodeTracer {
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
     }
+}
+
+/// Puts the capture filter into `PCAP_PROGS`: slot 1 `tc_pcap_matched`, slot 0 the filter
+/// translated to eBPF, which tail-calls slot 1 for the packets it accepts and otherwise lets
+/// the packet go on (TC_ACT_UNSPEC). The map holds the programs until it is closed. Public
+/// for tests that load the object themselves; [`NodeTracer::start_raw`] calls it for
+/// [`TracerSpec::capture_filter`] and then sets `Config::pcap_filter`.
+pub fn install_capture_filter(ebpf: &mut Ebpf, filter: &[CbpfInsn]) -> Result<(), String> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let matched: &mut SchedClassifier =
+        program(ebpf, "tc_pcap_matched").map_err(|e| e.to_string())?;
+    matched
+        .load()
+        .map_err(|e| format!("tc_pcap_matched: {e}"))?;
+    let matched_fd = matched
+        .fd()
+        .map_err(|e| e.to_string())?
+        .try_clone()
+        .map_err(|e| e.to_string())?;
+    let Some(aya::maps::Map::ProgramArray(progs)) = ebpf.map("PCAP_PROGS") else {
+        return Err("PCAP_PROGS map missing".into());
+    };
+    let map = progs.fd().as_fd();
+    let ebpf_insns = cbpf::translate(
+        filter,
+        cbpf::OnAccept::TailCall {
+            prog_array_fd: map.as_raw_fd(),
+            index: 1,
+        },
+        -1, // TC_ACT_UNSPEC: on to the next program
+    )
+    .map_err(|e| e.to_string())?;
+    let filter_prog =
+        cbpf::load_sched_cls(&ebpf_insns, "pcap_filter").map_err(|e| e.to_string())?;
+    cbpf::set_prog_array_slot(map, 1, matched_fd.as_fd()).map_err(|e| e.to_string())?;
+    cbpf::set_prog_array_slot(map, 0, filter_prog.as_fd()).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Loads (verifies) the named tc and BTF tracepoint programs, each on its own thread.

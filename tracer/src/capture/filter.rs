@@ -1,14 +1,17 @@
-//! pcap-filter expressions (`tcpdump` syntax), compiled by libpcap and matched in userspace,
-//! plus the conservative pre-filter hint the kernel side may apply first.
+//! pcap-filter expressions (`tcpdump` syntax), compiled by libpcap, run in the kernel where
+//! they can be and matched in userspace where they cannot.
 //!
 //! Split of work:
-//! - **Kernel**: at most the [`KernelHint`] — address family, transport protocol, host/net
-//!   prefixes and one port — and only when the whole expression is a plain `and` of such
-//!   primitives. It is always a superset of what the expression accepts, so it only saves
-//!   copying packets to userspace; it never decides alone.
-//! - **Userspace**: the full expression, compiled by libpcap for `LINKTYPE_ETHERNET` and run
-//!   by libpcap's BPF interpreter on every packet that reaches userspace, exactly as tcpdump
-//!   would run it on a saved file.
+//! - **Kernel, complete**: libpcap's program, translated to eBPF ([`super::cbpf`]) and
+//!   tail-called by the tc programs on devices with a link-layer header. It sees the whole
+//!   packet, as tcpdump's socket filter does; packets it accepts are marked and not filtered
+//!   again.
+//! - **Kernel, coarse**: the [`KernelHint`] — address family, transport protocol, host/net
+//!   prefixes and one port — when the whole expression is a plain `and` of such primitives.
+//!   It is a superset of what the expression accepts and runs first, on the headers in place.
+//! - **Userspace**: the full expression, run by libpcap's BPF interpreter on every packet the
+//!   kernel did not filter completely: packets at drop points (`--drops`), on devices without
+//!   a link-layer header, and all packets when the translation could not be loaded.
 use std::{
     net::IpAddr,
     os::raw::{c_uint, c_void},
@@ -22,12 +25,12 @@ use super::CaptureError;
 /// Shown in `netpath capture --help`.
 pub const FILTER_HELP: &str = "\
 FILTER is a tcpdump/pcap-filter expression (man 7 pcap-filter), e.g. \
-'host 10.244.1.2 and tcp port 80'. It is compiled by libpcap for Ethernet frames and the \
-complete expression is evaluated in userspace on every packet, so results match tcpdump's. \
-When the expression is only ip/ip6/tcp/udp/icmp/icmp6, host ADDR, net CIDR and port N joined \
-by 'and', a coarse copy of it (family, protocol, addresses, port) also runs in the kernel to \
-cut the traffic sent to userspace; anything with or/not/parentheses/other primitives is \
-filtered in userspace only.";
+'host 10.244.1.2 and tcp port 80'. libpcap compiles it for Ethernet frames. For packets at \
+the tc hooks of devices with an Ethernet header, the complete expression runs in the kernel \
+(libpcap's program translated to eBPF), on the whole packet, as tcpdump's socket filter does; \
+only matching packets are copied to userspace. Packets taken at kernel drop points (--drops) \
+and on devices without a link-layer header (tun, wireguard, ipip) are filtered in userspace \
+by libpcap on the captured bytes. The start-up line says where the filter runs.";
 
 // libpcap's BPF interpreter (pcap/bpf.h). `pcap` links libpcap but does not expose a way to
 // pass the original length, which `len`/`greater`/`less` need.
@@ -74,6 +77,11 @@ impl PacketFilter {
     /// The expression as given.
     pub fn expression(&self) -> &str {
         &self.expr
+    }
+
+    /// The compiled program, for the kernel to run (see [`super::cbpf`]).
+    pub fn instructions(&self) -> Vec<super::cbpf::CbpfInsn> {
+        super::cbpf::from_pcap(self.program.get_instructions())
     }
 
     /// What the kernel may pre-filter on, if anything.
@@ -164,7 +172,8 @@ const IPPROTO_SCTP: u8 = 132;
 
 impl KernelHint {
     /// Extracts a hint from a pcap-filter expression, or `None` when the expression is not a
-    /// plain `and` of the primitives listed in [`FILTER_HELP`] (or constrains nothing).
+    /// plain `and` of ip/ip6/tcp/udp/icmp/icmp6, host ADDR, net CIDR and port N (or constrains
+    /// nothing).
     /// Unknown syntax yields `None`, never a narrower hint: dropping a conjunct only widens it.
     pub fn from_expression(expr: &str) -> Option<Self> {
         let mut hint = KernelHint::default();

@@ -3,11 +3,11 @@
 //! record in place, runs the compiled filter on the frame bytes and encodes one pcapng block;
 //! names are looked up once per (namespace inode, ifindex) and cached with their pcapng
 //! interface id.
-use std::{collections::HashMap, io::Write, mem::offset_of};
+use std::{collections::HashMap, mem::offset_of};
 
 use tracer_common::{dir, flags, kind, RawEvent, SNAP_LEN};
 
-use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo};
+use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo, LentWrite};
 use crate::event::Namer;
 
 /// The fields of one ring-buffer record that capture needs, read in place.
@@ -181,8 +181,12 @@ impl<N: Namer> RecordDecoder<N> {
     }
 
     /// Filters and writes the packet in one record (not flushed); returns whether it was
-    /// captured. Records that are no packets, or too short, are skipped.
-    pub fn push<W: Write>(
+    /// captured. Records that are no packets, or too short, are skipped. The packet bytes
+    /// are lent to the sink's output (see [`LentWrite`]).
+    ///
+    /// # Safety
+    /// `record` must stay valid and unchanged until the sink's next flush returns.
+    pub unsafe fn push<W: LentWrite>(
         &mut self,
         record: &[u8],
         sink: &mut CaptureSink<W>,
@@ -195,7 +199,10 @@ impl<N: Namer> RecordDecoder<N> {
         }
         let slot = self.slot(rec.netns, rec.ifindex);
         let (data, orig_len) = rec.frame(self.snaplen, &mut self.scratch);
-        if !sink.accepts(data, orig_len) {
+        // The kernel ran the whole expression already (on the whole packet, as tcpdump's
+        // socket filter does); everything else is filtered here.
+        let kernel_filtered = rec.flags & flags::PCAP_MATCHED != 0;
+        if !kernel_filtered && !sink.accepts(data, orig_len) {
             return Ok(false);
         }
         let drop = (rec.kind == kind::DROP).then(|| DropInfo {
@@ -213,7 +220,10 @@ impl<N: Namer> RecordDecoder<N> {
             orig_len,
             drop: drop.as_ref(),
         };
-        sink.write_accepted(&mut self.slots[slot], &pkt)?;
+        // Bytes from the record itself are lent; a frame rebuilt in `scratch` is not.
+        let lend = rec.flags & flags::DATA_FROM_MAC != 0;
+        // SAFETY: the caller keeps `record` valid until the sink's next flush.
+        unsafe { sink.write_accepted(&mut self.slots[slot], &pkt, lend)? };
         Ok(true)
     }
 
@@ -304,6 +314,18 @@ mod tests {
         bytes.to_vec()
     }
 
+    impl<N: Namer> RecordDecoder<N> {
+        /// `push` into an output that copies at once (a Vec), so nothing is lent.
+        fn push_now(
+            &mut self,
+            record: &[u8],
+            sink: &mut CaptureSink<Vec<u8>>,
+        ) -> Result<bool, CaptureError> {
+            // SAFETY: Vec<u8> copies lent bytes when they are written.
+            unsafe { self.push(record, sink) }
+        }
+    }
+
     fn udp4() -> Vec<u8> {
         let mut v = Vec::new();
         etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -357,18 +379,18 @@ mod tests {
         let mut dec = RecordDecoder::new(Names, "node-1", 64);
         let frame = udp4();
         assert!(dec
-            .push(&record(kind::HOP, dir::INGRESS, true, &frame), &mut sink)
+            .push_now(&record(kind::HOP, dir::INGRESS, true, &frame), &mut sink)
             .unwrap());
         assert!(dec
-            .push(&record(kind::DROP, dir::NONE, true, &frame), &mut sink)
+            .push_now(&record(kind::DROP, dir::NONE, true, &frame), &mut sink)
             .unwrap());
         // Not a packet, too short, and filtered out.
         assert!(!dec
-            .push(&record(kind::NEIGH, dir::NONE, true, &frame), &mut sink)
+            .push_now(&record(kind::NEIGH, dir::NONE, true, &frame), &mut sink)
             .unwrap());
-        assert!(!dec.push(&[0; 8], &mut sink).unwrap());
+        assert!(!dec.push_now(&[0; 8], &mut sink).unwrap());
         assert!(!dec
-            .push(&record(kind::HOP, dir::INGRESS, true, &[0; 60]), &mut sink)
+            .push_now(&record(kind::HOP, dir::INGRESS, true, &[0; 60]), &mut sink)
             .unwrap());
         assert_eq!(dec.slots.len(), 1);
         let (out, stats) = sink.finish().unwrap();
@@ -405,7 +427,7 @@ mod tests {
         let mut dec = RecordDecoder::new(Names, "node-1", 256);
         let mut rec = record(kind::HOP, dir::INGRESS, true, &udp4());
         rec[offset_of!(RawEvent, netns)..][..4].copy_from_slice(&1u32.to_ne_bytes());
-        assert!(dec.push(&rec, &mut sink).unwrap());
+        assert!(dec.push_now(&rec, &mut sink).unwrap());
         let (out, _) = sink.finish().unwrap();
         let CaptureOutput::Text { out, .. } = out else {
             panic!("text output")

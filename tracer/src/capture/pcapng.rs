@@ -18,7 +18,10 @@ use pcap_file::{
     DataLink,
 };
 
-use super::{packet::split_interface_name, CaptureError, CapturedPacket, Direction, DropInfo};
+use super::{
+    gather::LentWrite, packet::split_interface_name, CaptureError, CapturedPacket, Direction,
+    DropInfo,
+};
 
 /// tcpdump's default snap length.
 pub const DEFAULT_SNAPLEN: u32 = 262_144;
@@ -94,26 +97,88 @@ pub fn encode_epb(
     dir: Option<Direction>,
     comment: Option<&str>,
 ) {
-    begin_block(b, EPB_TYPE);
-    b.extend_from_slice(&interface_id.to_le_bytes());
-    // if_tsresol = 9: the timestamp is the nanosecond count, high word first.
-    b.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
-    b.extend_from_slice(&(ts_ns as u32).to_le_bytes());
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
-    put_padded(b, data);
-    let flags = match dir {
+    b.clear();
+    b.extend_from_slice(&epb_head(
+        interface_id,
+        ts_ns,
+        data.len(),
+        orig_len,
+        dir,
+        comment,
+    ));
+    b.extend_from_slice(data);
+    epb_tail(b, data, dir, comment);
+}
+
+fn epb_flags(dir: Option<Direction>) -> Option<u32> {
+    match dir {
         Some(Direction::In) => Some(EPB_INBOUND),
         Some(Direction::Out) => Some(EPB_OUTBOUND),
         None => None,
+    }
+}
+
+/// An EPB's fixed part, up to the packet data, with the block's total length (built on the
+/// stack: it is on every packet's path).
+fn epb_head(
+    interface_id: u32,
+    ts_ns: u64,
+    caplen: usize,
+    orig_len: u32,
+    dir: Option<Direction>,
+    comment: Option<&str>,
+) -> [u8; 28] {
+    let option = |value_len: usize| 4 + value_len.next_multiple_of(4);
+    let options = epb_flags(dir).map_or(0, |_| option(4)) + comment.map_or(0, |c| option(c.len()));
+    let end_of_options = if options > 0 { 4 } else { 0 };
+    let total = 28 + caplen.next_multiple_of(4) + options + end_of_options + 4;
+    // if_tsresol = 9: the timestamp is the nanosecond count, high word first.
+    let words = [
+        EPB_TYPE,
+        total as u32,
+        interface_id,
+        (ts_ns >> 32) as u32,
+        ts_ns as u32,
+        caplen as u32,
+        orig_len.max(caplen as u32),
+    ];
+    let mut head = [0u8; 28];
+    for (chunk, w) in head.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    head
+}
+
+/// Appends what follows an EPB's packet data (`data` itself only for its length): padding,
+/// options and the trailing total length.
+fn epb_tail(b: &mut Vec<u8>, data: &[u8], dir: Option<Direction>, comment: Option<&str>) {
+    let pad = (4 - data.len() % 4) % 4;
+    let flags = epb_flags(dir);
+    let Some(comment) = comment else {
+        // The per-packet case, in one append: padding, the flags option, its end, the length.
+        let mut tail = [0u8; 3 + 12 + 4];
+        let mut n = pad;
+        if let Some(f) = flags {
+            tail[n..n + 2].copy_from_slice(&EPB_FLAGS.to_le_bytes());
+            tail[n + 2..n + 4].copy_from_slice(&4u16.to_le_bytes());
+            tail[n + 4..n + 8].copy_from_slice(&f.to_le_bytes());
+            n += 12; // and OPT_END, all zero
+        }
+        let total = (28 + data.len() + n + 4) as u32;
+        tail[n..n + 4].copy_from_slice(&total.to_le_bytes());
+        b.extend_from_slice(&tail[..n + 4]);
+        return;
     };
+    let start = b.len();
+    b.resize(start + pad, 0);
     if let Some(f) = flags {
         put_option(b, EPB_FLAGS, &f.to_le_bytes());
     }
-    if let Some(c) = comment {
-        put_option(b, OPT_COMMENT, c.as_bytes());
-    }
-    end_block(b, flags.is_some() || comment.is_some());
+    put_option(b, OPT_COMMENT, comment.as_bytes());
+    b.extend_from_slice(&OPT_END.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    let total = 28 + data.len() + (b.len() - start) + 4;
+    b.extend_from_slice(&(total as u32).to_le_bytes());
 }
 
 /// The comment a packet seen at a drop point carries, read back by [`read_capture_file`].
@@ -212,6 +277,33 @@ impl<W: Write> PcapngWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+impl<W: LentWrite> PcapngWriter<W> {
+    /// [`PcapngWriter::write_block`] for a packet without a comment whose bytes the output
+    /// takes by reference (a gather write straight from the ring buffer).
+    ///
+    /// # Safety
+    /// `data` must stay valid and unchanged until the next [`PcapngWriter::flush`] returns.
+    pub unsafe fn write_block_lent(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        dir: Option<Direction>,
+    ) -> Result<(), CaptureError> {
+        let data = &data[..data.len().min(self.snaplen as usize)];
+        let head = epb_head(interface_id, ts_ns, data.len(), orig_len, dir, None);
+        self.out.write_all(&head)?;
+        // SAFETY: the caller keeps `data` valid until the next flush.
+        unsafe { self.out.write_lent(data)? };
+        let b = &mut self.block;
+        b.clear();
+        epb_tail(b, data, dir, None);
+        self.out.write_all(b)?;
+        Ok(())
     }
 }
 
