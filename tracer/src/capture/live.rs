@@ -3,11 +3,11 @@
 //! record in place, runs the compiled filter on the frame bytes and encodes one pcapng block;
 //! names are looked up once per (namespace inode, ifindex) and cached with their pcapng
 //! interface id.
-use std::{collections::HashMap, mem::offset_of};
+use std::{collections::HashMap, io::Write, mem::offset_of};
 
 use tracer_common::{dir, flags, kind, RawEvent, SNAP_LEN};
 
-use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo, LentWrite};
+use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo};
 use crate::event::Namer;
 
 /// The fields of one ring-buffer record that capture needs, read in place.
@@ -181,12 +181,8 @@ impl<N: Namer> RecordDecoder<N> {
     }
 
     /// Filters and writes the packet in one record (not flushed); returns whether it was
-    /// captured. Records that are no packets, or too short, are skipped. The packet bytes
-    /// are lent to the sink's output (see [`LentWrite`]).
-    ///
-    /// # Safety
-    /// `record` must stay valid and unchanged until the sink's next flush returns.
-    pub unsafe fn push<W: LentWrite>(
+    /// captured. Records that are no packets, or too short, are skipped.
+    pub fn push<W: Write>(
         &mut self,
         record: &[u8],
         sink: &mut CaptureSink<W>,
@@ -220,10 +216,7 @@ impl<N: Namer> RecordDecoder<N> {
             orig_len,
             drop: drop.as_ref(),
         };
-        // Bytes from the record itself are lent; a frame rebuilt in `scratch` is not.
-        let lend = rec.flags & flags::DATA_FROM_MAC != 0;
-        // SAFETY: the caller keeps `record` valid until the sink's next flush.
-        unsafe { sink.write_accepted(&mut self.slots[slot], &pkt, lend)? };
+        sink.write_accepted(&mut self.slots[slot], &pkt)?;
         Ok(true)
     }
 
@@ -314,18 +307,6 @@ mod tests {
         bytes.to_vec()
     }
 
-    impl<N: Namer> RecordDecoder<N> {
-        /// `push` into an output that copies at once (a Vec), so nothing is lent.
-        fn push_now(
-            &mut self,
-            record: &[u8],
-            sink: &mut CaptureSink<Vec<u8>>,
-        ) -> Result<bool, CaptureError> {
-            // SAFETY: Vec<u8> copies lent bytes when they are written.
-            unsafe { self.push(record, sink) }
-        }
-    }
-
     fn udp4() -> Vec<u8> {
         let mut v = Vec::new();
         etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -379,18 +360,18 @@ mod tests {
         let mut dec = RecordDecoder::new(Names, "node-1", 64);
         let frame = udp4();
         assert!(dec
-            .push_now(&record(kind::HOP, dir::INGRESS, true, &frame), &mut sink)
+            .push(&record(kind::HOP, dir::INGRESS, true, &frame), &mut sink)
             .unwrap());
         assert!(dec
-            .push_now(&record(kind::DROP, dir::NONE, true, &frame), &mut sink)
+            .push(&record(kind::DROP, dir::NONE, true, &frame), &mut sink)
             .unwrap());
         // Not a packet, too short, and filtered out.
         assert!(!dec
-            .push_now(&record(kind::NEIGH, dir::NONE, true, &frame), &mut sink)
+            .push(&record(kind::NEIGH, dir::NONE, true, &frame), &mut sink)
             .unwrap());
-        assert!(!dec.push_now(&[0; 8], &mut sink).unwrap());
+        assert!(!dec.push(&[0; 8], &mut sink).unwrap());
         assert!(!dec
-            .push_now(&record(kind::HOP, dir::INGRESS, true, &[0; 60]), &mut sink)
+            .push(&record(kind::HOP, dir::INGRESS, true, &[0; 60]), &mut sink)
             .unwrap());
         assert_eq!(dec.slots.len(), 1);
         let (out, stats) = sink.finish().unwrap();
@@ -427,7 +408,7 @@ mod tests {
         let mut dec = RecordDecoder::new(Names, "node-1", 256);
         let mut rec = record(kind::HOP, dir::INGRESS, true, &udp4());
         rec[offset_of!(RawEvent, netns)..][..4].copy_from_slice(&1u32.to_ne_bytes());
-        assert!(dec.push_now(&rec, &mut sink).unwrap());
+        assert!(dec.push(&rec, &mut sink).unwrap());
         let (out, _) = sink.finish().unwrap();
         let CaptureOutput::Text { out, .. } = out else {
             panic!("text output")

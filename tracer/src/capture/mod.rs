@@ -9,7 +9,6 @@ use std::io::Write;
 pub mod cbpf;
 pub mod filter;
 pub mod format;
-pub mod gather;
 pub mod live;
 pub mod packet;
 pub mod pcapng;
@@ -17,7 +16,6 @@ pub mod ring;
 
 pub use filter::{IpPrefix, KernelHint, PacketFilter, FILTER_HELP};
 pub use format::{format_packet, TextOptions};
-pub use gather::{GatherWriter, LentWrite};
 pub use live::{IfaceSlot, PacketRef, RecordDecoder, RecordView};
 pub use packet::{split_interface_name, CapturedPacket, Direction, DropInfo};
 pub use pcapng::{read_capture_file, CaptureFileReader, PcapngWriter, DEFAULT_SNAPLEN};
@@ -121,6 +119,34 @@ impl<W: Write> CaptureSink<W> {
         ok
     }
 
+    /// Writes a packet [`CaptureSink::accepts`] let through, without flushing (the caller
+    /// flushes after a batch). The pcapng interface id is cached in `iface`.
+    pub fn write_accepted(
+        &mut self,
+        iface: &mut IfaceSlot,
+        pkt: &PacketRef<'_>,
+    ) -> Result<(), CaptureError> {
+        match &mut self.output {
+            CaptureOutput::Pcapng(w) => {
+                let id = match iface.pcapng_id {
+                    Some(id) => id,
+                    None => {
+                        let name = packet::interface_name(&iface.node, &iface.netns, &iface.ifname);
+                        let id = w.interface_id(&iface.node, &name)?;
+                        iface.pcapng_id = Some(id);
+                        id
+                    }
+                };
+                w.write_block(id, pkt.ts_ns, pkt.data, pkt.orig_len, pkt.dir, pkt.drop)?;
+            }
+            CaptureOutput::Text { out, opts } => {
+                writeln!(out, "{}", format_packet(&pkt.to_owned(iface), opts))?;
+            }
+        }
+        self.count(pkt.drop.is_some());
+        Ok(())
+    }
+
     fn count(&mut self, dropped: bool) {
         self.stats.captured += 1;
         if dropped {
@@ -154,49 +180,5 @@ impl<W: Write> CaptureSink<W> {
     pub fn finish(mut self) -> Result<(CaptureOutput<W>, CaptureStats), CaptureError> {
         self.flush()?;
         Ok((self.output, self.stats))
-    }
-}
-
-impl<W: LentWrite> CaptureSink<W> {
-    /// Writes a packet [`CaptureSink::accepts`] let through, without flushing (the caller
-    /// flushes after a batch). The pcapng interface id is cached in `iface`. With `lend`, the
-    /// packet's bytes are lent to the output (see [`LentWrite`]), unless a drop comment goes
-    /// with them.
-    ///
-    /// # Safety
-    /// With `lend`, `pkt.data` must stay valid and unchanged until the next
-    /// [`CaptureSink::flush`] returns.
-    pub unsafe fn write_accepted(
-        &mut self,
-        iface: &mut IfaceSlot,
-        pkt: &PacketRef<'_>,
-        lend: bool,
-    ) -> Result<(), CaptureError> {
-        match &mut self.output {
-            CaptureOutput::Pcapng(w) => {
-                let id = match iface.pcapng_id {
-                    Some(id) => id,
-                    None => {
-                        let name = packet::interface_name(&iface.node, &iface.netns, &iface.ifname);
-                        let id = w.interface_id(&iface.node, &name)?;
-                        iface.pcapng_id = Some(id);
-                        id
-                    }
-                };
-                match pkt.drop {
-                    // SAFETY: with `lend`, the caller keeps `pkt.data` valid until the next
-                    // flush.
-                    None if lend => unsafe {
-                        w.write_block_lent(id, pkt.ts_ns, pkt.data, pkt.orig_len, pkt.dir)?
-                    },
-                    _ => w.write_block(id, pkt.ts_ns, pkt.data, pkt.orig_len, pkt.dir, pkt.drop)?,
-                }
-            }
-            CaptureOutput::Text { out, opts } => {
-                writeln!(out, "{}", format_packet(&pkt.to_owned(iface), opts))?;
-            }
-        }
-        self.count(pkt.drop.is_some());
-        Ok(())
     }
 }

@@ -18,10 +18,7 @@ use pcap_file::{
     DataLink,
 };
 
-use super::{
-    gather::LentWrite, packet::split_interface_name, CaptureError, CapturedPacket, Direction,
-    DropInfo,
-};
+use super::{packet::split_interface_name, CaptureError, CapturedPacket, Direction, DropInfo};
 
 /// tcpdump's default snap length.
 pub const DEFAULT_SNAPLEN: u32 = 262_144;
@@ -84,30 +81,6 @@ fn end_block(b: &mut Vec<u8>, had_options: bool) {
     let len = (b.len() + 4) as u32;
     b[4..8].copy_from_slice(&len.to_le_bytes());
     b.extend_from_slice(&len.to_le_bytes());
-}
-
-/// Encodes an enhanced packet block into `b` (cleared first). `data` is written as given
-/// (the caller truncates it to the snap length); `orig_len` is raised to `data.len()`.
-pub fn encode_epb(
-    b: &mut Vec<u8>,
-    interface_id: u32,
-    ts_ns: u64,
-    data: &[u8],
-    orig_len: u32,
-    dir: Option<Direction>,
-    comment: Option<&str>,
-) {
-    b.clear();
-    b.extend_from_slice(&epb_head(
-        interface_id,
-        ts_ns,
-        data.len(),
-        orig_len,
-        dir,
-        comment,
-    ));
-    b.extend_from_slice(data);
-    epb_tail(b, data, dir, comment);
 }
 
 fn epb_flags(dir: Option<Direction>) -> Option<u32> {
@@ -241,17 +214,15 @@ impl<W: Write> PcapngWriter<W> {
         dir: Option<Direction>,
         drop: Option<&DropInfo>,
     ) -> Result<(), CaptureError> {
-        let caplen = data.len().min(self.snaplen as usize);
+        let data = &data[..data.len().min(self.snaplen as usize)];
         let comment = drop.map(drop_comment);
-        encode_epb(
-            &mut self.block,
-            interface_id,
-            ts_ns,
-            &data[..caplen],
-            orig_len,
-            dir,
-            comment.as_deref(),
-        );
+        let comment = comment.as_deref();
+        // Head and data go straight into the output: one copy of the packet bytes.
+        let head = epb_head(interface_id, ts_ns, data.len(), orig_len, dir, comment);
+        self.out.write_all(&head)?;
+        self.out.write_all(data)?;
+        self.block.clear();
+        epb_tail(&mut self.block, data, dir, comment);
         self.out.write_all(&self.block)?;
         Ok(())
     }
@@ -277,33 +248,6 @@ impl<W: Write> PcapngWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.out
-    }
-}
-
-impl<W: LentWrite> PcapngWriter<W> {
-    /// [`PcapngWriter::write_block`] for a packet without a comment whose bytes the output
-    /// takes by reference (a gather write straight from the ring buffer).
-    ///
-    /// # Safety
-    /// `data` must stay valid and unchanged until the next [`PcapngWriter::flush`] returns.
-    pub unsafe fn write_block_lent(
-        &mut self,
-        interface_id: u32,
-        ts_ns: u64,
-        data: &[u8],
-        orig_len: u32,
-        dir: Option<Direction>,
-    ) -> Result<(), CaptureError> {
-        let data = &data[..data.len().min(self.snaplen as usize)];
-        let head = epb_head(interface_id, ts_ns, data.len(), orig_len, dir, None);
-        self.out.write_all(&head)?;
-        // SAFETY: the caller keeps `data` valid until the next flush.
-        unsafe { self.out.write_lent(data)? };
-        let b = &mut self.block;
-        b.clear();
-        epb_tail(b, data, dir, None);
-        self.out.write_all(b)?;
-        Ok(())
     }
 }
 

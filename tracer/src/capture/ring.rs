@@ -1,9 +1,8 @@
 //! A batch reader for a BPF ring buffer map (the kernel's `EVENTS`), over its own mmap of the
 //! map's fd. Unlike aya's `RingBuf::next`, which publishes the consumer position after every
-//! record, it publishes it only when asked ([`RingReader::release`]): the kernel reads that
-//! position on every reservation, so each store is a cache line the producing CPU has to
-//! fetch again; and records not released yet stay valid, so their bytes can be lent to a
-//! gather write.
+//! record, it publishes it every [`PUBLISH_EVERY`] records and at the end of a batch: the
+//! kernel reads that position on every reservation, so each store is a cache line the
+//! producing CPU has to fetch again.
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
@@ -14,6 +13,9 @@ use std::{
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
 const HDR_SZ: usize = 8;
+/// Records between two stores of the consumer position.
+pub const PUBLISH_EVERY: usize = 256;
+
 /// Positions and data of one ring: the consumer position (ours to write), the producer
 /// position and the data area mapped twice in a row (so records never wrap).
 struct Ring {
@@ -24,19 +26,15 @@ struct Ring {
 }
 
 impl Ring {
-    /// Visits the committed records from position `pos`, at most `max`, until `f` returns
-    /// false; returns how many it visited (discarded ones included) and the position after
-    /// them. Publishes nothing.
+    /// Visits the committed records, at most `max`, until `f` returns false; returns how
+    /// many it visited (discarded ones included).
     ///
     /// # Safety
     /// The pointers must be valid for the ring's layout and this must be its only consumer.
-    unsafe fn visit(
-        &self,
-        mut pos: usize,
-        max: usize,
-        f: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> (usize, usize) {
+    unsafe fn drain(&self, max: usize, f: &mut dyn FnMut(&[u8]) -> bool) -> usize {
+        let consumer = &*self.consumer;
         let producer = &*self.producer;
+        let mut pos = consumer.load(Ordering::Acquire);
         let mut prod = producer.load(Ordering::Acquire);
         let mut n = 0;
         while n < max {
@@ -56,19 +54,15 @@ impl Ring {
                 word & DISCARD_BIT != 0 || f(std::slice::from_raw_parts(hdr.add(HDR_SZ), len));
             pos += (HDR_SZ + len).next_multiple_of(8);
             n += 1;
+            if n % PUBLISH_EVERY == 0 {
+                consumer.store(pos, Ordering::Release);
+            }
             if !more {
                 break;
             }
         }
-        (n, pos)
-    }
-
-    /// Hands the space up to `pos` back to the kernel.
-    ///
-    /// # Safety
-    /// As for [`Ring::visit`].
-    unsafe fn publish(&self, pos: usize) {
-        (*self.consumer).store(pos, Ordering::Release);
+        consumer.store(pos, Ordering::Release);
+        n
     }
 }
 
@@ -109,9 +103,6 @@ impl Drop for Mapping {
 /// other consumer (such as aya's `RingBuf::next`) at the same time.
 pub struct RingReader {
     ring: Ring,
-    /// Where the next record starts: ahead of the published consumer position by the
-    /// records visited and not released yet.
-    pos: usize,
     _consumer: Mapping,
     _producer: Mapping,
 }
@@ -141,31 +132,19 @@ impl RingReader {
             data: unsafe { producer.ptr.cast::<u8>().add(page) },
             mask: size - 1,
         };
-        // SAFETY: the consumer page is mapped; we are the only consumer.
-        let pos = unsafe { (*ring.consumer).load(Ordering::Acquire) };
         Ok(RingReader {
             ring,
-            pos,
             _consumer: consumer,
             _producer: producer,
         })
     }
 
     /// Calls `f` on each committed record, at most `max` of them, until it returns false;
-    /// returns how many records were visited. They stay valid, and the kernel cannot reuse
-    /// their space, until [`RingReader::release`].
+    /// returns how many records were consumed.
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
         // SAFETY: the mappings match the ring's layout and `&mut self` makes us its only
         // consumer in this process.
-        let (n, pos) = unsafe { self.ring.visit(self.pos, max, &mut f) };
-        self.pos = pos;
-        n
-    }
-
-    /// Gives the space of every record visited so far back to the kernel.
-    pub fn release(&mut self) {
-        // SAFETY: as in `drain`.
-        unsafe { self.ring.publish(self.pos) };
+        unsafe { self.ring.drain(max, &mut f) }
     }
 }
 
@@ -219,18 +198,15 @@ mod tests {
         unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len() * 8) }
     }
 
-    /// Visits up to `max` records from the published position and releases them.
     fn collect(ring: &Ring, max: usize) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
-        // SAFETY: the fake ring's pointers stay valid for the calls.
+        // SAFETY: the fake ring's pointers stay valid for the call.
         unsafe {
-            let start = (*ring.consumer).load(Ordering::Relaxed);
-            let (_, pos) = ring.visit(start, max, &mut |r| {
+            ring.drain(max, &mut |r| {
                 got.push(r.to_vec());
                 true
-            });
-            ring.publish(pos);
-        }
+            })
+        };
         got
     }
 
@@ -277,18 +253,14 @@ mod tests {
         f.push(b"b", 0);
         let ring = f.ring();
         let mut seen = 0;
-        // SAFETY: the fake ring's pointers stay valid for the calls.
-        let (n, pos) = unsafe {
-            ring.visit(0, 10, &mut |_| {
+        // SAFETY: the fake ring's pointers stay valid for the call.
+        let n = unsafe {
+            ring.drain(10, &mut |_| {
                 seen += 1;
                 false
             })
         };
-        assert_eq!((n, seen, pos), (1, 1, 16));
-        // Nothing is published until asked.
-        assert_eq!(f.consumer.load(Ordering::Relaxed), 0);
-        // SAFETY: as above.
-        unsafe { ring.publish(pos) };
+        assert_eq!((n, seen), (1, 1));
         assert_eq!(collect(&ring, 10), vec![b"b".to_vec()]);
     }
 }

@@ -17,9 +17,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer::{
     capture::{
-        gather::Target, read_capture_file, CaptureOutput, CaptureSink, CaptureStats, GatherWriter,
-        KernelHint, PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions,
-        FILTER_HELP,
+        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, KernelHint, PacketFilter,
+        PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
     },
     names::LiveNamer,
     netns,
@@ -193,18 +192,6 @@ impl CaptureArgs {
         })
     }
 
-    /// The live capture's output: `-w FILE`, or stdout (`-w -` and text lines).
-    fn open_target(&self) -> Result<Target> {
-        Ok(match self.write.as_deref() {
-            None | Some("-") => Target::Stdout,
-            Some(path) => Target::File(
-                File::create(path)
-                    .with_context(|| format!("creating {path}"))?
-                    .into(),
-            ),
-        })
-    }
-
     fn spec(&self, filter: FilterConfig) -> Result<TracerSpec> {
         if !self.buffer_kib.is_power_of_two() || self.buffer_kib < 4 {
             anyhow::bail!("-B must be a power of two (KiB), at least 4");
@@ -262,7 +249,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         .as_ref()
         .map(PacketFilter::instructions)
         .unwrap_or_default();
-    let out = GatherWriter::new(args.open_target()?);
+    let out = BufWriter::with_capacity(OUT_BUFFER, args.open_output()?);
     let sink = CaptureSink::new(filter, args.output(out)?);
     let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
     // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
@@ -334,10 +321,8 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     Ok(0)
 }
 
-type LiveOutput = GatherWriter;
-/// Records between two gather writes (each packet is two segments of at most 1024 a writev
-/// takes); only then is their space handed back to the kernel.
-const RELEASE_EVERY: usize = 500;
+type LiveOutput = BufWriter<Box<dyn Write + Send>>;
+const OUT_BUFFER: usize = 256 << 10;
 /// The longest a packet waits in the ring buffer: the kernel wakes the reader only once
 /// `wakeup_bytes` are queued, so at low rates the reader looks on this timer.
 const POLL_MS: i32 = 20;
@@ -377,6 +362,7 @@ impl Drain {
                 return Ok(()); // -c reached
             }
             self.add_lost();
+            self.sink.flush()?;
             if self.status && Instant::now() >= next_status {
                 print_status(&self.sink.stats());
                 next_status = Instant::now() + STATUS_EVERY;
@@ -387,37 +373,21 @@ impl Drain {
         Ok(())
     }
 
-    /// Drains at most one ring's worth of records, writing them out every [`RELEASE_EVERY`]
-    /// before their space goes back to the kernel; returns whether `-c` was reached.
+    /// Drains at most one ring's worth of records; returns whether `-c` was reached.
     fn drain_batch(&mut self) -> Result<bool> {
-        let mut drained = 0;
-        while drained < self.ring_records {
-            let (decoder, sink, count) = (&mut self.decoder, &mut self.sink, self.count);
-            let mut outcome: Result<bool> = Ok(false);
-            let n = self.reader.drain(RELEASE_EVERY, |record| {
-                // SAFETY: the record stays in the ring until `release` below, which comes
-                // after the flush that writes what the sink was lent.
-                match unsafe { decoder.push(record, sink) } {
-                    Ok(true) if count.is_some_and(|c| sink.stats().captured >= c) => {
-                        outcome = Ok(true);
-                    }
-                    Ok(_) => return true,
-                    Err(e) => outcome = Err(e.into()),
+        let (decoder, sink, count) = (&mut self.decoder, &mut self.sink, self.count);
+        let mut outcome = Ok(false);
+        self.reader.drain(self.ring_records, |record| {
+            match decoder.push(record, sink) {
+                Ok(true) if count.is_some_and(|c| sink.stats().captured >= c) => {
+                    outcome = Ok(true);
                 }
-                false
-            });
-            let flushed = self.sink.flush();
-            self.reader.release();
-            flushed?;
-            if outcome? {
-                return Ok(true);
+                Ok(_) => return true,
+                Err(e) => outcome = Err(e.into()),
             }
-            drained += n;
-            if n < RELEASE_EVERY {
-                break;
-            }
-        }
-        Ok(false)
+            false
+        });
+        outcome
     }
 
     /// Brings the sink's loss count up to the kernel's counters.
