@@ -363,8 +363,6 @@ fn the_capture_filter_runs_in_the_kernel() {
     // (libpcap's tcp[] is IPv4 only: the SYN bit of an IPv6 TCP header is ip6[40 + 13].)
     let expr = "udp dst port 9999 or (ip6 and tcp and ip6[53] & 2 != 0)";
     let filter = tracer::capture::PacketFilter::compile(expr).unwrap();
-    tracer::tracer::install_capture_filter(&mut ebpf, &filter.instructions())
-        .expect("the translated filter loads");
     let hit = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 300]);
     let miss = udp4([10, 9, 0, 1], [10, 9, 0, 2], 9999, 40000, &[0x5a; 300]);
     // Off: every packet goes out unmarked, for userspace to filter.
@@ -374,12 +372,7 @@ fn the_capture_filter_runs_in_the_kernel() {
         assert_eq!(ev.flags & flags::PCAP_MATCHED, 0);
     }
     // On: the kernel decides on the whole packet, as libpcap does, and marks what it keeps.
-    let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-    let on = Config {
-        pcap_filter: 1,
-        ..cfg.get(&0, 0).unwrap()
-    };
-    cfg.set(0, on, 0).unwrap();
+    enable_capture_filter(&mut ebpf, &filter);
     let syn6 = tcp6_eth(0x02);
     let ack6 = tcp6_eth(0x10);
     let mut kept = 0;
@@ -403,6 +396,18 @@ fn the_capture_filter_runs_in_the_kernel() {
         }
     }
     assert_eq!(kept, 2, "the UDP packet to 9999 and the IPv6 SYN");
+}
+
+/// Installs `filter` as the kernel's capture filter and turns it on in `CONFIG`.
+fn enable_capture_filter(ebpf: &mut Ebpf, filter: &tracer::capture::PacketFilter) {
+    tracer::tracer::install_capture_filter(ebpf, &filter.instructions())
+        .expect("the translated filter loads");
+    let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+    let on = Config {
+        pcap_filter: 1,
+        ..cfg.get(&0, 0).unwrap()
+    };
+    cfg.set(0, on, 0).unwrap();
 }
 
 /// An Ethernet frame with an IPv6 TCP segment carrying `flags`.
@@ -439,11 +444,25 @@ fn tc_program_cost_per_packet() {
         addrs,
         ..FilterConfig::default()
     };
-    for (name, filter) in [
-        ("filter matching nothing", quiet),
-        ("no filter", FilterConfig::default()),
+    for (name, filter, capture) in [
+        ("filter matching nothing", quiet, None),
+        ("no filter", FilterConfig::default(), None),
+        (
+            "capture filter 'udp port 53' (kernel)",
+            FilterConfig::default(),
+            Some("udp port 53"),
+        ),
+        (
+            "capture filter 'udp port 9999' (kernel)",
+            FilterConfig::default(),
+            Some("udp port 9999"),
+        ),
     ] {
-        let (ebpf, mut ring) = load(filter);
+        let (mut ebpf, mut ring) = load(filter);
+        if let Some(expr) = capture {
+            let f = tracer::capture::PacketFilter::compile(expr).unwrap();
+            enable_capture_filter(&mut ebpf, &f);
+        }
         let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
         for (frame_name, frame) in &frames {
             let mut best = u128::MAX;

@@ -213,6 +213,11 @@ const CTX: u8 = 6;
 const RA: u8 = 7;
 const RX: u8 = 8;
 const FP: u8 = 10;
+/// `struct __sk_buff` fields (include/uapi/linux/bpf.h, a stable ABI).
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+/// The largest offset the verifier lets a packet pointer take (MAX_PACKET_OFF).
+const MAX_PACKET_OFF: u32 = 0xffff;
 /// Load buffer for `bpf_skb_load_bytes`.
 const BUF_OFF: i16 = -8;
 /// M[0]; M[i] is at `MEM_OFF + 4 * i`, up to the load buffer.
@@ -258,7 +263,44 @@ impl Emitter {
 
     /// `dst = big-endian packet[offset .. offset + size]`, rejecting the packet if that is
     /// past its end. `ind` adds X to the offset.
+    ///
+    /// Bytes in the linear data (nearly always, at tc) are read in place: a helper call per
+    /// load cost about 15 ns, most of the filter's time. Others go through
+    /// `bpf_skb_load_bytes`, which also reads paged data.
     fn load(&mut self, dst: u8, size: u8, k: u32, ind: bool) {
+        let width = match size {
+            4 => W,
+            2 => H,
+            _ => B,
+        };
+        let last_start = MAX_PACKET_OFF - u32::from(size);
+        let mut to_slow = Vec::new();
+        let mut to_done = None;
+        if k <= last_start {
+            self.op(LDX | MEM | W, R2, CTX, SKB_DATA, 0);
+            self.op(LDX | MEM | W, R3, CTX, SKB_DATA_END, 0);
+            if ind {
+                // X + k, bounded so the verifier accepts it as a packet offset.
+                self.mov64_reg(R4, RX);
+                self.op(ALU64 | ADD | K, R4, 0, 0, k as i32);
+                to_slow.push(self.out.len());
+                self.op(JMP | JGT | K, R4, 0, 0, last_start as i32);
+                self.op(ALU64 | ADD | X, R2, R4, 0, 0);
+            } else if k > 0 {
+                self.op(ALU64 | ADD | K, R2, 0, 0, k as i32);
+            }
+            self.mov64_reg(R4, R2);
+            self.op(ALU64 | ADD | K, R4, 0, 0, size.into());
+            to_slow.push(self.out.len());
+            self.op(JMP | JGT | X, R4, R3, 0, 0);
+            self.op(LDX | MEM | width, dst, R2, 0, 0);
+            to_done = Some(self.out.len());
+            self.op(JMP | JA, 0, 0, 0, 0);
+        }
+        let slow = self.out.len();
+        for at in to_slow {
+            self.out[at].off = (slow - at - 1) as i16;
+        }
         self.mov64_reg(R1, CTX);
         self.mov32_imm(R2, k);
         if ind {
@@ -272,12 +314,11 @@ impl Emitter {
         self.op(ALU64 | MOV | K, R4, 0, 0, size.into());
         self.op(JMP | CALL, 0, 0, 0, HELPER_SKB_LOAD_BYTES);
         self.jump(JMP | JNE | K, R0, 0, 0, Target::Reject);
-        let width = match size {
-            4 => W,
-            2 => H,
-            _ => B,
-        };
         self.op(LDX | MEM | width, dst, FP, BUF_OFF, 0);
+        let done = self.out.len();
+        if let Some(at) = to_done {
+            self.out[at].off = (done - at - 1) as i16;
+        }
         if size > 1 {
             self.op(ALU | END | TO_BE, dst, 0, 0, i32::from(size) * 8);
         }
