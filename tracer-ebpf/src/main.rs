@@ -309,7 +309,12 @@ fn tc_hook(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) {
     };
     let packed =
         verdict | (hook_id as u32) << 8 | (direction as u32) << 16 | (from_mac as u32) << 24;
-    if from_mac && cfg.pcap_filter != 0 {
+    // A VLAN tag the device took out of the frame (skb metadata) is put back in the copy, as
+    // tcpdump does; libpcap's program expects it inline, so such packets are left to
+    // userspace's filter.
+    // SAFETY: a plain read of the context's vlan_present field.
+    let vlan_tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    if from_mac && cfg.pcap_filter != 0 && !vlan_tagged {
         // The capture filter decides; `tc_pcap_matched` finds the packed arguments in the
         // control block (scratch space of the tc layer, only ours between these tail calls).
         // SAFETY: tc programs may write `cb`; a tail call that fails returns here.
@@ -378,10 +383,21 @@ fn tc_event_inner(
     if n == 0 {
         return None;
     }
-    // SAFETY: ev.data has SNAP_LEN bytes and 1 <= n <= SNAP_LEN.
-    let loaded =
-        unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n) };
-    ev.data_len = if loaded == 0 { n as u16 } else { 0 };
+    // SAFETY: a plain read of the context's vlan_present field.
+    let vlan_tagged = from_mac && unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    ev.data_len = if vlan_tagged {
+        copy_with_vlan_tag(ctx, ev, n)
+    } else {
+        // SAFETY: ev.data has SNAP_LEN bytes and 1 <= n <= SNAP_LEN.
+        let loaded = unsafe {
+            bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, ev.data.as_mut_ptr().cast(), n)
+        };
+        if loaded == 0 {
+            n as u16
+        } else {
+            0
+        }
+    };
     // Only what the headers could not decide is parsed in full.
     if verdict == VERDICT_UNDECIDED && !full_filter(cfg, scratch) {
         return None;
@@ -401,12 +417,53 @@ fn tc_event_inner(
     ev.netns = netns;
     ev.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     ev.reason = 0;
-    ev.skb_len = ctx.len();
+    // The length on the wire: with the tag.
+    ev.skb_len = ctx.len() + if vlan_tagged { VLAN_HLEN as u32 } else { 0 };
     ev.kind = kind::HOP;
     ev.hook = hook_id;
     ev.dir = direction;
     output(cfg, ev);
     Some(())
+}
+
+const VLAN_HLEN: usize = 4;
+
+/// Copies the first `n` bytes of a frame whose 802.1Q tag is in the skb's metadata into
+/// `ev.data` with the tag back after the MAC addresses; returns the bytes copied (0 when the
+/// copy failed).
+#[inline(always)]
+fn copy_with_vlan_tag(ctx: &TcContext, ev: &mut RawEvent, n: u32) -> u16 {
+    const MACS: usize = 12;
+    let skb = ctx.skb.skb;
+    if (n as usize) < MACS + 2 {
+        return 0;
+    }
+    // The rest of the frame after the addresses, cut so that it fits behind the tag. Read
+    // back through memory so the check below stays in the program: the compiler knows it is
+    // at least 2, the verifier would not, and the helper needs a length it can see is >= 1.
+    let rest = (n - MACS as u32).min((SNAP_LEN - MACS - VLAN_HLEN) as u32);
+    // SAFETY: a read of a local.
+    let rest = unsafe { core::ptr::read_volatile(&rest) };
+    if rest == 0 || rest > (SNAP_LEN - MACS - VLAN_HLEN) as u32 {
+        return 0;
+    }
+    // SAFETY: plain reads of the context's tag fields; the copies stay inside ev.data
+    // (12 bytes, then `rest` <= SNAP_LEN - 16 bytes at offset 16).
+    unsafe {
+        // vlan_proto is kept in network order, vlan_tci in host order.
+        let proto = (*skb).vlan_proto as u16;
+        let tci = (*skb).vlan_tci as u16;
+        if bpf_skb_load_bytes(skb as *const _, 0, ev.data.as_mut_ptr().cast(), MACS as u32) != 0 {
+            return 0;
+        }
+        ev.data[MACS..MACS + 2].copy_from_slice(&proto.to_ne_bytes());
+        ev.data[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
+        let dst = ev.data.as_mut_ptr().add(MACS + VLAN_HLEN);
+        if bpf_skb_load_bytes(skb as *const _, MACS as u32, dst.cast(), rest) != 0 {
+            return 0;
+        }
+    }
+    (MACS + VLAN_HLEN) as u16 + rest as u16
 }
 
 #[classifier]

@@ -6,8 +6,9 @@
 //! - A and X live in r7 and r8, the skb context in r6, scratch memory M[0..16] on the stack
 //!   at r10-72..r10-8 and an 8-byte load buffer at r10-8. Every ALU operation is 32-bit so A
 //!   and X wrap like `u32` and their upper halves stay zero.
-//! - Packet loads go through `bpf_skb_load_bytes`, which fails past the end of the packet;
-//!   like the interpreter's bounds checks, that rejects the packet.
+//! - Packet loads read the skb's linear data in place when the bytes are there, and otherwise
+//!   go through `bpf_skb_load_bytes`, which fails past the end of the packet; like the
+//!   interpreter's bounds checks, that rejects the packet.
 //! - `len` is `__sk_buff.len`, the whole frame (at tc the skb data starts at the MAC header).
 //! - Division or modulo by zero and out-of-range shifts give libpcap's results (reject, 0).
 //!
