@@ -132,15 +132,34 @@ pub fn filter_frames() -> Vec<Vec<u8>> {
         udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, b"hi"),
         udp4([10, 0, 0, 1], [10, 0, 0, 2], 1000, 9999, b"hi"),
         udp4([10, 244, 1, 1], [10, 0, 0, 2], 6081, 80, b"hi"),
-        tagged,
+        tagged.clone(),
         frag4,
-        tcp4,
+        tcp4.clone(),
         tcp6,
         arp,
         icmp6(1),
         icmp6_ext_headers(2),
         vxlan(4789, 1, &icmp6(3)),
         vxlan(8472, 1, &icmp6(3)),
+        // Decided in place by the early filter: inner IPv4 UDP and TCP.
+        vxlan(
+            4789,
+            2,
+            &udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"x"),
+        ),
+        vxlan(8472, 3, &tcp4),
+        // Left to the full parser: inner IPv6 extension headers, no VXLAN flag, inner VLAN.
+        vxlan(4789, 4, &icmp6_ext_headers(6)),
+        {
+            let mut f = vxlan(
+                4789,
+                5,
+                &udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"x"),
+            );
+            f[14 + 20 + 8] = 0;
+            f
+        },
+        vxlan(4789, 6, &tagged),
         vxlan(9999, 1, &icmp6(3)),
         geneve(5, &icmp6(4)),
         ip_in(false, crate::parse::IPPROTO_IPIP, &inner4),

@@ -515,6 +515,12 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
             return None;
         }
         let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+        if proto == IPPROTO_UDP
+            && !fragment
+            && is_vxlan_port(cfg, u16::from_be_bytes([ip[22], ip[23]]))
+        {
+            return vxlan_verdict(cfg, h, ip, l3);
+        }
         plain_verdict::<24, 1>(cfg, (4, proto, fragment), ip, 12)
     } else if ethertype == ETH_P_IPV6 {
         let ip = h.bytes_at::<44>(l3)?;
@@ -537,37 +543,36 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
     }
 }
 
-/// [`quick_verdict_with`] on `ip`, the IP header followed by the transport header's first 4
-/// bytes (the ports): source address at `src_off`, destination right after it, `W` words each.
-/// The filter's cheapest tests go first.
+/// UDP ports [`parse_into`] takes for VXLAN.
 #[inline(always)]
-fn plain_verdict<const N: usize, const W: usize>(
+fn is_vxlan_port(cfg: &crate::FilterConfig, dport: u16) -> bool {
+    dport == VXLAN_PORT
+        || dport == VXLAN_PORT_LINUX
+        || (cfg.vxlan_port != 0 && dport == cfg.vxlan_port)
+}
+
+/// The transport ports after a plain IP header `ip` (its last 4 bytes), 0 when there are none.
+#[inline(always)]
+fn plain_ports<const N: usize>(ip: &[u8; N], proto: u8, fragment: bool) -> (u16, u16) {
+    if !fragment && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        (
+            u16::from_be_bytes([ip[N - 4], ip[N - 3]]),
+            u16::from_be_bytes([ip[N - 2], ip[N - 1]]),
+        )
+    } else {
+        (0, 0)
+    }
+}
+
+/// Does the source (at `src_off`) or destination address of the plain IP header `ip` fall
+/// in any of the filter's prefixes?
+#[inline(always)]
+fn plain_addrs_hit<const N: usize, const W: usize>(
     cfg: &crate::FilterConfig,
-    (family, proto, fragment): (u8, u8, bool),
+    family: u8,
     ip: &[u8; N],
     src_off: usize,
-) -> Option<bool> {
-    let (mut sport, mut dport) = (0, 0);
-    if !fragment && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
-        sport = u16::from_be_bytes([ip[N - 4], ip[N - 3]]);
-        dport = u16::from_be_bytes([ip[N - 2], ip[N - 1]]);
-        let tunnel_port = dport == VXLAN_PORT
-            || dport == VXLAN_PORT_LINUX
-            || dport == GENEVE_PORT
-            || (cfg.vxlan_port != 0 && dport == cfg.vxlan_port);
-        if proto == IPPROTO_UDP && tunnel_port {
-            return None;
-        }
-    }
-    if (cfg.family != 0 && family != cfg.family)
-        || (cfg.proto != 0 && proto != cfg.proto)
-        || (cfg.port != 0 && sport != cfg.port && dport != cfg.port)
-    {
-        return Some(false);
-    }
-    if cfg.n_addrs == 0 {
-        return Some(true);
-    }
+) -> bool {
     let dst_off = src_off + 4 * W;
     let mut i = 0;
     while i < crate::MAX_FILTER_ADDRS {
@@ -578,11 +583,95 @@ fn plain_verdict<const N: usize, const W: usize>(
         if pr.contains::<W>(family, &words_at(ip, src_off))
             || pr.contains::<W>(family, &words_at(ip, dst_off))
         {
-            return Some(true);
+            return true;
         }
         i += 1;
     }
-    Some(false)
+    false
+}
+
+/// A VXLAN packet over a plain IPv4 header (`outer`, at `l3`; flannel's and Calico's
+/// encapsulation) whose inner frame carries a plain IP header, decided in place as
+/// [`filter_matches`] decides it on the parsed packet: the family, ports or addresses of
+/// either header, the protocol of the inner one. Anything else (VLAN or non-IP inside, IPv4
+/// options, IPv6 extension headers, a tunnel in the tunnel, bytes not in the linear data)
+/// is left to the full parser.
+#[inline(always)]
+fn vxlan_verdict<H: Headers + ?Sized>(
+    cfg: &crate::FilterConfig,
+    h: &H,
+    outer: &[u8; 24],
+    l3: usize,
+) -> Option<bool> {
+    // UDP (8), VXLAN flags(1) reserved(3) VNI(3) reserved(1), then the inner Ethernet header.
+    let vxlan = l3 + 20 + 8;
+    if h.bytes_at::<1>(vxlan)?[0] & 0x08 == 0 {
+        return None; // not a VXLAN header to the parser either
+    }
+    let inner_eth = vxlan + 8;
+    let inner_type = u16::from_be_bytes(*h.bytes_at::<2>(inner_eth + 12)?);
+    let il3 = inner_eth + 14;
+    let (family, proto, (sport, dport), addr_hit) = if inner_type == ETH_P_IP {
+        let ip = h.bytes_at::<24>(il3)?;
+        let proto = ip[9];
+        if ip[0] != 0x45 || matches!(proto, IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE) {
+            return None;
+        }
+        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+        let hit = cfg.n_addrs != 0 && plain_addrs_hit::<24, 1>(cfg, 4, ip, 12);
+        (4, proto, plain_ports(ip, proto, fragment), hit)
+    } else if inner_type == ETH_P_IPV6 {
+        let ip = h.bytes_at::<44>(il3)?;
+        let proto = ip[6];
+        if ip[0] >> 4 != 6
+            || matches!(
+                proto,
+                0 | 43 | 44 | 51 | 60 | IPPROTO_IPIP | IPPROTO_IPV6 | IPPROTO_GRE
+            )
+        {
+            return None;
+        }
+        let hit = cfg.n_addrs != 0 && plain_addrs_hit::<44, 4>(cfg, 6, ip, 8);
+        (6, proto, plain_ports(ip, proto, false), hit)
+    } else {
+        return None;
+    };
+    let (outer_sport, outer_dport) = plain_ports(outer, IPPROTO_UDP, false);
+    let port = cfg.port;
+    Some(
+        (cfg.family == 0 || cfg.family == 4 || cfg.family == family)
+            && (cfg.proto == 0 || cfg.proto == proto)
+            && (port == 0
+                || outer_sport == port
+                || outer_dport == port
+                || sport == port
+                || dport == port)
+            && (cfg.n_addrs == 0 || addr_hit || plain_addrs_hit::<24, 1>(cfg, 4, outer, 12)),
+    )
+}
+
+/// [`quick_verdict_with`] on `ip`, the IP header followed by the transport header's first 4
+/// bytes (the ports): source address at `src_off`, destination right after it, `W` words each.
+/// The filter's cheapest tests go first.
+#[inline(always)]
+fn plain_verdict<const N: usize, const W: usize>(
+    cfg: &crate::FilterConfig,
+    (family, proto, fragment): (u8, u8, bool),
+    ip: &[u8; N],
+    src_off: usize,
+) -> Option<bool> {
+    let (sport, dport) = plain_ports(ip, proto, fragment);
+    let tunnel_port = is_vxlan_port(cfg, dport) || dport == GENEVE_PORT;
+    if proto == IPPROTO_UDP && tunnel_port {
+        return None;
+    }
+    if (cfg.family != 0 && family != cfg.family)
+        || (cfg.proto != 0 && proto != cfg.proto)
+        || (cfg.port != 0 && sport != cfg.port && dport != cfg.port)
+    {
+        return Some(false);
+    }
+    Some(cfg.n_addrs == 0 || plain_addrs_hit::<N, W>(cfg, family, ip, src_off))
 }
 
 /// [`quick_verdict_with`] on a copied buffer.
@@ -876,6 +965,35 @@ mod tests {
             "plain packets are decided early: {decided}"
         );
         assert!(rejected > 1_000, "and rejected early: {rejected}");
+    }
+
+    #[test]
+    fn vxlan_with_a_plain_inner_header_is_decided_early() {
+        let inner = crate::fixtures::udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"x");
+        let mut cfg = FilterConfig {
+            n_addrs: 1,
+            ..FilterConfig::default()
+        };
+        let decide = |cfg: &FilterConfig, f: &[u8]| quick_verdict(cfg, f, true, 0);
+        for port in [VXLAN_PORT, VXLAN_PORT_LINUX] {
+            let f = vxlan(port, 1, &inner);
+            cfg.addrs[0] = AddrPrefix::new(4, addr16(&[10, 9, 9, 2]), 32);
+            assert_eq!(decide(&cfg, &f), Some(true), "inner address");
+            cfg.addrs[0] = AddrPrefix::new(4, addr16(&[172, 16, 0, 0]), 12);
+            assert_eq!(decide(&cfg, &f), Some(false), "neither address");
+            let by_port = FilterConfig {
+                port: 2222,
+                ..FilterConfig::default()
+            };
+            assert_eq!(decide(&by_port, &f), Some(true), "inner port");
+            let by_proto = FilterConfig {
+                proto: IPPROTO_TCP,
+                ..FilterConfig::default()
+            };
+            assert_eq!(decide(&by_proto, &f), Some(false), "inner protocol is UDP");
+        }
+        // An IPv6 inner header with an extension header, or a non-IP inner frame: not here.
+        assert_eq!(decide(&cfg, &vxlan(4789, 1, &icmp6_ext_headers(1))), None);
     }
 
     #[test]
