@@ -230,6 +230,56 @@ fn background(ns: &NetNsGuard, cmd: &str) -> Background {
     )
 }
 
+/// Captures on `vb` in `ns` with netpath (into `ours`, once it printed `ready`) and tcpdump
+/// (into `theirs`) at the same time, while `traffic` runs; both are stopped with SIGINT.
+fn capture_both(
+    ns: &NetNsGuard,
+    expr: &str,
+    ours: &Path,
+    theirs: &Path,
+    ready: &str,
+    traffic: impl FnOnce(),
+) {
+    let mut np = NetpathProcess::spawn(&[
+        "capture",
+        "-i",
+        "vb",
+        "--netns",
+        &ns.name,
+        "-w",
+        ours.to_str().expect("utf-8 path"),
+        expr,
+    ]);
+    // -Z root: tcpdump would otherwise drop to its own user and fail to write the temp dir.
+    // --immediate-mode: without it, packets still in the current TPACKET_V3 block when
+    // SIGINT arrives are never written.
+    let mut td = NetpathProcess::spawn_program(
+        Path::new("ip"),
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "tcpdump",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-i",
+            "vb",
+            "-w",
+            theirs.to_str().expect("utf-8 path"),
+            expr,
+        ],
+    );
+    np.wait_stderr(ready, Duration::from_secs(10));
+    td.wait_stderr("listening on", Duration::from_secs(10));
+    traffic();
+    std::thread::sleep(Duration::from_millis(300));
+    np.interrupt();
+    td.interrupt();
+    assert_eq!(np.finish().0, Some(0), "netpath failed for {expr:?}");
+    td.finish();
+}
+
 /// The fixed mix: ICMP and ICMPv6 echoes, TCP to 8080 in both families, UDP to 8080 and 5353
 /// (no listener: ICMP port unreachable back).
 fn send_traffic(p: &RoutedPair) {
@@ -267,46 +317,11 @@ fn filters_select_the_same_packets_as_tcpdump() {
     for (i, expr) in expressions.iter().enumerate() {
         let ours = capture_path(&dir, &format!("np{i}.pcapng"));
         let theirs = capture_path(&dir, &format!("td{i}.pcap"));
-        let mut np = NetpathProcess::spawn(&[
-            "capture",
-            "-i",
-            "vb",
-            "--netns",
-            &p.b.name,
-            "-w",
-            ours.to_str().expect("utf-8 path"),
-            expr,
-        ]);
-        // -Z root: tcpdump would otherwise drop to its own user and fail to write the temp dir.
-        // --immediate-mode: without it, packets still in the current TPACKET_V3 block when
-        // SIGINT arrives are never written.
-        let mut td = NetpathProcess::spawn_program(
-            Path::new("ip"),
-            &[
-                "netns",
-                "exec",
-                &p.b.name,
-                "tcpdump",
-                "--immediate-mode",
-                "-Z",
-                "root",
-                "-i",
-                "vb",
-                "-w",
-                theirs.to_str().expect("utf-8 path"),
-                expr,
-            ],
-        );
         // The whole expression runs in the kernel (libpcap's program translated to eBPF):
         // this compares that translation with tcpdump's socket filter.
-        np.wait_stderr("filter in the kernel", Duration::from_secs(10));
-        td.wait_stderr("listening on", Duration::from_secs(10));
-        send_traffic(&p);
-        std::thread::sleep(Duration::from_millis(300));
-        np.interrupt();
-        td.interrupt();
-        assert_eq!(np.finish().0, Some(0), "netpath failed for {expr:?}");
-        td.finish();
+        capture_both(&p.b, expr, &ours, &theirs, "filter in the kernel", || {
+            send_traffic(&p)
+        });
         let (a, a_total) = packet_keys(&ours);
         let (b, b_total) = packet_keys(&theirs);
         eprintln!(
@@ -404,41 +419,9 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
     {
         let ours = capture_path(&dir, &format!("vnp{i}.pcapng"));
         let theirs = capture_path(&dir, &format!("vtd{i}.pcap"));
-        let mut np = NetpathProcess::spawn(&[
-            "capture",
-            "-i",
-            "vb",
-            "--netns",
-            &b.name,
-            "-w",
-            ours.to_str().expect("utf-8 path"),
-            expr,
-        ]);
-        let mut td = NetpathProcess::spawn_program(
-            Path::new("ip"),
-            &[
-                "netns",
-                "exec",
-                &b.name,
-                "tcpdump",
-                "--immediate-mode",
-                "-Z",
-                "root",
-                "-i",
-                "vb",
-                "-w",
-                theirs.to_str().expect("utf-8 path"),
-                expr,
-            ],
-        );
-        np.wait_stderr("listening", Duration::from_secs(10));
-        td.wait_stderr("listening on", Duration::from_secs(10));
-        send_raw(&a, "va", &frames);
-        std::thread::sleep(Duration::from_millis(300));
-        np.interrupt();
-        td.interrupt();
-        assert_eq!(np.finish().0, Some(0), "netpath failed for {expr:?}");
-        td.finish();
+        capture_both(&b, expr, &ours, &theirs, "listening", || {
+            send_raw(&a, "va", &frames)
+        });
         let rows = |file: &Path| -> Vec<String> {
             let mut rows: Vec<String> =
                 tshark(file, &["vlan.id", "ip.dst", "icmp.seq", "frame.len"])
