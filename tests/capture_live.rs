@@ -438,3 +438,42 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
         assert_eq!(tags, want_tags, "{expr:?}");
     }
 }
+
+/// A filter the kernel cannot run (`protochain` loops backwards) is said to run in userspace,
+/// and still selects exactly what it should there.
+#[test]
+fn filters_the_kernel_cannot_run_are_applied_in_userspace() {
+    if skip_unless_root("filters_the_kernel_cannot_run_are_applied_in_userspace") {
+        return;
+    }
+    let (a, b) = veth_pair("npp");
+    let dir = temp_dir();
+    let ours = capture_path(&dir, "protochain.pcapng");
+    let mut np = NetpathProcess::spawn(&[
+        "capture",
+        "-i",
+        "vb",
+        "--netns",
+        &b.name,
+        "-w",
+        ours.to_str().expect("utf-8 path"),
+        "ip6 protochain 58",
+    ]);
+    np.wait_stderr("runs in userspace only", Duration::from_secs(10));
+    np.wait_stderr("filter in userspace", Duration::from_secs(10));
+    a.exec("ping -c2 -i0.2 -W1 fd00:1::2 >/dev/null");
+    a.exec("ping -c2 -i0.2 -W1 10.1.0.2 >/dev/null");
+    std::thread::sleep(Duration::from_millis(300));
+    np.interrupt();
+    assert_eq!(np.finish().0, Some(0));
+    let rows = tshark(&ours, &["ip.src", "icmpv6.type"]);
+    let echoes = rows
+        .iter()
+        .filter(|r| r[1] == "128" || r[1] == "129")
+        .count();
+    assert_eq!(echoes, 4, "two ICMPv6 echoes and replies: {rows:?}");
+    assert!(
+        rows.iter().all(|r| r[0].is_empty() && !r[1].is_empty()),
+        "only ICMPv6: {rows:?}"
+    );
+}

@@ -260,8 +260,9 @@ pub struct NodeTracer {
     pub unavailable: Vec<String>,
     /// What became of `--functions` (one line for the user), when it was asked for.
     pub functions: Option<crate::probes::FunctionSupport>,
-    /// Whether the capture filter runs in the kernel (see [`TracerSpec::capture_filter`]).
-    pub capture_filter_in_kernel: bool,
+    /// Where [`TracerSpec::capture_filter`] runs: `None` when there is none, `Ok` in the
+    /// kernel, `Err(why not)` in userspace only.
+    pub capture_filter_in_kernel: Option<Result<(), String>>,
 }
 
 pub fn is_root() -> bool {
@@ -328,10 +329,8 @@ impl NodeTracer {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", spec.ring_bytes)
             .load(EBPF_OBJECT)?;
-        let capture_filter_in_kernel = !spec.capture_filter.is_empty()
-            && install_capture_filter(&mut ebpf, &spec.capture_filter)
-                .map_err(|e| unavailable.push(format!("capture filter in the kernel: {e}")))
-                .is_ok();
+        let capture_filter_in_kernel = (!spec.capture_filter.is_empty())
+            .then(|| install_capture_filter(&mut ebpf, &spec.capture_filter));
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -343,7 +342,7 @@ impl NodeTracer {
             snap_len: spec.snap_len,
             route,
             neigh,
-            pcap_filter: capture_filter_in_kernel as u32,
+            pcap_filter: matches!(capture_filter_in_kernel, Some(Ok(()))) as u32,
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");

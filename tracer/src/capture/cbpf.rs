@@ -101,7 +101,7 @@ pub enum CbpfError {
     TooLong,
     /// A jump (or the fall-through of the last instruction) leaves the program; backward
     /// jumps (libpcap's `protochain`) land here too.
-    #[error("cBPF instruction {0} jumps out of the program")]
+    #[error("cBPF instruction {0} jumps backwards or out of the program (libpcap's protochain loops; eBPF cannot run that here)")]
     BadJump(usize),
     #[error("BPF_PROG_LOAD failed: {errno}{}", log_suffix(.log))]
     Load {

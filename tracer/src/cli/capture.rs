@@ -262,13 +262,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
-    let filter_where = match (
-        spec.capture_filter.is_empty(),
-        tracer.capture_filter_in_kernel,
-    ) {
-        (true, _) => "",
-        (false, true) => ", filter in the kernel",
-        (false, false) => ", filter in userspace",
+    let filter_where = match &tracer.capture_filter_in_kernel {
+        None => "",
+        Some(Ok(())) => ", filter in the kernel",
+        Some(Err(why)) => {
+            eprintln!("netpath: the filter runs in userspace only: {why}");
+            ", filter in userspace"
+        }
     };
     eprintln!(
         "netpath: listening on {} device(s){}, snapshot length {} bytes{filter_where}; Ctrl-C to stop",
