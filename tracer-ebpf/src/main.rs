@@ -93,13 +93,7 @@ unsafe fn skb_netns_ifindex(o: &KernelOffsets, skb: u64) -> (u32, u32) {
         let dev: u64 = read(skb, o.skb_dev).unwrap_or(0);
         if dev != 0 {
             let ifindex: u32 = read(dev, o.dev_ifindex).unwrap_or(0);
-            let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
-            let inum: u32 = if net != 0 {
-                read(net, o.net_ns_inum).unwrap_or(0)
-            } else {
-                0
-            };
-            return (inum, ifindex);
+            return (dev_netns(o, dev), ifindex);
         }
         let sk: u64 = read(skb, o.skb_sk).unwrap_or(0);
         if sk != 0 {
@@ -109,6 +103,19 @@ unsafe fn skb_netns_ifindex(o: &KernelOffsets, skb: u64) -> (u32, u32) {
             }
         }
         (0, 0)
+    }
+}
+
+/// `dev->nd_net->ns.inum`, 0 when unreadable.
+#[inline(always)]
+unsafe fn dev_netns(o: &KernelOffsets, dev: u64) -> u32 {
+    unsafe {
+        let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
+        if net != 0 {
+            read(net, o.net_ns_inum).unwrap_or(0)
+        } else {
+            0
+        }
     }
 }
 
@@ -403,7 +410,16 @@ fn tc_event_inner(
         return None;
     }
     let skb_addr = ctx.as_ptr() as u64;
-    let (netns, _) = unsafe { skb_netns_ifindex(&cfg.offsets, skb_addr) };
+    // At tc the skb has its device, and the context has its ifindex: three probe reads for
+    // the namespace, not four.
+    let netns = unsafe {
+        let dev: u64 = read(skb_addr, cfg.offsets.skb_dev).unwrap_or(0);
+        if dev != 0 {
+            dev_netns(&cfg.offsets, dev)
+        } else {
+            0
+        }
+    };
     if cfg.filter.netns != 0 && netns != cfg.filter.netns {
         return None;
     }
