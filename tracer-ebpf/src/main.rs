@@ -319,9 +319,8 @@ fn tc_hook(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) {
     // A VLAN tag the device took out of the frame (skb metadata) is put back in the copy, as
     // tcpdump does; libpcap's program expects it inline, so such packets are left to
     // userspace's filter.
-    // SAFETY: a plain read of the context's vlan_present field.
-    let vlan_tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
-    if from_mac && cfg.pcap_filter != 0 && !vlan_tagged {
+    // SAFETY: a plain read of the context's vlan_present field (only with a capture filter).
+    if from_mac && cfg.pcap_filter != 0 && unsafe { (*ctx.skb.skb).vlan_present } == 0 {
         // The capture filter decides; `tc_pcap_matched` finds the packed arguments in the
         // control block (scratch space of the tc layer, only ours between these tail calls).
         // SAFETY: tc programs may write `cb`; a tail call that fails returns here.

@@ -125,31 +125,19 @@ fn epb_head(
 /// Appends what follows an EPB's packet data (`data` itself only for its length): padding,
 /// options and the trailing total length.
 fn epb_tail(b: &mut Vec<u8>, data: &[u8], dir: Option<Direction>, comment: Option<&str>) {
-    let pad = (4 - data.len() % 4) % 4;
-    let flags = epb_flags(dir);
-    let Some(comment) = comment else {
-        // The per-packet case, in one append: padding, the flags option, its end, the length.
-        let mut tail = [0u8; 3 + 12 + 4];
-        let mut n = pad;
-        if let Some(f) = flags {
-            tail[n..n + 2].copy_from_slice(&EPB_FLAGS.to_le_bytes());
-            tail[n + 2..n + 4].copy_from_slice(&4u16.to_le_bytes());
-            tail[n + 4..n + 8].copy_from_slice(&f.to_le_bytes());
-            n += 12; // and OPT_END, all zero
-        }
-        let total = (28 + data.len() + n + 4) as u32;
-        tail[n..n + 4].copy_from_slice(&total.to_le_bytes());
-        b.extend_from_slice(&tail[..n + 4]);
-        return;
-    };
     let start = b.len();
-    b.resize(start + pad, 0);
+    b.resize(start + (4 - data.len() % 4) % 4, 0);
+    let flags = epb_flags(dir);
     if let Some(f) = flags {
         put_option(b, EPB_FLAGS, &f.to_le_bytes());
     }
-    put_option(b, OPT_COMMENT, comment.as_bytes());
-    b.extend_from_slice(&OPT_END.to_le_bytes());
-    b.extend_from_slice(&0u16.to_le_bytes());
+    if let Some(c) = comment {
+        put_option(b, OPT_COMMENT, c.as_bytes());
+    }
+    if flags.is_some() || comment.is_some() {
+        b.extend_from_slice(&OPT_END.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+    }
     let total = 28 + data.len() + (b.len() - start) + 4;
     b.extend_from_slice(&(total as u32).to_le_bytes());
 }
