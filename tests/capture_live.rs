@@ -80,6 +80,7 @@ fn capture_writes_pcapng_with_namespaced_names_and_directions() {
         ],
     );
     assert_eq!(rows.len(), 8, "{rows:?}");
+    block_types(&file);
     let want_if = format!("{}/vb", p.b.name);
     assert!(rows.iter().all(|r| r[0] == want_if), "{rows:?}");
     let dir_of = |src4: &str, src6: &str| {
@@ -157,6 +158,130 @@ fn capture_with_drops_records_the_kernel_reason() {
         np_summary_ok(&file),
         "capture file unreadable by netpath -r"
     );
+}
+
+/// The type of every block of a pcapng file, checking that the blocks chain: each one's two
+/// lengths agree and the last ends the file.
+fn block_types(file: &Path) -> Vec<u32> {
+    let bytes = std::fs::read(file).expect("read capture");
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let (mut at, mut types) = (0, Vec::new());
+    while at < bytes.len() {
+        assert!(at + 12 <= bytes.len(), "a block cut short at {at}");
+        let len = word(at + 4) as usize;
+        assert!(
+            len >= 12 && len.is_multiple_of(4) && at + len <= bytes.len(),
+            "block at {at}: {len}"
+        );
+        assert_eq!(
+            word(at + len - 4) as usize,
+            len,
+            "trailing length of the block at {at}"
+        );
+        types.push(word(at));
+        at += len;
+    }
+    types
+}
+
+/// Blocks of a file that the kernel wrote: packets that went from the ring to the file
+/// without being looked at (`tracer_common::pcapng_record`).
+fn kernel_written(types: &[u32]) -> usize {
+    types
+        .iter()
+        .filter(|t| **t == tracer_common::pcapng_record::FILLER_TYPE)
+        .count()
+}
+
+#[test]
+fn kernel_written_pcapng_reads_back_whole_and_stops_at_the_count() {
+    if skip_unless_root("kernel_written_pcapng_reads_back_whole_and_stops_at_the_count") {
+        return;
+    }
+    let p = routed_pair("npc");
+    let dir = temp_dir();
+    for count in [None, Some(250)] {
+        let file = capture_path(&dir, &format!("flood-{count:?}.pcapng"));
+        let mut args = vec![
+            "capture".to_string(),
+            "-i".into(),
+            "vb".into(),
+            "--netns".into(),
+            p.b.name.clone(),
+            "-w".into(),
+            file.to_str().expect("utf-8 path").into(),
+        ];
+        if let Some(c) = count {
+            args.extend(["-c".into(), c.to_string()]);
+        }
+        args.push("icmp".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut np = NetpathProcess::spawn(&args);
+        np.wait_stderr("filter in the kernel", Duration::from_secs(10));
+        // The device's first packet goes through userspace, which writes its description
+        // block and hands the kernel its interface id: from then on the kernel writes.
+        p.a.exec("ping -c1 -s3 10.1.0.2 >/dev/null");
+        std::thread::sleep(Duration::from_millis(100));
+        // Frames of 45, 49 and 342 bytes: padded lengths of both parities, and one cut to the
+        // 256-byte snap length.
+        p.a.exec("ping -f -c299 -s3 10.1.0.2 >/dev/null");
+        p.a.exec("ping -f -c300 -s7 10.1.0.2 >/dev/null");
+        p.a.exec("ping -c2 -i0.2 -s300 10.1.0.2 >/dev/null");
+        std::thread::sleep(Duration::from_millis(300));
+        if count.is_none() {
+            np.interrupt();
+        }
+        let (code, _, stderr) = np.finish_with_stderr();
+        assert_eq!(code, Some(0), "{stderr:?}");
+        let want = count.unwrap_or(1204);
+        assert!(
+            stderr.contains(&format!("{want} packets captured")),
+            "{stderr:?}"
+        );
+        let types = block_types(&file);
+        let written = kernel_written(&types);
+        assert!(
+            written > want / 2,
+            "{written} of {want} packets written by the kernel"
+        );
+        let rows = tshark(
+            &file,
+            &[
+                "frame.len",
+                "frame.cap_len",
+                "frame.packet_flags_direction",
+                "frame.interface_name",
+            ],
+        );
+        assert_eq!(rows.len(), want, "tshark's packets");
+        let want_if = format!("{}/vb", p.b.name);
+        assert!(rows.iter().all(|r| r[3] == want_if), "{rows:?}");
+        if count.is_none() {
+            let n = |len: &str, cap: &str, dir: &str| {
+                rows.iter()
+                    .filter(|r| r[0] == len && r[1] == cap && r[2] == dir)
+                    .count()
+            };
+            for (len, cap, each) in [("45", "45", 300), ("49", "49", 300), ("342", "256", 2)] {
+                assert_eq!(n(len, cap, "0x00000001"), each, "{len}-byte requests in");
+                assert_eq!(n(len, cap, "0x00000002"), each, "{len}-byte replies out");
+            }
+        }
+        let out = Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&file)
+            .output()
+            .expect("run tcpdump");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), want);
+        let out = netpath(&["capture", "-r", file.to_str().expect("utf-8 path")]);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), want);
+    }
 }
 
 /// `netpath capture -r` prints the file back, one line per packet, without root.

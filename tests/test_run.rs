@@ -72,6 +72,11 @@ fn set_config(ebpf: &mut Ebpf, filter: FilterConfig, snap_len: u32) {
 
 /// Runs tc_ingress on `frame` and returns what it wrote to the ring buffer (at most one).
 fn run(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<RawEvent> {
+    run_bytes(ebpf, ring, frame).map(|b| event::raw_from_bytes(&b).expect("record size"))
+}
+
+/// Runs tc_ingress on `frame` and returns the record it wrote to the ring buffer, as bytes.
+fn run_bytes(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<Vec<u8>> {
     let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
     let res = prog
         .test_run(TestRunOptions {
@@ -83,9 +88,7 @@ fn run(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<RawEven
         res.return_value as i32, -1,
         "tc programs return TC_ACT_UNSPEC (next)"
     );
-    let raw = ring
-        .next()
-        .map(|item| event::raw_from_bytes(&item).expect("record size"));
+    let raw = ring.next().map(|item| item.to_vec());
     assert!(ring.next().is_none(), "one event per packet");
     raw
 }
@@ -398,6 +401,148 @@ fn the_capture_filter_runs_in_the_kernel() {
     assert_eq!(kept, 2, "the UDP packet to 9999 and the IPv6 SYN");
 }
 
+#[test]
+fn tc_programs_write_pcapng_records_for_devices_with_an_interface_id() {
+    use std::os::unix::fs::MetadataExt;
+    use tracer::capture::{read_capture_file, Direction, PcapngWriter};
+    use tracer_common::pcapng_record::{self as rec, Layout};
+    if skip_unless_root("tc_programs_write_pcapng_records_for_devices_with_an_interface_id") {
+        return;
+    }
+    let (mut ebpf, mut ring) = load(FilterConfig::default());
+    set_config(&mut ebpf, FilterConfig::default(), 200);
+    let frames: Vec<Vec<u8>> = [0usize, 1, 2, 3, 4, 5, 300]
+        .iter()
+        .map(|n| udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &vec![0x5a; *n]))
+        .collect();
+    let netns = enable_pcapng_records(&mut ebpf, &mut ring, &frames[0]);
+    assert_eq!(
+        netns as u64,
+        std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+    );
+    // The reader's view: a pcapng section with interface ids 0-3, then the records with
+    // (made-up) ring headers between them, as they lie in the ring.
+    let mut w = PcapngWriter::new(Vec::new(), 200).unwrap();
+    for i in 0..4 {
+        assert_eq!(w.interface_id("n", &format!("ns/if{i}")).unwrap(), i);
+    }
+    for frame in &frames {
+        let payload = run_bytes(&ebpf, &mut ring, frame).expect("a record");
+        let caplen = frame.len().min(200);
+        let layout = Layout::new(caplen);
+        assert!(
+            rec::is_record(&payload),
+            "{} bytes: {payload:02x?}",
+            frame.len()
+        );
+        assert_eq!(payload.len(), layout.payload_len);
+        let word = |i: usize| u32::from_le_bytes(payload[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(
+            (word(3), word(6), word(7)),
+            (3, caplen as u32, frame.len() as u32)
+        );
+        let ts = (word(4) as u64) << 32 | word(5) as u64;
+        assert!(ts > PCAPNG_BOOT_OFFSET_NS, "monotonic time plus the offset");
+        let data = &payload[rec::DATA_OFFSET..];
+        assert_eq!(&data[..caplen], &frame[..caplen]);
+        assert!(
+            data[caplen..layout.padded].iter().all(|b| *b == 0),
+            "zero padding"
+        );
+        assert_eq!(&payload[payload.len() - 8..], &rec::FILLER_OPEN);
+        let mut run = (payload.len() as u32).to_le_bytes().to_vec();
+        run.extend_from_slice(&[0xee; 4]);
+        run.extend_from_slice(&payload);
+        w.write_kernel_records(&run).unwrap();
+    }
+    // A block of netpath's own closes the filler the last record opened.
+    w.write_block(0, 5, &frames[0], frames[0].len() as u32, None, None)
+        .unwrap();
+    let bytes = w.into_inner();
+    let back: Vec<_> = read_capture_file(&bytes[..])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(back.len(), frames.len() + 1);
+    for (pkt, frame) in back.iter().zip(&frames) {
+        let caplen = frame.len().min(200);
+        assert_eq!(&pkt.data[..], &frame[..caplen]);
+        assert_eq!(pkt.orig_len as usize, frame.len());
+        assert_eq!(pkt.dir, Some(Direction::In));
+        assert_eq!(pkt.ifname, "if3");
+    }
+    assert_eq!(back[frames.len()].ts_ns, 5);
+    // tshark reads the same stream.
+    if let Ok(mut tshark) = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            "-",
+            "-T",
+            "fields",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.interface_name",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        use std::io::Write;
+        tshark.stdin.take().unwrap().write_all(&bytes).unwrap();
+        let out = tshark.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lens: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        let want: Vec<String> = frames
+            .iter()
+            .chain([&frames[0]])
+            .map(|f| f.len().to_string())
+            .collect();
+        assert_eq!(lens, want, "{text}");
+        assert!(
+            text.lines()
+                .take(frames.len())
+                .all(|l| l.ends_with("ns/if3")),
+            "{text}"
+        );
+    }
+    // With a capture filter, only the packets it accepted go out as records.
+    enable_capture_filter(
+        &mut ebpf,
+        &tracer::capture::PacketFilter::compile("udp dst port 9999").unwrap(),
+    );
+    assert!(rec::is_record(
+        &run_bytes(&ebpf, &mut ring, &frames[1]).unwrap()
+    ));
+    let other = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 53, &[1; 8]);
+    assert!(run_bytes(&ebpf, &mut ring, &other).is_none());
+}
+
+const PCAPNG_BOOT_OFFSET_NS: u64 = 1_700_000_000_000_000_000;
+
+/// Turns pcapng records on (with [`PCAPNG_BOOT_OFFSET_NS`]) and gives the test run's device
+/// interface id 3, after checking that without an id `frame` makes the usual event; returns
+/// the device's namespace inode.
+fn enable_pcapng_records(ebpf: &mut Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> u32 {
+    let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+    let on = Config {
+        pcapng_direct: 1,
+        boot_offset_ns: PCAPNG_BOOT_OFFSET_NS,
+        ..cfg.get(&0, 0).unwrap()
+    };
+    cfg.set(0, on, 0).unwrap();
+    let ev = run(ebpf, ring, frame).expect("an event");
+    let mut ids =
+        aya::maps::HashMap::<_, u64, u32>::try_from(ebpf.map_mut("PCAP_IFACES").unwrap()).unwrap();
+    ids.insert((ev.netns as u64) << 32 | ev.ifindex as u64, 3, 0)
+        .unwrap();
+    ev.netns
+}
+
 /// Installs `filter` as the kernel's capture filter and turns it on in `CONFIG`.
 fn enable_capture_filter(ebpf: &mut Ebpf, filter: &tracer::capture::PacketFilter) {
     tracer::tracer::install_capture_filter(ebpf, &filter.instructions())
@@ -444,24 +589,35 @@ fn tc_program_cost_per_packet() {
         addrs,
         ..FilterConfig::default()
     };
-    for (name, filter, capture) in [
-        ("filter matching nothing", quiet, None),
-        ("no filter", FilterConfig::default(), None),
+    for (name, filter, capture, pcapng) in [
+        ("filter matching nothing", quiet, None, false),
+        ("no filter", FilterConfig::default(), None, false),
         (
             "capture filter 'udp port 53' (kernel)",
             FilterConfig::default(),
             Some("udp port 53"),
+            false,
         ),
         (
             "capture filter 'udp port 9999' (kernel)",
             FilterConfig::default(),
             Some("udp port 9999"),
+            false,
+        ),
+        (
+            "capture filter 'udp port 9999' (kernel), pcapng records",
+            FilterConfig::default(),
+            Some("udp port 9999"),
+            true,
         ),
     ] {
         let (mut ebpf, mut ring) = load(filter);
         if let Some(expr) = capture {
             let f = tracer::capture::PacketFilter::compile(expr).unwrap();
             enable_capture_filter(&mut ebpf, &f);
+        }
+        if pcapng {
+            enable_pcapng_records(&mut ebpf, &mut ring, &frames[0].1);
         }
         let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
         for (frame_name, frame) in &frames {

@@ -176,7 +176,13 @@ impl NetpathProcess {
 
     /// Waits for exit and returns (exit code, stdout). A process still running after
     /// [`FINISH_LIMIT`] is interrupted, then killed, so a test never hangs on it.
-    pub fn finish(mut self) -> (Option<i32>, String) {
+    pub fn finish(self) -> (Option<i32>, String) {
+        let (code, out, _) = self.finish_with_stderr();
+        (code, out)
+    }
+
+    /// [`NetpathProcess::finish`], with every stderr line as well.
+    pub fn finish_with_stderr(mut self) -> (Option<i32>, String, Vec<String>) {
         use std::io::Read;
         let stdout = self.child.stdout.take();
         let reader = std::thread::spawn(move || {
@@ -207,7 +213,7 @@ impl NetpathProcess {
         {
             self.stderr_seen.push(line);
         }
-        (status.code(), out)
+        (status.code(), out, std::mem::take(&mut self.stderr_seen))
     }
 }
 

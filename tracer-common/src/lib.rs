@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod parse;
+pub mod pcapng_record;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -378,6 +379,13 @@ pub struct Config {
     /// filter kept to the capture filter in `PCAP_PROGS` (slot 0), which tail-calls
     /// `tc_pcap_matched` (slot 1) for the ones it accepts.
     pub pcap_filter: u32,
+    /// Non-zero: tc packets that need no filtering in userspace (no capture filter, or the
+    /// kernel's accepted them) go out as pcapng blocks ([`pcapng_record`]) when their device
+    /// has an id in `PCAP_IFACES`.
+    pub pcapng_direct: u32,
+    pub _pad: u32,
+    /// UNIX epoch ns minus bpf_ktime_get_ns, for the timestamps of those blocks.
+    pub boot_offset_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -397,6 +405,19 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+
+    #[test]
+    fn the_config_has_no_padding_before_its_last_field() {
+        // Pod: every byte is a field's.
+        assert_eq!(
+            core::mem::offset_of!(Config, boot_offset_ns) + 8,
+            core::mem::size_of::<Config>()
+        );
+        assert_eq!(
+            core::mem::offset_of!(Config, _pad) + 4,
+            core::mem::offset_of!(Config, boot_offset_ns)
+        );
+    }
 
     #[test]
     fn the_filter_starts_where_its_cache_line_does() {

@@ -17,13 +17,13 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, classifier, fentry, kprobe, map},
-    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
     EbpfContext,
 };
 use tracer_common::{
-    dir, flags, hook, kind, nud, parse, Config, KernelOffsets, NeighRaw, RawEvent, RouteRaw,
-    SNAP_LEN,
+    dir, flags, hook, kind, nud, parse, pcapng_record, Config, KernelOffsets, NeighRaw, RawEvent,
+    RouteRaw, SNAP_LEN,
 };
 
 /// tcx "next" / tc "unspec": let the packet continue to the next program and the stack.
@@ -37,6 +37,11 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static PCAP_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
+/// `netpath capture` writing pcapng: (netns inode << 32 | ifindex) -> pcapng interface id, set
+/// by userspace once it has written the interface's description block.
+#[map]
+static PCAP_IFACES: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
@@ -45,6 +50,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[repr(C)]
 struct Scratch {
     ev: RawEvent,
+    /// Room behind `ev.data` for the end of a pcapng record ([`output_epb`]);
+    /// `pcapng_record::MAX_TAIL` and 4 more, because the verifier bounds the padded data
+    /// length only by SNAP_LEN + 3.
+    tail: [u8; 40],
     parsed: parse::Parsed,
 }
 
@@ -255,6 +264,16 @@ fn output(cfg: &Config, ev: &RawEvent) {
         return;
     }
     let size = RawEvent::DATA_OFFSET + len;
+    // SAFETY: `ev` is a RawEvent of DATA_OFFSET + SNAP_LEN bytes and len <= SNAP_LEN.
+    let record = unsafe { core::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), size) };
+    output_bytes(cfg, record);
+}
+
+/// The ring-buffer output of one record, waking the reader once per `wakeup_bytes` this CPU
+/// queued; a failure is counted in `LOST`.
+#[inline(always)]
+fn output_bytes(cfg: &Config, record: &[u8]) {
+    let size = record.len();
     // Wake the reader once per wakeup_bytes this CPU queues (the reader also looks every
     // 20 ms), not on every record once the ring holds that much: each forced wake-up is an
     // irq_work self-IPI, and asking the ring how full it is reads the consumer position the
@@ -277,8 +296,6 @@ fn output(cfg: &Config, ev: &RawEvent) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    // SAFETY: `ev` is a RawEvent of DATA_OFFSET + SNAP_LEN bytes and len <= SNAP_LEN.
-    let record = unsafe { core::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, wake as u64).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -437,8 +454,82 @@ fn tc_event_inner(
     ev.kind = kind::HOP;
     ev.hook = hook_id;
     ev.dir = direction;
+    // `capture -w`: a packet userspace need not filter goes out as pcapng once its device has
+    // an interface id (an Ethernet one: userspace gives the others a made-up MAC header).
+    if cfg.pcapng_direct != 0 && from_mac && (pcap_matched || cfg.pcap_filter == 0) {
+        let key = (netns as u64) << 32 | ev.ifindex as u64;
+        // SAFETY: a plain lookup of a u32 value.
+        if let Some(id) = unsafe { PCAP_IFACES.get(&key) } {
+            output_epb(cfg, scratch, *id, direction);
+            return Some(());
+        }
+    }
     output(cfg, ev);
     Some(())
+}
+
+/// Writes the packet in `scratch.ev` (`data`, `data_len`, `skb_len`, `ts_ns`) out as a
+/// pcapng record ([`pcapng_record`]) built around the data where it lies: the record's first
+/// 32 bytes over the event header's last 32, its end after the data (in `scratch.tail`).
+#[inline(always)]
+fn output_epb(cfg: &Config, scratch: &mut Scratch, iface_id: u32, direction: u8) {
+    use pcapng_record as rec;
+    const START: usize = RawEvent::DATA_OFFSET - rec::DATA_OFFSET;
+    let ev = &scratch.ev;
+    // SAFETY: a plain read of the event's field (volatile: the verifier must see the bound).
+    let caplen = unsafe { core::ptr::read_volatile(&ev.data_len) } as usize & (2 * SNAP_LEN - 1);
+    if caplen == 0 || caplen > SNAP_LEN {
+        return;
+    }
+    let layout = rec::Layout::new(caplen);
+    let ts = ev.ts_ns.wrapping_add(cfg.boot_offset_ns);
+    let orig_len = ev.skb_len.max(caplen as u32);
+    let flags = match direction {
+        dir::INGRESS => 1,
+        dir::EGRESS => 2,
+        _ => 0,
+    };
+    let base = (scratch as *mut Scratch).cast::<u8>();
+    // SAFETY: every store stays inside the Scratch value: the head at 16..48, the data's last
+    // word, and at most MAX_TAIL bytes from DATA_OFFSET + padded <= 48 + 259 (`tail` is 40).
+    unsafe {
+        let head = base.add(START).cast::<[u32; 8]>();
+        head.write_unaligned([
+            rec::FILLER_LEN,
+            rec::EPB_TYPE,
+            layout.epb_len as u32,
+            iface_id,
+            (ts >> 32) as u32,
+            ts as u32,
+            caplen as u32,
+            orig_len,
+        ]);
+        let data = base.add(RawEvent::DATA_OFFSET);
+        // Zero the padding: the bytes after the packet in its last word are an older packet's.
+        if caplen % 4 != 0 {
+            let last = data.add(caplen & !3).cast::<u32>();
+            last.write_unaligned(last.read_unaligned() & ((1u32 << (8 * (caplen % 4))) - 1));
+        }
+        let tail = data.add(layout.padded).cast::<u32>();
+        tail.write_unaligned(rec::EPB_FLAGS_OPTION);
+        tail.add(1).write_unaligned(flags);
+        tail.add(2).write_unaligned(0); // opt_endofopt
+        tail.add(3).write_unaligned(layout.epb_len as u32);
+        let rest = if layout.empty_filler {
+            tail.add(4).write_unaligned(rec::FILLER_TYPE);
+            tail.add(5).write_unaligned(rec::EMPTY_FILLER_LEN);
+            tail.add(6).write_unaligned(rec::EMPTY_FILLER_LEN);
+            tail.add(7)
+        } else {
+            tail.add(4)
+        };
+        rest.write_unaligned(rec::FILLER_TYPE);
+        rest.add(1).write_unaligned(rec::FILLER_LEN);
+        output_bytes(
+            cfg,
+            core::slice::from_raw_parts(base.add(START), layout.payload_len),
+        );
+    }
 }
 
 const VLAN_HLEN: usize = 4;

@@ -123,6 +123,10 @@ pub struct TracerSpec {
     /// `capture`'s complete filter as libpcap compiled it for Ethernet frames: translated to
     /// eBPF and run by the tc programs on devices with a link-layer header. Empty: none.
     pub capture_filter: Vec<CbpfInsn>,
+    /// `capture -w`: the tc programs write packets that need no filtering in userspace as
+    /// pcapng blocks ([`tracer_common::pcapng_record`]); [`RawRing::pcapng_ifaces`] then
+    /// takes the interface ids. Only when the capture filter (if any) runs in the kernel.
+    pub pcapng_direct: bool,
 }
 
 impl Default for TracerSpec {
@@ -140,6 +144,7 @@ impl Default for TracerSpec {
             ring_bytes: 4 << 20,
             snap_len: 0,
             capture_filter: Vec::new(),
+            pcapng_direct: false,
         }
     }
 }
@@ -230,6 +235,10 @@ pub struct RawRing {
     pub ring: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
     pub reasons: DropReasons,
+    /// With [`TracerSpec::pcapng_direct`] in effect: the kernel's map of (netns inode << 32 |
+    /// ifindex) to pcapng interface id. A device's packets come as pcapng records once it has
+    /// an entry (write its description block first).
+    pub pcapng_ifaces: Option<aya::maps::HashMap<MapData, u64, u32>>,
 }
 
 impl RawRing {
@@ -331,6 +340,10 @@ impl NodeTracer {
             .load(EBPF_OBJECT)?;
         let capture_filter_in_kernel = (!spec.capture_filter.is_empty())
             .then(|| install_capture_filter(&mut ebpf, &spec.capture_filter));
+        // Records in pcapng's byte order as userspace writes it (little-endian).
+        let pcapng_direct = spec.pcapng_direct
+            && cfg!(target_endian = "little")
+            && capture_filter_in_kernel.as_ref().is_none_or(|r| r.is_ok());
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -343,6 +356,9 @@ impl NodeTracer {
             route,
             neigh,
             pcap_filter: matches!(capture_filter_in_kernel, Some(Ok(()))) as u32,
+            pcapng_direct: pcapng_direct as u32,
+            _pad: 0,
+            boot_offset_ns: crate::names::boot_offset_ns(),
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
@@ -407,6 +423,17 @@ impl NodeTracer {
             PerCpuArray::try_from(ebpf.take_map("LOST").expect("LOST map in object"))
                 .map_err(|e| TracerError::Map("LOST", e))?;
 
+        let pcapng_ifaces = if pcapng_direct {
+            let map = ebpf
+                .take_map("PCAP_IFACES")
+                .expect("PCAP_IFACES map in object");
+            Some(
+                aya::maps::HashMap::try_from(map)
+                    .map_err(|e| TracerError::Map("PCAP_IFACES", e))?,
+            )
+        } else {
+            None
+        };
         let mut tracer = NodeTracer {
             ebpf,
             spec: spec.clone(),
@@ -425,6 +452,7 @@ impl NodeTracer {
                 ring,
                 lost: lost_map,
                 reasons,
+                pcapng_ifaces,
             },
         ))
     }

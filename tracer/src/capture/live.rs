@@ -164,6 +164,9 @@ pub struct RecordDecoder<N: Namer> {
     /// The last key and its slot: consecutive packets mostly share a device.
     last: Option<((u32, u32), usize)>,
     scratch: Vec<u8>,
+    /// (netns inode, ifindex, pcapng id) of interfaces written since the last
+    /// [`RecordDecoder::take_new_interfaces`].
+    new_interfaces: Vec<(u32, u32, u32)>,
 }
 
 impl<N: Namer> RecordDecoder<N> {
@@ -177,6 +180,7 @@ impl<N: Namer> RecordDecoder<N> {
             slots: Vec::new(),
             last: None,
             scratch: Vec::with_capacity(14 + SNAP_LEN),
+            new_interfaces: Vec::new(),
         }
     }
 
@@ -216,8 +220,19 @@ impl<N: Namer> RecordDecoder<N> {
             orig_len,
             drop: drop.as_ref(),
         };
-        sink.write_accepted(&mut self.slots[slot], &pkt)?;
+        let iface = &mut self.slots[slot];
+        let had_id = iface.pcapng_id.is_some();
+        sink.write_accepted(iface, &pkt)?;
+        if let (false, Some(id)) = (had_id, iface.pcapng_id) {
+            self.new_interfaces.push((rec.netns, rec.ifindex, id));
+        }
         Ok(true)
+    }
+
+    /// The pcapng interfaces written since the last call, as (netns inode, ifindex, id): the
+    /// kernel may write those devices' packets as pcapng records from now on.
+    pub fn take_new_interfaces(&mut self) -> std::vec::Drain<'_, (u32, u32, u32)> {
+        self.new_interfaces.drain(..)
     }
 
     /// The slot of a device, named on first sight.

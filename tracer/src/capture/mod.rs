@@ -19,7 +19,7 @@ pub use format::{format_packet, TextOptions};
 pub use live::{IfaceSlot, PacketRef, RecordDecoder, RecordView};
 pub use packet::{split_interface_name, CapturedPacket, Direction, DropInfo};
 pub use pcapng::{read_capture_file, CaptureFileReader, PcapngWriter, DEFAULT_SNAPLEN};
-pub use ring::RingReader;
+pub use ring::{Cursor, RingReader, PUBLISH_EVERY};
 
 /// Errors of the capture pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,22 @@ impl<W: Write> CaptureSink<W> {
             }
         }
         self.count(pkt.drop.is_some());
+        Ok(())
+    }
+
+    /// Writes a run of `packets` kernel pcapng records as they lie in the ring buffer
+    /// ([`PcapngWriter::write_kernel_records`]); the kernel filtered them already. An error
+    /// for text output, which has no such records.
+    pub fn write_kernel_records(&mut self, run: &[u8], packets: u64) -> Result<(), CaptureError> {
+        match &mut self.output {
+            CaptureOutput::Pcapng(w) => w.write_kernel_records(run)?,
+            CaptureOutput::Text { .. } => {
+                return Err(CaptureError::BadFile(
+                    "kernel pcapng records for text output".into(),
+                ))
+            }
+        }
+        self.stats.captured += packets;
         Ok(())
     }
 

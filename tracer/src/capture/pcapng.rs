@@ -18,6 +18,8 @@ use pcap_file::{
     DataLink,
 };
 
+use tracer_common::pcapng_record;
+
 use super::{packet::split_interface_name, CaptureError, CapturedPacket, Direction, DropInfo};
 
 /// tcpdump's default snap length.
@@ -30,13 +32,45 @@ const DROP_PREFIX: &str = "drop: ";
 const NODE_PREFIX: &str = "node ";
 
 /// Writes captured packets as pcapng (little-endian, one section). Blocks are encoded here
-/// straight into the output, without an intermediate block object per packet.
+/// straight into the output buffer, without an intermediate block object per packet; the
+/// writer buffers itself, so `out` may be a bare file or pipe.
 pub struct PcapngWriter<W: Write> {
     out: W,
+    /// Bytes not yet handed to `out`.
+    pending: Vec<u8>,
     // (node, interface name) -> interface id, in order of first sight.
     interfaces: HashMap<(String, String), u32>,
     snaplen: u32,
     block: Vec<u8>,
+    /// The last bytes written opened a filler block: a run of kernel records
+    /// ([`tracer_common::pcapng_record`]) ends so, and the next block must close it first.
+    filler_open: bool,
+}
+
+/// `pending` is written out once it holds this much.
+const PENDING_MAX: usize = 256 << 10;
+/// A run of kernel records at least this long goes to `out` from where it lies (one writev
+/// with what is pending), not through `pending`.
+const RUN_IN_PLACE: usize = 16 << 10;
+
+/// Writes `a` then `b` with as few writev calls as the output takes.
+fn write_both<W: Write>(out: &mut W, mut a: &[u8], mut b: &[u8]) -> std::io::Result<()> {
+    use std::io::{ErrorKind, IoSlice};
+    while !a.is_empty() {
+        let n = match out.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    out.write_all(b)
 }
 
 // Block types and option codes (pcapng spec, sections 4.1-4.3).
@@ -162,10 +196,49 @@ impl<W: Write> PcapngWriter<W> {
         out.flush()?;
         Ok(PcapngWriter {
             out,
+            pending: Vec::with_capacity(PENDING_MAX + 4096),
             interfaces: HashMap::new(),
             snaplen: snaplen.max(1),
             block: b,
+            filler_open: false,
         })
+    }
+
+    /// Writes a run of the kernel's pcapng records as they lie in its ring buffer, record
+    /// headers included (see [`tracer_common::pcapng_record`]); their interface ids must come
+    /// from [`PcapngWriter::interface_id`].
+    pub fn write_kernel_records(&mut self, run: &[u8]) -> std::io::Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        if !self.filler_open {
+            self.pending.extend_from_slice(&pcapng_record::FILLER_OPEN);
+        }
+        self.filler_open = true;
+        if run.len() < RUN_IN_PLACE {
+            self.pending.extend_from_slice(run);
+            return self.spill();
+        }
+        write_both(&mut self.out, &self.pending, run)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Ends the filler block a run of kernel records left open, before any other block.
+    fn close_filler(&mut self) {
+        if self.filler_open {
+            self.pending.extend_from_slice(&pcapng_record::FILLER_CLOSE);
+            self.filler_open = false;
+        }
+    }
+
+    /// Hands `pending` to the output once it is full.
+    fn spill(&mut self) -> std::io::Result<()> {
+        if self.pending.len() >= PENDING_MAX {
+            self.out.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     /// The id of interface `name` (`netns/ifname`) of `node`, writing its description block
@@ -176,6 +249,7 @@ impl<W: Write> PcapngWriter<W> {
         }
         let id = u32::try_from(self.interfaces.len())
             .map_err(|_| CaptureError::BadFile("too many interfaces".into()))?;
+        self.close_filler();
         let b = &mut self.block;
         begin_block(b, IDB_TYPE);
         b.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
@@ -185,7 +259,8 @@ impl<W: Write> PcapngWriter<W> {
         put_option(b, IF_DESCRIPTION, format!("{NODE_PREFIX}{node}").as_bytes());
         put_option(b, IF_TSRESOL, &[9]);
         end_block(b, true);
-        self.out.write_all(b)?;
+        self.pending.extend_from_slice(b);
+        self.spill()?;
         self.interfaces
             .insert((node.to_string(), name.to_string()), id);
         Ok(id)
@@ -203,15 +278,15 @@ impl<W: Write> PcapngWriter<W> {
         drop: Option<&DropInfo>,
     ) -> Result<(), CaptureError> {
         let data = &data[..data.len().min(self.snaplen as usize)];
+        self.close_filler();
         let comment = drop.map(drop_comment);
         let comment = comment.as_deref();
-        // Head and data go straight into the output: one copy of the packet bytes.
+        // Head and data go straight into the output buffer: one copy of the packet bytes.
         let head = epb_head(interface_id, ts_ns, data.len(), orig_len, dir, comment);
-        self.out.write_all(&head)?;
-        self.out.write_all(data)?;
-        self.block.clear();
-        epb_tail(&mut self.block, data, dir, comment);
-        self.out.write_all(&self.block)?;
+        self.pending.extend_from_slice(&head);
+        self.pending.extend_from_slice(data);
+        epb_tail(&mut self.pending, data, dir, comment);
+        self.spill()?;
         Ok(())
     }
 
@@ -226,15 +301,21 @@ impl<W: Write> PcapngWriter<W> {
             pkt.dir,
             pkt.drop.as_ref(),
         )?;
-        self.out.flush()?;
+        self.flush()?;
         Ok(())
     }
 
+    /// Writes out everything, in whole blocks: a file is complete after every flush.
     pub fn flush(&mut self) -> std::io::Result<()> {
+        self.close_filler();
+        self.out.write_all(&self.pending)?;
+        self.pending.clear();
         self.out.flush()
     }
 
-    pub fn into_inner(self) -> W {
+    /// The output, after a best-effort [`PcapngWriter::flush`] (call that first to see errors).
+    pub fn into_inner(mut self) -> W {
+        let _ = self.flush();
         self.out
     }
 }

@@ -25,43 +25,124 @@ struct Ring {
     mask: usize,
 }
 
+/// One committed record: its payload and where it lies in the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// Position of the record's 8-byte header.
+    pub start: usize,
+    /// Position after the record (and its padding to 8 bytes): the next record's header.
+    pub end: usize,
+    /// The kernel discarded the record (no data for us).
+    pub discarded: bool,
+}
+
+/// Walks a ring's committed records from the consumer position on, and publishes the
+/// consumer position only when told to ([`Cursor::release`]): until then every byte it walked
+/// stays as the kernel wrote it, so a run of records can be read as one span of memory.
+pub struct Cursor<'r> {
+    ring: &'r Ring,
+    /// The next record to visit.
+    pos: usize,
+    prod: usize,
+}
+
+impl Cursor<'_> {
+    /// The next committed record, or `None` when the ring holds no more (or the next one is
+    /// reserved but not committed yet).
+    pub fn next_record(&mut self) -> Option<RecordSpan> {
+        // SAFETY: the ring's pointers are valid for its layout (see `RingReader::new`).
+        unsafe {
+            if self.pos == self.prod {
+                self.prod = (*self.ring.producer).load(Ordering::Acquire);
+                if self.pos == self.prod {
+                    return None;
+                }
+            }
+            let hdr = self.ring.data.add(self.pos & self.ring.mask);
+            let word = (*hdr.cast::<AtomicU32>()).load(Ordering::Acquire);
+            if word & BUSY_BIT != 0 {
+                return None; // reserved, not committed yet
+            }
+            let len = (word & !(BUSY_BIT | DISCARD_BIT)) as usize;
+            let span = RecordSpan {
+                start: self.pos,
+                end: self.pos + (HDR_SZ + len).next_multiple_of(8),
+                discarded: word & DISCARD_BIT != 0,
+            };
+            self.pos = span.end;
+            Some(span)
+        }
+    }
+
+    /// A visited record's payload.
+    pub fn payload(&self, r: &RecordSpan) -> &[u8] {
+        // SAFETY: a committed record the cursor visited and has not released: its header says
+        // how long it is, and the data area is mapped twice so it never wraps.
+        unsafe {
+            let hdr = self.ring.data.add(r.start & self.ring.mask);
+            let len =
+                (*hdr.cast::<AtomicU32>()).load(Ordering::Relaxed) & !(BUSY_BIT | DISCARD_BIT);
+            std::slice::from_raw_parts(hdr.add(HDR_SZ), len as usize)
+        }
+    }
+
+    /// The ring's bytes from position `from` to `to` (record headers included): both must be
+    /// record boundaries the cursor visited and has not released.
+    pub fn span(&self, from: usize, to: usize) -> &[u8] {
+        assert!(from <= to && to <= self.pos && to - from <= self.ring.mask + 1);
+        // SAFETY: visited, unreleased records lie in [from, to); the double mapping makes any
+        // span of at most the ring's size contiguous.
+        unsafe { std::slice::from_raw_parts(self.ring.data.add(from & self.ring.mask), to - from) }
+    }
+
+    /// Hands the records before position `to` back to the kernel.
+    pub fn release(&mut self, to: usize) {
+        debug_assert!(to <= self.pos);
+        // SAFETY: the consumer position is ours to write.
+        unsafe { (*self.ring.consumer).store(to, Ordering::Release) };
+    }
+
+    /// The position after the last record visited.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
 impl Ring {
+    /// # Safety
+    /// The pointers must be valid for the ring's layout and this must be its only consumer.
+    unsafe fn cursor(&self) -> Cursor<'_> {
+        let pos = (*self.consumer).load(Ordering::Acquire);
+        Cursor {
+            ring: self,
+            pos,
+            prod: pos,
+        }
+    }
+
     /// Visits the committed records, at most `max`, until `f` returns false; returns how
     /// many it visited (discarded ones included).
     ///
     /// # Safety
     /// The pointers must be valid for the ring's layout and this must be its only consumer.
     unsafe fn drain(&self, max: usize, f: &mut dyn FnMut(&[u8]) -> bool) -> usize {
-        let consumer = &*self.consumer;
-        let producer = &*self.producer;
-        let mut pos = consumer.load(Ordering::Acquire);
-        let mut prod = producer.load(Ordering::Acquire);
+        let mut cursor = self.cursor();
         let mut n = 0;
         while n < max {
-            if pos == prod {
-                prod = producer.load(Ordering::Acquire);
-                if pos == prod {
-                    break;
-                }
-            }
-            let hdr = self.data.add(pos & self.mask);
-            let word = (*hdr.cast::<AtomicU32>()).load(Ordering::Acquire);
-            if word & BUSY_BIT != 0 {
-                break; // reserved, not committed yet
-            }
-            let len = (word & !(BUSY_BIT | DISCARD_BIT)) as usize;
-            let more =
-                word & DISCARD_BIT != 0 || f(std::slice::from_raw_parts(hdr.add(HDR_SZ), len));
-            pos += (HDR_SZ + len).next_multiple_of(8);
+            let Some(r) = cursor.next_record() else {
+                break;
+            };
+            let more = r.discarded || f(cursor.payload(&r));
             n += 1;
             if n % PUBLISH_EVERY == 0 {
-                consumer.store(pos, Ordering::Release);
+                cursor.release(r.end);
             }
             if !more {
                 break;
             }
         }
-        consumer.store(pos, Ordering::Release);
+        let end = cursor.position();
+        cursor.release(end);
         n
     }
 }
@@ -146,6 +227,13 @@ impl RingReader {
         // consumer in this process.
         unsafe { self.ring.drain(max, &mut f) }
     }
+
+    /// A cursor over the committed records, for readers that write runs of records out as
+    /// they lie in memory; it publishes nothing until [`Cursor::release`].
+    pub fn cursor(&mut self) -> Cursor<'_> {
+        // SAFETY: as in `drain`.
+        unsafe { self.ring.cursor() }
+    }
 }
 
 #[cfg(test)]
@@ -173,10 +261,17 @@ mod tests {
         /// Appends a record (header word, then bytes), as committed or not.
         fn push(&mut self, bytes: &[u8], flags: u32) {
             let pos = self.producer.load(Ordering::Relaxed);
+            let size = self.size;
             let mem: &mut [u8] = bytemuck_bytes(&mut self.data);
-            let at = pos & (self.size - 1);
-            mem[at..at + 4].copy_from_slice(&(bytes.len() as u32 | flags).to_ne_bytes());
-            mem[at + 8..at + 8 + bytes.len()].copy_from_slice(bytes);
+            // Both copies of the data area, as the kernel's double mapping shows them.
+            let mut put = |i: usize, b: u8| {
+                mem[i % size] = b;
+                mem[i % size + size] = b;
+            };
+            let hdr = (bytes.len() as u32 | flags).to_ne_bytes();
+            for (i, b) in hdr.iter().chain(&[0; 4]).chain(bytes).enumerate() {
+                put(pos + i, *b);
+            }
             self.producer.store(
                 pos + (8 + bytes.len()).next_multiple_of(8),
                 Ordering::Release,
@@ -244,6 +339,41 @@ mod tests {
             assert_eq!(collect(&ring, 100), vec![vec![i; 5]]);
         }
         assert_eq!(f.consumer.load(Ordering::Relaxed), 20 * 16);
+    }
+
+    #[test]
+    fn a_cursor_spans_runs_and_releases_only_when_told() {
+        let mut f = FakeRing::new(64);
+        // Move the positions near the end of the data area, so the run wraps.
+        for _ in 0..3 {
+            f.push(&[0; 8], 0);
+        }
+        let ring = f.ring();
+        collect(&ring, 10);
+        f.push(&[1; 8], 0);
+        f.push(&[2; 16], 0);
+        f.push(b"x", BUSY_BIT);
+        let ring = f.ring();
+        // SAFETY: the fake ring's pointers stay valid for the cursor's life.
+        let mut c = unsafe { ring.cursor() };
+        let a = c.next_record().unwrap();
+        let b = c.next_record().unwrap();
+        assert_eq!((a.start, a.end, b.end), (48, 64, 88));
+        assert!(c.next_record().is_none(), "stops at the reserved record");
+        assert_eq!(
+            (c.payload(&a), c.payload(&b)),
+            (&[1u8; 8][..], &[2u8; 16][..])
+        );
+        let run = c.span(a.start, b.end);
+        assert_eq!(run.len(), 40);
+        assert_eq!((&run[8..16], &run[24..40]), (&[1u8; 8][..], &[2u8; 16][..]));
+        assert_eq!(
+            f.consumer.load(Ordering::Relaxed),
+            48,
+            "nothing released yet"
+        );
+        c.release(a.end);
+        assert_eq!(f.consumer.load(Ordering::Relaxed), 64);
     }
 
     #[test]

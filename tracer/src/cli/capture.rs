@@ -17,14 +17,17 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer::{
     capture::{
-        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, KernelHint, PacketFilter,
-        PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
+        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, Cursor, KernelHint,
+        PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
+        PUBLISH_EVERY,
     },
     names::LiveNamer,
     netns,
     tracer::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
 };
-use tracer_common::{AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN};
+use tracer_common::{
+    pcapng_record, AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN,
+};
 
 /// Bytes of each packet the kernel programs copy; `-s` cannot go beyond it.
 const KERNEL_SNAPLEN: u32 = SNAP_LEN as u32;
@@ -36,6 +39,12 @@ fn after_help() -> String {
 
 The kernel copies at most the first {KERNEL_SNAPLEN} bytes of each packet, so -s is capped at \
 {KERNEL_SNAPLEN} (-s 0 means {KERNEL_SNAPLEN}); the original length of each packet is kept.
+
+With -w, once a device's first packet has been written (with its interface description), the \
+kernel writes that device's packets as pcapng blocks itself, and they go from its ring buffer \
+to the file in runs, unread. Between those blocks the file holds 20-byte blocks of a local-use \
+type (around the ring's record headers) that tshark, tcpdump and Wireshark skip. Packets at \
+drop points and those userspace filters are written by userspace.
 
 Examples:
   netpath capture -i any icmp6                       ICMPv6 on every device in every namespace
@@ -187,7 +196,14 @@ impl CaptureArgs {
 
     fn open_output(&self) -> Result<Box<dyn Write + Send>> {
         Ok(match self.write.as_deref() {
-            None | Some("-") => Box::new(std::io::stdout()),
+            None => Box::new(std::io::stdout()),
+            // Bytes, not lines: past stdout's line buffering, straight to fd 1.
+            Some("-") => Box::new(File::from(
+                std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating stdout")?,
+            )),
             Some(path) => Box::new(File::create(path).with_context(|| format!("creating {path}"))?),
         })
     }
@@ -249,7 +265,15 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         .as_ref()
         .map(PacketFilter::instructions)
         .unwrap_or_default();
-    let out = BufWriter::with_capacity(OUT_BUFFER, args.open_output()?);
+    // Written as pcapng by the kernel where no userspace work is left (the IDB's snap length
+    // must hold the kernel's copy, at least 16 bytes).
+    spec.pcapng_direct = args.write.is_some() && args.snaplen() >= 16;
+    // The pcapng writer buffers by itself (and writes runs of kernel records from where they
+    // lie); text lines need a buffer.
+    let out: LiveOutput = match args.write {
+        Some(_) => args.open_output()?,
+        None => Box::new(BufWriter::with_capacity(OUT_BUFFER, args.open_output()?)),
+    };
     let sink = CaptureSink::new(filter, args.output(out)?);
     let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
     // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
@@ -321,7 +345,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     Ok(0)
 }
 
-type LiveOutput = BufWriter<Box<dyn Write + Send>>;
+type LiveOutput = Box<dyn Write + Send>;
 const OUT_BUFFER: usize = 256 << 10;
 /// The longest a packet waits in the ring buffer: the kernel wakes the reader only once
 /// `wakeup_bytes` are queued, so at low rates the reader looks on this timer.
@@ -353,6 +377,15 @@ impl Drain {
         self.sink
     }
 
+    /// Drains at most one ring's worth of records; returns whether `-c` was reached.
+    fn drain_batch(&mut self) -> Result<bool> {
+        if self.ring.pcapng_ifaces.is_some() {
+            self.drain_direct()
+        } else {
+            self.drain_records()
+        }
+    }
+
     fn run_loop(&mut self) -> Result<()> {
         let epoll = Epoll::new(self.ring.ring.as_raw_fd())?;
         let mut next_status = Instant::now() + STATUS_EVERY;
@@ -373,8 +406,8 @@ impl Drain {
         Ok(())
     }
 
-    /// Drains at most one ring's worth of records; returns whether `-c` was reached.
-    fn drain_batch(&mut self) -> Result<bool> {
+    /// [`Drain::drain_batch`] record by record.
+    fn drain_records(&mut self) -> Result<bool> {
         let (decoder, sink, count) = (&mut self.decoder, &mut self.sink, self.count);
         let mut outcome = Ok(false);
         self.reader.drain(self.ring_records, |record| {
@@ -390,12 +423,83 @@ impl Drain {
         outcome
     }
 
+    /// [`Drain::drain_batch`] when the kernel writes pcapng records: a run of them goes out as
+    /// it lies in the ring, headers included, without a look inside (see
+    /// `tracer_common::pcapng_record`); any other record (a drop, a device without an
+    /// interface id yet, a packet left to userspace's filter) goes through the decoder, and a
+    /// device it writes a description block for gets its id in the kernel's map.
+    fn drain_direct(&mut self) -> Result<bool> {
+        let Drain {
+            reader,
+            decoder,
+            ring,
+            sink,
+            count,
+            ring_records,
+            ..
+        } = self;
+        let ifaces = ring.pcapng_ifaces.as_mut().expect("direct mode");
+        let mut cursor = reader.cursor();
+        // A run of kernel records: first position, end position, packets.
+        let mut run: Option<(usize, usize, u64)> = None;
+        let mut reached = false;
+        for _ in 0..*ring_records {
+            let Some(r) = cursor.next_record() else {
+                break;
+            };
+            let payload = cursor.payload(&r);
+            if !r.discarded && pcapng_record::is_record(payload) {
+                let (from, n) = run.map_or((r.start, 1), |(from, _, n)| (from, n + 1));
+                run = Some((from, r.end, n));
+                if count.is_some_and(|c| sink.stats().captured + n >= c) {
+                    reached = true;
+                    break;
+                }
+                if n as usize >= PUBLISH_EVERY {
+                    write_run(&mut cursor, sink, &mut run)?;
+                }
+                continue;
+            }
+            write_run(&mut cursor, sink, &mut run)?;
+            if !r.discarded {
+                let payload = cursor.payload(&r);
+                let captured = decoder.push(payload, sink)?;
+                for (netns, ifindex, id) in decoder.take_new_interfaces() {
+                    // A full map leaves the device's packets to this path.
+                    let _ = ifaces.insert((netns as u64) << 32 | ifindex as u64, id, 0);
+                }
+                reached = captured && count.is_some_and(|c| sink.stats().captured >= c);
+            }
+            cursor.release(r.end);
+            if reached {
+                break;
+            }
+        }
+        write_run(&mut cursor, sink, &mut run)?;
+        let end = cursor.position();
+        cursor.release(end);
+        Ok(reached)
+    }
+
     /// Brings the sink's loss count up to the kernel's counters.
     fn add_lost(&mut self) {
         let lost = self.ring.lost_total();
         let known = self.sink.stats().lost_by_tracer;
         self.sink.add_lost(lost.saturating_sub(known));
     }
+}
+
+/// Writes a run of kernel pcapng records, if any, and hands its space back to the kernel.
+fn write_run(
+    cursor: &mut Cursor<'_>,
+    sink: &mut CaptureSink<LiveOutput>,
+    run: &mut Option<(usize, usize, u64)>,
+) -> Result<()> {
+    if let Some((from, to, n)) = run.take() {
+        sink.write_kernel_records(cursor.span(from, to), n)?;
+        cursor.release(to);
+    }
+    Ok(())
 }
 
 /// An edge-triggered epoll set with one fd.

@@ -1,18 +1,19 @@
 //! `cargo xtask bench capture`: `netpath capture` against `tcpdump` on the same veth, both
-//! writing to /dev/null with a 128-byte snap length and a 4 MiB buffer. The offered UDP rate
-//! steps up (one sender thread per core, sendmmsg of whole UDP frames on an AF_PACKET socket
-//! straight into the veth, addressed so that the receiving stack drops them right after the
-//! capture points; see [`Flood::raw_dev`]) until a tool loses more than 0.1 %, ending with a
-//! flat-out row. For each trial: the packets the capture device received
-//! (its rx_packets counter, so packets the sender's own stack dropped do not count against
-//! a tool), loss (what the tool reports it dropped/lost, or what it missed of what the device
-//! received, whichever is larger) and CPU seconds per million packets (utime+stime of the
-//! capture process; kernel work done in softirq context, BPF programs included, is not
-//! charged to it).
+//! with a 128-byte snap length and a 16 MiB buffer. The offered UDP rate steps up (one sender
+//! thread per core, sendmmsg of whole UDP frames on an AF_PACKET socket straight into the veth,
+//! addressed so that the receiving stack drops them right after the capture points; see
+//! [`Flood::raw_dev`]) until a tool loses more than 0.1 %, ending with a flat-out row. For each
+//! trial: the packets the capture device received (its rx_packets counter, so packets the
+//! sender's own stack dropped do not count against a tool), loss (what the tool reports it
+//! dropped/lost, or what it missed of what the device received, whichever is larger) and CPU
+//! seconds per million packets (utime+stime of the capture process; kernel work done in
+//! softirq context, BPF programs included, is not charged to it).
 //!
-//! The search runs twice: with each tool free to use the machine (where the sender, not the
-//! tool, is usually the limit on 2 cores), then with each tool held to the same small share of
-//! one CPU by a cgroup ([`CpuBudget`]), which finds the rate each one's userspace keeps up with.
+//! The search runs three times: with each tool free to use the machine and writing to
+//! /dev/null (where the sender, not the tool, is usually the limit on 2 cores); then with each
+//! tool held to the same small share of one CPU by a cgroup ([`CpuBudget`]), which finds the
+//! rate each one's userspace keeps up with, writing to /dev/null and then to a file on tmpfs
+//! (where the copy into the page cache is the tool's too).
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
@@ -26,13 +27,19 @@ const RATES: &[u64] = &[
 const SECS: f64 = 2.0;
 const PAYLOAD: usize = 64;
 const SNAPLEN: &str = "128";
-const BUFFER_KIB: &str = "4096";
+/// Both tools' buffer: it must hold what arrives while the budget keeps a tool off the CPU
+/// (up to a whole period: 49 ms at 1 M pps is about 8.6 MB of records).
+const BUFFER_KIB: &str = "16384";
 const MAX_LOSS: f64 = 0.001;
 const FILTER: &str = "udp port 9999";
-/// The share of one CPU each tool gets in the second search, and the rates it steps through.
-const BUDGET_PERCENT: u64 = 5;
+/// The share of one CPU each tool gets in the held searches (1 ms every 50 ms: the sender
+/// delivers about 1 M pps here, so the share must be small enough for either tool to fall
+/// behind below that), and the rates they step through.
+const BUDGET_PERCENT: u64 = 2;
+const BUDGET_PERIOD_US: u64 = 50_000;
 const BUDGET_RATES: &[u64] = &[
-    50_000, 100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000,
+    50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 350_000, 400_000, 450_000, 500_000,
+    600_000, 700_000, 800_000, 1_000_000,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,31 +81,54 @@ fn summary_count(lines: &[String], suffix: &str) -> Result<u64> {
         .with_context(|| format!("no {suffix:?} line in {lines:?}"))
 }
 
+/// Where the tools write: /dev/null, or a file on tmpfs removed after each trial.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    DevNull,
+    TmpfsFile,
+}
+
+impl Target {
+    fn path(self) -> String {
+        match self {
+            Target::DevNull => "/dev/null".into(),
+            Target::TmpfsFile => format!("/dev/shm/netpath-bench-{}.cap", std::process::id()),
+        }
+    }
+}
+
 fn trial(
     who: Capturer,
     netpath: &Path,
     pair: &VethPair,
     rate: u64,
     budget: Option<&CpuBudget>,
+    target: Target,
 ) -> Result<Trial> {
     let np = netpath.to_str().context("netpath path")?;
+    let out = target.path();
+    let result = trial_into(who, np, pair, rate, budget, &out);
+    if target == Target::TmpfsFile {
+        let _ = std::fs::remove_file(&out);
+    }
+    result
+}
+
+fn trial_into(
+    who: Capturer,
+    np: &str,
+    pair: &VethPair,
+    rate: u64,
+    budget: Option<&CpuBudget>,
+    out: &str,
+) -> Result<Trial> {
     let tool = match who {
         Capturer::Netpath => {
             let mut t = Tool::spawn(
                 np,
                 &[
-                    "capture",
-                    "-i",
-                    "vb",
-                    "--netns",
-                    &pair.b,
-                    "-w",
-                    "/dev/null",
-                    "-s",
-                    SNAPLEN,
-                    "-B",
-                    BUFFER_KIB,
-                    FILTER,
+                    "capture", "-i", "vb", "--netns", &pair.b, "-w", out, "-s", SNAPLEN, "-B",
+                    BUFFER_KIB, FILTER,
                 ],
             )?;
             t.wait_for("listening", Duration::from_secs(20))?;
@@ -108,19 +138,8 @@ fn trial(
             let mut t = Tool::spawn(
                 "ip",
                 &[
-                    "netns",
-                    "exec",
-                    &pair.b,
-                    "tcpdump",
-                    "-i",
-                    "vb",
-                    "-w",
-                    "/dev/null",
-                    "-s",
-                    SNAPLEN,
-                    "-B",
-                    BUFFER_KIB,
-                    FILTER,
+                    "netns", "exec", &pair.b, "tcpdump", "-i", "vb", "-w", out, "-s", SNAPLEN,
+                    "-B", BUFFER_KIB, FILTER,
                 ],
             )?;
             t.wait_for("listening on", Duration::from_secs(20))?;
@@ -181,6 +200,7 @@ fn search(
     pair: &VethPair,
     rates: &[u64],
     budget: Option<&CpuBudget>,
+    target: Target,
 ) -> Result<[Outcome; 2]> {
     println!(
         "{:>9} | {:>9} {:>8} {:>10} | {:>9} {:>8} {:>10}",
@@ -205,7 +225,7 @@ fn search(
                 row.push_str(&format!(" | {:>9} {:>8} {:>10}", "-", "-", "-"));
                 continue;
             }
-            let t = trial(who, netpath, pair, rate, budget)?;
+            let t = trial(who, netpath, pair, rate, budget, target)?;
             row.push_str(&format!(
                 " | {:>9} {:>7.3}% {:>10.2}",
                 t.rate(),
@@ -281,26 +301,47 @@ pub fn run() -> Result<()> {
     let threads = default_sender_threads();
     println!(
         "UDP {PAYLOAD}-byte payloads for {SECS}s per rate ({threads} raw sendmmsg sender threads), \
-filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, -w /dev/null"
+filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB"
     );
     println!();
-    println!("1. each tool free to use the machine:");
-    let free = search(&netpath, &pair, RATES, None)?;
+    println!("1. each tool free to use the machine, -w /dev/null:");
+    let free = search(&netpath, &pair, RATES, None, Target::DevNull)?;
     summary(&free);
     // Here the sender, not either tool, is usually the limit: give each tool the same small
     // share of a CPU, as on a busy node, and find the rate it keeps up with.
-    println!();
-    println!(
-        "2. each tool held to {BUDGET_PERCENT} % of one CPU (a cgroup's cpu quota, over {} ms \
-periods); the kernel side of either (AF_PACKET, tc programs) runs in softirq on the \
-sender's CPU and is not in the budget:",
-        CpuBudget::PERIOD_US / 1000
-    );
     let budget = CpuBudget::new(
         &format!("netpath-bench-{}", std::process::id()),
         BUDGET_PERCENT,
+        BUDGET_PERIOD_US,
     )?;
-    let held = search(&netpath, &pair, BUDGET_RATES, Some(&budget))?;
-    summary(&held);
+    let held = format!(
+        "each tool held to {BUDGET_PERCENT} % of one CPU (a cgroup's cpu quota, over {} ms \
+periods); the kernel side of either (AF_PACKET, tc programs) runs in softirq on the \
+sender's CPU and is not in the budget",
+        BUDGET_PERIOD_US / 1000
+    );
+    println!();
+    println!("2. {held}, -w /dev/null:");
+    let out = search(
+        &netpath,
+        &pair,
+        BUDGET_RATES,
+        Some(&budget),
+        Target::DevNull,
+    )?;
+    summary(&out);
+    println!();
+    println!(
+        "3. {held}, -w a file on tmpfs (netpath writes pcapng, tcpdump pcap; the copy into \
+the page cache is in the budget):"
+    );
+    let out = search(
+        &netpath,
+        &pair,
+        BUDGET_RATES,
+        Some(&budget),
+        Target::TmpfsFile,
+    )?;
+    summary(&out);
     Ok(())
 }

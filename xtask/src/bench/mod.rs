@@ -498,7 +498,7 @@ impl Drop for Tool {
 }
 
 /// A cgroup that holds its processes to a share of one CPU (the cpu controller's quota over
-/// a [`CpuBudget::PERIOD_US`] period; cgroup v2 or v1), removed on drop.
+/// a period; cgroup v2 or v1), removed on drop.
 pub struct CpuBudget {
     dir: std::path::PathBuf,
     /// Where processes go back to before the group is removed.
@@ -506,12 +506,14 @@ pub struct CpuBudget {
 }
 
 impl CpuBudget {
-    /// 20 ms: the kernel takes quotas of at least 1 ms, and 5 % is then the smallest share.
-    pub const PERIOD_US: u64 = 20_000;
-
-    /// A new group named `name` allowing `percent` of one CPU.
-    pub fn new(name: &str, percent: u64) -> Result<Self> {
-        let quota = Self::PERIOD_US * percent / 100;
+    /// A new group named `name` allowing `percent` of one CPU over periods of `period_us`
+    /// (the kernel takes quotas of at least 1 ms).
+    pub fn new(name: &str, percent: u64, period_us: u64) -> Result<Self> {
+        let quota = period_us * percent / 100;
+        anyhow::ensure!(
+            quota >= 1000,
+            "a cgroup cpu quota of {quota} us is below 1 ms"
+        );
         let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let parent = if v2 {
             std::path::PathBuf::from("/sys/fs/cgroup")
@@ -530,9 +532,9 @@ impl CpuBudget {
                 .with_context(|| format!("writing {}", budget.dir.join(file).display()))
         };
         if v2 {
-            set("cpu.max", format!("{quota} {}", Self::PERIOD_US))?;
+            set("cpu.max", format!("{quota} {period_us}"))?;
         } else {
-            set("cpu.cfs_period_us", Self::PERIOD_US.to_string())?;
+            set("cpu.cfs_period_us", period_us.to_string())?;
             set("cpu.cfs_quota_us", quota.to_string())?;
         }
         Ok(budget)
