@@ -564,6 +564,80 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
     }
 }
 
+/// Tagged frames dropped at tc ingress (a classic-BPF `tc` filter returning TC_ACT_SHOT, as a
+/// CNI's policy program would): at that drop point the tag is still in the skb's metadata, and
+/// it goes back into the copy there too, so `--drops` with a `vlan` filter sees both netpath's
+/// tc copy and the drop. (Further up the stack the kernel clears the tag of frames no VLAN
+/// device takes: their drops carry none.)
+#[test]
+fn vlan_tags_are_put_back_at_drop_points_too() {
+    if skip_unless_root("vlan_tags_are_put_back_at_drop_points_too") {
+        return;
+    }
+    let (a, b) = veth_pair("npv");
+    // `ret #2`: TC_ACT_SHOT in direct-action mode. Goes with the namespace.
+    b.exec(
+        "tc qdisc add dev vb clsact && tc filter add dev vb ingress bpf da bytecode '1,6 0 0 2'",
+    );
+    let frames: Vec<Vec<u8>> = [(100u16, 1u16), (200, 2)]
+        .into_iter()
+        .map(|(id, seq)| {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .single_vlan(id.try_into().unwrap())
+                .ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64)
+                .icmpv4_echo_request(7, seq)
+                .write(&mut v, &[0x5a; 32])
+                .unwrap();
+            v
+        })
+        .collect();
+    let dir = temp_dir();
+    let file = capture_path(&dir, "vlan-drops.pcapng");
+    let mut np = NetpathProcess::spawn(&[
+        "capture",
+        "--drops",
+        "-i",
+        "vb",
+        "--netns",
+        &b.name,
+        "-w",
+        file.to_str().expect("utf-8 path"),
+        "vlan and icmp",
+    ]);
+    np.wait_stderr("listening", Duration::from_secs(10));
+    send_raw(&a, "va", &frames);
+    std::thread::sleep(Duration::from_millis(300));
+    np.interrupt();
+    let (code, _) = np.finish();
+    assert_eq!(code, Some(0));
+    let mut rows: Vec<String> = tshark(
+        &file,
+        &["vlan.id", "icmp.seq", "frame.len", "frame.comment"],
+    )
+    .into_iter()
+    .map(|r| {
+        let kind = if r[3].starts_with("drop: TC_INGRESS") {
+            "drop"
+        } else {
+            "tc"
+        };
+        format!("{}|{}|{}|{kind}", r[0], r[1], r[2])
+    })
+    .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "100|1|78|drop",
+            "100|1|78|tc",
+            "200|2|78|drop",
+            "200|2|78|tc"
+        ],
+        "each tagged frame at netpath's tc hook and where the tc filter dropped it"
+    );
+}
+
 /// A filter the kernel cannot run (`protochain` loops backwards) is said to run in userspace,
 /// and still selects exactly what it should there.
 #[test]

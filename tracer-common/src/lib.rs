@@ -53,6 +53,9 @@ pub mod flags {
     /// The complete capture filter (libpcap's program, translated to eBPF and tail-called
     /// from the tc programs) accepted this packet in the kernel: userspace need not run it.
     pub const PCAP_MATCHED: u8 = 2;
+    /// A VLAN tag the device had moved into the skb's metadata was put back into `data`
+    /// after the MAC addresses; `skb_len` counts its 4 bytes.
+    pub const VLAN_TAG_ADDED: u8 = 4;
 }
 
 /// What a route event carries in `RawEvent::data` (kind `ROUTE`): the flow key of the lookup
@@ -185,6 +188,11 @@ pub struct KernelOffsets {
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
     pub sk_net: u32,
+    /// `sk_buff.vlan_proto` and `vlan_tci`: a tag the device took out of the frame, present
+    /// when the protocol is non-zero (Linux 6.1+, where `vlan_all` replaced the
+    /// `vlan_present` bit); 0 = not resolved, tags are not put back.
+    pub skb_vlan_proto: u32,
+    pub skb_vlan_tci: u32,
 }
 
 /// Offsets for the route-lookup tracepoints (from BTF). A zero `valid` means "not resolved":

@@ -157,17 +157,65 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
             ev.data_len = 0;
             return;
         }
-        if probe_read_raw(
-            ev.data.as_mut_ptr().cast(),
-            n,
-            (head + start as u64) as *const _,
-        ) != 0
-        {
+        let src = head + start as u64;
+        // A VLAN tag the device moved into the skb's metadata goes back after the MAC
+        // addresses, as at tc (and in tcpdump).
+        let vlan_proto: u16 = if ev.flags & flags::DATA_FROM_MAC != 0 && o.skb_vlan_proto != 0 {
+            read(skb, o.skb_vlan_proto).unwrap_or(0)
+        } else {
+            0
+        };
+        if vlan_proto != 0 {
+            ev.data_len = copy_tagged(o, skb, ev, src, n, vlan_proto);
+            if ev.data_len != 0 {
+                ev.flags |= flags::VLAN_TAG_ADDED;
+            }
+            return;
+        }
+        if probe_read_raw(ev.data.as_mut_ptr().cast(), n, src as *const _) != 0 {
             ev.data_len = 0;
             return;
         }
         ev.data_len = n as u16;
     }
+}
+
+/// Copies the first `n` bytes of a frame at kernel address `src` into `ev.data` with its
+/// VLAN tag (`vlan_proto` as the skb keeps it, network order, and the skb's `vlan_tci`) after
+/// the MAC addresses; returns the bytes copied, 0 when a read failed.
+#[inline(always)]
+unsafe fn copy_tagged(
+    o: &KernelOffsets,
+    skb: u64,
+    ev: &mut RawEvent,
+    src: u64,
+    n: u32,
+    vlan_proto: u16,
+) -> u16 {
+    const MACS: usize = 12;
+    if (n as usize) < MACS + 2 {
+        return 0;
+    }
+    let rest = (n - MACS as u32).min((SNAP_LEN - MACS - VLAN_HLEN) as u32);
+    // SAFETY: a read of a local, so the verifier sees the bound below.
+    let rest = unsafe { core::ptr::read_volatile(&rest) };
+    if rest == 0 || rest > (SNAP_LEN - MACS - VLAN_HLEN) as u32 {
+        return 0;
+    }
+    // SAFETY: kernel reads into ev.data: 12 bytes, then `rest` <= SNAP_LEN - 16 at 16.
+    unsafe {
+        let tci: u16 = read(skb, o.skb_vlan_tci).unwrap_or(0);
+        if probe_read_raw(ev.data.as_mut_ptr().cast(), MACS as u32, src as *const _) != 0 {
+            return 0;
+        }
+        ev.data[MACS..MACS + 2].copy_from_slice(&vlan_proto.to_ne_bytes());
+        ev.data[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
+        let dst = ev.data.as_mut_ptr().add(MACS + VLAN_HLEN);
+        if probe_read_raw(dst.cast(), rest, (src + MACS as u64) as *const _) != 0 {
+            return 0;
+        }
+    }
+    (MACS + VLAN_HLEN) as u16 + rest as u16
 }
 
 /// Packet bytes per event for userspace: `cfg.snap_len`, in [1, SNAP_LEN].
@@ -409,6 +457,7 @@ fn tc_event_inner(
     // SAFETY: a plain read of the context's vlan_present field.
     let vlan_tagged = from_mac && unsafe { (*ctx.skb.skb).vlan_present } != 0;
     ev.data_len = if vlan_tagged {
+        ev.flags |= flags::VLAN_TAG_ADDED;
         copy_with_vlan_tag(ctx, ev, n)
     } else {
         // SAFETY: ev.data has SNAP_LEN bytes and 1 <= n <= SNAP_LEN.
@@ -638,7 +687,13 @@ fn skb_event(
     ev.netns = netns;
     ev.ifindex = ifindex;
     ev.reason = reason;
-    ev.skb_len = unsafe { read(skb, o.skb_len) }.unwrap_or(0);
+    // The length on the wire: with a tag put back.
+    ev.skb_len = unsafe { read(skb, o.skb_len) }.unwrap_or(0)
+        + if ev.flags & flags::VLAN_TAG_ADDED != 0 {
+            VLAN_HLEN as u32
+        } else {
+            0
+        };
     ev.kind = kind_id;
     ev.hook = hook_id;
     ev.dir = direction;

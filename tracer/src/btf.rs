@@ -125,6 +125,16 @@ impl KernelBtf {
             dev_nd_net: self.offset_of("net_device", "nd_net")?,
             net_ns_inum: self.offset_of("net", "ns.inum")?,
             sk_net: self.offset_of("sock", "__sk_common.skc_net")?,
+            // A non-zero vlan_proto means a tag only where `vlan_all` exists (Linux 6.1+;
+            // before, the `vlan_present` bit said so and the protocol could be stale).
+            skb_vlan_proto: self
+                .offset_of("sk_buff", "vlan_all")
+                .and_then(|_| self.offset_of("sk_buff", "vlan_proto"))
+                .unwrap_or(0),
+            skb_vlan_tci: self
+                .offset_of("sk_buff", "vlan_all")
+                .and_then(|_| self.offset_of("sk_buff", "vlan_tci"))
+                .unwrap_or(0),
         })
     }
 

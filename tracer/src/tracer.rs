@@ -229,8 +229,10 @@ const TC_PROGRAMS: [[&str; 2]; 2] = [
     ["tc_ingress_l3", "tc_egress_l3"],
 ];
 
-/// The kernel's ring buffer of [`tracer_common::RawEvent`] records, its per-CPU loss counters
-/// and the running kernel's drop-reason names: what [`NodeTracer::start_raw`] hands over.
+/// The kernel's ring buffer of [`tracer_common::RawEvent`] records (and, with
+/// [`TracerSpec::pcapng_direct`], [`tracer_common::pcapng_record`]s), its per-CPU loss
+/// counters and the running kernel's drop-reason names: what [`NodeTracer::start_raw`] hands
+/// over.
 pub struct RawRing {
     pub ring: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,

@@ -2,7 +2,8 @@
 //! decoding them into [`crate::event::Event`]s. Per packet it reads a few header fields from the
 //! record in place, runs the compiled filter on the frame bytes and encodes one pcapng block;
 //! names are looked up once per (namespace inode, ifindex) and cached with their pcapng
-//! interface id.
+//! interface id. (Packets the kernel wrote as pcapng itself, `tracer_common::pcapng_record`,
+//! do not come here: the capture command writes runs of them from the ring as they are.)
 use std::{collections::HashMap, io::Write, mem::offset_of};
 
 use tracer_common::{dir, flags, kind, RawEvent, SNAP_LEN};
