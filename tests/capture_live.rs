@@ -564,6 +564,68 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
     }
 }
 
+/// IPv6 packets with extension headers (hop-by-hop and destination options before ICMPv6,
+/// a fragment header), written raw next to plain ICMPv6 echoes: netpath (filter in the kernel)
+/// and tcpdump select the same ones for expressions on the first next header and on the
+/// protocol (libpcap's `icmp6` looks at the first next header only).
+#[test]
+fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
+    if skip_unless_root("ipv6_extension_headers_are_selected_as_tcpdump_selects_them") {
+        return;
+    }
+    use tracer_common::fixtures::{icmp6, icmp6_ext_headers};
+    let (a, b) = veth_pair("npx");
+    let fragment = |seq: u16| {
+        let base = icmp6(seq);
+        let mut f = base[..54].to_vec();
+        f[14 + 6] = 44; // next header: fragment
+                        // Next header ICMPv6, offset 0 with more fragments to come, identification 7.
+        f.extend_from_slice(&[58, 0, 0, 1, 0, 0, 0, 7]);
+        f.extend_from_slice(&base[54..]);
+        let plen = (f.len() - 54) as u16;
+        f[18..20].copy_from_slice(&plen.to_be_bytes());
+        f
+    };
+    let frames: Vec<Vec<u8>> = (1..=2)
+        .flat_map(|seq| [icmp6_ext_headers(seq), icmp6(10 + seq), fragment(20 + seq)])
+        .collect();
+    let dir = temp_dir();
+    // (libpcap's `icmp6` also looks behind a fragment header.)
+    for (i, (expr, want)) in [
+        ("icmp6", 4),
+        ("ip6[6] == 0", 2),
+        ("ip6[6] == 44", 2),
+        ("ip6 and not icmp6", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ours = capture_path(&dir, &format!("xnp{i}.pcapng"));
+        let theirs = capture_path(&dir, &format!("xtd{i}.pcap"));
+        capture_both(&b, expr, &ours, &theirs, "filter in the kernel", || {
+            send_raw(&a, "va", &frames)
+        });
+        // The new veth's own neighbour discovery and MLD come and go with the kernel's timing:
+        // only the frames written here are compared.
+        let rows = |file: &Path| -> Vec<String> {
+            let mut rows: Vec<String> = tshark(
+                file,
+                &["ipv6.nxt", "frame.len", "frame.cap_len", "ipv6.src"],
+            )
+            .into_iter()
+            .filter(|r| r[3] == "fd00::1")
+            .map(|r| r.join("|"))
+            .collect();
+            rows.sort();
+            rows
+        };
+        let (ours, theirs) = (rows(&ours), rows(&theirs));
+        eprintln!("{expr:?}: netpath {ours:?}, tcpdump {theirs:?}");
+        assert_eq!(ours, theirs, "{expr:?}");
+        assert_eq!(ours.len(), want, "{expr:?}: {ours:?}");
+    }
+}
+
 /// Tagged frames dropped at tc ingress (a classic-BPF `tc` filter returning TC_ACT_SHOT, as a
 /// CNI's policy program would): at that drop point the tag is still in the skb's metadata, and
 /// it goes back into the copy there too, so `--drops` with a `vlan` filter sees both netpath's
