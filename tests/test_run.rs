@@ -546,8 +546,12 @@ fn enable_pcapng_records(ebpf: &mut Ebpf, ring: &mut RingBuf<MapData>, frame: &[
     let ev = run(ebpf, ring, frame).expect("an event");
     let mut ids =
         aya::maps::HashMap::<_, u64, u32>::try_from(ebpf.map_mut("PCAP_IFACES").unwrap()).unwrap();
-    ids.insert((ev.netns as u64) << 32 | ev.ifindex as u64, 3, 0)
-        .unwrap();
+    ids.insert(
+        tracer_common::pcapng_record::iface_key(ev.netns, ev.ifindex),
+        3,
+        0,
+    )
+    .unwrap();
     ev.netns
 }
 

@@ -74,6 +74,11 @@ impl Layout {
     }
 }
 
+/// The key of a device in the kernel's map of pcapng interface ids (`PCAP_IFACES`).
+pub const fn iface_key(netns_inode: u32, ifindex: u32) -> u64 {
+    (netns_inode as u64) << 32 | ifindex as u64
+}
+
 /// Whether a ring-buffer payload is such a record (and not a [`crate::RawEvent`]): its first
 /// words are the filler's length and the EPB type, and the EPB's length fits the payload. A
 /// `RawEvent` starts with its timestamp, which would have to be exactly 6 << 32 | 20 ns

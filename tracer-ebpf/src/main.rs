@@ -37,8 +37,8 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static PCAP_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// `netpath capture` writing pcapng: (netns inode << 32 | ifindex) -> pcapng interface id, set
-/// by userspace once it has written the interface's description block.
+/// `netpath capture` writing pcapng: `pcapng_record::iface_key` -> pcapng interface id, set by
+/// userspace once it has written the interface's description block.
 #[map]
 static PCAP_IFACES: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
@@ -506,7 +506,7 @@ fn tc_event_inner(
     // `capture -w`: a packet userspace need not filter goes out as pcapng once its device has
     // an interface id (an Ethernet one: userspace gives the others a made-up MAC header).
     if cfg.pcapng_direct != 0 && from_mac && (pcap_matched || cfg.pcap_filter == 0) {
-        let key = (netns as u64) << 32 | ev.ifindex as u64;
+        let key = pcapng_record::iface_key(netns, ev.ifindex);
         // SAFETY: a plain lookup of a u32 value.
         if let Some(id) = unsafe { PCAP_IFACES.get(&key) } {
             output_epb(cfg, scratch, *id, direction);

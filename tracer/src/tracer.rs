@@ -237,8 +237,8 @@ pub struct RawRing {
     pub ring: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
     pub reasons: DropReasons,
-    /// With [`TracerSpec::pcapng_direct`] in effect: the kernel's map of (netns inode << 32 |
-    /// ifindex) to pcapng interface id. A device's packets come as pcapng records once it has
+    /// With [`TracerSpec::pcapng_direct`] in effect: the kernel's map of
+    /// [`tracer_common::pcapng_record::iface_key`] to pcapng interface id. A device's packets come as pcapng records once it has
     /// an entry (write its description block first).
     pub pcapng_ifaces: Option<aya::maps::HashMap<MapData, u64, u32>>,
 }

@@ -466,7 +466,7 @@ impl Drain {
                 let captured = decoder.push(payload, sink)?;
                 for (netns, ifindex, id) in decoder.take_new_interfaces() {
                     // A full map leaves the device's packets to this path.
-                    let _ = ifaces.insert((netns as u64) << 32 | ifindex as u64, id, 0);
+                    let _ = ifaces.insert(pcapng_record::iface_key(netns, ifindex), id, 0);
                 }
                 reached = captured && count.is_some_and(|c| sink.stats().captured >= c);
             }
