@@ -564,6 +564,45 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
     }
 }
 
+/// `netpath capture -w - | head -c 300`: when the reader goes away, the capture ends at once,
+/// quietly and with exit code 0 (as ripgrep does), whoever wrote the packets (kernel or
+/// userspace).
+#[test]
+fn a_closed_output_pipe_ends_the_capture_quietly() {
+    use std::io::Read;
+    if skip_unless_root("a_closed_output_pipe_ends_the_capture_quietly") {
+        return;
+    }
+    let p = routed_pair("npc");
+    let mut np = NetpathProcess::spawn(&["capture", "-i", "vb", "--netns", &p.b.name, "-w", "-"]);
+    np.wait_stderr("listening", Duration::from_secs(10));
+    let mut out = np.child.stdout.take().expect("piped stdout");
+    p.a.exec("ping -c1 10.1.0.2 >/dev/null");
+    let mut head = [0u8; 300];
+    out.read_exact(&mut head).expect("300 bytes of pcapng");
+    assert_eq!(
+        &head[..4],
+        &[0x0a, 0x0d, 0x0d, 0x0a],
+        "a section header first"
+    );
+    drop(out);
+    let started = std::time::Instant::now();
+    p.a.exec("ping -f -c300 10.1.0.2 >/dev/null");
+    let (code, _, stderr) = np.finish_with_stderr();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "still running {:?} after its output closed",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("pipe") || l.contains("writing")),
+        "{stderr:?}"
+    );
+}
+
 /// IPv6 packets with extension headers (hop-by-hop and destination options before ICMPv6,
 /// a fragment header), written raw next to plain ICMPv6 echoes: netpath (filter in the kernel)
 /// and tcpdump select the same ones for expressions on the first next header and on the

@@ -27,12 +27,33 @@ pub enum CaptureError {
     /// The filter expression did not compile; `message` is libpcap's.
     #[error("invalid capture filter '{expr}': {message}")]
     Filter { expr: String, message: String },
+    // The wrapped errors are in the message, not also sources: a chain would print them twice.
     #[error("capture file: {0}")]
-    File(#[from] pcap_file::PcapError),
+    File(pcap_file::PcapError),
     #[error("capture file: {0}")]
     BadFile(String),
     #[error("writing capture output: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<pcap_file::PcapError> for CaptureError {
+    fn from(e: pcap_file::PcapError) -> Self {
+        CaptureError::File(e)
+    }
+}
+
+impl From<std::io::Error> for CaptureError {
+    fn from(e: std::io::Error) -> Self {
+        CaptureError::Io(e)
+    }
+}
+
+impl CaptureError {
+    /// The output's reader went away (`netpath capture -w - | head`): the end of the
+    /// capture, not a failure to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CaptureError::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }
 
 /// Where matched packets go.

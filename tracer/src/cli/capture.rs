@@ -17,9 +17,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer::{
     capture::{
-        read_capture_file, CaptureOutput, CaptureSink, CaptureStats, Cursor, KernelHint,
-        PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions, FILTER_HELP,
-        PUBLISH_EVERY,
+        read_capture_file, CaptureError, CaptureOutput, CaptureSink, CaptureStats, Cursor,
+        KernelHint, PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions,
+        FILTER_HELP, PUBLISH_EVERY,
     },
     names::LiveNamer,
     netns,
@@ -337,7 +337,11 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     }
     .context("capture thread")?;
     drop(tracer);
-    let (_, stats) = sink.finish()?;
+    let stats = sink.stats();
+    match sink.finish() {
+        Err(e) if !e.is_broken_pipe() => return Err(e.into()),
+        _ => {}
+    }
     if status {
         eprint!("\r\x1b[K");
     }
@@ -371,7 +375,14 @@ struct Drain {
 impl Drain {
     fn run(mut self) -> CaptureSink<LiveOutput> {
         if let Err(e) = self.run_loop() {
-            eprintln!("netpath: {e}");
+            let closed = e
+                .downcast_ref::<CaptureError>()
+                .is_some_and(CaptureError::is_broken_pipe)
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+            if !closed {
+                eprintln!("netpath: {e}");
+            }
         }
         self.add_lost();
         self.sink
