@@ -499,6 +499,24 @@ fn send_raw(ns: &NetNsGuard, dev: &str, frames: &[Vec<u8>]) {
     .expect("enter the namespace");
 }
 
+/// An ICMP echo request 10.100.0.1 > 10.100.0.2 (78 bytes with a tag), tagged with VLAN `vlan`
+/// or untagged, addressed to a MAC no device has.
+fn echo(vlan: Option<u16>, seq: u16) -> Vec<u8> {
+    let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match vlan {
+        Some(id) => {
+            eth.single_vlan(id.try_into().unwrap())
+                .ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64)
+        }
+        None => eth.ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64),
+    };
+    let mut v = Vec::new();
+    ip.icmpv4_echo_request(7, seq)
+        .write(&mut v, &[0x5a; 32])
+        .unwrap();
+    v
+}
+
 /// 802.1Q-tagged frames: the receiving veth takes the tag out of the frame into the skb's
 /// metadata (as NICs with VLAN offload do) before the taps and tc see it; tcpdump puts it back
 /// from AF_PACKET's auxiliary data, netpath's tc programs in their copy. Both must show the
@@ -510,21 +528,6 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
         return;
     }
     let (a, b) = veth_pair("npv");
-    let echo = |vlan: Option<u16>, seq: u16| {
-        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let ip = match vlan {
-            Some(id) => {
-                eth.single_vlan(id.try_into().unwrap())
-                    .ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64)
-            }
-            None => eth.ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64),
-        };
-        let mut v = Vec::new();
-        ip.icmpv4_echo_request(7, seq)
-            .write(&mut v, &[0x5a; 32])
-            .unwrap();
-        v
-    };
     let frames: Vec<Vec<u8>> = (1..=3)
         .flat_map(|seq| [echo(Some(100), seq), echo(Some(200), seq), echo(None, seq)])
         .collect();
@@ -680,19 +683,7 @@ fn vlan_tags_are_put_back_at_drop_points_too() {
     b.exec(
         "tc qdisc add dev vb clsact && tc filter add dev vb ingress bpf da bytecode '1,6 0 0 2'",
     );
-    let frames: Vec<Vec<u8>> = [(100u16, 1u16), (200, 2)]
-        .into_iter()
-        .map(|(id, seq)| {
-            let mut v = Vec::new();
-            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                .single_vlan(id.try_into().unwrap())
-                .ipv4([10, 100, 0, 1], [10, 100, 0, 2], 64)
-                .icmpv4_echo_request(7, seq)
-                .write(&mut v, &[0x5a; 32])
-                .unwrap();
-            v
-        })
-        .collect();
+    let frames = [echo(Some(100), 1), echo(Some(200), 2)];
     let dir = temp_dir();
     let file = capture_path(&dir, "vlan-drops.pcapng");
     let mut np = NetpathProcess::spawn(&[

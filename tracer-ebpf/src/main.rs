@@ -166,7 +166,11 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
             0
         };
         if vlan_proto != 0 {
-            ev.data_len = copy_tagged(o, skb, ev, src, n, vlan_proto);
+            let tci: u16 = read(skb, o.skb_vlan_tci).unwrap_or(0);
+            // SAFETY: kernel reads into `ev.data`, whose bounds `copy_with_tag` keeps.
+            ev.data_len = copy_with_tag(ev, n, vlan_proto, tci, |off, dst, len| unsafe {
+                probe_read_raw(dst.cast(), len, (src + off as u64) as *const _) == 0
+            });
             if ev.data_len != 0 {
                 ev.flags |= flags::VLAN_TAG_ADDED;
             }
@@ -180,40 +184,41 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
     }
 }
 
-/// Copies the first `n` bytes of a frame at kernel address `src` into `ev.data` with its
-/// VLAN tag (`vlan_proto` as the skb keeps it, network order, and the skb's `vlan_tci`) after
-/// the MAC addresses; returns the bytes copied, 0 when a read failed.
+/// Copies the first `n` bytes of a frame into `ev.data` with an 802.1Q tag put back after the
+/// MAC addresses (`proto` in network order, as the skb keeps it; `tci` in host order).
+/// `load(offset, dst, len)` reads the frame's bytes and says whether it could. Returns the
+/// bytes copied, 0 when a read failed.
 #[inline(always)]
-unsafe fn copy_tagged(
-    o: &KernelOffsets,
-    skb: u64,
+fn copy_with_tag(
     ev: &mut RawEvent,
-    src: u64,
     n: u32,
-    vlan_proto: u16,
+    proto: u16,
+    tci: u16,
+    load: impl Fn(u32, *mut u8, u32) -> bool,
 ) -> u16 {
     const MACS: usize = 12;
     if (n as usize) < MACS + 2 {
         return 0;
     }
+    // The rest of the frame after the addresses, cut so that it fits behind the tag. Read
+    // back through memory so the check below stays in the program: the compiler knows it is
+    // at least 2, the verifier would not, and the reads need a length it can see is >= 1.
     let rest = (n - MACS as u32).min((SNAP_LEN - MACS - VLAN_HLEN) as u32);
-    // SAFETY: a read of a local, so the verifier sees the bound below.
+    // SAFETY: a read of a local.
     let rest = unsafe { core::ptr::read_volatile(&rest) };
     if rest == 0 || rest > (SNAP_LEN - MACS - VLAN_HLEN) as u32 {
         return 0;
     }
-    // SAFETY: kernel reads into ev.data: 12 bytes, then `rest` <= SNAP_LEN - 16 at 16.
-    unsafe {
-        let tci: u16 = read(skb, o.skb_vlan_tci).unwrap_or(0);
-        if probe_read_raw(ev.data.as_mut_ptr().cast(), MACS as u32, src as *const _) != 0 {
-            return 0;
-        }
-        ev.data[MACS..MACS + 2].copy_from_slice(&vlan_proto.to_ne_bytes());
-        ev.data[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
-        let dst = ev.data.as_mut_ptr().add(MACS + VLAN_HLEN);
-        if probe_read_raw(dst.cast(), rest, (src + MACS as u64) as *const _) != 0 {
-            return 0;
-        }
+    // The copies stay inside ev.data: 12 bytes, then `rest` <= SNAP_LEN - 16 at offset 16.
+    if !load(0, ev.data.as_mut_ptr(), MACS as u32) {
+        return 0;
+    }
+    ev.data[MACS..MACS + 2].copy_from_slice(&proto.to_ne_bytes());
+    ev.data[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
+    // SAFETY: inside ev.data (SNAP_LEN bytes).
+    let dst = unsafe { ev.data.as_mut_ptr().add(MACS + VLAN_HLEN) };
+    if !load(MACS as u32, dst, rest) {
+        return 0;
     }
     (MACS + VLAN_HLEN) as u16 + rest as u16
 }
@@ -458,7 +463,13 @@ fn tc_event_inner(
     let vlan_tagged = from_mac && unsafe { (*ctx.skb.skb).vlan_present } != 0;
     ev.data_len = if vlan_tagged {
         ev.flags |= flags::VLAN_TAG_ADDED;
-        copy_with_vlan_tag(ctx, ev, n)
+        let skb = ctx.skb.skb;
+        // SAFETY: plain reads of the context's tag fields (vlan_proto in network order).
+        let (proto, tci) = unsafe { ((*skb).vlan_proto as u16, (*skb).vlan_tci as u16) };
+        // SAFETY: loads into `ev.data`, whose bounds `copy_with_tag` keeps.
+        copy_with_tag(ev, n, proto, tci, |off, dst, len| unsafe {
+            bpf_skb_load_bytes(skb as *const _, off, dst.cast(), len) == 0
+        })
     } else {
         // SAFETY: ev.data has SNAP_LEN bytes and 1 <= n <= SNAP_LEN.
         let loaded = unsafe {
@@ -582,44 +593,6 @@ fn output_epb(cfg: &Config, scratch: &mut Scratch, iface_id: u32, direction: u8)
 }
 
 const VLAN_HLEN: usize = 4;
-
-/// Copies the first `n` bytes of a frame whose 802.1Q tag is in the skb's metadata into
-/// `ev.data` with the tag back after the MAC addresses; returns the bytes copied (0 when the
-/// copy failed).
-#[inline(always)]
-fn copy_with_vlan_tag(ctx: &TcContext, ev: &mut RawEvent, n: u32) -> u16 {
-    const MACS: usize = 12;
-    let skb = ctx.skb.skb;
-    if (n as usize) < MACS + 2 {
-        return 0;
-    }
-    // The rest of the frame after the addresses, cut so that it fits behind the tag. Read
-    // back through memory so the check below stays in the program: the compiler knows it is
-    // at least 2, the verifier would not, and the helper needs a length it can see is >= 1.
-    let rest = (n - MACS as u32).min((SNAP_LEN - MACS - VLAN_HLEN) as u32);
-    // SAFETY: a read of a local.
-    let rest = unsafe { core::ptr::read_volatile(&rest) };
-    if rest == 0 || rest > (SNAP_LEN - MACS - VLAN_HLEN) as u32 {
-        return 0;
-    }
-    // SAFETY: plain reads of the context's tag fields; the copies stay inside ev.data
-    // (12 bytes, then `rest` <= SNAP_LEN - 16 bytes at offset 16).
-    unsafe {
-        // vlan_proto is kept in network order, vlan_tci in host order.
-        let proto = (*skb).vlan_proto as u16;
-        let tci = (*skb).vlan_tci as u16;
-        if bpf_skb_load_bytes(skb as *const _, 0, ev.data.as_mut_ptr().cast(), MACS as u32) != 0 {
-            return 0;
-        }
-        ev.data[MACS..MACS + 2].copy_from_slice(&proto.to_ne_bytes());
-        ev.data[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
-        let dst = ev.data.as_mut_ptr().add(MACS + VLAN_HLEN);
-        if bpf_skb_load_bytes(skb as *const _, MACS as u32, dst.cast(), rest) != 0 {
-            return 0;
-        }
-    }
-    (MACS + VLAN_HLEN) as u16 + rest as u16
-}
 
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
