@@ -405,6 +405,35 @@ fn capture_both(
     td.finish();
 }
 
+/// Captures with netpath (into `base`.pcapng) and tcpdump (into `base`.pcap) at once while
+/// `traffic` runs ([`capture_both`]); asserts that both files give the same rows of `fields`
+/// that `keep` accepts, and returns netpath's, sorted, each joined with '|'.
+fn same_rows_as_tcpdump(
+    ns: &NetNsGuard,
+    base: &Path,
+    expr: &str,
+    ready: &str,
+    fields: &[&str],
+    keep: impl Fn(&[String]) -> bool,
+    traffic: impl FnOnce(),
+) -> Vec<String> {
+    let (ours, theirs) = (base.with_extension("pcapng"), base.with_extension("pcap"));
+    capture_both(ns, expr, &ours, &theirs, ready, traffic);
+    let rows = |file: &Path| -> Vec<String> {
+        let mut rows: Vec<String> = tshark(file, fields)
+            .into_iter()
+            .filter(|r| keep(r))
+            .map(|r| r.join("|"))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (ours, theirs) = (rows(&ours), rows(&theirs));
+    eprintln!("{expr:?}: netpath {ours:?}, tcpdump {theirs:?}");
+    assert_eq!(ours, theirs, "{expr:?}");
+    ours
+}
+
 /// The fixed mix: ICMP and ICMPv6 echoes, TCP to 8080 in both families, UDP to 8080 and 5353
 /// (no listener: ICMP port unreachable back).
 fn send_traffic(p: &RoutedPair) {
@@ -545,23 +574,15 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
     .into_iter()
     .enumerate()
     {
-        let ours = capture_path(&dir, &format!("vnp{i}.pcapng"));
-        let theirs = capture_path(&dir, &format!("vtd{i}.pcap"));
-        capture_both(&b, expr, &ours, &theirs, "listening", || {
-            send_raw(&a, "va", &frames)
-        });
-        let rows = |file: &Path| -> Vec<String> {
-            let mut rows: Vec<String> =
-                tshark(file, &["vlan.id", "ip.dst", "icmp.seq", "frame.len"])
-                    .into_iter()
-                    .map(|r| r.join("|"))
-                    .collect();
-            rows.sort();
-            rows
-        };
-        let (ours, theirs) = (rows(&ours), rows(&theirs));
-        eprintln!("{expr:?}: netpath {ours:?}, tcpdump {theirs:?}");
-        assert_eq!(ours, theirs, "{expr:?}");
+        let ours = same_rows_as_tcpdump(
+            &b,
+            &dir.path().join(format!("v{i}")),
+            expr,
+            "listening",
+            &["vlan.id", "ip.dst", "icmp.seq", "frame.len"],
+            |_| true,
+            || send_raw(&a, "va", &frames),
+        );
         let tags: Vec<&str> = ours.iter().map(|r| r.split('|').next().unwrap()).collect();
         assert_eq!(tags, want_tags, "{expr:?}");
     }
@@ -642,28 +663,17 @@ fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
     .into_iter()
     .enumerate()
     {
-        let ours = capture_path(&dir, &format!("xnp{i}.pcapng"));
-        let theirs = capture_path(&dir, &format!("xtd{i}.pcap"));
-        capture_both(&b, expr, &ours, &theirs, "filter in the kernel", || {
-            send_raw(&a, "va", &frames)
-        });
         // The new veth's own neighbour discovery and MLD come and go with the kernel's timing:
         // only the frames written here are compared.
-        let rows = |file: &Path| -> Vec<String> {
-            let mut rows: Vec<String> = tshark(
-                file,
-                &["ipv6.nxt", "frame.len", "frame.cap_len", "ipv6.src"],
-            )
-            .into_iter()
-            .filter(|r| r[3] == "fd00::1")
-            .map(|r| r.join("|"))
-            .collect();
-            rows.sort();
-            rows
-        };
-        let (ours, theirs) = (rows(&ours), rows(&theirs));
-        eprintln!("{expr:?}: netpath {ours:?}, tcpdump {theirs:?}");
-        assert_eq!(ours, theirs, "{expr:?}");
+        let ours = same_rows_as_tcpdump(
+            &b,
+            &dir.path().join(format!("x{i}")),
+            expr,
+            "filter in the kernel",
+            &["ipv6.nxt", "frame.len", "frame.cap_len", "ipv6.src"],
+            |r| r[3] == "fd00::1",
+            || send_raw(&a, "va", &frames),
+        );
         assert_eq!(ours.len(), want, "{expr:?}: {ours:?}");
     }
 }

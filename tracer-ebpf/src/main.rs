@@ -167,8 +167,9 @@ unsafe fn copy_skb_data(o: &KernelOffsets, skb: u64, ev: &mut RawEvent) {
         };
         if vlan_proto != 0 {
             let tci: u16 = read(skb, o.skb_vlan_tci).unwrap_or(0);
-            // SAFETY: kernel reads into `ev.data`, whose bounds `copy_with_tag` keeps.
-            ev.data_len = copy_with_tag(ev, n, vlan_proto, tci, |off, dst, len| unsafe {
+            // Kernel reads into `ev.data`, whose bounds `copy_with_tag` keeps (inside this
+            // function's unsafe block).
+            ev.data_len = copy_with_tag(ev, n, vlan_proto, tci, |off, dst, len| {
                 probe_read_raw(dst.cast(), len, (src + off as u64) as *const _) == 0
             });
             if ev.data_len != 0 {
