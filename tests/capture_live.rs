@@ -630,7 +630,7 @@ fn a_closed_output_pipe_ends_the_capture_quietly() {
 /// IPv6 packets with extension headers (hop-by-hop and destination options before ICMPv6,
 /// a fragment header), written raw next to plain ICMPv6 echoes: netpath (filter in the kernel)
 /// and tcpdump select the same ones for expressions on the first next header and on the
-/// protocol (libpcap's `icmp6` looks at the first next header only).
+/// protocol (libpcap's `icmp6` looks at the first next header, and behind a fragment header).
 #[test]
 fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
     if skip_unless_root("ipv6_extension_headers_are_selected_as_tcpdump_selects_them") {
