@@ -43,7 +43,7 @@ The kernel copies at most the first {KERNEL_SNAPLEN} bytes of each packet, so -s
 With -w, once a device's first packet has been written (with its interface description), the \
 kernel writes that device's packets as pcapng blocks itself, and they go from its ring buffer \
 to the file in runs, unread. Between those blocks the file holds 20-byte blocks of a local-use \
-type (around the ring's record headers) that tshark, tcpdump and Wireshark skip. Packets at \
+type (around the ring's record headers) that tshark (Wireshark's reader) and tcpdump skip. Packets at \
 drop points and those userspace filters are written by userspace.
 
 Examples:
