@@ -94,6 +94,13 @@ impl LiveNamer {
         }
     }
 
+    /// Timestamps from this UNIX-epoch offset (the tracer's, so that events and the pcapng
+    /// blocks the kernel stamps itself agree), not one read now.
+    pub fn with_boot_offset_ns(mut self, boot_offset_ns: u64) -> Self {
+        self.boot_offset_ns = boot_offset_ns;
+        self
+    }
+
     pub fn namespaces(&self) -> &[netns::Netns] {
         &self.namespaces
     }

@@ -238,9 +238,13 @@ pub struct RawRing {
     pub lost: PerCpuArray<MapData, u64>,
     pub reasons: DropReasons,
     /// With [`TracerSpec::pcapng_direct`] in effect: the kernel's map of
-    /// [`tracer_common::pcapng_record::iface_key`] to pcapng interface id. A device's packets come as pcapng records once it has
-    /// an entry (write its description block first).
+    /// [`tracer_common::pcapng_record::iface_key`] to pcapng interface id. A device's packets
+    /// come as pcapng records once it has an entry (write its description block first).
     pub pcapng_ifaces: Option<aya::maps::HashMap<MapData, u64, u32>>,
+    /// UNIX epoch ns minus kernel monotonic ns, read once at start: the kernel stamps pcapng
+    /// records with it; name the other events with it too
+    /// ([`LiveNamer::with_boot_offset_ns`]).
+    pub boot_offset_ns: u64,
 }
 
 impl RawRing {
@@ -292,7 +296,8 @@ impl NodeTracer {
         let namer = match kallsyms.join() {
             Ok(k) => LiveNamer::with_kallsyms(raw.reasons, k),
             Err(_) => LiveNamer::new(raw.reasons),
-        };
+        }
+        .with_boot_offset_ns(raw.boot_offset_ns);
         let reader = spawn_reader(
             raw.ring,
             raw.lost,
@@ -346,6 +351,7 @@ impl NodeTracer {
         let pcapng_direct = spec.pcapng_direct
             && cfg!(target_endian = "little")
             && capture_filter_in_kernel.as_ref().is_none_or(|r| r.is_ok());
+        let boot_offset_ns = crate::names::boot_offset_ns();
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -360,7 +366,7 @@ impl NodeTracer {
             pcap_filter: matches!(capture_filter_in_kernel, Some(Ok(()))) as u32,
             pcapng_direct: pcapng_direct as u32,
             _pad: 0,
-            boot_offset_ns: crate::names::boot_offset_ns(),
+            boot_offset_ns,
         };
         {
             let map = ebpf.map_mut("CONFIG").expect("CONFIG map in object");
@@ -455,6 +461,7 @@ impl NodeTracer {
                 lost: lost_map,
                 reasons,
                 pcapng_ifaces,
+                boot_offset_ns,
             },
         ))
     }

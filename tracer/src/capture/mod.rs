@@ -192,11 +192,12 @@ impl<W: Write> CaptureSink<W> {
     }
 
     /// Flushes the output.
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
         match &mut self.output {
-            CaptureOutput::Pcapng(w) => w.flush(),
-            CaptureOutput::Text { out, .. } => out.flush(),
+            CaptureOutput::Pcapng(w) => w.flush()?,
+            CaptureOutput::Text { out, .. } => out.flush()?,
         }
+        Ok(())
     }
 
     /// Records packets the tracer lost before they reached userspace.

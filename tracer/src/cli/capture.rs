@@ -32,6 +32,9 @@ use tracer_common::{
 /// Bytes of each packet the kernel programs copy; `-s` cannot go beyond it.
 const KERNEL_SNAPLEN: u32 = SNAP_LEN as u32;
 const IPPROTO_UDP: u8 = 17;
+/// The kernel copies at least this much of each packet whatever `-s` says: userspace tells
+/// drops without a MAC header by their first 12 bytes being zero.
+const MIN_KERNEL_COPY: u32 = 16;
 
 fn after_help() -> String {
     format!(
@@ -42,9 +45,9 @@ The kernel copies at most the first {KERNEL_SNAPLEN} bytes of each packet, so -s
 
 With -w, once a device's first packet has been written (with its interface description), the \
 kernel writes that device's packets as pcapng blocks itself, and they go from its ring buffer \
-to the file in runs, unread. Between those blocks the file holds 20-byte blocks of a local-use \
-type (around the ring's record headers) that tshark (Wireshark's reader) and tcpdump skip. Packets at \
-drop points and those userspace filters are written by userspace.
+to the file in runs, unread. Between those blocks the file holds 20-byte blocks of a \
+local-use type (around the ring's record headers) that tshark (Wireshark's reader) and tcpdump \
+skip. Packets at drop points and those userspace filters are written by userspace.
 
 Examples:
   netpath capture -i any icmp6                       ICMPv6 on every device in every namespace
@@ -237,8 +240,8 @@ impl CaptureArgs {
             dev_hops: false,
             filter,
             ring_bytes: self.buffer_kib * 1024,
-            // Kernel drops lose their MAC-less check below 16 bytes; the writer cuts to -s.
-            snap_len: self.snaplen().max(16),
+            // The writer cuts to -s.
+            snap_len: self.snaplen().max(MIN_KERNEL_COPY),
             ..TracerSpec::default()
         })
     }
@@ -266,8 +269,8 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         .map(PacketFilter::instructions)
         .unwrap_or_default();
     // Written as pcapng by the kernel where no userspace work is left (the IDB's snap length
-    // must hold the kernel's copy, at least 16 bytes).
-    spec.pcapng_direct = args.write.is_some() && args.snaplen() >= 16;
+    // must hold the kernel's copy).
+    spec.pcapng_direct = args.write.is_some() && args.snaplen() >= MIN_KERNEL_COPY;
     // The pcapng writer buffers by itself (and writes runs of kernel records from where they
     // lie); text lines need a buffer.
     let out: LiveOutput = match args.write {
@@ -279,7 +282,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
     // should not spend its first half second parsing kallsyms.
     let decoder = RecordDecoder::new(
-        LiveNamer::new(ring.reasons.clone()),
+        LiveNamer::new(ring.reasons.clone()).with_boot_offset_ns(ring.boot_offset_ns),
         &spec.node,
         args.snaplen(),
     );
@@ -377,9 +380,7 @@ impl Drain {
         if let Err(e) = self.run_loop() {
             let closed = e
                 .downcast_ref::<CaptureError>()
-                .is_some_and(CaptureError::is_broken_pipe)
-                || e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+                .is_some_and(CaptureError::is_broken_pipe);
             if !closed {
                 eprintln!("netpath: {e}");
             }
