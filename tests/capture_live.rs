@@ -491,9 +491,9 @@ fn filters_select_the_same_packets_as_tcpdump() {
 
 /// Sends `frames` out of `dev` in namespace `ns` through an AF_PACKET socket.
 fn send_raw(ns: &NetNsGuard, dev: &str, frames: &[Vec<u8>]) {
-    let netns = tracer::netns::by_name(&ns.name).expect("test namespace");
+    let netns = tracer::node::netns::by_name(&ns.name).expect("test namespace");
     let dev = std::ffi::CString::new(dev).unwrap();
-    tracer::netns::run_in(&netns, || {
+    tracer::node::netns::run_in(&netns, || {
         // SAFETY: plain socket calls on a fresh fd; the address and buffers outlive each call.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);

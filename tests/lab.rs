@@ -10,9 +10,10 @@ use std::{
 };
 
 use integration_tests::{sh, skip_unless_root, unique, NetNsGuard};
+use netpath_core::model::EndpointKind;
 use tracer::{
     lab::{self, Expectation, Family, LabOptions, LabState, Outcome},
-    resolve::{EndpointKind, LocalResolver, Resolver},
+    node::resolve::LocalResolver,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -105,8 +106,8 @@ impl Lab {
     /// Sends one probe (TCP connect when the target has a port, else ping); true if answered.
     fn probe(&self, from: &str, to: &str, family: Family) -> bool {
         let r = self.resolver();
-        let src = r.resolve(from).unwrap_or_else(|e| panic!("{e}"));
-        let dst = r.resolve(to).unwrap_or_else(|e| panic!("{e}"));
+        let src = r.lookup(from).unwrap_or_else(|e| panic!("{e}"));
+        let dst = r.lookup(to).unwrap_or_else(|e| panic!("{e}"));
         let ns = src.netns.expect("source has a namespace");
         let addr = dst
             .addr(family)
@@ -272,7 +273,7 @@ fn kube_router_v6_onlink() {
 #[test]
 fn calico_v6_withdrawn() {
     scenario_test("calico-v6-withdrawn", |lab| {
-        let d = lab.resolver().resolve("pod-d").unwrap();
+        let d = lab.resolver().lookup("pod-d").unwrap();
         assert!(d.ipv6.is_empty() && !d.ipv4.is_empty(), "{d:?}");
         let addrs = sh(&format!(
             "ip -n {}-pod-d -6 addr show dev eth0",
@@ -301,7 +302,7 @@ fn k0s_service_family() {
     scenario_test("k0s-service-family", |lab| {
         let node1 = format!("{}-node-1", lab.opts.prefix);
         lab.listen(&node1, lab::topology::API_PORT);
-        let k = lab.resolver().resolve("svc/kubernetes").unwrap();
+        let k = lab.resolver().lookup("svc/kubernetes").unwrap();
         assert_eq!((k.ipv4.len(), k.ipv6.len(), k.port), (1, 0, Some(443)));
     });
 }
@@ -420,7 +421,7 @@ fn resolver_reads_namespaces_the_lab_did_not_make() {
         ns.name
     ));
     let r = LocalResolver::new(None);
-    let e = r.resolve(&format!("netns:{}", ns.name)).unwrap();
+    let e = r.lookup(&format!("netns:{}", ns.name)).unwrap();
     assert_eq!(e.kind, EndpointKind::Netns);
     assert_eq!(e.ipv4, ["10.77.0.1".parse::<std::net::Ipv4Addr>().unwrap()]);
     assert_eq!(
@@ -428,11 +429,11 @@ fn resolver_reads_namespaces_the_lab_did_not_make() {
         ["fd00:77::1".parse::<std::net::Ipv6Addr>().unwrap()],
         "no link-local"
     );
-    let by_ip = r.resolve("[fd00:77::1]:80").unwrap();
+    let by_ip = r.lookup("[fd00:77::1]:80").unwrap();
     assert_eq!(
         (by_ip.netns.as_deref(), by_ip.port),
         (Some(ns.name.as_str()), Some(80))
     );
-    let nowhere = r.resolve("10.254.254.254").unwrap();
+    let nowhere = r.lookup("10.254.254.254").unwrap();
     assert_eq!((nowhere.kind, nowhere.netns), (EndpointKind::Address, None));
 }

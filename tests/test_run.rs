@@ -10,9 +10,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use integration_tests::skip_unless_root;
-use tracer::{
+use netpath_core::model::{Event, Family};
+use tracer::node::{
     btf::KernelBtf,
-    event::{self, Event, Namer},
+    decode::{self as event, Namer},
 };
 use tracer_common::{
     fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
@@ -45,7 +46,7 @@ fn load(filter: FilterConfig) -> (Ebpf, RingBuf<MapData>) {
 
 /// [`load`] with a ring buffer of `ring_bytes`.
 fn load_with_ring(filter: FilterConfig, ring_bytes: u32) -> (Ebpf, RingBuf<MapData>) {
-    let obj = tracer::tracer::kernel_object();
+    let obj = tracer::node::kernel::kernel_object();
     assert!(!obj.is_empty(), "netpath was built without kernel programs");
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_bytes)
@@ -101,15 +102,20 @@ fn run_bytes(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<V
     raw
 }
 
-/// What userspace makes of the same bytes, as if they had come from the kernel unchanged.
-fn userspace_view(frame: &[u8], like: &RawEvent) -> Event {
+/// The same bytes as if they had come from the kernel unchanged.
+fn userspace_raw(frame: &[u8], like: &RawEvent) -> RawEvent {
     let mut raw = *like;
     let n = frame.len().min(SNAP_LEN);
     raw.data = [0; SNAP_LEN];
     raw.data[..n].copy_from_slice(&frame[..n]);
     raw.data_len = n as u16;
     raw.flags = tracer_common::flags::DATA_FROM_MAC;
-    event::decode(&raw, "n", 0, &mut Names)
+    raw
+}
+
+/// What userspace makes of the same bytes, as if they had come from the kernel unchanged.
+fn userspace_view(frame: &[u8], like: &RawEvent) -> Event {
+    event::decode(&userspace_raw(frame, like), "n", 0, &mut Names)
 }
 
 fn prefix(addr: &[u8], family: u8, len: u8) -> AddrPrefix {
@@ -200,30 +206,45 @@ fn tc_programs_decode_crafted_packets_like_userspace() {
         let kernel = event::decode(&raw, "n", 0, &mut Names);
         let user = userspace_view(frame, &raw);
         assert_eq!(
-            kernel.parsed, user.parsed,
+            event::parse_raw(&raw, 0),
+            event::parse_raw(&userspace_raw(frame, &raw), 0),
             "{name}: outer/inner/tunnel fields"
         );
-        assert_eq!(kernel.pkt_id, user.pkt_id, "{name}: pkt_id");
-        assert_eq!(kernel.tunnel, user.tunnel, "{name}: tunnel");
-        let got_tunnel = kernel.tunnel.as_ref().map(|t| t.kind).unwrap_or("");
+        let (kp, up) = (kernel.packet.unwrap(), user.packet.unwrap());
+        assert_eq!(kp.pkt_id, up.pkt_id, "{name}: pkt_id");
+        assert_eq!(kp.tunnel, up.tunnel, "{name}: tunnel");
+        let got_tunnel = kp.tunnel.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
         assert_eq!(got_tunnel, *tunnel, "{name}: tunnel type");
         if *family != 0 {
-            assert_eq!(kernel.family, *family, "{name}: innermost family");
-            assert_eq!(kernel.proto, *proto, "{name}: innermost protocol");
+            assert_eq!(
+                kernel.flow.family,
+                Family::from_number(*family),
+                "{name}: innermost family"
+            );
+            assert_eq!(
+                kernel.flow.proto.as_str(),
+                *proto,
+                "{name}: innermost protocol"
+            );
         }
     }
     // Spot checks of what the kernel's copy says.
     let raw = run(&ebpf, &mut ring, &geneve(0x102, &icmp6(3))).unwrap();
     let ev = event::decode(&raw, "n", 0, &mut Names);
-    let t = ev.tunnel.unwrap();
+    let t = ev.packet.unwrap().tunnel.unwrap();
     assert_eq!(
         (t.vni, t.outer_dst.to_string()),
         (Some(0x102), "198.18.0.2".into())
     );
-    assert_eq!(ev.dst, Some("fd00::2".parse().unwrap()));
+    assert_eq!(ev.flow.dst, Some("fd00::2".parse().unwrap()));
     let raw = run(&ebpf, &mut ring, &gre(77, &inner4)).unwrap();
     assert_eq!(
-        event::decode(&raw, "n", 0, &mut Names).tunnel.unwrap().vni,
+        event::decode(&raw, "n", 0, &mut Names)
+            .packet
+            .unwrap()
+            .tunnel
+            .unwrap()
+            .vni,
         Some(77)
     );
 }
@@ -557,7 +578,7 @@ fn enable_pcapng_records(ebpf: &mut Ebpf, ring: &mut RingBuf<MapData>, frame: &[
 
 /// Installs `filter` as the kernel's capture filter and turns it on in `CONFIG`.
 fn enable_capture_filter(ebpf: &mut Ebpf, filter: &tracer::capture::PacketFilter) {
-    tracer::tracer::install_capture_filter(ebpf, &filter.instructions())
+    tracer::node::kernel::install_capture_filter(ebpf, &filter.instructions())
         .expect("the translated filter loads");
     let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
     let on = Config {

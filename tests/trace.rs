@@ -5,10 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use integration_tests::{netpath, sh, skip_unless_root, unique, wait_reachable, NetNsGuard};
 use serde_json::Value;
-use tracer::{
-    lab::{self, Family, LabOptions, Outcome},
-    trace::family_number,
-};
+use tracer::lab::{self, Family, LabOptions, Outcome};
 
 /// One trace at a time: each loads the kernel programs, and a 2-core machine shared with other
 /// tests would otherwise blur the time-to-verdict figures.
@@ -105,7 +102,7 @@ fn scenario(scenario: &str, dropped_verdict: &str, dropped_cause: &str) {
         let (code, report) = trace(&[&from, &to, "--state", &state_dir]);
         let mut all_delivered = true;
         for e in exps {
-            let fam = family_number(e.family);
+            let fam = e.family.number();
             let v = verdict(&report, fam);
             let ctx = format!("{scenario}: {from} -> {to} IPv{fam}: {v:#}");
             match e.expect {
@@ -242,7 +239,7 @@ fn seed_004_vcluster_flip_is_the_wrong_family() {
     let web = state.service("web").unwrap();
     let now = Family::of(&web.cluster_ips[0]);
     let (_, r) = trace(&["pod-a", "svc/web", "--state", &lab.state_arg()]);
-    assert_eq!(verdict(&r, family_number(now))["verdict"], "delivered");
+    assert_eq!(verdict(&r, now.number())["verdict"], "delivered");
     let gone = if now == Family::Ipv4 { 6 } else { 4 };
     let v = verdict(&r, gone);
     assert_eq!(

@@ -239,9 +239,9 @@ pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
 /// plus classic clsact filters (`tc filter show`).
 pub fn tc_programs(netns: &str, ifname: &str) -> usize {
     use aya::programs::{SchedClassifier, TcAttachType};
-    let ns = tracer::netns::by_name(netns).expect("netns");
+    let ns = tracer::node::netns::by_name(netns).expect("netns");
     let dev = ifname.to_string();
-    let tcx = tracer::netns::run_in(&ns, move || {
+    let tcx = tracer::node::netns::run_in(&ns, move || {
         [TcAttachType::Ingress, TcAttachType::Egress]
             .into_iter()
             .map(|ty| {

@@ -1,5 +1,5 @@
 //! The live capture path: kernel ring-buffer records straight to the [`CaptureSink`], without
-//! decoding them into [`crate::event::Event`]s. Per packet it reads a few header fields from the
+//! decoding them into model events. Per packet it reads a few header fields from the
 //! record in place, runs the compiled filter on the frame bytes and encodes one pcapng block;
 //! names are looked up once per (namespace inode, ifindex) and cached with their pcapng
 //! interface id. (Packets the kernel wrote as pcapng itself, `tracer_common::pcapng_record`,
@@ -9,7 +9,7 @@ use std::{collections::HashMap, io::Write, mem::offset_of};
 use tracer_common::{dir, flags, kind, RawEvent, SNAP_LEN};
 
 use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo};
-use crate::event::Namer;
+use crate::node::decode::Namer;
 
 /// The fields of one ring-buffer record that capture needs, read in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

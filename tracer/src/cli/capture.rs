@@ -21,9 +21,12 @@ use tracer::{
         KernelHint, PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions,
         FILTER_HELP, PUBLISH_EVERY,
     },
-    names::LiveNamer,
-    netns,
-    tracer::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
+    node::{
+        kernel::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
+        names::LiveNamer,
+        netns,
+        resolve::LocalResolver,
+    },
 };
 use tracer_common::{
     pcapng_record, AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN,
@@ -586,8 +589,8 @@ fn read_file(args: &CaptureArgs, path: &str, filter: Option<PacketFilter>) -> Re
 
 /// The namespace a `--pod` lives in, through the same resolver `trace` uses.
 fn pod_netns(spec: &str) -> Result<String> {
-    let resolver = tracer::resolve::LocalResolver::load(&tracer::lab::LabOptions::default())?;
-    let ep = tracer::resolve::Resolver::resolve(&resolver, spec)?;
+    let resolver = LocalResolver::load(&tracer::lab::LabOptions::default())?;
+    let ep = resolver.lookup(spec)?;
     ep.netns.ok_or_else(|| {
         anyhow::anyhow!(
             "--pod {spec}: {} is not in a network namespace here",

@@ -1,6 +1,7 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
 pub mod capture;
 pub mod filter;
+pub mod render;
 pub mod trace;
 pub mod watch;
 

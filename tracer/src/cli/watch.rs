@@ -3,7 +3,8 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use tracer::tracer::{DeviceSelector, NodeTracer, StreamItem, TracerSpec};
+use netpath_core::world::StreamItem;
+use tracer::node::kernel::{DeviceSelector, NodeTracer, TracerSpec};
 
 use super::filter::FilterArgs;
 
@@ -130,7 +131,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
                     if args.json {
                         line.push_str(&serde_json::to_string(&ev)?);
                     } else {
-                        let _ = ev.write_line(&mut line);
+                        let _ = super::render::event_line(&ev, &mut line);
                     }
                     line.push('\n');
                     let written = out.write_all(line.as_bytes())

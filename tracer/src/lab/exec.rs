@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{topology::Plan, LabError};
-use crate::netns;
+use crate::node::netns;
 
 /// Runs `tool [-n NS] [-force] -batch -` with `lines` on stdin.
 fn batch(tool: &str, ns: Option<&str>, force: bool, lines: &[String]) -> Result<(), LabError> {

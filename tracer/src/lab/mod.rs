@@ -64,7 +64,7 @@ pub enum LabError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] crate::node::netns::NetnsError),
 }
 
 /// Where the lab keeps its state and how it names its namespaces.
@@ -162,7 +162,7 @@ pub fn apply(opts: &LabOptions, plan: &Plan) -> Result<UpReport, LabError> {
         .state
         .namespaces
         .iter()
-        .find(|n| crate::netns::by_name(n).is_ok())
+        .find(|n| crate::node::netns::by_name(n).is_ok())
     {
         return Err(LabError::NamespaceExists(taken.clone()));
     }
@@ -203,7 +203,7 @@ pub fn status(opts: &LabOptions) -> Result<Option<LabStatus>, LabError> {
         let missing = state
             .namespaces
             .iter()
-            .filter(|n| crate::netns::by_name(n).is_err())
+            .filter(|n| crate::node::netns::by_name(n).is_err())
             .cloned()
             .collect();
         LabStatus { state, missing }

@@ -199,7 +199,7 @@ impl KernelBtf {
     /// Names of kernel functions in BTF matching a glob (at most `limit`).
     pub fn functions_matching(&self, pattern: &glob::Pattern, limit: usize) -> Vec<String> {
         let mut out = Vec::new();
-        for name in crate::names::Kallsyms::load().names() {
+        for name in super::ksyms::Kallsyms::load().names() {
             if out.len() >= limit {
                 break;
             }

@@ -1,10 +1,131 @@
-//! The human report of `netpath trace`: both families side by side, then each path hop by hop
-//! with the drop point and the cause highlighted.
-use std::fmt::Write;
+//! What people read: `watch`'s one line per event, and `trace`'s report (both families side by
+//! side, then each path hop by hop with the drop point and the cause highlighted).
+use std::{fmt::Write, net::IpAddr};
 
-use crate::event::{Direction, EventKind};
+use netpath_core::model::{Direction, Event, EventKind, FamilyReport, Hop, TraceReport, Verdict};
 
-use super::{family_name, path::Hop, FamilyReport, TraceReport, Verdict};
+/// One event as one human-readable line (`watch`), written into `out` without an allocation
+/// per field: `watch` reuses one buffer.
+pub fn event_line(e: &Event, out: &mut impl Write) -> std::fmt::Result {
+    let secs = e.ts_ns / 1_000_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let micros = (e.ts_ns % 1_000_000_000) / 1000;
+    let dir = match e.dir {
+        Direction::Ingress => "in ",
+        Direction::Egress => "out",
+        Direction::None => "   ",
+    };
+    let kind = match e.kind {
+        EventKind::Drop => "DROP",
+        EventKind::Hop => "hop ",
+        EventKind::Route => "route",
+        EventKind::Neigh => "neigh",
+        EventKind::Lost => "lost",
+    };
+    let dev = if e.ifname.is_empty() {
+        "-"
+    } else {
+        e.ifname.as_str()
+    };
+    write!(
+        out,
+        "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
+        e.hook.as_str(),
+        e.netns
+    )?;
+    struct Addr(Option<IpAddr>, Option<u16>);
+    impl std::fmt::Display for Addr {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match (self.0, self.1) {
+                (Some(IpAddr::V6(a)), Some(p)) => write!(f, "[{a}]:{p}"),
+                (Some(a), Some(p)) => write!(f, "{a}:{p}"),
+                (Some(a), None) => write!(f, "{a}"),
+                (None, _) => f.write_str("?"),
+            }
+        }
+    }
+    let flow = &e.flow;
+    let src = Addr(flow.src, flow.sport);
+    let dst = Addr(flow.dst, flow.dport);
+    let family = flow.family.map(|f| f.number()).unwrap_or(0);
+    let proto = flow.proto.as_str();
+    if let Some(r) = &e.route {
+        write!(
+            out,
+            "IPv{family} {src} > {dst} {proto} table {} {}",
+            r.table, r.kind
+        )?;
+        if let Some(gw) = &r.gw {
+            write!(out, " via {gw}")?;
+        }
+        if let Some(oif) = &r.oif {
+            write!(out, " dev {oif}")?;
+        }
+        if let Some(err) = &r.error {
+            write!(out, " err {err}")?;
+        }
+        return Ok(());
+    }
+    if let Some(n) = &e.neigh {
+        write!(
+            out,
+            "IPv{family} neighbour {} {} -> {}",
+            n.addr,
+            n.old_state.as_deref().unwrap_or("?"),
+            n.state
+        )?;
+        if let Some(ll) = &n.lladdr {
+            write!(out, " lladdr {ll}")?;
+        }
+        return Ok(());
+    }
+    let packet = e.packet.as_ref();
+    if flow.family.is_none() {
+        write!(
+            out,
+            "ethertype 0x{:04x}",
+            packet.map(|p| p.ident.ethertype).unwrap_or(0)
+        )?;
+    } else {
+        write!(out, "IPv{family} {src} > {dst} {proto}")?;
+    }
+    if let Some(icmp) = packet.and_then(|p| p.icmp.as_deref()) {
+        write!(out, " {icmp}")?;
+    }
+    if let Some(p) = packet {
+        write!(out, " len {}", p.len)?;
+        if let Some(t) = &p.tunnel {
+            write!(
+                out,
+                " via {} {} > {}",
+                t.kind.as_str(),
+                t.outer_src,
+                t.outer_dst
+            )?;
+            if let Some(vni) = t.vni {
+                write!(out, " vni {vni}")?;
+            }
+        }
+    }
+    if let Some(d) = &e.drop {
+        write!(out, " reason {}", d.reason)?;
+        if let Some(l) = &d.location {
+            write!(out, " at {l}")?;
+        }
+    }
+    if let Some(p) = packet {
+        write!(out, " pkt {}", p.pkt_id.get(..8).unwrap_or(&p.pkt_id))?;
+    }
+    Ok(())
+}
+
+/// [`event_line`] as a new string.
+#[cfg(test)]
+fn event_text(e: &Event) -> String {
+    let mut line = String::with_capacity(160);
+    let _ = event_line(e, &mut line);
+    line
+}
 
 /// ANSI styling, off when not writing to a terminal or when NO_COLOR is set.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +207,7 @@ fn hop_line(i: usize, h: &Hop, style: Style) -> String {
         let _ = write!(
             line,
             " [{}{} {} -> {}]",
-            t.kind,
+            t.kind.as_str(),
             t.vni.map(|v| format!(" vni {v}")).unwrap_or_default(),
             t.outer_src,
             t.outer_dst
@@ -163,7 +284,7 @@ pub fn render(r: &TraceReport, style: Style) -> String {
         let _ = write!(
             out,
             "{}",
-            style.paint("1", &format!("{:<width$}", family_name(v.family)))
+            style.paint("1", &format!("{:<width$}", v.family.name()))
         );
     }
     out.push('\n');
@@ -185,7 +306,7 @@ pub fn render(r: &TraceReport, style: Style) -> String {
         let _ = writeln!(
             out,
             "{} {}: {}",
-            style.paint("1", family_name(v.family)),
+            style.paint("1", v.family.name()),
             style.verdict(v.verdict),
             v.summary
         );
@@ -214,10 +335,9 @@ pub fn render(r: &TraceReport, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        lab::Family,
-        resolve::{Endpoint, EndpointKind},
-        trace::{Cause, Where},
+    use netpath_core::model::{
+        Cause, DropSection, Endpoint, EndpointKind, Family, FlowKey, Hook, NeighEvent, PacketIdent,
+        PacketSection, Proto, RouteLookup, RouteType, Where,
     };
 
     fn endpoint(name: &str) -> Endpoint {
@@ -262,5 +382,96 @@ mod tests {
         assert!(!text.contains('\x1b'));
         assert!(render(&report, Style { color: true }).contains("\x1b[1;31mdropped"));
         assert_eq!(report.exit_code(), 1);
+    }
+
+    fn event(kind: EventKind, hook: Hook) -> Event {
+        Event {
+            kind,
+            ts_ns: 1_000,
+            node: "n".into(),
+            netns: "ns7".into(),
+            netns_inode: 7,
+            ifname: "if2".into(),
+            ifindex: 2,
+            dir: Direction::None,
+            hook,
+            flow: FlowKey::NONE,
+            packet: None,
+            drop: None,
+            route: None,
+            neigh: None,
+        }
+    }
+
+    #[test]
+    fn event_lines_say_what_each_kind_of_event_is() {
+        let mut drop = event(EventKind::Drop, Hook::KfreeSkb);
+        drop.flow = FlowKey {
+            family: Some(Family::Ipv6),
+            src: Some("fd00::1".parse().unwrap()),
+            dst: Some("fd00::2".parse().unwrap()),
+            proto: Proto::Icmp6,
+            sport: None,
+            dport: None,
+        };
+        drop.packet = Some(PacketSection {
+            icmp: Some("echo-request".into()),
+            len: 62,
+            pkt_id: "0123456789abcdef".into(),
+            tunnel: None,
+            skb: "1".into(),
+            ident: PacketIdent::default(),
+        });
+        drop.drop = Some(DropSection {
+            reason: "NO_SOCKET".into(),
+            location: Some("fn+0x42".into()),
+        });
+        let line = event_text(&drop);
+        assert!(line.contains("reason NO_SOCKET"), "{line}");
+        assert!(
+            line.contains("DROP kfree_skb") && line.contains("pkt 01234567"),
+            "{line}"
+        );
+
+        let mut route = event(EventKind::Route, Hook::Fib6Lookup);
+        route.flow = FlowKey {
+            family: Some(Family::Ipv6),
+            src: Some("fd00::1".parse().unwrap()),
+            dst: Some("fd00:9::1".parse().unwrap()),
+            proto: Proto::Udp,
+            sport: Some(1000),
+            dport: Some(53),
+        };
+        route.route = Some(RouteLookup {
+            table: 254,
+            kind: RouteType::Unicast,
+            err: 0,
+            error: None,
+            gw: Some("fd00::fe".parse().unwrap()),
+            oif: Some("eth0".into()),
+            oif_index: Some(3),
+            no_route: false,
+            flow_oif: 0,
+            iif: 1,
+        });
+        let line = event_text(&route);
+        assert!(
+            line.contains("table 254 unicast via fd00::fe dev eth0"),
+            "{line}"
+        );
+
+        let mut neigh = event(EventKind::Neigh, Hook::NeighTimerHandler);
+        neigh.flow.family = Some(Family::Ipv4);
+        neigh.neigh = Some(NeighEvent {
+            addr: "10.1.0.9".parse().unwrap(),
+            state: "FAILED".into(),
+            old_state: Some("INCOMPLETE".into()),
+            lladdr: None,
+        });
+        let line = event_text(&neigh);
+        assert!(
+            line.contains("neighbour 10.1.0.9 INCOMPLETE -> FAILED"),
+            "{line}"
+        );
     }
 }

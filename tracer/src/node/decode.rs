@@ -1,12 +1,14 @@
-//! The typed event stream: what one node's kernel saw, decoded from ring-buffer bytes by pure
-//! functions, then named (namespaces, devices, drop reasons, kernel symbols) by a [`Namer`].
+//! Kernel records -> model events: pure functions over the ring buffer's bytes, plus the names
+//! a [`Namer`] gives (namespaces, devices, drop reasons, kernel symbols).
 //!
-//! The JSON form of [`Event`] is a public interface (`netpath watch --json`); see
+//! The JSON form of the events is a public interface (`netpath watch --json`); see
 //! docs/events.md.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bytes::Bytes;
-use serde::Serialize;
+use netpath_core::model::{
+    Direction, DropSection, Event, EventKind, Family, FlowKey, Hook, NeighEvent, PacketIdent,
+    PacketSection, Proto, RouteLookup, RouteType, Tunnel, TunnelKind,
+};
 use tracer_common::{
     dir, flags, hook, kind, nud,
     parse::{self, tunnel, Flow, Parsed},
@@ -19,135 +21,20 @@ pub enum DecodeError {
     Size { got: usize, want: usize },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Hop,
-    Drop,
-    Route,
-    Neigh,
-    Lost,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Ingress,
-    Egress,
-    None,
-}
-
-/// Where in the kernel the event was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Hook {
-    TcIngress,
-    TcEgress,
-    KfreeSkb,
-    NetDevQueue,
-    NetifReceiveSkb,
-    #[serde(rename = "fib_table_lookup")]
-    FibLookup,
-    #[serde(rename = "fib6_table_lookup")]
-    Fib6Lookup,
-    NeighUpdate,
-    NeighTimerHandler,
-    Unknown,
-}
-
-impl Hook {
-    fn from_raw(v: u8) -> Self {
-        match v {
-            hook::TC_INGRESS => Hook::TcIngress,
-            hook::TC_EGRESS => Hook::TcEgress,
-            hook::KFREE_SKB => Hook::KfreeSkb,
-            hook::NET_DEV_QUEUE => Hook::NetDevQueue,
-            hook::NETIF_RECEIVE => Hook::NetifReceiveSkb,
-            hook::FIB_LOOKUP => Hook::FibLookup,
-            hook::FIB6_LOOKUP => Hook::Fib6Lookup,
-            hook::NEIGH_UPDATE => Hook::NeighUpdate,
-            hook::NEIGH_TIMER => Hook::NeighTimerHandler,
-            _ => Hook::Unknown,
-        }
+/// The model's hook for a kernel hook number.
+pub fn hook_of(v: u8) -> Hook {
+    match v {
+        hook::TC_INGRESS => Hook::TcIngress,
+        hook::TC_EGRESS => Hook::TcEgress,
+        hook::KFREE_SKB => Hook::KfreeSkb,
+        hook::NET_DEV_QUEUE => Hook::NetDevQueue,
+        hook::NETIF_RECEIVE => Hook::NetifReceiveSkb,
+        hook::FIB_LOOKUP => Hook::FibLookup,
+        hook::FIB6_LOOKUP => Hook::Fib6Lookup,
+        hook::NEIGH_UPDATE => Hook::NeighUpdate,
+        hook::NEIGH_TIMER => Hook::NeighTimerHandler,
+        _ => Hook::Unknown,
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::TcIngress => "tc_ingress",
-            Hook::TcEgress => "tc_egress",
-            Hook::KfreeSkb => "kfree_skb",
-            Hook::NetDevQueue => "net_dev_queue",
-            Hook::NetifReceiveSkb => "netif_receive_skb",
-            Hook::FibLookup => "fib_table_lookup",
-            Hook::Fib6Lookup => "fib6_table_lookup",
-            Hook::NeighUpdate => "neigh_update",
-            Hook::NeighTimerHandler => "neigh_timer_handler",
-            Hook::Unknown => "unknown",
-        }
-    }
-}
-
-/// Encapsulation seen around the packet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Tunnel {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// VXLAN/Geneve VNI or GRE key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vni: Option<u32>,
-    pub outer_src: IpAddr,
-    pub outer_dst: IpAddr,
-}
-
-/// The result of one routing-table lookup (`kind: "route"`). The flow key is on the event
-/// (`src`, `dst`, `family`, `proto`, `sport`, `dport`, `netns`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RouteLookup {
-    /// Routing table id (254 main, 255 local, ...).
-    pub table: u32,
-    /// Route type: `unicast`, `local`, `broadcast`, `multicast`, `blackhole`, `unreachable`,
-    /// `prohibit`, `throw`, ...; `none` when no route matched in this table (IPv4).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// 0, or the negative errno of the result (-101 ENETUNREACH, -22 EINVAL for blackhole...).
-    pub err: i32,
-    /// Name of `err` (`ENETUNREACH`), or null.
-    pub error: Option<String>,
-    /// Gateway of the chosen nexthop, or null (directly connected, or a failed lookup).
-    pub gw: Option<IpAddr>,
-    /// Output device name and index of a successful lookup, or null.
-    pub oif: Option<String>,
-    pub oif_index: Option<u32>,
-    /// No route matched in this table (IPv4: -EAGAIN without a nexthop; IPv6: the kernel's
-    /// null entry). The lookup may go on in the next table of the rules.
-    pub no_route: bool,
-    /// Flow key interfaces: the requested output device (0 = any) and the input device
-    /// (1 = loopback: a locally generated packet).
-    pub flow_oif: u32,
-    pub iif: u32,
-}
-
-impl RouteLookup {
-    /// Did this lookup fail: an error, or a route that discards (blackhole, unreachable,
-    /// prohibit)?
-    pub fn is_failure(&self) -> bool {
-        self.err != 0
-            || self.error.is_some()
-            || matches!(self.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
-    }
-}
-
-/// A neighbour (ARP / NDP) entry that failed to resolve (`kind: "neigh"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NeighEvent {
-    pub addr: IpAddr,
-    /// `FAILED`, ...
-    pub state: String,
-    /// State before: `INCOMPLETE` (never answered), `PROBE` (stopped answering), ...; null
-    /// when unknown.
-    pub old_state: Option<String>,
-    /// Link-layer address the kernel last held, or null.
-    pub lladdr: Option<String>,
 }
 
 /// Kernel errno names for the values routing and probing produce.
@@ -170,24 +57,6 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
         524 => "ENOTSUPP",
         _ => return None,
     })
-}
-
-/// RTN_* route type names.
-pub fn route_type_name(rtype: u8) -> &'static str {
-    match rtype {
-        1 => "unicast",
-        2 => "local",
-        3 => "broadcast",
-        4 => "anycast",
-        5 => "multicast",
-        6 => "blackhole",
-        7 => "unreachable",
-        8 => "prohibit",
-        9 => "throw",
-        10 => "nat",
-        11 => "xresolve",
-        _ => "unspec",
-    }
 }
 
 /// The error a route type gives (the kernel's fib_props / fib6_prop table).
@@ -235,21 +104,21 @@ pub fn route_lookup(rr: &RouteRaw) -> RouteLookup {
     let (kind, err) = if rr.family == 6 {
         if rr.no_route == 1 {
             // The kernel's ip6_null_entry: RTN_UNREACHABLE, and the packet gets ENETUNREACH.
-            (route_type_name(rr.rtype), -101)
+            (RouteType::from_rtn(rr.rtype), -101)
         } else {
-            (route_type_name(rr.rtype), route_type_error(rr.rtype))
+            (RouteType::from_rtn(rr.rtype), route_type_error(rr.rtype))
         }
     } else if rr.rtype != 0 {
-        (route_type_name(rr.rtype), rr.err)
+        (RouteType::from_rtn(rr.rtype), rr.err)
     } else {
         // IPv4 without a nexthop: the kernel passes only the error; the type follows from it.
         let kind = match rr.err {
-            0 => "unicast",
-            -22 => "blackhole",
-            -113 => "unreachable",
-            -13 => "prohibit",
-            _ if rr.no_route == 1 => "none",
-            _ => "unspec",
+            0 => RouteType::Unicast,
+            -22 => RouteType::Blackhole,
+            -113 => RouteType::Unreachable,
+            -13 => RouteType::Prohibit,
+            _ if rr.no_route == 1 => RouteType::None,
+            _ => RouteType::Unspec,
         };
         (kind, rr.err)
     };
@@ -262,7 +131,7 @@ pub fn route_lookup(rr: &RouteRaw) -> RouteLookup {
     .filter(|_| ok);
     RouteLookup {
         table: rr.table,
-        kind: kind.to_string(),
+        kind,
         err,
         error: (err != 0).then(|| {
             errno_name(err)
@@ -276,62 +145,6 @@ pub fn route_lookup(rr: &RouteRaw) -> RouteLookup {
         flow_oif: rr.flow_oif,
         iif: rr.flow_iif,
     }
-}
-
-/// One decoded kernel event.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub kind: EventKind,
-    /// Wall-clock time, ns since the UNIX epoch (kernel monotonic time + boot offset).
-    pub ts_ns: u64,
-    /// Node the event came from (the stream's node name).
-    pub node: String,
-    /// Network namespace name (`ip netns` name, `root`, `pid:N`, or `netns:INODE`).
-    pub netns: String,
-    pub netns_inode: u32,
-    pub ifname: String,
-    pub ifindex: u32,
-    pub dir: Direction,
-    pub hook: Hook,
-    /// 4 or 6 (innermost packet); 0 for non-IP.
-    pub family: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<IpAddr>,
-    pub proto: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dport: Option<u16>,
-    /// ICMP/ICMPv6 type name (echo-request, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp: Option<String>,
-    /// skb length in bytes.
-    pub len: u32,
-    /// Identity of the packet across hops, namespaces, tunnels and DNAT (see docs/events.md).
-    pub pkt_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<Tunnel>,
-    /// Drop reason name from the running kernel (drops).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Kernel function and offset where the packet was dropped (drops).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// Route events: the lookup's result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<RouteLookup>,
-    /// Neighbour events.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub neigh: Option<NeighEvent>,
-    /// Kernel skb address: links events about the same buffer on one node.
-    pub skb: String,
-    /// Packet bytes from the Ethernet header (synthesised when the stack had none).
-    #[serde(skip)]
-    pub data: Bytes,
-    #[serde(skip)]
-    pub parsed: Parsed,
 }
 
 /// Gives names to the numbers in kernel events. Implemented over the live system by
@@ -373,32 +186,17 @@ fn addr(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
     }
 }
 
-pub fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        parse::IPPROTO_TCP => "tcp",
-        parse::IPPROTO_UDP => "udp",
-        parse::IPPROTO_ICMP => "icmp",
-        parse::IPPROTO_ICMPV6 => "icmp6",
-        parse::IPPROTO_SCTP => "sctp",
-        parse::IPPROTO_GRE => "gre",
-        parse::IPPROTO_IPIP => "ipip",
-        parse::IPPROTO_IPV6 => "ipv6",
-        0 => "none",
-        _ => "other",
-    }
-}
-
-fn tunnel_name(t: u8) -> &'static str {
-    match t {
-        tunnel::VXLAN => "vxlan",
-        tunnel::GENEVE => "geneve",
-        tunnel::GRE => "gre",
-        tunnel::IPIP => "ipip",
-        tunnel::IP6IN4 => "sit",
-        tunnel::IP4IN6 => "ip4ip6",
-        tunnel::IP6IN6 => "ip6ip6",
-        _ => "none",
-    }
+fn tunnel_kind(t: u8) -> Option<TunnelKind> {
+    Some(match t {
+        tunnel::VXLAN => TunnelKind::Vxlan,
+        tunnel::GENEVE => TunnelKind::Geneve,
+        tunnel::GRE => TunnelKind::Gre,
+        tunnel::IPIP => TunnelKind::Ipip,
+        tunnel::IP6IN4 => TunnelKind::Sit,
+        tunnel::IP4IN6 => TunnelKind::Ip4ip6,
+        tunnel::IP6IN6 => TunnelKind::Ip6ip6,
+        _ => return None,
+    })
 }
 
 fn icmp_name(f: &Flow) -> Option<String> {
@@ -454,17 +252,22 @@ pub fn packet_id(p: &Parsed) -> u64 {
 
 /// Puts an Ethernet header in front of data that starts at the network header, so every
 /// packet a consumer sees is an Ethernet frame.
-fn ethernet_frame(raw: &RawEvent) -> Bytes {
+fn ethernet_frame(raw: &RawEvent) -> std::borrow::Cow<'_, [u8]> {
     let len = (raw.data_len as usize).min(raw.data.len());
     let data = &raw.data[..len];
     if raw.flags & flags::DATA_FROM_MAC != 0 {
-        return Bytes::copy_from_slice(data);
+        return std::borrow::Cow::Borrowed(data);
     }
     let mut v = Vec::with_capacity(14 + len);
     v.extend_from_slice(&[0; 12]);
     v.extend_from_slice(&raw.protocol.to_be_bytes());
     v.extend_from_slice(data);
-    Bytes::from(v)
+    std::borrow::Cow::Owned(v)
+}
+
+/// The parser's view of a packet record's bytes (what the kernel parsed in place, redone).
+pub fn parse_raw(raw: &RawEvent, extra_vxlan_port: u16) -> Parsed {
+    parse::parse(&ethernet_frame(raw), true, raw.protocol, extra_vxlan_port)
 }
 
 /// Decodes one raw event into an [`Event`]. Pure apart from the names `namer` gives.
@@ -473,38 +276,29 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
         kind::ROUTE | kind::NEIGH => return decode_meta(raw, node, namer),
         _ => {}
     }
-    let data = ethernet_frame(raw);
-    let parsed = parse::parse(&data, true, raw.protocol, extra_vxlan_port);
+    let parsed = parse_raw(raw, extra_vxlan_port);
     let f = *parsed.innermost();
-    let has_tunnel = parsed.tunnel != tunnel::NONE;
-    let tunnel = if has_tunnel {
-        match (
-            addr(parsed.outer.family, &parsed.outer.src),
-            addr(parsed.outer.family, &parsed.outer.dst),
-        ) {
-            (Some(outer_src), Some(outer_dst)) => Some(Tunnel {
-                kind: tunnel_name(parsed.tunnel),
-                vni: matches!(parsed.tunnel, tunnel::VXLAN | tunnel::GENEVE | tunnel::GRE)
-                    .then_some(parsed.vni),
-                outer_src,
-                outer_dst,
-            }),
-            _ => None,
-        }
-    } else {
-        None
-    };
+    let tunnel = tunnel_kind(parsed.tunnel).and_then(|kind| {
+        Some(Tunnel {
+            kind,
+            vni: matches!(
+                kind,
+                TunnelKind::Vxlan | TunnelKind::Geneve | TunnelKind::Gre
+            )
+            .then_some(parsed.vni),
+            outer_src: addr(parsed.outer.family, &parsed.outer.src)?,
+            outer_dst: addr(parsed.outer.family, &parsed.outer.dst)?,
+        })
+    });
     let ports = matches!(
         f.proto,
         parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP
     ) && f.fragment == 0;
-    let kind = match raw.kind {
-        kind::DROP => EventKind::Drop,
-        kind::ROUTE => EventKind::Route,
-        kind::NEIGH => EventKind::Neigh,
-        _ => EventKind::Hop,
+    let kind = if raw.kind == kind::DROP {
+        EventKind::Drop
+    } else {
+        EventKind::Hop
     };
-    let is_drop = kind == EventKind::Drop;
     Event {
         kind,
         ts_ns: raw.ts_ns.wrapping_add(namer.boot_offset_ns()),
@@ -522,24 +316,36 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
             dir::EGRESS => Direction::Egress,
             _ => Direction::None,
         },
-        hook: Hook::from_raw(raw.hook),
-        family: f.family,
-        src: addr(f.family, &f.src),
-        dst: addr(f.family, &f.dst),
-        proto: proto_name(f.proto),
-        sport: ports.then_some(f.sport),
-        dport: ports.then_some(f.dport),
-        icmp: icmp_name(&f),
-        len: raw.skb_len,
-        pkt_id: format!("{:016x}", packet_id(&parsed)),
-        tunnel,
-        reason: is_drop.then(|| namer.drop_reason(raw.reason)),
-        location: (is_drop && raw.location != 0).then(|| namer.symbol(raw.location)),
+        hook: hook_of(raw.hook),
+        flow: FlowKey {
+            family: Family::from_number(f.family),
+            src: addr(f.family, &f.src),
+            dst: addr(f.family, &f.dst),
+            proto: Proto::from_number(f.proto),
+            sport: ports.then_some(f.sport),
+            dport: ports.then_some(f.dport),
+        },
+        packet: Some(PacketSection {
+            icmp: icmp_name(&f),
+            len: raw.skb_len,
+            pkt_id: format!("{:016x}", packet_id(&parsed)),
+            tunnel,
+            skb: format!("{:x}", raw.skb),
+            ident: PacketIdent {
+                ttl: f.ttl,
+                ip_id: f.ip_id,
+                l4_ident: f.l4_ident,
+                icmp_type: f.icmp_type,
+                tcp_flags: f.tcp_flags,
+                ethertype: parsed.ethertype,
+            },
+        }),
+        drop: (kind == EventKind::Drop).then(|| DropSection {
+            reason: namer.drop_reason(raw.reason),
+            location: (raw.location != 0).then(|| namer.symbol(raw.location)),
+        }),
         route: None,
         neigh: None,
-        skb: format!("{:x}", raw.skb),
-        data,
-        parsed,
     }
 }
 
@@ -583,10 +389,6 @@ fn decode_meta(raw: &RawEvent, node: &str, namer: &mut dyn Namer) -> Event {
         None if raw.ifindex == 0 => (String::new(), 0),
         None => (namer.ifname(raw.netns, raw.ifindex), raw.ifindex),
     };
-    let parsed = Parsed {
-        outer: flow,
-        ..Parsed::default()
-    };
     Event {
         kind,
         ts_ns: raw.ts_ns.wrapping_add(namer.boot_offset_ns()),
@@ -596,131 +398,21 @@ fn decode_meta(raw: &RawEvent, node: &str, namer: &mut dyn Namer) -> Event {
         ifname,
         ifindex,
         dir: Direction::None,
-        hook: Hook::from_raw(raw.hook),
-        family: flow.family,
-        src: (kind == EventKind::Route)
-            .then(|| addr(flow.family, &flow.src))
-            .flatten(),
-        dst: addr(flow.family, &flow.dst),
-        proto: proto_name(flow.proto),
-        sport: ports.then_some(flow.sport),
-        dport: ports.then_some(flow.dport),
-        icmp: None,
-        len: 0,
-        pkt_id: format!("{:016x}", 0),
-        tunnel: None,
-        reason: None,
-        location: None,
+        hook: hook_of(raw.hook),
+        flow: FlowKey {
+            family: Family::from_number(flow.family),
+            src: (kind == EventKind::Route)
+                .then(|| addr(flow.family, &flow.src))
+                .flatten(),
+            dst: addr(flow.family, &flow.dst),
+            proto: Proto::from_number(flow.proto),
+            sport: ports.then_some(flow.sport),
+            dport: ports.then_some(flow.dport),
+        },
+        packet: None,
+        drop: None,
         route,
         neigh,
-        skb: String::new(),
-        data: Bytes::new(),
-        parsed,
-    }
-}
-
-impl Event {
-    /// One human-readable line.
-    pub fn line(&self) -> String {
-        let mut line = String::with_capacity(160);
-        let _ = self.write_line(&mut line);
-        line
-    }
-
-    /// [`Event::line`] written into `out` (no allocation per field: `watch` reuses one buffer).
-    pub fn write_line(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
-        let secs = self.ts_ns / 1_000_000_000;
-        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-        let micros = (self.ts_ns % 1_000_000_000) / 1000;
-        let dir = match self.dir {
-            Direction::Ingress => "in ",
-            Direction::Egress => "out",
-            Direction::None => "   ",
-        };
-        let kind = match self.kind {
-            EventKind::Drop => "DROP",
-            EventKind::Hop => "hop ",
-            EventKind::Route => "route",
-            EventKind::Neigh => "neigh",
-            EventKind::Lost => "lost",
-        };
-        let dev = if self.ifname.is_empty() {
-            "-"
-        } else {
-            self.ifname.as_str()
-        };
-        write!(
-            out,
-            "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
-            self.hook.as_str(),
-            self.netns
-        )?;
-        struct Endpoint<'a>(&'a Option<IpAddr>, Option<u16>);
-        impl std::fmt::Display for Endpoint<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match (self.0, self.1) {
-                    (Some(IpAddr::V6(a)), Some(p)) => write!(f, "[{a}]:{p}"),
-                    (Some(a), Some(p)) => write!(f, "{a}:{p}"),
-                    (Some(a), None) => write!(f, "{a}"),
-                    (None, _) => f.write_str("?"),
-                }
-            }
-        }
-        let src = Endpoint(&self.src, self.sport);
-        let dst = Endpoint(&self.dst, self.dport);
-        if let Some(r) = &self.route {
-            write!(
-                out,
-                "IPv{} {src} > {dst} {} table {} {}",
-                self.family, self.proto, r.table, r.kind
-            )?;
-            if let Some(gw) = &r.gw {
-                write!(out, " via {gw}")?;
-            }
-            if let Some(oif) = &r.oif {
-                write!(out, " dev {oif}")?;
-            }
-            if let Some(e) = &r.error {
-                write!(out, " err {e}")?;
-            }
-            return Ok(());
-        }
-        if let Some(n) = &self.neigh {
-            write!(
-                out,
-                "IPv{} neighbour {} {} -> {}",
-                self.family,
-                n.addr,
-                n.old_state.as_deref().unwrap_or("?"),
-                n.state
-            )?;
-            if let Some(ll) = &n.lladdr {
-                write!(out, " lladdr {ll}")?;
-            }
-            return Ok(());
-        }
-        if self.family == 0 {
-            write!(out, "ethertype 0x{:04x}", self.parsed.ethertype)?;
-        } else {
-            write!(out, "IPv{} {src} > {dst} {}", self.family, self.proto)?;
-        }
-        if let Some(icmp) = &self.icmp {
-            write!(out, " {icmp}")?;
-        }
-        write!(out, " len {}", self.len)?;
-        if let Some(t) = &self.tunnel {
-            write!(out, " via {} {} > {}", t.kind, t.outer_src, t.outer_dst)?;
-            if let Some(vni) = t.vni {
-                write!(out, " vni {vni}")?;
-            }
-        }
-        if let Some(r) = &self.reason {
-            write!(out, " reason {r}")?;
-        }
-        if let Some(l) = &self.location {
-            write!(out, " at {l}")?;
-        }
-        write!(out, " pkt {}", self.pkt_id.get(..8).unwrap_or(&self.pkt_id))
     }
 }
 
@@ -785,11 +477,14 @@ mod tests {
         let raw = raw_with(&icmp6_echo(3), true, 0x86dd);
         let ev = decode(&raw, "node-1", 0, &mut FixedNames);
         assert_eq!(ev.kind, EventKind::Hop);
-        assert_eq!(ev.family, 6);
-        assert_eq!(ev.src, Some("fd00::1".parse().unwrap()));
-        assert_eq!(ev.dst, Some("fd00::2".parse().unwrap()));
-        assert_eq!(ev.proto, "icmp6");
-        assert_eq!(ev.icmp.as_deref(), Some("echo-request"));
+        assert_eq!(ev.flow.family, Some(Family::Ipv6));
+        assert_eq!(ev.flow.src, Some("fd00::1".parse().unwrap()));
+        assert_eq!(ev.flow.dst, Some("fd00::2".parse().unwrap()));
+        assert_eq!(ev.flow.proto.as_str(), "icmp6");
+        assert_eq!(
+            ev.packet.as_ref().unwrap().icmp.as_deref(),
+            Some("echo-request")
+        );
         assert_eq!(ev.netns, "ns7");
         assert_eq!(ev.ifname, "if2");
         assert_eq!(ev.dir, Direction::Egress);
@@ -822,8 +517,8 @@ mod tests {
         let frame = icmp6_echo(1);
         let raw = raw_with(&frame[14..], false, 0x86dd);
         let ev = decode(&raw, "n", 0, &mut FixedNames);
-        assert_eq!(&ev.data[12..14], &[0x86, 0xdd]);
-        assert_eq!(ev.family, 6);
+        assert_eq!(&ethernet_frame(&raw)[12..14], &[0x86, 0xdd]);
+        assert_eq!(ev.flow.family, Some(Family::Ipv6));
     }
 
     #[test]
@@ -834,9 +529,8 @@ mod tests {
         raw.reason = 5;
         raw.location = 0xffff_ffff_8100_0042;
         let ev = decode(&raw, "n", 0, &mut FixedNames);
-        assert_eq!(ev.reason.as_deref(), Some("NO_SOCKET"));
-        assert_eq!(ev.location.as_deref(), Some("fn+0x42"));
-        assert!(ev.line().contains("reason NO_SOCKET"), "{}", ev.line());
+        assert_eq!(ev.reason(), Some("NO_SOCKET"));
+        assert_eq!(ev.location(), Some("fn+0x42"));
     }
 
     fn route_raw(family: u8) -> RawEvent {
@@ -882,10 +576,15 @@ mod tests {
         let ev = decode(&raw, "n", 0, &mut FixedNames);
         assert_eq!(ev.kind, EventKind::Route);
         assert_eq!(
-            (ev.family, ev.proto, ev.sport, ev.dport),
-            (6, "udp", Some(1000), Some(53))
+            (
+                ev.flow.family.map(Family::number),
+                ev.flow.proto.as_str(),
+                ev.flow.sport,
+                ev.flow.dport
+            ),
+            (Some(6), "udp", Some(1000), Some(53))
         );
-        assert_eq!(ev.dst, Some("fd00:9::1".parse().unwrap()));
+        assert_eq!(ev.flow.dst, Some("fd00:9::1".parse().unwrap()));
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(
             json["route"],
@@ -897,12 +596,6 @@ mod tests {
         assert_eq!(json["hook"], "fib6_table_lookup");
         assert_eq!(ev.ifname, "eth0");
         assert!(!ev.route.as_ref().unwrap().is_failure());
-        assert!(
-            ev.line()
-                .contains("table 254 unicast via fd00::fe dev eth0"),
-            "{}",
-            ev.line()
-        );
 
         // IPv6 null entry: no route.
         rr.no_route = 1;
@@ -937,7 +630,7 @@ mod tests {
         v4.no_route = 0;
         v4.rtype = 2;
         let r = route_lookup(&v4);
-        assert_eq!(r.kind, "local");
+        assert_eq!(r.kind, RouteType::Local);
         assert!(!r.is_failure());
     }
 
@@ -969,12 +662,6 @@ mod tests {
         );
         assert_eq!(json["dst"], "10.1.0.9");
         assert_eq!(json["ifname"], "if2");
-        assert!(
-            ev.line()
-                .contains("neighbour 10.1.0.9 INCOMPLETE -> FAILED"),
-            "{}",
-            ev.line()
-        );
     }
 
     #[test]

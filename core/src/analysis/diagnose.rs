@@ -4,20 +4,15 @@
 //! kernel reason and function, where it was last seen, what came back) and at what the
 //! [`Inspector`] answers about the namespace involved (route lookup, sysctls, addresses,
 //! nftables rules). Nothing depends on the lab: a fault built by hand gets the same cause.
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
+use super::path::{self, ProbeMatch};
 use crate::{
-    event::{Direction, Event},
-    lab::Family,
-    resolve::{Endpoint, EndpointKind},
-};
-
-use super::{
-    family_name, family_number,
-    inspect::{prefix_contains, Inspector},
-    path::{self, Hop, PacketPath, ProbeMatch},
-    probe::{ProbeKind, ProbeOutcome, Reply},
-    Cause, FamilyReport, Verdict, Where,
+    model::{
+        prefix_contains, Cause, Direction, Endpoint, EndpointKind, Event, Family, FamilyReport,
+        Hop, PacketPath, Place, ProbeKind, ProbeOutcome, Reply, Verdict, Where,
+    },
+    world::Inspector,
 };
 
 /// Everything known about one family's probe.
@@ -37,13 +32,6 @@ pub struct FamilyTrace<'a> {
     pub dst_node_addr: Option<IpAddr>,
 }
 
-fn other(f: Family) -> Family {
-    match f {
-        Family::Ipv4 => Family::Ipv6,
-        Family::Ipv6 => Family::Ipv4,
-    }
-}
-
 fn list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
     items
         .into_iter()
@@ -52,23 +40,15 @@ fn list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
         .join(", ")
 }
 
-fn backends_of(ep: &Endpoint, f: Family) -> Vec<SocketAddr> {
-    ep.backends
-        .iter()
-        .filter(|b| Family::of(&b.ip()) == f)
-        .copied()
-        .collect()
-}
-
 /// The verdict for a family that cannot be probed because a side has no address of it.
 /// `None` when both sides have one.
-pub fn unprobed(
+pub async fn unprobed(
     family: Family,
     from: &Endpoint,
     to: &Endpoint,
     inspect: &dyn Inspector,
 ) -> Option<FamilyReport> {
-    let fam = family_name(family_number(family));
+    let fam = family.name();
     let lacks = |ep: &Endpoint| ep.addr(family).is_none();
     let report = |verdict, cause, summary: String, hint: String| {
         let mut r = FamilyReport::new(family, verdict, summary);
@@ -76,52 +56,14 @@ pub fn unprobed(
         r.hint = Some(hint);
         r
     };
-    let missing_address = |ep: &Endpoint| {
-        let disabled = match (&ep.netns, family) {
-            (Some(ns), Family::Ipv6) => inspect.ipv6_disabled_devices(ns),
-            _ => Vec::new(),
-        };
-        let mut r = if disabled.is_empty() {
-            report(
-                Verdict::NoAddress,
-                Cause::NoPodAddress,
-                format!("{} has no {fam} address", ep.name),
-                format!(
-                    "check the CNI's {fam} IPAM for {} and that the container runtime has {fam} enabled",
-                    ep.name
-                ),
-            )
-        } else {
-            report(
-                Verdict::NoAddress,
-                Cause::Ipv6Disabled,
-                format!(
-                    "{} has no IPv6 address: IPv6 is disabled on {}",
-                    ep.name,
-                    list(&disabled)
-                ),
-                format!(
-                    "sysctl -w net.ipv6.conf.{}.disable_ipv6=0 in {}",
-                    disabled[0],
-                    ep.netns.as_deref().unwrap_or("root")
-                ),
-            )
-        };
-        r.at = ep.netns.as_ref().map(|ns| Where {
-            node: ep.node.clone().unwrap_or_default(),
-            netns: ns.clone(),
-            ..Default::default()
-        });
-        r
-    };
     if lacks(from) {
-        return Some(missing_address(from));
+        return Some(missing_address(family, from, inspect).await);
     }
     if !lacks(to) {
         return None;
     }
     if to.kind != EndpointKind::Service {
-        return Some(missing_address(to));
+        return Some(missing_address(family, to, inspect).await);
     }
     // A Service without a ClusterIP of this family.
     let ips = list(to.addrs());
@@ -138,7 +80,7 @@ pub fn unprobed(
                 "{} has no {fam} ClusterIP ({ips} only) while its endpoints are {} ({}): Service and \
                  endpoints are of different families",
                 to.name,
-                family_name(family_number(Family::of(&to.backends[0].ip()))),
+                Family::of(&to.backends[0].ip()).name(),
                 list(&to.backends)
             ),
             service_family_hint(&to.name),
@@ -151,14 +93,56 @@ pub fn unprobed(
             "{} has no {fam} ClusterIP: it is {} only ({ips}); a client holding an {fam} address for it \
              uses the wrong family",
             to.name,
-            family_name(family_number(other(family)))
+            family.other().name()
         ),
         format!(
             "use {}'s {} address, or make the Service dual-stack (ipFamilyPolicy: PreferDualStack)",
             to.name,
-            family_name(family_number(other(family)))
+            family.other().name()
         ),
     ))
+}
+
+/// A pod or node without an address of `family`: IPv6 disabled on its devices, or none given.
+async fn missing_address(family: Family, ep: &Endpoint, inspect: &dyn Inspector) -> FamilyReport {
+    let fam = family.name();
+    let disabled = match (ep.place(), family) {
+        (Some(at), Family::Ipv6) => inspect.ipv6_disabled_devices(&at).await,
+        _ => Vec::new(),
+    };
+    let (cause, summary, hint) = if disabled.is_empty() {
+        (
+            Cause::NoPodAddress,
+            format!("{} has no {fam} address", ep.name),
+            format!(
+                "check the CNI's {fam} IPAM for {} and that the container runtime has {fam} enabled",
+                ep.name
+            ),
+        )
+    } else {
+        (
+            Cause::Ipv6Disabled,
+            format!(
+                "{} has no IPv6 address: IPv6 is disabled on {}",
+                ep.name,
+                list(&disabled)
+            ),
+            format!(
+                "sysctl -w net.ipv6.conf.{}.disable_ipv6=0 in {}",
+                disabled[0],
+                ep.netns.as_deref().unwrap_or("root")
+            ),
+        )
+    };
+    let mut r = FamilyReport::new(family, Verdict::NoAddress, summary);
+    r.cause = Some(cause);
+    r.hint = Some(hint);
+    r.at = ep.netns.as_ref().map(|ns| Where {
+        node: ep.node.clone().unwrap_or_default(),
+        netns: ns.clone(),
+        ..Default::default()
+    });
+    r
 }
 
 fn service_family_hint(name: &str) -> String {
@@ -191,6 +175,10 @@ fn first_real_drop(p: &PacketPath) -> Option<&Hop> {
     p.drops().find(|h| !is_socket_level(h))
 }
 
+fn place_of(h: &Hop) -> Place {
+    Place::new(h.node.clone(), h.netns.clone())
+}
+
 fn where_of(h: &Hop) -> Where {
     Where {
         node: h.node.clone(),
@@ -201,14 +189,18 @@ fn where_of(h: &Hop) -> Where {
 }
 
 /// Rebuilds both directions and decides.
-pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -> FamilyReport {
+pub async fn analyze(
+    t: &FamilyTrace<'_>,
+    events: &[Event],
+    inspect: &dyn Inspector,
+) -> FamilyReport {
     let request = path::rebuild(events, |e| t.matcher.is_request(e));
     let reply = path::rebuild(events, |e| t.matcher.is_reply(e));
-    let fam = family_name(family_number(t.family));
+    let fam = t.family.name();
     let mut r = FamilyReport::new(t.family, Verdict::Delivered, String::new());
     r.src = Some(t.src);
     r.dst = Some(t.dst);
-    r.probe = Some(t.kind.describe(family_number(t.family)));
+    r.probe = Some(t.kind.describe(t.family));
     r.reply = t.outcome.reply.clone();
     r.rtt_us = t.outcome.rtt_us;
     // Socket-layer discards of a delivered packet are not part of the network path.
@@ -225,6 +217,7 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
         .cloned()
         .collect();
     let src_ns = t.from.netns.clone().unwrap_or_else(|| "root".into());
+    let src_place = Place::new(t.from.node.clone().unwrap_or_default(), src_ns.clone());
 
     if let Some(err) = &t.outcome.send_error {
         r.verdict = Verdict::Dropped;
@@ -235,7 +228,7 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
         });
         let (cause, summary, hint) = match err.as_str() {
             "ENETUNREACH" | "EHOSTUNREACH" => {
-                if let Some(route) = inspect.route_get(&src_ns, t.dst, None, None) {
+                if let Some(route) = inspect.route_get(&src_place, t.dst, None, None).await {
                     r.evidence.push(route.describe());
                 }
                 (
@@ -306,7 +299,7 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
         } else {
             &reply
         };
-        let d = explain_drop(t, drop, p, inspect);
+        let d = explain_drop(t, drop, p, inspect).await;
         r.cause = Some(d.cause);
         r.summary = format!(
             "{direction} was dropped on {} ({}{}) by {} [{}]: {}",
@@ -386,13 +379,16 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
             r.hint = Some(format!(
                 "check that {} answers {} (firewall in the destination, listener)",
                 t.to.name,
-                t.kind.describe(family_number(t.family))
+                t.kind.describe(t.family)
             ));
         }
         Some(last) if last.dir != Direction::Egress => {
             // Last seen arriving in a namespace and never leaving it: stuck on its way out.
             r.at = Some(where_of(last));
-            let route = inspect.route_get(&last.netns, last.dst.unwrap_or(t.dst), None, None);
+            let last_place = place_of(last);
+            let route = inspect
+                .route_get(&last_place, last.dst.unwrap_or(t.dst), None, None)
+                .await;
             let next = route.as_ref().filter(|r| r.error.is_none()).map(|r| {
                 (
                     r.gateway.unwrap_or(last.dst.unwrap_or(t.dst)),
@@ -402,9 +398,10 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
             if let Some(r0) = &route {
                 r.evidence.push(r0.describe());
             }
-            let state = next
-                .as_ref()
-                .and_then(|(nh, _)| inspect.neighbour_state(&last.netns, *nh));
+            let state = match &next {
+                Some((nh, _)) => inspect.neighbour_state(&last_place, *nh).await,
+                None => None,
+            };
             match (next, state) {
                 (Some((nh, dev)), Some(state))
                     if state.contains("INCOMPLETE") || state.contains("FAILED") =>
@@ -425,7 +422,7 @@ pub fn analyze(t: &FamilyTrace<'_>, events: &[Event], inspect: &dyn Inspector) -
                          never answered {} (neighbour {state})",
                         display_node(&last.node),
                         last.netns,
-                        if t.family == Family::Ipv6 { "NDP" } else { "ARP" }
+                        t.family.neighbour_protocol()
                     );
                     r.hint = Some(format!(
                         "check that {nh} is up and on the link of {dev} (ip -n {} neigh show)",
@@ -486,11 +483,11 @@ fn stale_service(t: &FamilyTrace<'_>, r: &mut FamilyReport) {
     if r.verdict == Verdict::Delivered {
         return;
     }
-    let fam = family_name(family_number(t.family));
+    let fam = t.family.name();
     let now_families: Vec<&str> = stale
         .cluster_ips
         .iter()
-        .map(|ip| family_name(family_number(Family::of(ip))))
+        .map(|ip| Family::of(ip).name())
         .collect();
     r.cause = Some(Cause::WrongFamily);
     r.summary = format!(
@@ -530,7 +527,7 @@ const NO_ROUTE_FUNCTIONS: &[&str] = &[
     "ip_forward",
 ];
 
-fn explain_drop(
+async fn explain_drop(
     t: &FamilyTrace<'_>,
     drop: &Hop,
     p: &PacketPath,
@@ -540,8 +537,8 @@ fn explain_drop(
     let func = drop.function().unwrap_or_default();
     let ns = drop.netns.as_str();
     let dev = drop.ifname.as_str();
-    let fam_no = family_number(t.family);
-    let fam = family_name(fam_no);
+    let at = place_of(drop);
+    let fam = t.family.name();
     // The destination as the dropping namespace saw it (after DNAT).
     let dst = drop.dst.unwrap_or(t.dst);
     let src = drop.src.unwrap_or(t.src);
@@ -555,8 +552,8 @@ fn explain_drop(
 
     if reason == "NETFILTER_DROP" || func.starts_with("nft_") || func == "ipt_do_table" {
         if t.to.kind == EndpointKind::Service && p.hops.iter().all(|h| h.nat.is_none()) {
-            let ours = backends_of(t.to, t.family);
-            let theirs = backends_of(t.to, other(t.family));
+            let ours = t.to.backends_of(t.family);
+            let theirs = t.to.backends_of(t.family.other());
             if ours.is_empty() && !theirs.is_empty() {
                 return explain(
                     Cause::ServiceFamilyMismatch,
@@ -565,7 +562,7 @@ fn explain_drop(
                          translate it and the Service rule rejects it",
                         t.to.name,
                         t.dst,
-                        family_name(family_number(other(t.family))),
+                        t.family.other().name(),
                         list(&theirs)
                     ),
                     service_family_hint(&t.to.name),
@@ -584,7 +581,7 @@ fn explain_drop(
                 );
             }
         }
-        let rules = inspect.nft_drop_rules(ns);
+        let rules = inspect.nft_drop_rules(&at).await;
         let relevant: Vec<&String> = rules
             .iter()
             .filter(|r| r.contains(&dst.to_string()) || r.contains(&src.to_string()))
@@ -623,7 +620,7 @@ fn explain_drop(
         );
     }
     if reason.starts_with("NEIGH_") || func.starts_with("neigh_") || func == "__neigh_event_send" {
-        let nh = inspect.route_get(ns, dst, None, None);
+        let nh = inspect.route_get(&at, dst, None, None).await;
         if let Some(r) = &nh {
             evidence.push(r.describe());
         }
@@ -632,7 +629,7 @@ fn explain_drop(
             Cause::NeighborFailed,
             format!(
                 "no {} answer for the next hop {next} on {}: the neighbour never resolved",
-                if fam_no == 6 { "NDP" } else { "ARP" },
+                t.family.neighbour_protocol(),
                 nh.as_ref()
                     .and_then(|r| r.dev.clone())
                     .unwrap_or_else(|| dev.to_string())
@@ -642,9 +639,12 @@ fn explain_drop(
         );
     }
     if reason == "PKT_TOO_BIG" || func.contains("frag") || func == "ip6_pkt_too_big" {
-        let out = inspect.route_get(ns, dst, None, None);
+        let out = inspect.route_get(&at, dst, None, None).await;
         let dev_out = out.as_ref().and_then(|r| r.dev.clone());
-        let mtu = dev_out.as_deref().and_then(|d| inspect.mtu(ns, d));
+        let mtu = match dev_out.as_deref() {
+            Some(d) => inspect.mtu(&at, d).await,
+            None => None,
+        };
         if let (Some(d), Some(m)) = (&dev_out, mtu) {
             evidence.push(format!("mtu of {d} in {ns}: {m}"));
         }
@@ -667,12 +667,12 @@ fn explain_drop(
         "IP_INNOROUTES" | "IP_OUTNOROUTES" | "IP_INADDRERRORS" | "IPV6_NOROUTE"
     );
     if no_route_reason || (reason == "NOT_SPECIFIED" && NO_ROUTE_FUNCTIONS.contains(&func)) {
-        let holds_dst = inspect.addresses(ns).iter().any(|a| a.addr == dst);
+        let holds_dst = inspect.addresses(&at).await.iter().any(|a| a.addr == dst);
         if !holds_dst
-            && inspect.forwarding(ns, fam_no) == Some(false)
+            && inspect.forwarding(&at, t.family).await == Some(false)
             && drop.dir != Direction::Egress
         {
-            let key = if fam_no == 6 {
+            let key = if t.family == Family::Ipv6 {
                 "net.ipv6.conf.all.forwarding"
             } else {
                 "net.ipv4.ip_forward"
@@ -691,27 +691,22 @@ fn explain_drop(
             evidence.push(format!("kernel route lookup in {ns} for {dst}: {text}"));
         }
         let iif = (!dev.is_empty()).then_some(dev);
-        let route = inspect.route_get(ns, dst, iif.map(|_| src), iif);
+        let route = inspect.route_get(&at, dst, iif.map(|_| src), iif).await;
         if let Some(r) = &route {
             evidence.push(r.describe());
         }
         let kernel_discard = kernel_route
             .and_then(|h| h.route.as_ref())
-            .is_some_and(|r| {
-                !r.no_route && matches!(r.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
-            });
+            .is_some_and(|r| !r.no_route && r.kind.discards());
         let specific_failure =
             kernel_discard || route.as_ref().is_some_and(|r| r.is_discard_route());
         if specific_failure {
             let kind = route
                 .as_ref()
                 .filter(|r| r.is_discard_route())
-                .map(|r| r.kind.clone())
-                .or_else(|| {
-                    kernel_route
-                        .and_then(|h| h.route.as_ref())
-                        .map(|r| r.kind.clone())
-                })
+                .map(|r| r.kind)
+                .or_else(|| kernel_route.and_then(|h| h.route.as_ref()).map(|r| r.kind))
+                .map(|k| k.to_string())
                 .unwrap_or_default();
             let prefix = route
                 .as_ref()
@@ -737,7 +732,7 @@ fn explain_drop(
                 );
             }
         }
-        if let Some(onlink) = not_on_link(t, drop, inspect, &mut evidence) {
+        if let Some(onlink) = not_on_link(t, drop, inspect, &mut evidence).await {
             return explain(Cause::NotOnLink, onlink.0, onlink.1, evidence);
         }
         return explain(
@@ -761,7 +756,7 @@ fn explain_drop(
 /// gateway, and that gateway reaches the destination node on the very link the packet came in
 /// on: the peer was on-link all along, but the source node's prefix does not cover it, so no
 /// direct route to the peer's pods exists. Returns (sentence, hint).
-fn not_on_link(
+async fn not_on_link(
     t: &FamilyTrace<'_>,
     drop: &Hop,
     inspect: &dyn Inspector,
@@ -772,15 +767,16 @@ fn not_on_link(
     if drop.netns == src_node_ns || drop.ifname.is_empty() {
         return None;
     }
-    let from_src = inspect.route_get(src_node_ns, peer, None, None)?;
+    let src_node = Place::new(t.from.node.clone().unwrap_or_default(), src_node_ns);
+    let from_src = inspect.route_get(&src_node, peer, None, None).await?;
     let gateway = from_src.gateway?;
-    let at_gw = inspect.route_get(&drop.netns, peer, None, None)?;
+    let at_gw = inspect.route_get(&place_of(drop), peer, None, None).await?;
     if at_gw.gateway.is_some() || at_gw.dev.as_deref() != Some(drop.ifname.as_str()) {
         return None;
     }
     evidence.push(from_src.describe());
     evidence.push(at_gw.describe());
-    let own = inspect.addresses(src_node_ns).into_iter().find(|a| {
+    let own = inspect.addresses(&src_node).await.into_iter().find(|a| {
         Some(a.dev.as_str()) == from_src.dev.as_deref() && Family::of(&a.addr) == t.family
     });
     let prefix = own
@@ -810,12 +806,10 @@ fn not_on_link(
 mod tests {
     use super::*;
     use crate::{
-        event::EventKind,
-        trace::{
-            inspect::{IfAddr, RouteAnswer},
-            path::tests::{drop_event, echo_event},
-        },
+        analysis::path::tests::{drop_event, echo_event},
+        model::{DropSection, EventKind, IfAddr, RouteAnswer, RouteType},
     };
+    use async_trait::async_trait;
     use std::collections::HashMap;
 
     #[derive(Default)]
@@ -828,36 +822,38 @@ mod tests {
         neigh: HashMap<(String, String), String>,
     }
 
+    /// Fixed answers, keyed by namespace name (the node is not needed to tell them apart).
+    #[async_trait]
     impl Inspector for Answers {
-        fn route_get(
+        async fn route_get(
             &self,
-            netns: &str,
+            at: &Place,
             dst: IpAddr,
             _src: Option<IpAddr>,
             _iif: Option<&str>,
         ) -> Option<RouteAnswer> {
             self.routes
-                .get(&(netns.to_string(), dst.to_string()))
+                .get(&(at.netns.clone(), dst.to_string()))
                 .cloned()
         }
-        fn forwarding(&self, netns: &str, _family: u8) -> Option<bool> {
-            self.forwarding.get(netns).copied()
+        async fn forwarding(&self, at: &Place, _family: Family) -> Option<bool> {
+            self.forwarding.get(&at.netns).copied()
         }
-        fn ipv6_disabled_devices(&self, netns: &str) -> Vec<String> {
-            self.v6_off.get(netns).cloned().unwrap_or_default()
+        async fn ipv6_disabled_devices(&self, at: &Place) -> Vec<String> {
+            self.v6_off.get(&at.netns).cloned().unwrap_or_default()
         }
-        fn addresses(&self, netns: &str) -> Vec<IfAddr> {
-            self.addrs.get(netns).cloned().unwrap_or_default()
+        async fn addresses(&self, at: &Place) -> Vec<IfAddr> {
+            self.addrs.get(&at.netns).cloned().unwrap_or_default()
         }
-        fn nft_drop_rules(&self, netns: &str) -> Vec<String> {
-            self.nft.get(netns).cloned().unwrap_or_default()
+        async fn nft_drop_rules(&self, at: &Place) -> Vec<String> {
+            self.nft.get(&at.netns).cloned().unwrap_or_default()
         }
-        fn mtu(&self, _netns: &str, _dev: &str) -> Option<u32> {
+        async fn mtu(&self, _at: &Place, _dev: &str) -> Option<u32> {
             None
         }
-        fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String> {
+        async fn neighbour_state(&self, at: &Place, addr: IpAddr) -> Option<String> {
             self.neigh
-                .get(&(netns.to_string(), addr.to_string()))
+                .get(&(at.netns.clone(), addr.to_string()))
                 .cloned()
         }
     }
@@ -866,7 +862,7 @@ mod tests {
         RouteAnswer {
             netns: ns.into(),
             dst: dst.into(),
-            kind: kind.into(),
+            kind: RouteType::from_name(kind).unwrap(),
             gateway: gw.map(|g| g.parse().unwrap()),
             dev: dev.map(str::to_string),
             error: None,
@@ -910,7 +906,7 @@ mod tests {
             dst: "10.244.2.2".parse().unwrap(),
             kind: ProbeKind::Icmp,
             matcher: ProbeMatch::Echo {
-                family: 4,
+                family: Family::Ipv4,
                 id: 7,
                 seq: 1,
             },
@@ -933,8 +929,10 @@ mod tests {
             pc,
         );
         drop.kind = EventKind::Drop;
-        drop.reason = Some(reason.into());
-        drop.location = Some(format!("{func}+0x94"));
+        drop.drop = Some(DropSection {
+            reason: reason.into(),
+            location: Some(format!("{func}+0x94")),
+        });
         vec![
             echo_event("node-1", "np-pod-a", "eth0", Direction::Egress, 10, 64, pc),
             echo_event("node-1", "np-node-1", "eth0", Direction::Egress, 20, 63, pc),
@@ -970,8 +968,8 @@ mod tests {
         )
     }
 
-    #[test]
-    fn no_route_at_a_gateway_that_hairpins_to_the_peer_is_not_on_link() {
+    #[tokio::test]
+    async fn no_route_at_a_gateway_that_hairpins_to_the_peer_is_not_on_link() {
         let (a, c) = pods();
         let t = trace(&a, &c);
         let mut ans = Answers::default();
@@ -997,7 +995,7 @@ mod tests {
                 prefix_len: 24,
             }],
         );
-        let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans);
+        let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans).await;
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::Dropped, Some(Cause::NotOnLink)),
@@ -1017,12 +1015,12 @@ mod tests {
                 Some("br1"),
             ),
         );
-        let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans);
+        let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans).await;
         assert_eq!(r.cause, Some(Cause::NoRoute));
     }
 
-    #[test]
-    fn forwarding_off_blackholes_and_firewalls_are_told_apart() {
+    #[tokio::test]
+    async fn forwarding_off_blackholes_and_firewalls_are_told_apart() {
         let (a, c) = pods();
         let t = trace(&a, &c);
         let mut ans = Answers::default();
@@ -1031,7 +1029,8 @@ mod tests {
             &t,
             &dropped_at_underlay("IP_INADDRERRORS", "ip_error"),
             &ans,
-        );
+        )
+        .await;
         assert_eq!(r.cause, Some(Cause::ForwardingDisabled));
         assert!(r.hint.unwrap().contains("ip_forward=1"));
 
@@ -1044,7 +1043,7 @@ mod tests {
         for e in &mut events {
             e.node = "node-2".into();
         }
-        let r = analyze(&t, &events, &ans);
+        let r = analyze(&t, &events, &ans).await;
         assert_eq!(r.cause, Some(Cause::NoPodRoute), "{r:#?}");
 
         let mut ans = Answers::default();
@@ -1056,7 +1055,8 @@ mod tests {
             &t,
             &dropped_at_underlay("NETFILTER_DROP", "nft_do_chain"),
             &ans,
-        );
+        )
+        .await;
         assert_eq!(r.cause, Some(Cause::NetfilterDrop));
         assert!(r.summary.contains("chain forward"), "{}", r.summary);
 
@@ -1068,14 +1068,14 @@ mod tests {
             ("PKT_TOO_BIG", "ip6_forward", Cause::Mtu),
             ("OTHERHOST", "ip_rcv_core", Cause::KernelDrop),
         ] {
-            let r = analyze(&t, &dropped_at_underlay(reason, func), &Answers::default());
+            let r = analyze(&t, &dropped_at_underlay(reason, func), &Answers::default()).await;
             assert_eq!(r.cause, Some(cause), "{reason} at {func}");
             assert_eq!(r.reason.as_deref(), Some(reason));
         }
     }
 
-    #[test]
-    fn answered_probes_are_delivered_and_socket_drops_are_not_failures() {
+    #[tokio::test]
+    async fn answered_probes_are_delivered_and_socket_drops_are_not_failures() {
         let (a, c) = pods();
         let mut t = trace(&a, &c);
         t.outcome.reply = Some(Reply::EchoReply);
@@ -1111,14 +1111,14 @@ mod tests {
             ),
             ping_rcv,
         ];
-        let r = analyze(&t, &events, &Answers::default());
+        let r = analyze(&t, &events, &Answers::default()).await;
         assert_eq!(r.verdict, Verdict::Delivered, "{r:#?}");
         assert!(r.summary.contains("0.25 ms"));
         assert_eq!(r.hops.len(), 2, "the socket-layer drop is not a hop");
     }
 
-    #[test]
-    fn silence_is_lost_in_transit_at_the_last_hop() {
+    #[tokio::test]
+    async fn silence_is_lost_in_transit_at_the_last_hop() {
         let (a, c) = pods();
         let t = trace(&a, &c);
         let events = vec![
@@ -1141,20 +1141,20 @@ mod tests {
                 "10.244.2.2",
             ),
         ];
-        let r = analyze(&t, &events, &Answers::default());
+        let r = analyze(&t, &events, &Answers::default()).await;
         assert_eq!(r.verdict, Verdict::LostInTransit);
         let at = r.at.unwrap();
         assert_eq!(
             (at.netns.as_str(), at.ifname.as_str()),
             ("np-node-1", "eth0")
         );
-        let r = analyze(&t, &[], &Answers::default());
+        let r = analyze(&t, &[], &Answers::default()).await;
         assert_eq!(r.verdict, Verdict::LostInTransit);
         assert!(r.at.is_none());
     }
 
-    #[test]
-    fn a_packet_stuck_behind_an_unanswered_neighbour_is_neighbor_failed() {
+    #[tokio::test]
+    async fn a_packet_stuck_behind_an_unanswered_neighbour_is_neighbor_failed() {
         let (a, c) = pods();
         let t = trace(&a, &c);
         let events = vec![
@@ -1186,7 +1186,7 @@ mod tests {
             ("np-node-2".into(), "10.244.2.2".into()),
             "INCOMPLETE".into(),
         );
-        let r = analyze(&t, &events, &ans);
+        let r = analyze(&t, &events, &ans).await;
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::Dropped, Some(Cause::NeighborFailed)),
@@ -1194,16 +1194,16 @@ mod tests {
         );
         assert_eq!(r.at.unwrap().ifname, "cni0");
         ans.neigh.clear();
-        let r = analyze(&t, &events, &ans);
+        let r = analyze(&t, &events, &ans).await;
         assert_eq!(r.verdict, Verdict::LostInTransit);
     }
 
-    #[test]
-    fn send_errors_are_drops_at_the_source() {
+    #[tokio::test]
+    async fn send_errors_are_drops_at_the_source() {
         let (a, c) = pods();
         let mut t = trace(&a, &c);
         t.outcome.send_error = Some("ENETUNREACH".into());
-        let r = analyze(&t, &[], &Answers::default());
+        let r = analyze(&t, &[], &Answers::default()).await;
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::Dropped, Some(Cause::NoRoute))
@@ -1211,8 +1211,8 @@ mod tests {
         assert_eq!(r.at.unwrap().netns, "np-pod-a");
     }
 
-    #[test]
-    fn families_a_side_lacks_are_explained_without_probing() {
+    #[tokio::test]
+    async fn families_a_side_lacks_are_explained_without_probing() {
         let (a, _) = pods();
         let c4 = ep(
             "pod-d",
@@ -1222,8 +1222,8 @@ mod tests {
             &["10.244.2.3"],
         );
         let ans = Answers::default();
-        assert!(unprobed(Family::Ipv4, &a, &c4, &ans).is_none());
-        let r = unprobed(Family::Ipv6, &a, &c4, &ans).unwrap();
+        assert!(unprobed(Family::Ipv4, &a, &c4, &ans).await.is_none());
+        let r = unprobed(Family::Ipv6, &a, &c4, &ans).await.unwrap();
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::NoAddress, Some(Cause::NoPodAddress))
@@ -1239,7 +1239,7 @@ mod tests {
             Some("node-1"),
             &["10.244.1.2", "fd00::2"],
         );
-        let r = unprobed(Family::Ipv6, &a6, &c4, &ans).unwrap();
+        let r = unprobed(Family::Ipv6, &a6, &c4, &ans).await.unwrap();
         assert_eq!(r.cause, Some(Cause::Ipv6Disabled));
 
         // k0s: IPv4 ClusterIP, IPv6 endpoint.
@@ -1251,7 +1251,9 @@ mod tests {
             &["10.96.0.1"],
         );
         k.backends = vec!["[fd00:198:18:1::10]:6443".parse().unwrap()];
-        let r = unprobed(Family::Ipv6, &a6, &k, &Answers::default()).unwrap();
+        let r = unprobed(Family::Ipv6, &a6, &k, &Answers::default())
+            .await
+            .unwrap();
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::WrongFamily, Some(Cause::ServiceFamilyMismatch))
@@ -1265,15 +1267,17 @@ mod tests {
             &["fd00:10:96::10"],
         );
         web.backends = vec!["[fd00:10:244:2::2]:8080".parse().unwrap()];
-        let r = unprobed(Family::Ipv4, &a6, &web, &Answers::default()).unwrap();
+        let r = unprobed(Family::Ipv4, &a6, &web, &Answers::default())
+            .await
+            .unwrap();
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::NoAddress, Some(Cause::WrongFamily))
         );
     }
 
-    #[test]
-    fn a_rejected_service_packet_is_a_family_mismatch_when_endpoints_are_the_other_family() {
+    #[tokio::test]
+    async fn a_rejected_service_packet_is_a_family_mismatch_when_endpoints_are_the_other_family() {
         let (a, _) = pods();
         let mut k = ep(
             "svc/kubernetes",
@@ -1309,7 +1313,7 @@ mod tests {
             ),
             drop,
         ];
-        let r = analyze(&t, &events, &Answers::default());
+        let r = analyze(&t, &events, &Answers::default()).await;
         assert_eq!(
             (r.verdict, r.cause),
             (Verdict::WrongFamily, Some(Cause::ServiceFamilyMismatch)),
@@ -1322,7 +1326,7 @@ mod tests {
             ..trace(&a, &k)
         };
         assert_eq!(
-            analyze(&t, &events, &Answers::default()).cause,
+            analyze(&t, &events, &Answers::default()).await.cause,
             Some(Cause::NoEndpoints)
         );
     }

@@ -4,90 +4,11 @@
 //! the diagnosis only sees the [`Inspector`] trait, so its rules are tested on fixed answers.
 use std::{net::IpAddr, process::Command};
 
-use serde::Serialize;
-
-/// What `ip route get` answered in one namespace (the kernel's own lookups are
-/// [`crate::event::RouteLookup`] events).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RouteAnswer {
-    pub netns: String,
-    pub dst: String,
-    /// `unicast`, `blackhole`, `unreachable`, `prohibit`, `local`, ... or `error`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dev: Option<String>,
-    /// The kernel's error when the lookup failed (`Network is unreachable`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The route that matched (`fd00:10:244:2::/64`), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-}
-
-impl RouteAnswer {
-    pub fn failed(&self) -> bool {
-        self.error.is_some()
-            || matches!(self.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
-    }
-
-    /// A route that exists and discards (blackhole, unreachable, prohibit), as opposed to no
-    /// route at all.
-    pub fn is_discard_route(&self) -> bool {
-        matches!(self.kind.as_str(), "blackhole" | "unreachable" | "prohibit")
-    }
-
-    pub fn describe(&self) -> String {
-        let matched = self
-            .prefix
-            .as_ref()
-            .map(|p| format!(" (matches {} {p})", self.kind))
-            .unwrap_or_default();
-        if let Some(e) = &self.error {
-            return format!("route get {} in {}: {e}{matched}", self.dst, self.netns);
-        }
-        let mut s = format!("route get {} in {}: {}", self.dst, self.netns, self.kind);
-        if let Some(g) = self.gateway {
-            s.push_str(&format!(" via {g}"));
-        }
-        if let Some(d) = &self.dev {
-            s.push_str(&format!(" dev {d}"));
-        }
-        s
-    }
-}
-
-/// An address configured on a device: `fd00:198:18:1::10/64 on eth0`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IfAddr {
-    pub dev: String,
-    pub addr: IpAddr,
-    pub prefix_len: u8,
-}
-
-pub trait Inspector {
-    /// `ip route get DST [from SRC] [iif DEV]` in `netns`.
-    fn route_get(
-        &self,
-        netns: &str,
-        dst: IpAddr,
-        src: Option<IpAddr>,
-        iif: Option<&str>,
-    ) -> Option<RouteAnswer>;
-    /// Forwarding enabled for `family` in `netns` (None: unknown).
-    fn forwarding(&self, netns: &str, family: u8) -> Option<bool>;
-    /// Devices of `netns` with IPv6 disabled.
-    fn ipv6_disabled_devices(&self, netns: &str) -> Vec<String>;
-    fn addresses(&self, netns: &str) -> Vec<IfAddr>;
-    /// nftables rules that drop or reject, as `table inet filter chain forward: <rule>`.
-    fn nft_drop_rules(&self, netns: &str) -> Vec<String>;
-    /// MTU of device `dev` in `netns`.
-    fn mtu(&self, netns: &str, dev: &str) -> Option<u32>;
-    /// Neighbour-table state of `addr` (`REACHABLE`, `INCOMPLETE`, `FAILED`, ...), if present.
-    fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String>;
-}
+use async_trait::async_trait;
+use netpath_core::{
+    model::{Family, IfAddr, Place, RouteAnswer, RouteType},
+    world::Inspector,
+};
 
 /// Asks the live kernel through iproute2, sysctl and nft in each namespace.
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,8 +27,8 @@ fn in_netns(netns: &str, argv: &[&str]) -> Option<std::process::Output> {
     cmd.output().ok()
 }
 
-impl Inspector for LiveInspector {
-    fn route_get(
+impl LiveInspector {
+    pub fn route_get_in(
         &self,
         netns: &str,
         dst: IpAddr,
@@ -129,12 +50,12 @@ impl Inspector for LiveInspector {
                 .to_string();
             if iif.is_some() && err.contains("No such device") {
                 // The device is gone: ask without the input side.
-                return self.route_get(netns, dst, None, None);
+                return self.route_get_in(netns, dst, None, None);
             }
             if iif.is_some() {
                 // Input-side lookups fail for reasons of their own (rp checks, forwarding):
                 // the output-side answer is what explains a missing route.
-                return self.route_get(netns, dst, None, None);
+                return self.route_get_in(netns, dst, None, None);
             }
             // The lookup hit a discard route (EINVAL: blackhole, EHOSTUNREACH: unreachable,
             // EACCES: prohibit) or nothing at all: say which route matched.
@@ -142,23 +63,24 @@ impl Inspector for LiveInspector {
             let matched = in_netns(netns, &["ip", fam, "-j", "route", "show", "match", &dst_s])
                 .and_then(|o| most_specific_route(&o.stdout));
             let (kind, prefix) = match matched {
-                Some((kind, prefix)) if kind != "unicast" => (kind, Some(prefix)),
-                _ => ("error".to_string(), None),
+                Some((kind, prefix)) if kind != RouteType::Unicast => (kind, Some(prefix)),
+                _ => (RouteType::Unspec, None),
             };
             return Some(RouteAnswer {
                 netns: netns.into(),
                 dst: dst_s,
                 kind,
+                gateway: None,
+                dev: None,
                 error: Some(err),
                 prefix,
-                ..Default::default()
             });
         }
         parse_route_get(netns, &dst_s, &out.stdout)
     }
 
-    fn forwarding(&self, netns: &str, family: u8) -> Option<bool> {
-        let key = if family == 6 {
+    pub fn forwarding_in(&self, netns: &str, family: Family) -> Option<bool> {
+        let key = if family == Family::Ipv6 {
             "net.ipv6.conf.all.forwarding"
         } else {
             "net.ipv4.ip_forward"
@@ -168,7 +90,7 @@ impl Inspector for LiveInspector {
         out.status.success().then(|| v != "0")
     }
 
-    fn ipv6_disabled_devices(&self, netns: &str) -> Vec<String> {
+    pub fn ipv6_disabled_devices_in(&self, netns: &str) -> Vec<String> {
         let Some(out) = in_netns(
             netns,
             &[
@@ -186,25 +108,25 @@ impl Inspector for LiveInspector {
             .collect()
     }
 
-    fn addresses(&self, netns: &str) -> Vec<IfAddr> {
+    pub fn addresses_in(&self, netns: &str) -> Vec<IfAddr> {
         in_netns(netns, &["ip", "-j", "addr", "show"])
             .map(|o| parse_addresses(&o.stdout))
             .unwrap_or_default()
     }
 
-    fn nft_drop_rules(&self, netns: &str) -> Vec<String> {
+    pub fn nft_drop_rules_in(&self, netns: &str) -> Vec<String> {
         in_netns(netns, &["nft", "list", "ruleset"])
             .map(|o| nft_drop_rules(&String::from_utf8_lossy(&o.stdout)))
             .unwrap_or_default()
     }
 
-    fn mtu(&self, netns: &str, dev: &str) -> Option<u32> {
+    pub fn mtu_in(&self, netns: &str, dev: &str) -> Option<u32> {
         let out = in_netns(netns, &["ip", "-j", "link", "show", "dev", dev])?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v.as_array()?.first()?["mtu"].as_u64().map(|m| m as u32)
     }
 
-    fn neighbour_state(&self, netns: &str, addr: IpAddr) -> Option<String> {
+    pub fn neighbour_state_in(&self, netns: &str, addr: IpAddr) -> Option<String> {
         let a = addr.to_string();
         let out = in_netns(netns, &["ip", "-j", "neigh", "show", "to", &a])?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -219,6 +141,53 @@ impl Inspector for LiveInspector {
     }
 }
 
+/// Runs a blocking question off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("inspector task panicked")
+}
+
+/// Every place it is asked about is a namespace of this machine (the node name is not
+/// needed: one kernel holds them all).
+#[async_trait]
+impl Inspector for LiveInspector {
+    async fn route_get(
+        &self,
+        at: &Place,
+        dst: IpAddr,
+        src: Option<IpAddr>,
+        iif: Option<&str>,
+    ) -> Option<RouteAnswer> {
+        let (ns, iif) = (at.netns.clone(), iif.map(str::to_string));
+        blocking(move || LiveInspector.route_get_in(&ns, dst, src, iif.as_deref())).await
+    }
+    async fn forwarding(&self, at: &Place, family: Family) -> Option<bool> {
+        let ns = at.netns.clone();
+        blocking(move || LiveInspector.forwarding_in(&ns, family)).await
+    }
+    async fn ipv6_disabled_devices(&self, at: &Place) -> Vec<String> {
+        let ns = at.netns.clone();
+        blocking(move || LiveInspector.ipv6_disabled_devices_in(&ns)).await
+    }
+    async fn addresses(&self, at: &Place) -> Vec<IfAddr> {
+        let ns = at.netns.clone();
+        blocking(move || LiveInspector.addresses_in(&ns)).await
+    }
+    async fn nft_drop_rules(&self, at: &Place) -> Vec<String> {
+        let ns = at.netns.clone();
+        blocking(move || LiveInspector.nft_drop_rules_in(&ns)).await
+    }
+    async fn mtu(&self, at: &Place, dev: &str) -> Option<u32> {
+        let (ns, dev) = (at.netns.clone(), dev.to_string());
+        blocking(move || LiveInspector.mtu_in(&ns, &dev)).await
+    }
+    async fn neighbour_state(&self, at: &Place, addr: IpAddr) -> Option<String> {
+        let ns = at.netns.clone();
+        blocking(move || LiveInspector.neighbour_state_in(&ns, addr)).await
+    }
+}
+
 /// `ip -j route get` output to a [`RouteAnswer`].
 pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteAnswer> {
     let v: serde_json::Value = serde_json::from_slice(json).ok()?;
@@ -226,7 +195,10 @@ pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteAnswe
     Some(RouteAnswer {
         netns: netns.into(),
         dst: dst.into(),
-        kind: r["type"].as_str().unwrap_or("unicast").to_string(),
+        kind: r["type"]
+            .as_str()
+            .and_then(RouteType::from_name)
+            .unwrap_or(RouteType::Unicast),
         gateway: r["gateway"].as_str().and_then(|g| g.parse().ok()),
         dev: r["dev"].as_str().map(str::to_string),
         error: None,
@@ -235,7 +207,7 @@ pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteAnswe
 }
 
 /// The longest-prefix entry of `ip -j route show match DST`: (type, prefix).
-pub fn most_specific_route(json: &[u8]) -> Option<(String, String)> {
+pub fn most_specific_route(json: &[u8]) -> Option<(RouteType, String)> {
     let v: serde_json::Value = serde_json::from_slice(json).ok()?;
     v.as_array()?
         .iter()
@@ -248,7 +220,10 @@ pub fn most_specific_route(json: &[u8]) -> Option<(String, String)> {
             };
             Some((
                 len,
-                r["type"].as_str().unwrap_or("unicast").to_string(),
+                r["type"]
+                    .as_str()
+                    .and_then(RouteType::from_name)
+                    .unwrap_or(RouteType::Unicast),
                 dst.to_string(),
             ))
         })
@@ -311,23 +286,6 @@ pub fn nft_drop_rules(ruleset: &str) -> Vec<String> {
     out
 }
 
-/// Does `net/len` contain `ip`?
-pub fn prefix_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - len.min(32) as u32).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - len.min(128) as u32)
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,11 +316,11 @@ mod tests {
         let m = br#"[{"type":"blackhole","dst":"fd00:10:244:2::/64","dev":"lo"},{"dst":"default","gateway":"fd00::1","dev":"eth0"}]"#;
         assert_eq!(
             most_specific_route(m),
-            Some(("blackhole".into(), "fd00:10:244:2::/64".into()))
+            Some((RouteType::Blackhole, "fd00:10:244:2::/64".into()))
         );
         assert_eq!(
             most_specific_route(br#"[{"dst":"default","dev":"eth0"}]"#),
-            Some(("unicast".into(), "default".into()))
+            Some((RouteType::Unicast, "default".into()))
         );
     }
 
@@ -387,22 +345,5 @@ mod tests {
                 "table ip nat chain out: tcp dport 443 reject with icmp port-unreachable",
             ]
         );
-    }
-
-    #[test]
-    fn prefixes_contain() {
-        let n: IpAddr = "fd00:198:18::".parse().unwrap();
-        assert!(prefix_contains(n, 59, "fd00:198:18:2::10".parse().unwrap()));
-        assert!(!prefix_contains(
-            "fd00:198:18:1::".parse().unwrap(),
-            64,
-            "fd00:198:18:2::10".parse().unwrap()
-        ));
-        assert!(prefix_contains(
-            "10.0.0.0".parse().unwrap(),
-            0,
-            "1.2.3.4".parse().unwrap()
-        ));
-        assert!(!prefix_contains(n, 64, "10.0.0.1".parse().unwrap()));
     }
 }

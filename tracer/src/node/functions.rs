@@ -9,7 +9,7 @@ use aya::{
     Btf, Ebpf,
 };
 
-use crate::{btf::KernelBtf, event::errno_name};
+use super::{btf::KernelBtf, decode::errno_name};
 
 /// Where the kernel says whether kprobes exist (the kprobe PMU).
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";

@@ -1,5 +1,5 @@
 //! One node's tracer: loads the kernel programs, attaches them, and turns the ring buffer into
-//! a typed [`EventStream`]. Everything it attaches is released when it is dropped (tcx and
+//! a typed [`KernelStream`]. Everything it attaches is released when it is dropped (tcx and
 //! tracepoint links close with their fds; clsact fallbacks are detached explicitly).
 use std::{
     collections::BTreeSet,
@@ -21,13 +21,16 @@ use aya::{
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 use tracer_common::{Config, FilterConfig};
 
-use crate::{
+use netpath_core::world::StreamItem;
+
+use super::{
     btf::{BtfError, DropReasons, KernelBtf},
-    capture::cbpf::{self, CbpfInsn},
-    event::{self, Event},
-    names::{Kallsyms, LiveNamer},
+    decode,
+    ksyms::Kallsyms,
+    names::LiveNamer,
     netns::{self, Netns, NetnsError},
 };
+use crate::capture::cbpf::{self, CbpfInsn};
 
 /// The kernel programs, built by build.rs (empty when the eBPF toolchain was missing).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -155,20 +158,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "node".into())
 }
 
-/// One item of a node's event stream.
-#[derive(Debug, Clone)]
-pub enum StreamItem {
-    Event(Box<Event>),
-    /// The kernel could not queue this many events (ring buffer full) since the last report.
-    Lost {
-        node: String,
-        count: u64,
-    },
-}
-
 /// A node's typed event stream. Local tracers and (later) remote agents produce the same thing,
 /// so path rebuilding and diagnosis never know where events come from.
-pub struct EventStream {
+pub struct KernelStream {
     pub node: String,
     source: Source,
     /// Items of the last batch not handed out yet.
@@ -181,9 +173,9 @@ enum Source {
     Batches(mpsc::Receiver<Vec<StreamItem>>),
 }
 
-impl EventStream {
+impl KernelStream {
     pub fn new(node: String, rx: mpsc::Receiver<StreamItem>) -> Self {
-        EventStream {
+        KernelStream {
             node,
             source: Source::Items(rx),
             pending: Default::default(),
@@ -192,7 +184,7 @@ impl EventStream {
 
     /// A stream fed with batches of items (one channel message per ring-buffer drain).
     pub fn batched(node: String, rx: mpsc::Receiver<Vec<StreamItem>>) -> Self {
-        EventStream {
+        KernelStream {
             node,
             source: Source::Batches(rx),
             pending: Default::default(),
@@ -274,7 +266,7 @@ pub struct NodeTracer {
     /// Hooks that could not run on this kernel, with why.
     pub unavailable: Vec<String>,
     /// What became of `--functions` (one line for the user), when it was asked for.
-    pub functions: Option<crate::probes::FunctionSupport>,
+    pub functions: Option<super::functions::FunctionSupport>,
     /// Where [`TracerSpec::capture_filter`] runs: `None` when there is none, `Ok` in the
     /// kernel, `Err(why not)` in userspace only.
     pub capture_filter_in_kernel: Option<Result<(), String>>,
@@ -288,7 +280,7 @@ pub fn is_root() -> bool {
 impl NodeTracer {
     /// Loads and attaches everything the spec asks for. Returns the tracer (keep it alive) and
     /// its event stream.
-    pub fn start(spec: TracerSpec) -> Result<(NodeTracer, EventStream), TracerError> {
+    pub fn start(spec: TracerSpec) -> Result<(NodeTracer, KernelStream), TracerError> {
         // Reading kallsyms overlaps with the verifier's work in start_raw.
         let kallsyms = std::thread::spawn(Kallsyms::load);
         let (mut tracer, raw) = Self::start_raw(spec)?;
@@ -309,11 +301,11 @@ impl NodeTracer {
         )?;
         tracer.reader = Some(reader);
         let node = tracer.spec.node.clone();
-        Ok((tracer, EventStream::batched(node, rx)))
+        Ok((tracer, KernelStream::batched(node, rx)))
     }
 
     /// Like [`NodeTracer::start`], but hands over the ring buffer itself for consumers that read
-    /// records without decoding them into [`Event`]s (`netpath capture`). [`NodeTracer::lost`]
+    /// records without decoding them into events (`netpath capture`). [`NodeTracer::lost`]
     /// stays 0: the consumer reads [`RawRing::lost`].
     pub fn start_raw(spec: TracerSpec) -> Result<(NodeTracer, RawRing), TracerError> {
         if !is_root() {
@@ -351,7 +343,7 @@ impl NodeTracer {
         let pcapng_direct = spec.pcapng_direct
             && cfg!(target_endian = "little")
             && capture_filter_in_kernel.as_ref().is_none_or(|r| r.is_ok());
-        let boot_offset_ns = crate::names::boot_offset_ns();
+        let boot_offset_ns = super::names::boot_offset_ns();
         let config = Config {
             offsets,
             filter: spec.filter,
@@ -424,7 +416,7 @@ impl NodeTracer {
         let functions = spec
             .functions
             .as_deref()
-            .map(|pattern| crate::probes::function_support(&mut ebpf, &aya_btf, &kbtf, pattern));
+            .map(|pattern| super::functions::function_support(&mut ebpf, &aya_btf, &kbtf, pattern));
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
             .map_err(|e| TracerError::Map("EVENTS", e))?;
         let lost_map: PerCpuArray<MapData, u64> =
@@ -744,8 +736,8 @@ fn spawn_reader(
                     let ring = fd.get_mut();
                     while batch.len() < BATCH {
                         let Some(item) = ring.next() else { break };
-                        if let Ok(raw) = event::raw_from_bytes(&item) {
-                            let ev = event::decode(&raw, &node, vxlan_port, &mut namer);
+                        if let Ok(raw) = decode::raw_from_bytes(&item) {
+                            let ev = decode::decode(&raw, &node, vxlan_port, &mut namer);
                             batch.push(StreamItem::Event(Box::new(ev)));
                         }
                     }

@@ -1,24 +1,13 @@
-//! `netpath trace`: what happened to a probe in each address family, from the packets.
-//!
-//! The pieces are independent of where events come from: [`probe`] sends, [`path`] rebuilds a
-//! packet's path from events of any number of nodes, [`diagnose`] turns a path (plus answers
-//! from an [`inspect::Inspector`]) into a verdict, a cause and a hint, [`report`] prints it.
-pub mod diagnose;
-pub mod inspect;
-pub mod path;
-pub mod probe;
-pub mod report;
-
+//! The answer of `netpath trace`: a verdict per family, with where, why and the evidence.
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{lab::Family, resolve::Endpoint};
-
-pub use diagnose::{analyze, unprobed, FamilyTrace};
+use super::path::Hop;
+use super::{endpoint::Endpoint, family::Family, probe::Reply};
 
 /// What happened in one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The probe reached the destination and the answer came back.
@@ -47,7 +36,7 @@ impl Verdict {
 }
 
 /// Why, as a stable code (the `cause` key of `trace --json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     NoRoute,
@@ -92,20 +81,20 @@ impl Cause {
 }
 
 /// Where the packet died or was last seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Where {
     pub node: String,
     pub netns: String,
     pub ifname: String,
     /// Kernel function + offset (drops).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
 }
 
 /// The answer for one family (one element of `verdicts` in `trace --json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyReport {
-    pub family: u8,
+    pub family: Family,
     pub verdict: Verdict,
     pub cause: Option<Cause>,
     pub summary: String,
@@ -114,22 +103,22 @@ pub struct FamilyReport {
     pub at: Option<Where>,
     /// Kernel drop reason.
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst: Option<IpAddr>,
     /// What was sent (`ICMPv6 echo`, `TCP SYN to port 80`), if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
     /// What the sender got back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply: Option<probe::Reply>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_us: Option<u64>,
     /// The request's path, hop by hop.
-    pub hops: Vec<path::Hop>,
+    pub hops: Vec<Hop>,
     /// The answer's path.
-    pub reply_hops: Vec<path::Hop>,
+    pub reply_hops: Vec<Hop>,
     /// Facts gathered to explain the verdict (route lookups, sysctls, rules).
     pub evidence: Vec<String>,
 }
@@ -137,7 +126,7 @@ pub struct FamilyReport {
 impl FamilyReport {
     pub fn new(family: Family, verdict: Verdict, summary: String) -> Self {
         FamilyReport {
-            family: family_number(family),
+            family,
             verdict,
             cause: None,
             summary,
@@ -156,23 +145,8 @@ impl FamilyReport {
     }
 }
 
-pub fn family_number(f: Family) -> u8 {
-    match f {
-        Family::Ipv4 => 4,
-        Family::Ipv6 => 6,
-    }
-}
-
-pub fn family_name(f: u8) -> &'static str {
-    if f == 6 {
-        "IPv6"
-    } else {
-        "IPv4"
-    }
-}
-
 /// The whole answer of one `netpath trace`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceReport {
     pub from: Endpoint,
     pub to: Endpoint,

@@ -10,27 +10,24 @@
 //! ordered by the lowest TTL they saw, then by time.
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Serialize;
-use tracer_common::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-
-use crate::event::{Direction, Event, EventKind, RouteLookup, Tunnel};
+use crate::model::{Event, EventKind, Family, Hop, PacketPath, Proto};
 
 /// What identifies the probe's packets in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeMatch {
     /// ICMP/ICMPv6 echo with this identifier and sequence number.
-    Echo { family: u8, id: u16, seq: u16 },
+    Echo { family: Family, id: u16, seq: u16 },
     /// TCP or UDP from `addr`:`port` (the probe socket), and the answers to it.
     Transport {
-        family: u8,
-        proto: u8,
+        family: Family,
+        proto: Proto,
         addr: IpAddr,
         port: u16,
     },
 }
 
 impl ProbeMatch {
-    fn family(&self) -> u8 {
+    pub fn family(&self) -> Family {
         match *self {
             ProbeMatch::Echo { family, .. } | ProbeMatch::Transport { family, .. } => family,
         }
@@ -47,187 +44,39 @@ impl ProbeMatch {
     }
 
     fn matches(&self, e: &Event, reply: bool) -> bool {
-        let f = e.parsed.innermost();
-        if f.family != self.family() {
+        if e.flow.family != Some(self.family()) {
             return false;
         }
+        let ident = e.ident();
         match *self {
             ProbeMatch::Echo { id, seq, .. } => {
                 let (v4, v6) = if reply { (0, 129) } else { (8, 128) };
-                ((f.proto == IPPROTO_ICMP && f.icmp_type == v4)
-                    || (f.proto == IPPROTO_ICMPV6 && f.icmp_type == v6))
-                    && f.l4_ident == ((id as u32) << 16 | seq as u32)
+                ((e.flow.proto == Proto::Icmp && ident.icmp_type == v4)
+                    || (e.flow.proto == Proto::Icmp6 && ident.icmp_type == v6))
+                    && ident.l4_ident == ((id as u32) << 16 | seq as u32)
             }
             ProbeMatch::Transport {
                 proto, addr, port, ..
             } => {
                 // Requests come from the probe socket, answers go to it.
                 let (ip, p) = if reply {
-                    (e.dst, e.dport)
+                    (e.flow.dst, e.flow.dport)
                 } else {
-                    (e.src, e.sport)
+                    (e.flow.src, e.flow.sport)
                 };
-                f.proto == proto && ip == Some(addr) && p == Some(port)
+                e.flow.proto == proto && ip == Some(addr) && p == Some(port)
             }
         }
     }
 
     /// An ICMP error sent back to the probe's source (unreachable, too big, time exceeded).
     pub fn is_error_to_source(&self, e: &Event, source: IpAddr) -> bool {
-        let f = e.parsed.innermost();
-        f.family == self.family()
-            && e.dst == Some(source)
+        e.flow.family == Some(self.family())
+            && e.flow.dst == Some(source)
             && matches!(
-                (f.proto, f.icmp_type),
-                (IPPROTO_ICMP, 3 | 11 | 12) | (IPPROTO_ICMPV6, 1..=4)
+                (e.flow.proto, e.ident().icmp_type),
+                (Proto::Icmp, 3 | 11 | 12) | (Proto::Icmp6, 1..=4)
             )
-    }
-}
-
-pub fn proto_number(name: &str) -> u8 {
-    match name {
-        "tcp" => IPPROTO_TCP,
-        "udp" => IPPROTO_UDP,
-        _ => 0,
-    }
-}
-
-/// One step of a rebuilt path (a JSON object in `trace --json`'s `hops`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hop {
-    /// `hop` (seen on a device) or `drop`.
-    pub kind: EventKind,
-    pub node: String,
-    pub netns: String,
-    pub ifname: String,
-    pub dir: Direction,
-    pub hook: &'static str,
-    pub ts_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<IpAddr>,
-    pub proto: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dport: Option<u16>,
-    /// IPv4 TTL / IPv6 hop limit of the innermost packet.
-    pub ttl: u8,
-    /// skb length at this point.
-    pub len: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<Tunnel>,
-    /// Address/port rewrite since the previous hop (`10.96.0.10:80 -> 10.244.2.2:8080`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nat: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// Route events: the kernel's lookup result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<RouteLookup>,
-}
-
-impl Hop {
-    /// A route hop's result in words: `table 254: unicast via fd00::1 dev eth0`.
-    pub fn route_text(&self) -> Option<String> {
-        let r = self.route.as_ref()?;
-        let mut s = format!("table {}: ", r.table);
-        if r.no_route {
-            s.push_str("no route");
-        } else {
-            s.push_str(&r.kind);
-        }
-        if let Some(g) = r.gw {
-            s.push_str(&format!(" via {g}"));
-        }
-        if let Some(o) = &r.oif {
-            s.push_str(&format!(" dev {o}"));
-        }
-        if let Some(e) = &r.error {
-            s.push_str(&format!(" ({e})"));
-        }
-        Some(s)
-    }
-
-    fn from_event(e: &Event) -> Self {
-        Hop {
-            kind: e.kind,
-            node: e.node.clone(),
-            netns: e.netns.clone(),
-            ifname: e.ifname.clone(),
-            dir: e.dir,
-            hook: e.hook.as_str(),
-            ts_ns: e.ts_ns,
-            src: e.src,
-            dst: e.dst,
-            proto: e.proto,
-            sport: e.sport,
-            dport: e.dport,
-            ttl: e.parsed.innermost().ttl,
-            len: e.len,
-            tunnel: e.tunnel.clone(),
-            nat: None,
-            reason: e.reason.clone(),
-            location: e.location.clone(),
-            route: e.route.clone(),
-        }
-    }
-
-    /// The function part of `location` (`ip_error` of `ip_error+0x94`).
-    pub fn function(&self) -> Option<&str> {
-        self.location
-            .as_deref()
-            .map(|l| l.split('+').next().unwrap_or(l))
-    }
-}
-
-/// Events of one packet (one direction), in path order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PacketPath {
-    pub hops: Vec<Hop>,
-}
-
-impl PacketPath {
-    pub fn drops(&self) -> impl Iterator<Item = &Hop> {
-        self.hops.iter().filter(|h| h.kind == EventKind::Drop)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hops.is_empty()
-    }
-
-    /// Was the packet seen arriving in (or being handled inside) namespace `netns`?
-    pub fn reached(&self, netns: &str) -> bool {
-        self.hops
-            .iter()
-            .any(|h| h.netns == netns && h.dir != Direction::Egress && h.kind == EventKind::Hop)
-    }
-
-    /// The last place the packet itself was seen (route lookups are not places).
-    pub fn last(&self) -> Option<&Hop> {
-        self.hops.iter().rev().find(|h| h.kind != EventKind::Route)
-    }
-
-    /// The kernel's last route lookup for this packet in `netns`.
-    pub fn route_in(&self, netns: &str) -> Option<&Hop> {
-        self.hops
-            .iter()
-            .rev()
-            .find(|h| h.kind == EventKind::Route && h.netns == netns)
-    }
-
-    /// Namespaces in the order the packet went through them.
-    pub fn namespaces(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for h in &self.hops {
-            if out.last() != Some(&h.netns.as_str()) {
-                out.push(&h.netns);
-            }
-        }
-        out
     }
 }
 
@@ -242,15 +91,18 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
         .iter()
         .filter(|e| e.kind == EventKind::Drop && is_packet(e))
         .min_by_key(|e| e.ts_ns);
-    let id = first.or(first_drop).map(|e| e.pkt_id.clone());
+    let id = first
+        .or(first_drop)
+        .and_then(|e| e.pkt_id())
+        .map(str::to_string);
     let Some(id) = id else {
         return PacketPath::default();
     };
     let mine: Vec<&Event> = events
         .iter()
         .filter(|e| match e.kind {
-            EventKind::Hop => e.pkt_id == id,
-            EventKind::Drop => e.pkt_id == id || is_packet(e),
+            EventKind::Hop => e.pkt_id() == Some(id.as_str()),
+            EventKind::Drop => e.pkt_id() == Some(id.as_str()) || is_packet(e),
             _ => false,
         })
         .collect();
@@ -276,8 +128,8 @@ fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event
             .or_insert((u64::MAX, 0, Vec::new()));
         entry.0 = entry.0.min(e.ts_ns);
         entry.1 = entry.1.max(e.ts_ns);
-        if !entry.2.contains(&(e.src, e.dst)) {
-            entry.2.push((e.src, e.dst));
+        if !entry.2.contains(&(e.flow.src, e.flow.dst)) {
+            entry.2.push((e.flow.src, e.flow.dst));
         }
     }
     events
@@ -289,8 +141,9 @@ fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event
                     e.ts_ns + SLACK_NS >= *first
                         && e.ts_ns <= last + SLACK_NS
                         && pairs.iter().any(|(src, dst)| {
-                            *dst == e.dst
-                                && (e.src == *src || e.src.is_none_or(|s| s.is_unspecified()))
+                            *dst == e.flow.dst
+                                && (e.flow.src == *src
+                                    || e.flow.src.is_none_or(|s| s.is_unspecified()))
                         })
                 })
         })
@@ -308,10 +161,7 @@ pub fn order<'a>(events: &[&'a Event]) -> Vec<&'a Event> {
         .map(|mut evs| {
             evs.sort_by_key(|e| e.ts_ns);
             // Drops of packets without a parsed IP header carry TTL 0: ignore them here.
-            let ttls = evs
-                .iter()
-                .map(|e| e.parsed.innermost().ttl)
-                .filter(|t| *t > 0);
+            let ttls = evs.iter().map(|e| e.ident().ttl).filter(|t| *t > 0);
             let max = ttls.clone().max().unwrap_or(0);
             let min = ttls.min().unwrap_or(0);
             let first_ts = evs.first().map(|e| e.ts_ns).unwrap_or(0);
@@ -354,9 +204,9 @@ fn mark_nat(hops: &mut [Hop]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::Hook;
-    use bytes::Bytes;
-    use tracer_common::parse::Parsed;
+    use crate::model::{
+        Direction, DropSection, FlowKey, Hook, PacketIdent, PacketSection, RouteLookup, RouteType,
+    };
 
     /// A hand-made event of an ICMP echo request (id 7, seq 1) with `ttl`.
     pub(crate) fn echo_event(
@@ -368,12 +218,6 @@ pub(crate) mod tests {
         ttl: u8,
         dst: &str,
     ) -> Event {
-        let mut parsed = Parsed::default();
-        parsed.outer.family = 4;
-        parsed.outer.proto = IPPROTO_ICMP;
-        parsed.outer.icmp_type = 8;
-        parsed.outer.l4_ident = 7 << 16 | 1;
-        parsed.outer.ttl = ttl;
         Event {
             kind: EventKind::Hop,
             ts_ns: ts,
@@ -388,23 +232,30 @@ pub(crate) mod tests {
             } else {
                 Hook::TcIngress
             },
-            family: 4,
-            src: Some("10.244.1.2".parse().unwrap()),
-            dst: Some(dst.parse().unwrap()),
-            proto: "icmp",
-            sport: None,
-            dport: None,
-            icmp: Some("echo-request".into()),
-            len: 84,
-            pkt_id: "abc".into(),
-            tunnel: None,
-            reason: None,
-            location: None,
+            flow: FlowKey {
+                family: Some(Family::Ipv4),
+                src: Some("10.244.1.2".parse().unwrap()),
+                dst: Some(dst.parse().unwrap()),
+                proto: Proto::Icmp,
+                sport: None,
+                dport: None,
+            },
+            packet: Some(PacketSection {
+                icmp: Some("echo-request".into()),
+                len: 84,
+                pkt_id: "abc".into(),
+                tunnel: None,
+                skb: "0".into(),
+                ident: PacketIdent {
+                    ttl,
+                    icmp_type: 8,
+                    l4_ident: 7 << 16 | 1,
+                    ..PacketIdent::default()
+                },
+            }),
+            drop: None,
             route: None,
             neigh: None,
-            skb: "0".into(),
-            data: Bytes::new(),
-            parsed,
         }
     }
 
@@ -423,13 +274,20 @@ pub(crate) mod tests {
         let mut e = echo_event(node, netns, ifname, Direction::None, ts, ttl, dst);
         e.kind = EventKind::Drop;
         e.hook = Hook::KfreeSkb;
-        e.reason = Some(reason.into());
-        e.location = Some(location.into());
+        e.drop = Some(DropSection {
+            reason: reason.into(),
+            location: Some(location.into()),
+        });
         e
     }
 
+    /// Sets the identity of a hand-made event.
+    pub(crate) fn set_pkt_id(e: &mut Event, id: &str) {
+        e.packet.as_mut().unwrap().pkt_id = id.into();
+    }
+
     const ECHO: ProbeMatch = ProbeMatch::Echo {
-        family: 4,
+        family: Family::Ipv4,
         id: 7,
         seq: 1,
     };
@@ -482,10 +340,10 @@ pub(crate) mod tests {
         let mut e = echo_event("node-1", netns, "", Direction::None, ts, 0, "10.244.2.2");
         e.kind = EventKind::Route;
         e.hook = Hook::FibLookup;
-        e.parsed = Parsed::default();
+        e.packet = None;
         e.route = Some(RouteLookup {
             table,
-            kind: kind.into(),
+            kind: RouteType::from_name(kind).unwrap(),
             err: 0,
             error: None,
             gw: Some("198.18.0.1".parse().unwrap()),
@@ -562,8 +420,8 @@ pub(crate) mod tests {
         let mut b = echo_event("n", "node", "veth1", Ingress, 2, 64, "10.96.0.10");
         let mut c = echo_event("n", "node", "eth0", Egress, 3, 63, "10.244.2.2");
         let mut other = echo_event("n", "node", "eth0", Egress, 4, 63, "10.244.2.2");
-        other.parsed.outer.l4_ident = 9 << 16 | 1;
-        other.pkt_id = "zzz".into();
+        other.packet.as_mut().unwrap().ident.l4_ident = 9 << 16 | 1;
+        set_pkt_id(&mut other, "zzz");
         let mut drop = drop_event(
             "n",
             "node",
@@ -574,9 +432,9 @@ pub(crate) mod tests {
             "NETFILTER_DROP",
             "nft_do_chain+0x3e8",
         );
-        drop.pkt_id = "different-skb-view".into();
+        set_pkt_id(&mut drop, "different-skb-view");
         for e in [&mut a, &mut b, &mut c] {
-            e.pkt_id = "same".into();
+            set_pkt_id(e, "same");
         }
         let path = rebuild(&[other, drop, c, b, a], |e| ECHO.is_request(e));
         assert_eq!(path.hops.len(), 4, "{path:#?}");

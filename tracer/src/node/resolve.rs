@@ -5,105 +5,18 @@
 //! `[fd00::1]:80`), which it looks up in the lab and then in every named namespace, so topologies
 //! the lab did not make work too. A Kubernetes resolver will implement the same [`Resolver`].
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     process::Command,
 };
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    lab::{state, Family, LabError, LabNode, LabOptions, LabPod, LabService, LabState},
-    netns,
+use async_trait::async_trait;
+use netpath_core::{
+    model::{prefix_contains, Endpoint, EndpointKind, StaleService},
+    world::{ResolveError, Resolver},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointKind {
-    Pod,
-    Service,
-    Node,
-    /// A network namespace named directly (`netns:NAME`) or found holding an address.
-    Netns,
-    /// An address nothing here holds (outside the machine, a stale ClusterIP, a withdrawn pod
-    /// address): traceable as a destination, not as a source.
-    Address,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub name: String,
-    pub kind: EndpointKind,
-    /// `ip netns` name (`root` for this process's namespace) where the endpoint lives.
-    pub netns: Option<String>,
-    /// Lab node name for pods and nodes.
-    pub node: Option<String>,
-    pub ipv4: Vec<Ipv4Addr>,
-    pub ipv6: Vec<Ipv6Addr>,
-    pub port: Option<u16>,
-    /// Services: every endpoint (backend) behind the ClusterIPs, of either family.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends: Vec<SocketAddr>,
-    /// An address a Service used to have (`web` for a stale ClusterIP of svc/web) and the
-    /// ClusterIPs that Service has now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stale_of: Option<StaleService>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StaleService {
-    pub service: String,
-    pub cluster_ips: Vec<IpAddr>,
-}
-
-impl Endpoint {
-    /// First address of `family`, if the endpoint has one.
-    pub fn addr(&self, family: Family) -> Option<IpAddr> {
-        match family {
-            Family::Ipv4 => self.ipv4.first().map(|a| IpAddr::V4(*a)),
-            Family::Ipv6 => self.ipv6.first().map(|a| IpAddr::V6(*a)),
-        }
-    }
-
-    /// Every address, IPv4 first.
-    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ipv4
-            .iter()
-            .map(|a| IpAddr::V4(*a))
-            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
-    }
-
-    fn with_addrs(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
-        for a in addrs {
-            match a {
-                IpAddr::V4(v4) => self.ipv4.push(v4),
-                IpAddr::V6(v6) => self.ipv6.push(v6),
-            }
-        }
-        self
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("unknown endpoint {spec:?}; known: {known}")]
-    Unknown { spec: String, known: String },
-    #[error("{spec:?}: {reason}")]
-    Invalid { spec: String, reason: String },
-    #[error("netns:{name}: {detail}")]
-    Netns { name: String, detail: String },
-    #[error(transparent)]
-    Lab(#[from] LabError),
-}
-
-pub trait Resolver {
-    fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError>;
-
-    /// Which node each network namespace belongs to (`ip netns` name → node name), for the
-    /// namespaces this resolver knows. Namespaces not listed belong to the local host.
-    fn node_namespaces(&self) -> Vec<(String, String)> {
-        Vec::new()
-    }
-}
+use super::netns;
+use crate::lab::{state, LabError, LabNode, LabOptions, LabPod, LabService, LabState};
 
 /// The lab name of the namespace that joins the lab's nodes (the "network" between them).
 pub const UNDERLAY_NODE: &str = "underlay";
@@ -120,7 +33,7 @@ impl LocalResolver {
     }
 
     /// Loads the lab state of `opts`; no lab recorded is fine (only netns: and addresses work).
-    pub fn load(opts: &LabOptions) -> Result<Self, ResolveError> {
+    pub fn load(opts: &LabOptions) -> Result<Self, LabError> {
         Ok(Self::new(state::load(&opts.state_dir)?))
     }
 
@@ -265,7 +178,7 @@ fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
         return false;
     };
     match (net.parse::<IpAddr>(), len.parse::<u8>()) {
-        (Ok(net), Ok(len)) => crate::trace::inspect::prefix_contains(net, len, ip),
+        (Ok(net), Ok(len)) => prefix_contains(net, len, ip),
         _ => false,
     }
 }
@@ -371,8 +284,23 @@ fn parse_addr(spec: &str) -> Option<(IpAddr, Option<u16>)> {
         .map(|sa| (sa.ip(), Some(sa.port())))
 }
 
+#[async_trait]
 impl Resolver for LocalResolver {
-    fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+    async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        let (me, spec) = (self.clone(), spec.to_string());
+        tokio::task::spawn_blocking(move || me.lookup(&spec))
+            .await
+            .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))?
+    }
+
+    async fn node_namespaces(&self) -> Vec<(String, String)> {
+        self.namespaces_by_node()
+    }
+}
+
+impl LocalResolver {
+    /// [`Resolver::resolve`], on the calling thread (it may read namespaces).
+    pub fn lookup(&self, spec: &str) -> Result<Endpoint, ResolveError> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(ResolveError::Invalid {
@@ -411,7 +339,8 @@ impl Resolver for LocalResolver {
         Err(self.unknown(spec))
     }
 
-    fn node_namespaces(&self) -> Vec<(String, String)> {
+    /// [`Resolver::node_namespaces`]: the lab's namespaces and their nodes.
+    pub fn namespaces_by_node(&self) -> Vec<(String, String)> {
         let Some(lab) = &self.lab else {
             return Vec::new();
         };
@@ -430,6 +359,7 @@ impl Resolver for LocalResolver {
 mod tests {
     use super::*;
     use crate::lab::{plan, scenarios, PlanContext};
+    use netpath_core::model::Family;
 
     fn resolver(name: &str, run: u32) -> LocalResolver {
         let sc = scenarios::find(name).unwrap();
@@ -448,7 +378,7 @@ mod tests {
     #[test]
     fn lab_names_resolve() {
         let r = resolver("flannel", 1);
-        let a = r.resolve("pod-a").unwrap();
+        let a = r.lookup("pod-a").unwrap();
         assert_eq!(
             (a.kind, a.netns.as_deref(), a.node.as_deref()),
             (EndpointKind::Pod, Some("np-pod-a"), Some("node-1"))
@@ -457,28 +387,28 @@ mod tests {
             a.addr(Family::Ipv6),
             Some("fd00:10:244:1::2".parse().unwrap())
         );
-        assert_eq!(r.resolve("node-2/pod-d").unwrap().name, "pod-d");
+        assert_eq!(r.lookup("node-2/pod-d").unwrap().name, "pod-d");
         assert!(matches!(
-            r.resolve("node-1/pod-d"),
+            r.lookup("node-1/pod-d"),
             Err(ResolveError::Invalid { .. })
         ));
-        let web = r.resolve("svc/web").unwrap();
+        let web = r.lookup("svc/web").unwrap();
         assert_eq!(
             (web.kind, web.port, web.ipv4.len(), web.ipv6.len()),
             (EndpointKind::Service, Some(80), 1, 1)
         );
-        assert_eq!(r.resolve("node-1").unwrap().kind, EndpointKind::Node);
+        assert_eq!(r.lookup("node-1").unwrap().kind, EndpointKind::Node);
     }
 
     #[test]
     fn lab_addresses_resolve_to_their_owner() {
         let r = resolver("vcluster-service-flip", 1);
-        assert_eq!(r.resolve("10.244.2.3").unwrap().name, "pod-d");
-        let n = r.resolve("[fd00:198:18:2::10]:6443").unwrap();
+        assert_eq!(r.lookup("10.244.2.3").unwrap().name, "pod-d");
+        let n = r.lookup("[fd00:198:18:2::10]:6443").unwrap();
         assert_eq!((n.name.as_str(), n.port), ("node-2", Some(6443)));
-        let svc = r.resolve("10.96.0.10").unwrap();
+        let svc = r.lookup("10.96.0.10").unwrap();
         assert_eq!((svc.kind, svc.port), (EndpointKind::Service, Some(80)));
-        let stale = r.resolve("[fd00:10:96::10]:80").unwrap();
+        let stale = r.lookup("[fd00:10:96::10]:80").unwrap();
         assert_eq!(stale.kind, EndpointKind::Address);
         assert!(
             stale.name.contains("stale ClusterIP of svc/web"),
@@ -486,13 +416,13 @@ mod tests {
             stale.name
         );
         assert_eq!(stale.stale_of.unwrap().service, "svc/web");
-        let withdrawn = r.resolve("fd00:10:244:2::99").unwrap();
+        let withdrawn = r.lookup("fd00:10:244:2::99").unwrap();
         assert_eq!(
             (withdrawn.kind, withdrawn.node.as_deref()),
             (EndpointKind::Address, Some("node-2"))
         );
-        assert!(!r.resolve("svc/web").unwrap().backends.is_empty());
-        let map = r.node_namespaces();
+        assert!(!r.lookup("svc/web").unwrap().backends.is_empty());
+        let map = r.namespaces_by_node();
         assert!(
             map.contains(&("np-pod-c".into(), "node-2".into())),
             "{map:?}"
@@ -503,7 +433,7 @@ mod tests {
     #[test]
     fn unknown_names_list_what_is_known() {
         let err = resolver("calico", 1)
-            .resolve("pod-z")
+            .lookup("pod-z")
             .unwrap_err()
             .to_string();
         assert!(
@@ -511,13 +441,13 @@ mod tests {
             "{err}"
         );
         let err = LocalResolver::new(None)
-            .resolve("pod-a")
+            .lookup("pod-a")
             .unwrap_err()
             .to_string();
         assert!(err.contains("no lab is up"), "{err}");
-        assert!(LocalResolver::new(None).resolve("  ").is_err());
+        assert!(LocalResolver::new(None).lookup("  ").is_err());
         assert!(LocalResolver::new(None)
-            .resolve("netns:netpath-no-such-ns")
+            .lookup("netns:netpath-no-such-ns")
             .is_err());
     }
 }

@@ -13,94 +13,39 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use async_trait::async_trait;
+use netpath_core::{
+    model::{Probe, ProbeKind, ProbeOutcome, Reply},
+    world::{Cancel, Prober, WorldError},
+};
 
-use crate::netns;
+use super::netns;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "type")]
-pub enum ProbeKind {
-    /// ICMP / ICMPv6 echo request.
-    Icmp,
-    /// TCP SYN to this port (a connect that is never completed beyond the handshake).
-    Tcp { port: u16 },
-    /// One UDP datagram to this port.
-    Udp { port: u16 },
-}
+/// Sends probes from namespaces of this machine (the place's node is not needed: one kernel
+/// holds them all).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalProber;
 
-impl ProbeKind {
-    pub fn describe(&self, family: u8) -> String {
-        match self {
-            ProbeKind::Icmp if family == 6 => "ICMPv6 echo".into(),
-            ProbeKind::Icmp => "ICMP echo".into(),
-            ProbeKind::Tcp { port } => format!("TCP SYN to port {port}"),
-            ProbeKind::Udp { port } => format!("UDP to port {port}"),
-        }
+#[async_trait]
+impl Prober for LocalProber {
+    async fn send(
+        &self,
+        probe: &Probe,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<ProbeOutcome, WorldError> {
+        let probe = probe.clone();
+        tokio::task::spawn_blocking(move || run(&probe, timeout, cancel))
+            .await
+            .map_err(|e| WorldError::Other(format!("probe task: {e}")))?
+            .map_err(|e| WorldError::Other(e.to_string()))
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct Probe {
-    /// `ip netns` name to send from (`root` or empty: this process's namespace).
-    pub netns: String,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub kind: ProbeKind,
-    /// ICMP echo identifier and sequence number (how the tracer recognises the packets).
-    pub echo_id: u16,
-    pub echo_seq: u16,
-    /// Source port of TCP/UDP probes, chosen up front so the tracer can recognise the packets
-    /// (and a drop can end the wait) before the socket returns.
-    pub sport: u16,
-    /// Payload bytes of ICMP and UDP probes (MTU problems need big ones). Sent with
-    /// "don't fragment", so a too-small link answers instead of splitting the probe.
-    pub size: usize,
-}
-
-/// What the source socket got back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reply {
-    EchoReply,
-    /// The handshake completed: SYN-ACK.
-    SynAck,
-    /// Connection refused: a TCP reset, or ICMP port unreachable for UDP.
-    Refused,
-    /// A UDP answer.
-    Datagram,
-    /// An ICMP error about the probe (echo probes: from `from`), or the errno a socket turned
-    /// one into (`EHOSTUNREACH`, ...).
-    Error {
-        what: String,
-        from: Option<IpAddr>,
-    },
-}
-
-impl Reply {
-    /// The destination (or whoever answered for it) responded.
-    pub fn is_answer(&self) -> bool {
-        matches!(
-            self,
-            Reply::EchoReply | Reply::SynAck | Reply::Refused | Reply::Datagram
-        )
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProbeOutcome {
-    /// The kernel refused to send (no route in the source namespace, ...).
-    pub send_error: Option<String>,
-    /// Local port of TCP/UDP probes (the tracer matches packets on it).
-    pub sport: Option<u16>,
-    pub reply: Option<Reply>,
-    /// Round-trip time of the reply.
-    pub rtt_us: Option<u64>,
 }
 
 /// Sends `probe` from its namespace and waits up to `timeout` for the answer, or until
 /// `cancel` is set. Runs on the calling thread's behalf in a short-lived thread.
 pub fn run(probe: &Probe, timeout: Duration, cancel: Arc<AtomicBool>) -> io::Result<ProbeOutcome> {
-    let ns = netns::by_name(&probe.netns).map_err(io::Error::other)?;
+    let ns = netns::by_name(&probe.from.netns).map_err(io::Error::other)?;
     let probe = probe.clone();
     netns::run_in(&ns, move || send_and_wait(&probe, timeout, &cancel)).map_err(io::Error::other)?
 }
@@ -246,7 +191,7 @@ fn wait_for(fd: &OwnedFd, events: libc::c_short, deadline: Instant, cancel: &Ato
 /// `ENETUNREACH` and friends (the names the diagnosis keys on), else the error's text.
 fn errno_name(e: &io::Error) -> String {
     e.raw_os_error()
-        .and_then(crate::event::errno_name)
+        .and_then(super::decode::errno_name)
         .map_or_else(|| e.to_string(), str::to_string)
 }
 

@@ -1,0 +1,22 @@
+//! The node side: this machine's kernel, namespaces and sockets.
+//!
+//! - [`kernel`]: loads the eBPF programs, attaches them, reads the ring buffer ([`NodeTracer`]).
+//! - [`decode`]: kernel records -> model events (pure, tested on bytes); [`names`] and [`btf`]
+//!   give the numbers their names (namespaces, devices, drop reasons, symbols).
+//! - [`netns`]: network namespaces, entered by name or by `/proc/PID/ns/net`.
+//! - [`functions`]: whether fentry/kprobes can run here.
+//! - The [`netpath_core::world`] traits over the local kernel: [`resolve::LocalResolver`],
+//!   [`inspect::LiveInspector`], [`prober::LocalProber`], [`source::LocalEventSource`].
+pub mod btf;
+pub mod decode;
+pub mod functions;
+pub mod inspect;
+pub mod kernel;
+pub mod ksyms;
+pub mod names;
+pub mod netns;
+pub mod prober;
+pub mod resolve;
+pub mod source;
+
+pub use kernel::{NodeTracer, TracerSpec};
