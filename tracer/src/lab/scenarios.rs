@@ -23,7 +23,7 @@ pub struct Scenario {
     pub name: &'static str,
     pub flavour: Flavour,
     pub description: &'static str,
-    /// Seed incident file id in `shared/seeds/`.
+    /// Seed incident id (docs/incidents.md).
     pub seed: Option<&'static str>,
     pub fault: Option<Fault>,
     /// Pod traffic between nodes is encapsulated (VXLAN) rather than routed on the underlay.

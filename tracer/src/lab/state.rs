@@ -125,7 +125,7 @@ pub struct LabService {
 pub struct LabState {
     pub scenario: String,
     pub description: String,
-    /// Seed incident file id (`shared/seeds/`), for fault scenarios.
+    /// Seed incident id (docs/incidents.md), for fault scenarios.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
     pub flavour: Flavour,
