@@ -5,6 +5,7 @@
 //! `bridge -batch`, sysctl writes and `nft -f`, after recording every namespace it is about to
 //! create, so [`down`] also cleans up after a half-failed `up`. Everything the lab makes lives
 //! inside its own namespaces: deleting them removes every link, route and rule.
+mod addresses;
 pub mod cli;
 mod exec;
 pub mod scenarios;

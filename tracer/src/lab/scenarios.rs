@@ -208,7 +208,7 @@ pub(crate) fn expectations(sc: &Scenario, st: &LabState) -> Vec<Expectation> {
         }
         Some(Fault::V6Withdrawn) => {
             let pod = remote.last().copied().unwrap_or(c);
-            let addr = super::topology::pod_addrs(2, remote.len() - 1)
+            let addr = super::addresses::pod_addrs(2, remote.len() - 1)
                 .1
                 .to_string();
             let cause = format!(

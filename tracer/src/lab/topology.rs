@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{
+    addresses::{node_v4, node_v6, pod_addrs},
     scenarios::{self, Fault, Scenario},
     state::{Family, Flavour, LabNode, LabPod, LabService, LabState, LabUnderlay},
     LabError,
@@ -67,20 +68,6 @@ impl Plan {
     }
 }
 
-pub(crate) fn node_v4(n: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, 10 + n as u8)
-}
-pub(crate) fn node_v6(n: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0x198, 0x18, n as u16, 0, 0, 0, 0x10)
-}
-/// Addresses of pod `i` (0-based) on node `n` (1-based).
-pub(crate) fn pod_addrs(n: usize, i: usize) -> (Ipv4Addr, Ipv6Addr) {
-    let host = 2 + i as u8;
-    (
-        Ipv4Addr::new(10, 244, n as u8, host),
-        Ipv6Addr::new(0xfd00, 0x10, 0x244, n as u16, 0, 0, 0, host.into()),
-    )
-}
 fn pod_net_v4(n: usize, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, n as u8, host)
 }
