@@ -14,9 +14,9 @@ use super::{btf::KernelBtf, decode::errno_name};
 /// Where the kernel says whether kprobes exist (the kprobe PMU).
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
-/// One optional hook: can it run here, and if not, why.
+/// One optional hook: can it run here, and if not, why (retis's `can_run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
+pub struct CanRun {
     pub hook: &'static str,
     pub available: bool,
     /// Why not (`EPERM`, `not built in`, ...), or what was tried when it worked.
@@ -29,8 +29,8 @@ pub struct FunctionSupport {
     pub pattern: String,
     /// Kernel functions (in BTF) the pattern names; the first was used for the fentry test.
     pub functions: Vec<String>,
-    pub fentry: Probe,
-    pub kprobe: Probe,
+    pub fentry: CanRun,
+    pub kprobe: CanRun,
 }
 
 impl FunctionSupport {
@@ -104,19 +104,19 @@ pub fn function_support(
         Some(Ok(prog)) => match prog.load(target, btf) {
             Ok(()) => {
                 let _ = prog.unload();
-                Probe {
+                CanRun {
                     hook: "fentry",
                     available: true,
                     reason: format!("loaded on {target}"),
                 }
             }
-            Err(e) => Probe {
+            Err(e) => CanRun {
                 hook: "fentry",
                 available: false,
                 reason: reason_of(&e),
             },
         },
-        _ => Probe {
+        _ => CanRun {
             hook: "fentry",
             available: false,
             reason: "probe program missing".into(),
@@ -132,25 +132,25 @@ pub fn function_support(
                 Ok(link) => {
                     let _ = prog.detach(link);
                     let _ = prog.unload();
-                    Probe {
+                    CanRun {
                         hook: "kprobe",
                         available: true,
                         reason: format!("attached to {target}"),
                     }
                 }
-                Err(_) if !std::path::Path::new(KPROBE_PMU).exists() => Probe {
+                Err(_) if !std::path::Path::new(KPROBE_PMU).exists() => CanRun {
                     hook: "kprobe",
                     available: false,
                     reason: "not built in".into(),
                 },
-                Err(e) => Probe {
+                Err(e) => CanRun {
                     hook: "kprobe",
                     available: false,
                     reason: reason_of(&e),
                 },
             }
         }
-        _ => Probe {
+        _ => CanRun {
             hook: "kprobe",
             available: false,
             reason: "probe program missing".into(),
@@ -172,12 +172,12 @@ mod tests {
         FunctionSupport {
             pattern: "ip_*".into(),
             functions: vec!["ip_rcv".into()],
-            fentry: Probe {
+            fentry: CanRun {
                 hook: "fentry",
                 available: fentry.0,
                 reason: fentry.1.into(),
             },
-            kprobe: Probe {
+            kprobe: CanRun {
                 hook: "kprobe",
                 available: kprobe.0,
                 reason: kprobe.1.into(),
