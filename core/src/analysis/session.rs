@@ -475,3 +475,306 @@ fn passive_match(p: &mut Planned, from: &Endpoint, to: &Endpoint, events: &[Even
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{
+        model::{
+            Direction, DropSection, FlowKey, Hook, IfAddr, PacketIdent, PacketSection, Reply,
+            RouteAnswer,
+        },
+        world::{EventSource, EventStream, Inspector, Prober, Resolver},
+    };
+
+    /// pod-a (np-pod-a on node-1) and pod-c (np-pod-c on node-2); pod-d has IPv4 only.
+    struct Names;
+
+    #[async_trait]
+    impl Resolver for Names {
+        async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+            let (netns, node, addrs): (&str, &str, &[&str]) = match spec {
+                "pod-a" => ("np-pod-a", "node-1", &["10.244.1.2", "fd00:10:244:1::2"]),
+                "pod-c" => ("np-pod-c", "node-2", &["10.244.2.2", "fd00:10:244:2::2"]),
+                "pod-d" => ("np-pod-d", "node-2", &["10.244.2.3"]),
+                _ => {
+                    return Err(ResolveError::Unknown {
+                        spec: spec.into(),
+                        known: "pod-a, pod-c, pod-d".into(),
+                    })
+                }
+            };
+            let mut e = Endpoint::new(spec, EndpointKind::Pod)
+                .with_addrs(addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()));
+            e.netns = Some(netns.into());
+            e.node = Some(node.into());
+            Ok(e)
+        }
+
+        async fn node_namespaces(&self) -> Vec<(String, String)> {
+            vec![
+                ("np-pod-a".into(), "node-1".into()),
+                ("np-pod-c".into(), "node-2".into()),
+            ]
+        }
+    }
+
+    struct NoAnswers;
+
+    #[async_trait]
+    impl Inspector for NoAnswers {
+        async fn route_get(
+            &self,
+            _: &Place,
+            _: IpAddr,
+            _: Option<IpAddr>,
+            _: Option<&str>,
+        ) -> Option<RouteAnswer> {
+            None
+        }
+        async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
+            None
+        }
+        async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn addresses(&self, _: &Place) -> Vec<IfAddr> {
+            Vec::new()
+        }
+        async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
+            None
+        }
+        async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
+            None
+        }
+    }
+
+    /// A network where IPv4 works and IPv6 dies at node-1: each probe's packets appear on
+    /// the stream as the kernel would report them.
+    struct Network {
+        tx: Mutex<Option<mpsc::UnboundedSender<StreamItem>>>,
+        rx: Mutex<Option<mpsc::UnboundedReceiver<StreamItem>>>,
+        sent: Mutex<Vec<Probe>>,
+    }
+
+    impl Network {
+        fn new() -> Self {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Network {
+                tx: Mutex::new(Some(tx)),
+                rx: Mutex::new(Some(rx)),
+                sent: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    fn packet(p: &Probe, netns: &str, ttl: u8, reply: bool) -> Event {
+        let (icmp_type, src, dst) = match (p.src.is_ipv6(), reply) {
+            (false, false) => (8, p.src, p.dst),
+            (false, true) => (0, p.dst, p.src),
+            (true, false) => (128, p.src, p.dst),
+            (true, true) => (129, p.dst, p.src),
+        };
+        Event {
+            kind: EventKind::Hop,
+            ts_ns: ttl as u64,
+            node: "this-host".into(),
+            netns: netns.into(),
+            netns_inode: 1,
+            ifname: "eth0".into(),
+            ifindex: 2,
+            dir: Direction::Egress,
+            hook: Hook::TcEgress,
+            flow: FlowKey {
+                family: Some(Family::of(&p.src)),
+                src: Some(src),
+                dst: Some(dst),
+                proto: if p.src.is_ipv6() {
+                    Proto::Icmp6
+                } else {
+                    Proto::Icmp
+                },
+                sport: None,
+                dport: None,
+            },
+            packet: Some(PacketSection {
+                icmp: None,
+                len: 84,
+                pkt_id: format!("{}-{reply}", p.echo_id),
+                tunnel: None,
+                skb: "0".into(),
+                ident: PacketIdent {
+                    ttl,
+                    icmp_type,
+                    l4_ident: (p.echo_id as u32) << 16 | p.echo_seq as u32,
+                    ..PacketIdent::default()
+                },
+            }),
+            drop: None,
+            route: None,
+            neigh: None,
+        }
+    }
+
+    #[async_trait]
+    impl Prober for Network {
+        async fn send(
+            &self,
+            probe: &Probe,
+            timeout: Duration,
+            cancel: Cancel,
+        ) -> Result<ProbeOutcome, WorldError> {
+            self.sent.lock().unwrap().push(probe.clone());
+            let tx = self.tx.lock().unwrap().clone().unwrap();
+            let out = |e: Event| tx.send(StreamItem::Event(Box::new(e))).unwrap();
+            out(packet(probe, "np-pod-a", 64, false));
+            if probe.src.is_ipv4() {
+                out(packet(probe, "np-pod-c", 63, false));
+                out(packet(probe, "np-pod-a", 63, true));
+                return Ok(ProbeOutcome {
+                    reply: Some(Reply::EchoReply),
+                    rtt_us: Some(100),
+                    ..ProbeOutcome::default()
+                });
+            }
+            let mut drop = packet(probe, "np-node-1", 63, false);
+            drop.kind = EventKind::Drop;
+            drop.hook = Hook::KfreeSkb;
+            drop.drop = Some(DropSection {
+                reason: "IP_INNOROUTES".into(),
+                location: Some("ip6_pkt_discard+0x11".into()),
+            });
+            out(drop);
+            // The drop settles the family: the wait ends long before the timeout.
+            let waited = std::time::Instant::now();
+            while !cancel.load(Ordering::Relaxed) && waited.elapsed() < timeout {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(ProbeOutcome::default())
+        }
+    }
+
+    struct Stream(mpsc::UnboundedReceiver<StreamItem>);
+
+    #[async_trait]
+    impl EventStream for Stream {
+        async fn next(&mut self) -> Option<StreamItem> {
+            self.0.recv().await
+        }
+        fn lost(&self) -> u64 {
+            0
+        }
+        fn devices(&self) -> usize {
+            4
+        }
+        fn unavailable(&self) -> Vec<String> {
+            vec!["fentry: EPERM".into()]
+        }
+    }
+
+    #[async_trait]
+    impl EventSource for Network {
+        async fn open(&self, scope: &Scope) -> Result<Box<dyn EventStream>, WorldError> {
+            assert!(
+                scope.places.contains(&Place::new("node-1", "np-pod-a")),
+                "{scope:?}"
+            );
+            assert_eq!(scope.addrs.len(), 2, "filtered on the source's addresses");
+            let rx = self
+                .rx
+                .lock()
+                .unwrap()
+                .take()
+                .expect("one stream per trace");
+            Ok(Box::new(Stream(rx)))
+        }
+    }
+
+    fn config(to: &str) -> TraceConfig {
+        TraceConfig {
+            from: "pod-a".into(),
+            to: to.into(),
+            port: None,
+            udp: false,
+            size: 20,
+            passive: false,
+            timeout: Duration::from_secs(5),
+            family: None,
+            ring_bytes: 1 << 20,
+            run_id: 4242,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trace_probes_both_families_through_the_world_and_diagnoses_each() {
+        let net = Network::new();
+        let world = World {
+            resolver: &Names,
+            inspector: &NoAnswers,
+            prober: &net,
+            events: &net,
+        };
+        let notices = Mutex::new(Vec::new());
+        let started = std::time::Instant::now();
+        let traced = trace(world, &config("pod-c"), &|n| {
+            notices.lock().unwrap().push(n)
+        })
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a drop ends the wait"
+        );
+        let r = &traced.report;
+        assert_eq!(r.verdicts.len(), 2);
+        let (v4, v6) = (&r.verdicts[0], &r.verdicts[1]);
+        assert_eq!((v4.family, v4.verdict), (Family::Ipv4, Verdict::Delivered));
+        assert_eq!(v4.hops.len(), 2, "{v4:#?}");
+        assert_eq!(
+            v4.hops[1].node, "node-2",
+            "events are labelled with their node"
+        );
+        assert_eq!((v6.family, v6.verdict), (Family::Ipv6, Verdict::Dropped));
+        assert_eq!(v6.reason.as_deref(), Some("IP_INNOROUTES"));
+        assert_eq!(v6.at.as_ref().unwrap().netns, "np-node-1");
+        let sent = net.sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        assert_ne!(
+            sent[0].echo_id, sent[1].echo_id,
+            "each family its own probe"
+        );
+        assert!(sent
+            .iter()
+            .all(|p| p.from == Place::new("node-1", "np-pod-a")));
+        let notices = notices.lock().unwrap();
+        assert_eq!(notices[0], Notice::Unavailable("fentry: EPERM".into()));
+        assert!(matches!(notices[1], Notice::Tracing { devices: 4, .. }));
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn families_a_side_lacks_are_answered_without_opening_a_stream() {
+        let net = Network::new();
+        let world = World {
+            resolver: &Names,
+            inspector: &NoAnswers,
+            prober: &net,
+            events: &net,
+        };
+        let mut c = config("pod-d");
+        c.family = Some(Family::Ipv6);
+        let traced = trace(world, &c, &|_| {}).await.unwrap();
+        assert_eq!(traced.report.verdicts[0].verdict, Verdict::NoAddress);
+        assert!(traced.streams.is_empty() && net.sent.lock().unwrap().is_empty());
+        let err = trace(world, &config("pod-z"), &|_| {}).await.err().unwrap();
+        assert!(err.to_string().contains("pod-z"), "{err}");
+    }
+}
