@@ -8,5 +8,6 @@ pub mod names;
 pub mod netns;
 pub mod probes;
 pub mod resolve;
+pub mod sys;
 pub mod trace;
 pub mod tracer;
