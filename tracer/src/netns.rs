@@ -480,6 +480,45 @@ mod tests {
     }
 
     #[test]
+    fn handles_parse_and_print_back() {
+        for (spec, want, shown) in [
+            ("root", NetnsRef::Current, "root"),
+            ("", NetnsRef::Current, "root"),
+            ("pod-a", NetnsRef::Named("pod-a".into()), "pod-a"),
+            (
+                "pid:1234",
+                NetnsRef::Path("/proc/1234/ns/net".into()),
+                "pid:1234",
+            ),
+            ("/proc/1234/ns/net", NetnsRef::pid(1234), "pid:1234"),
+            ("/run/x/ns", NetnsRef::Path("/run/x/ns".into()), "/run/x/ns"),
+        ] {
+            let r = NetnsRef::parse(spec).unwrap();
+            assert_eq!(r, want, "{spec}");
+            assert_eq!(r.to_string(), shown, "{spec}");
+        }
+        for bad in ["pid:x", "a/b", ".."] {
+            assert!(NetnsRef::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            NetnsRef::Named("x".into()).path(),
+            PathBuf::from("/run/netns/x")
+        );
+    }
+
+    #[test]
+    fn our_own_namespace_by_pid_is_the_current_one() {
+        let me = NetnsRef::pid(std::process::id());
+        assert_eq!(me.inode().unwrap(), NetnsRef::Current.inode().unwrap());
+        assert_eq!(by_name("root").unwrap().inode, me.inode().unwrap());
+        match NetnsRef::Current.cookie() {
+            Ok(c) => assert_eq!(me.cookie().unwrap(), c),
+            // SO_NETNS_COOKIE is Linux 5.14+.
+            Err(e) => eprintln!("SKIPPED netns cookie: {e}"),
+        }
+    }
+
+    #[test]
     fn missing_named_namespace_is_a_clear_error() {
         let err = by_name("netpath-does-not-exist").unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");

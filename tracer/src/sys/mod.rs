@@ -19,7 +19,7 @@ mod sysctl;
 pub use link::{addresses, link, links, parse_address, parse_link, Address, Link};
 pub(crate) use link::{link_by_index, link_by_name};
 pub use neigh::{neighbour_state, neighbours, nud_state_names, Neighbour};
-pub use nft::{decode_rule, drop_rules, DropRule, NftChain};
+pub use nft::{decode_rule, drop_rules, Discard, DropRule, NftChain, NftRule};
 pub use nsid::{peers, Peer};
 pub use route::{route_fib_match, route_get, routes, MatchedRoute};
 pub use sysctl::{forwarding, ipv6_disabled_devices, read_sysctl};

@@ -510,6 +510,14 @@ pub fn render(family: u8, exprs: &[Expr]) -> (String, Option<Discard>) {
                     }
                     _ => format!("{}{}{}", field_name(&f), op_text(*op), value_text(&f, data)),
                 };
+                // `tcp sport 1000-2000` is `>= 1000` then `<= 2000` on the same register.
+                let lower = format!("{} >= ", field_name(&f));
+                if let (3, Some(last)) = (*op, terms.last_mut()) {
+                    if let Some(from) = last.text.strip_prefix(&lower) {
+                        last.text = format!("{} {from}-{}", field_name(&f), value_text(&f, data));
+                        continue;
+                    }
+                }
                 terms.push(Term { text, implied_by });
             }
             Expr::Range { sreg, op, from, to } => {
@@ -962,6 +970,30 @@ mod tests {
         );
         assert_eq!(text, "xt match conntrack xt target REJECT");
         assert_eq!(discard, Some(Discard::Reject));
+        let sport = Expr::Payload {
+            dreg: 1,
+            base: 2,
+            offset: 0,
+            len: 2,
+        };
+        let cmp = |op, port: u16| Expr::Cmp {
+            sreg: 1,
+            op,
+            data: port.to_be_bytes().to_vec(),
+        };
+        let (text, _) = render(
+            10,
+            &[
+                sport,
+                cmp(5, 1000),
+                cmp(3, 2000),
+                Expr::Verdict {
+                    code: NF_DROP,
+                    chain: None,
+                },
+            ],
+        );
+        assert_eq!(text, "th sport 1000-2000 drop");
         assert_eq!(reject_text(10, Some(10), 0, 4), "reject");
         assert_eq!(reject_text(1, Some(2), 2, 1), "reject");
         assert_eq!(reject_text(1, None, 1, 0), "reject with tcp reset");
