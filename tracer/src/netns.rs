@@ -198,6 +198,12 @@ where
     })
 }
 
+/// Whether this thread is in the namespace at `path`.
+fn same_as_this_thread(path: &Path) -> bool {
+    let here = inode_of(Path::new("/proc/thread-self/ns/net"));
+    here.is_some() && here == inode_of(path)
+}
+
 fn open_nsfs(path: &Path) -> Result<File, NetnsError> {
     File::open(path).map_err(|source| NetnsError::Open {
         path: path.to_path_buf(),
@@ -321,15 +327,21 @@ impl NetnsRef {
         })
     }
 
-    /// Runs `f` on a short-lived thread inside the namespace (see [`run_in`]).
+    /// Runs `f` on a short-lived thread inside the namespace (see [`run_in`]), or right here
+    /// when it is `Current` and this thread is already in it.
     pub fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
     where
         T: Send,
         F: FnOnce() -> T + Send,
     {
-        if let Self::Named(_) = self {
+        match self {
+            // Already there (the usual case for `root`): no thread, no privilege needed.
+            Self::Current if same_as_this_thread(&self.path()) => return Ok(f()),
             // A clear "not found" rather than an open error.
-            self.open()?;
+            Self::Named(_) => {
+                self.open()?;
+            }
+            _ => {}
         }
         run_at(&self.path(), &self.to_string(), f)
     }
