@@ -18,7 +18,7 @@ pub struct RouteAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
     /// The kernel's error when the lookup failed (`Network is unreachable`); `type` is then
-    /// the discard route that matched, or `unspec` when none did.
+    /// the discard route that matched, or `none` when no route did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The route that matched (`fd00:10:244:2::/64`), when known.

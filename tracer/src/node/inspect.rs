@@ -1,8 +1,8 @@
 //! Questions the diagnosis asks a namespace after the packets told it where to look: the
 //! route lookup for an address, forwarding and disable_ipv6 sysctls, configured addresses,
-//! nftables rules that drop. [`LiveInspector`] asks the running kernel (iproute2, sysctl, nft);
+//! nftables rules that drop. [`LiveInspector`] asks the running kernel (netlink, /proc/sys);
 //! the diagnosis only sees the [`Inspector`] trait, so its rules are tested on fixed answers.
-use std::{net::IpAddr, process::Command};
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use netpath_core::{
@@ -10,21 +10,24 @@ use netpath_core::{
     world::Inspector,
 };
 
-/// Asks the live kernel through iproute2, sysctl and nft in each namespace.
+use super::{netns::NetnsRef, sys};
+
+/// Asks the live kernel of each namespace over netlink and /proc/sys ([`super::sys`]); a
+/// namespace is a name, `root`, `pid:N` or an nsfs path ([`NetnsRef::parse`]). What cannot be
+/// asked is unknown (None, empty).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveInspector;
 
-fn in_netns(netns: &str, argv: &[&str]) -> Option<std::process::Output> {
-    let mut cmd = if netns.is_empty() || netns == "root" {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]);
-        c
-    } else {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", netns]).args(argv);
-        c
-    };
-    cmd.output().ok()
+fn ns_ref(netns: &str) -> Option<NetnsRef> {
+    NetnsRef::parse(netns)
+        .map_err(|e| tracing::debug!("inspect {netns}: {e}"))
+        .ok()
+}
+
+/// The value, or None with the error logged at debug level.
+fn logged<T>(what: &str, netns: &str, r: Result<T, sys::SysError>) -> Option<T> {
+    r.map_err(|e| tracing::debug!("inspect {what} in {netns}: {e}"))
+        .ok()
 }
 
 impl LiveInspector {
@@ -35,109 +38,54 @@ impl LiveInspector {
         src: Option<IpAddr>,
         iif: Option<&str>,
     ) -> Option<RouteAnswer> {
-        let dst_s = dst.to_string();
-        let src_s = src.map(|s| s.to_string());
-        let mut argv = vec!["ip", "-j", "route", "get", dst_s.as_str()];
-        if let (Some(s), Some(dev)) = (&src_s, iif) {
-            argv.extend(["from", s.as_str(), "iif", dev]);
-        }
-        let out = in_netns(netns, &argv)?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let err = err
-                .trim()
-                .trim_start_matches("RTNETLINK answers: ")
-                .to_string();
-            if iif.is_some() && err.contains("No such device") {
-                // The device is gone: ask without the input side.
-                return self.route_get_in(netns, dst, None, None);
-            }
-            if iif.is_some() {
-                // Input-side lookups fail for reasons of their own (rp checks, forwarding):
-                // the output-side answer is what explains a missing route.
-                return self.route_get_in(netns, dst, None, None);
-            }
-            // The lookup hit a discard route (EINVAL: blackhole, EHOSTUNREACH: unreachable,
-            // EACCES: prohibit) or nothing at all: say which route matched.
-            let fam = if dst.is_ipv6() { "-6" } else { "-4" };
-            let matched = in_netns(netns, &["ip", fam, "-j", "route", "show", "match", &dst_s])
-                .and_then(|o| most_specific_route(&o.stdout));
-            let (kind, prefix) = match matched {
-                Some((kind, prefix)) if kind != RouteType::Unicast => (kind, Some(prefix)),
-                _ => (RouteType::Unspec, None),
-            };
-            return Some(RouteAnswer {
-                netns: netns.into(),
-                dst: dst_s,
-                kind,
-                gateway: None,
-                dev: None,
-                error: Some(err),
-                prefix,
-            });
-        }
-        parse_route_get(netns, &dst_s, &out.stdout)
+        let mut answer = logged(
+            "route get",
+            netns,
+            sys::route_get(&ns_ref(netns)?, dst, src, iif),
+        )?;
+        // The caller's spelling of the namespace, as before.
+        answer.netns = netns.into();
+        Some(answer)
     }
 
     pub fn forwarding_in(&self, netns: &str, family: Family) -> Option<bool> {
-        let key = if family == Family::Ipv6 {
-            "net.ipv6.conf.all.forwarding"
-        } else {
-            "net.ipv4.ip_forward"
-        };
-        let out = in_netns(netns, &["sysctl", "-n", key])?;
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        out.status.success().then(|| v != "0")
+        logged(
+            "forwarding",
+            netns,
+            sys::forwarding(&ns_ref(netns)?, family.number()),
+        )
     }
 
     pub fn ipv6_disabled_devices_in(&self, netns: &str) -> Vec<String> {
-        let Some(out) = in_netns(
-            netns,
-            &[
-                "sh",
-                "-c",
-                "grep -l 1 /proc/sys/net/ipv6/conf/*/disable_ipv6",
-            ],
-        ) else {
-            return Vec::new();
-        };
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split('/').nth_back(1).map(str::to_string))
-            .filter(|d| d != "all" && d != "default")
-            .collect()
+        ns_ref(netns)
+            .and_then(|ns| logged("disable_ipv6", netns, sys::ipv6_disabled_devices(&ns)))
+            .unwrap_or_default()
     }
 
     pub fn addresses_in(&self, netns: &str) -> Vec<IfAddr> {
-        in_netns(netns, &["ip", "-j", "addr", "show"])
-            .map(|o| parse_addresses(&o.stdout))
+        ns_ref(netns)
+            .and_then(|ns| logged("addresses", netns, sys::addresses(&ns)))
+            .map(|all| if_addrs(&all))
             .unwrap_or_default()
     }
 
     pub fn nft_drop_rules_in(&self, netns: &str) -> Vec<String> {
-        in_netns(netns, &["nft", "list", "ruleset"])
-            .map(|o| nft_drop_rules(&String::from_utf8_lossy(&o.stdout)))
+        ns_ref(netns)
+            .and_then(|ns| logged("nftables", netns, sys::drop_rules(&ns)))
+            .map(|rules| rules.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
     }
 
     pub fn mtu_in(&self, netns: &str, dev: &str) -> Option<u32> {
-        let out = in_netns(netns, &["ip", "-j", "link", "show", "dev", dev])?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v.as_array()?.first()?["mtu"].as_u64().map(|m| m as u32)
+        logged("link", netns, sys::link(&ns_ref(netns)?, dev))??.mtu
     }
 
     pub fn neighbour_state_in(&self, netns: &str, addr: IpAddr) -> Option<String> {
-        let a = addr.to_string();
-        let out = in_netns(netns, &["ip", "-j", "neigh", "show", "to", &a])?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let states = v.as_array()?.first()?["state"].as_array()?.clone();
-        Some(
-            states
-                .iter()
-                .filter_map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
+        logged(
+            "neighbours",
+            netns,
+            sys::neighbour_state(&ns_ref(netns)?, addr),
+        )?
     }
 }
 
@@ -187,6 +135,22 @@ impl Inspector for LiveInspector {
         blocking(move || LiveInspector.neighbour_state_in(&ns, addr)).await
     }
 }
+
+/// Addresses as the diagnosis uses them: no loopback device, no link-scope address.
+pub fn if_addrs(all: &[sys::Address]) -> Vec<IfAddr> {
+    all.iter()
+        .filter(|a| a.dev != "lo" && a.scope != "link")
+        .map(|a| IfAddr {
+            dev: a.dev.clone(),
+            addr: a.addr,
+            prefix_len: a.prefix_len,
+        })
+        .collect()
+}
+
+// Readers of `ip -j` and `nft list ruleset` output: what the netlink answers above are
+// compared with in the real-kernel tests (tests/netlink.rs), and a way to read answers saved
+// from a machine by hand.
 
 /// `ip -j route get` output to a [`RouteAnswer`].
 pub fn parse_route_get(netns: &str, dst: &str, json: &[u8]) -> Option<RouteAnswer> {

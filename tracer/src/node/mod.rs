@@ -18,5 +18,6 @@ pub mod netns;
 pub mod prober;
 pub mod resolve;
 pub mod source;
+pub mod sys;
 
 pub use kernel::{NodeTracer, TracerSpec};

@@ -28,6 +28,8 @@ pub enum NetnsError {
     },
     #[error("thread running inside network namespace {0} panicked")]
     Panicked(String),
+    #[error("{0:?} is not a network namespace (a name, `root`, `pid:N` or an nsfs path)")]
+    Invalid(String),
 }
 
 /// A network namespace the tracer knows about.
@@ -56,25 +58,16 @@ pub fn current() -> Result<Netns, NetnsError> {
     })
 }
 
-/// Resolves an `ip netns` name, or `root`/empty for the current namespace.
+/// Resolves a namespace spec: an `ip netns` name, `root`/empty for the current namespace,
+/// `pid:N` or an nsfs path such as /proc/N/ns/net (see [`NetnsRef::parse`]).
 pub fn by_name(name: &str) -> Result<Netns, NetnsError> {
-    if name.is_empty() || name == "root" {
-        let mut ns = current()?;
-        ns.path = PathBuf::from("/proc/self/ns/net");
-        return Ok(ns);
-    }
-    let path = Path::new(NETNS_RUN_DIR).join(name);
-    let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound(name.into()))?;
-    Ok(Netns {
-        inode,
-        name: name.into(),
-        path,
-    })
+    NetnsRef::parse(name)?.resolve()
 }
 
 /// Namespaces reachable from `start` through links that cross namespaces (veth peers, tunnel
-/// link-netns): the kernel gives a namespace an id for each peer namespace (`ip netns
-/// list-id`). Unnamed peers are the root namespace (`root`). At most `limit` namespaces.
+/// link-netns): the kernel gives a namespace an id for each peer namespace (RTM_GETNSID, what
+/// `ip netns list-id` shows). Peers are named by their /run/netns name; unnamed peers are the
+/// root namespace (`root`). At most `limit` namespaces.
 pub fn connected(start: &[String], limit: usize) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     let mut queue: std::collections::VecDeque<String> = start.iter().cloned().collect();
@@ -82,16 +75,10 @@ pub fn connected(start: &[String], limit: usize) -> Vec<String> {
         if seen.contains(&ns) || seen.len() >= limit {
             continue;
         }
-        let mut cmd = std::process::Command::new("ip");
-        if ns != "root" && !ns.is_empty() {
-            cmd.args(["-n", &ns]);
-        }
-        let peers = cmd
-            .args(["-j", "netns", "list-id"])
-            .output()
+        let peers = NetnsRef::parse(&ns)
             .ok()
-            .filter(|o| o.status.success())
-            .map(|o| peer_names(&o.stdout))
+            .and_then(|r| crate::node::sys::peers(&r).ok())
+            .map(|peers| names_of_peers(&peers))
             .unwrap_or_default();
         seen.push(ns);
         queue.extend(peers.into_iter().filter(|p| !seen.contains(p)));
@@ -99,7 +86,16 @@ pub fn connected(start: &[String], limit: usize) -> Vec<String> {
     seen
 }
 
-/// Names in `ip -j netns list-id` output; entries without a name are the root namespace.
+/// Names of peer namespaces: their /run/netns name, `root` for those without one.
+pub fn names_of_peers(peers: &[crate::node::sys::Peer]) -> Vec<String> {
+    peers
+        .iter()
+        .map(|p| p.name.clone().unwrap_or_else(|| "root".into()))
+        .collect()
+}
+
+/// The same names read from `ip -j netns list-id` output (what [`crate::node::sys::peers`] is
+/// compared with in the real-kernel tests).
 pub fn peer_names(json: &[u8]) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
     v.as_array()
@@ -175,26 +171,207 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    let path = ns.path.clone();
-    let file = File::open(&path).map_err(|source| NetnsError::Open {
-        path: path.clone(),
-        source,
-    })?;
+    run_at(&ns.path, &ns.name, f)
+}
+
+/// [`run_in`] for any nsfs path; `label` names the namespace in errors.
+fn run_at<T, F>(path: &Path, label: &str, f: F) -> Result<T, NetnsError>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let file = open_nsfs(path)?;
     std::thread::scope(|scope| {
         scope
             .spawn(move || -> Result<T, NetnsError> {
                 // SAFETY: setns on a valid nsfs fd only changes this thread's namespace.
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return Err(NetnsError::Enter {
-                        path,
+                        path: path.to_path_buf(),
                         source: std::io::Error::last_os_error(),
                     });
                 }
                 Ok(f())
             })
             .join()
-            .map_err(|_| NetnsError::Panicked(ns.name.clone()))?
+            .map_err(|_| NetnsError::Panicked(label.to_string()))?
     })
+}
+
+/// Whether this thread is in the namespace at `path`.
+fn same_as_this_thread(path: &Path) -> bool {
+    let here = inode_of(Path::new("/proc/thread-self/ns/net"));
+    here.is_some() && here == inode_of(path)
+}
+
+fn open_nsfs(path: &Path) -> Result<File, NetnsError> {
+    File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// How to reach a network namespace: the process's own, an `ip netns` name, or any nsfs file
+/// (/proc/PID/ns/net of a process that holds it, a bind mount).
+///
+/// Parsed from `root` (or empty, `self`), `NAME`, `pid:1234` and `/proc/1234/ns/net`; shown the
+/// same way (`pid:N` for /proc/N/ns/net).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NetnsRef {
+    /// The namespace of this process (/proc/self/ns/net): the node's root namespace when the
+    /// tracer runs on a node.
+    Current,
+    /// /run/netns/NAME, as `ip netns add` makes it.
+    Named(String),
+    /// Any nsfs file.
+    Path(PathBuf),
+}
+
+impl NetnsRef {
+    pub fn parse(spec: &str) -> Result<Self, NetnsError> {
+        let spec = spec.trim();
+        if spec.is_empty() || spec == "root" || spec == "self" {
+            return Ok(Self::Current);
+        }
+        if let Some(pid) = spec.strip_prefix("pid:") {
+            return match pid.parse::<u32>() {
+                Ok(pid) => Ok(Self::pid(pid)),
+                Err(_) => Err(NetnsError::Invalid(spec.into())),
+            };
+        }
+        if spec.starts_with('/') {
+            return Ok(Self::Path(spec.into()));
+        }
+        if spec.contains('/') || spec == "." || spec == ".." {
+            return Err(NetnsError::Invalid(spec.into()));
+        }
+        Ok(Self::Named(spec.into()))
+    }
+
+    /// The namespace process `pid` is in.
+    pub fn pid(pid: u32) -> Self {
+        Self::Path(PathBuf::from(format!("/proc/{pid}/ns/net")))
+    }
+
+    /// The nsfs file that opens it.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Current => PathBuf::from("/proc/self/ns/net"),
+            Self::Named(name) => Path::new(NETNS_RUN_DIR).join(name),
+            Self::Path(p) => p.clone(),
+        }
+    }
+
+    /// Opens its nsfs file (for setns, or NETNSA_FD in netlink requests).
+    pub fn open(&self) -> Result<File, NetnsError> {
+        let path = self.path();
+        match File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(NetnsError::NotFound(self.to_string()))
+            }
+            Err(source) => Err(NetnsError::Open { path, source }),
+        }
+    }
+
+    /// The namespace's identity: the inode of its nsfs file (`net->ns.inum`).
+    pub fn inode(&self) -> Result<u32, NetnsError> {
+        let file = self.open()?;
+        let meta = file.metadata().map_err(|source| NetnsError::Open {
+            path: self.path(),
+            source,
+        })?;
+        Ok(meta.ino() as u32)
+    }
+
+    /// The namespace's cookie (SO_NETNS_COOKIE of a socket made inside it, Linux 5.14+): unlike
+    /// the inode, never reused while the machine is up.
+    pub fn cookie(&self) -> Result<u64, NetnsError> {
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        self.run(|| {
+            // SAFETY: a datagram socket we own, a u64 out-parameter of the right size.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut cookie: u64 = 0;
+                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+                let rc = libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut cookie as *mut u64).cast(),
+                    &mut len,
+                );
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if rc != 0 {
+                    return Err(err);
+                }
+                Ok(cookie)
+            }
+        })?
+        .map_err(|source| NetnsError::Enter {
+            path: self.path(),
+            source,
+        })
+    }
+
+    /// The [`Netns`] it names (inode, display name, path).
+    pub fn resolve(&self) -> Result<Netns, NetnsError> {
+        Ok(Netns {
+            inode: self.inode()?,
+            name: self.to_string(),
+            path: self.path(),
+        })
+    }
+
+    /// Runs `f` on a short-lived thread inside the namespace (see [`run_in`]), or right here
+    /// when it is `Current` and this thread is already in it.
+    pub fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        match self {
+            // Already there (the usual case for `root`): no thread, no privilege needed.
+            Self::Current if same_as_this_thread(&self.path()) => return Ok(f()),
+            // A clear "not found" rather than an open error.
+            Self::Named(_) => {
+                self.open()?;
+            }
+            _ => {}
+        }
+        run_at(&self.path(), &self.to_string(), f)
+    }
+}
+
+impl std::fmt::Display for NetnsRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Current => f.write_str("root"),
+            Self::Named(name) => f.write_str(name),
+            Self::Path(p) => {
+                let pid = p
+                    .to_str()
+                    .and_then(|s| s.strip_prefix("/proc/"))
+                    .and_then(|s| s.strip_suffix("/ns/net"))
+                    .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+                match pid {
+                    Some(pid) => write!(f, "pid:{pid}"),
+                    None => write!(f, "{}", p.display()),
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for NetnsRef {
+    type Err = NetnsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
 }
 
 /// Devices of the namespace this thread is in, as (ifindex, name).
@@ -312,6 +489,45 @@ mod tests {
         assert!(link_type_has_no_l2(0xfffe), "tun / wireguard");
         assert!(link_type_has_no_l2(768), "ipip");
         assert_eq!(link_type_here("netpath-no-such-device"), None);
+    }
+
+    #[test]
+    fn handles_parse_and_print_back() {
+        for (spec, want, shown) in [
+            ("root", NetnsRef::Current, "root"),
+            ("", NetnsRef::Current, "root"),
+            ("pod-a", NetnsRef::Named("pod-a".into()), "pod-a"),
+            (
+                "pid:1234",
+                NetnsRef::Path("/proc/1234/ns/net".into()),
+                "pid:1234",
+            ),
+            ("/proc/1234/ns/net", NetnsRef::pid(1234), "pid:1234"),
+            ("/run/x/ns", NetnsRef::Path("/run/x/ns".into()), "/run/x/ns"),
+        ] {
+            let r = NetnsRef::parse(spec).unwrap();
+            assert_eq!(r, want, "{spec}");
+            assert_eq!(r.to_string(), shown, "{spec}");
+        }
+        for bad in ["pid:x", "a/b", ".."] {
+            assert!(NetnsRef::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            NetnsRef::Named("x".into()).path(),
+            PathBuf::from("/run/netns/x")
+        );
+    }
+
+    #[test]
+    fn our_own_namespace_by_pid_is_the_current_one() {
+        let me = NetnsRef::pid(std::process::id());
+        assert_eq!(me.inode().unwrap(), NetnsRef::Current.inode().unwrap());
+        assert_eq!(by_name("root").unwrap().inode, me.inode().unwrap());
+        match NetnsRef::Current.cookie() {
+            Ok(c) => assert_eq!(me.cookie().unwrap(), c),
+            // SO_NETNS_COOKIE is Linux 5.14+.
+            Err(e) => eprintln!("SKIPPED netns cookie: {e}"),
+        }
     }
 
     #[test]

@@ -4,10 +4,7 @@
 //! namespace (`netns:NAME`, addresses read from it) and plain addresses (`10.244.1.2`,
 //! `[fd00::1]:80`), which it looks up in the lab and then in every named namespace, so topologies
 //! the lab did not make work too. A Kubernetes resolver will implement the same [`Resolver`].
-use std::{
-    net::{IpAddr, SocketAddr},
-    process::Command,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use async_trait::async_trait;
 use netpath_core::{
@@ -241,34 +238,12 @@ pub fn netns_addrs(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
         name: name.into(),
         detail,
     };
-    let mut cmd = Command::new("ip");
-    if name != "root" {
-        netns::by_name(name).map_err(|e| err(e.to_string()))?;
-        cmd.args(["-n", name]);
-    }
-    let out = cmd
-        .args(["-j", "addr", "show"])
-        .output()
-        .map_err(|e| err(format!("running ip: {e}")))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| err(format!("parsing `ip -j addr`: {e}")))?;
+    let ns = netns::NetnsRef::parse(name).map_err(|e| err(e.to_string()))?;
+    let all = crate::node::sys::addresses(&ns).map_err(|e| err(e.to_string()))?;
     let mut addrs = Vec::new();
-    for link in links.as_array().into_iter().flatten() {
-        if link["ifname"] == "lo" {
-            continue;
-        }
-        for info in link["addr_info"].as_array().into_iter().flatten() {
-            if let Some(ip) = info["local"]
-                .as_str()
-                .and_then(|s| s.parse::<IpAddr>().ok())
-            {
-                if !is_link_local(&ip) && !addrs.contains(&ip) {
-                    addrs.push(ip);
-                }
-            }
+    for a in all.iter().filter(|a| a.dev != "lo") {
+        if !is_link_local(&a.addr) && !addrs.contains(&a.addr) {
+            addrs.push(a.addr);
         }
     }
     Ok(addrs)

@@ -1,0 +1,258 @@
+//! Links (RTM_GETLINK) and their addresses (RTM_GETADDR), as `ip -j link` / `ip -j addr` list
+//! them.
+use std::net::IpAddr;
+
+use netlink_packet_core::{Emitable, Parseable};
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressMessage, AddressScope},
+    link::{LinkAttribute, LinkInfo, LinkMessage, State},
+    AddressFamily,
+};
+
+use super::{Netlink, SysError};
+use crate::node::netns::NetnsRef;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+
+/// A network device of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: Option<u32>,
+    /// `veth`, `bridge`, `vxlan`, ... (IFLA_INFO_KIND); None for physical devices and lo.
+    pub kind: Option<String>,
+    /// `UP`, `DOWN`, `UNKNOWN`, `LOWERLAYERDOWN`, ... as `ip` prints it.
+    pub operstate: String,
+    /// ARPHRD_* type (1 Ethernet, 772 loopback, 65534 none).
+    pub link_type: u16,
+    /// The id, in this namespace, of the namespace the other end lives in (veth peer, tunnel
+    /// underlay), when that is another namespace.
+    pub link_netnsid: Option<i32>,
+}
+
+/// An address configured on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub dev: String,
+    pub index: u32,
+    /// IFA_LOCAL (IFA_ADDRESS when absent), what `ip` shows as `local`.
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    /// `global`, `link`, `host`, `site`, `nowhere` or a number.
+    pub scope: String,
+}
+
+/// Every link of `ns`, in the kernel's order.
+pub fn links(ns: &NetnsRef) -> Result<Vec<Link>, SysError> {
+    dump_links(&mut Netlink::route(ns)?)
+}
+
+/// The link of `ns` named `name` (`ip link show dev NAME`), None when there is none.
+pub fn link(ns: &NetnsRef, name: &str) -> Result<Option<Link>, SysError> {
+    link_by_name(&mut Netlink::route(ns)?, name)
+}
+
+pub(crate) fn dump_links(nl: &mut Netlink) -> Result<Vec<Link>, SysError> {
+    let req = LinkMessage::default();
+    nl.request(RTM_GETLINK, true, &emit(&req))?
+        .iter()
+        .filter(|r| r.kind == RTM_NEWLINK)
+        .map(|r| parse_link(&r.payload))
+        .collect()
+}
+
+/// The link with this ifindex, None when there is none.
+pub(crate) fn link_by_index(nl: &mut Netlink, index: u32) -> Result<Option<Link>, SysError> {
+    let mut req = LinkMessage::default();
+    req.header.index = index;
+    one_link(nl, &req)
+}
+
+/// The link with this name, None when there is none.
+pub(crate) fn link_by_name(nl: &mut Netlink, name: &str) -> Result<Option<Link>, SysError> {
+    let mut req = LinkMessage::default();
+    req.attributes.push(LinkAttribute::IfName(name.into()));
+    one_link(nl, &req)
+}
+
+fn one_link(nl: &mut Netlink, req: &LinkMessage) -> Result<Option<Link>, SysError> {
+    match nl.request(RTM_GETLINK, false, &emit(req)) {
+        Ok(replies) => replies
+            .iter()
+            .find(|r| r.kind == RTM_NEWLINK)
+            .map(|r| parse_link(&r.payload))
+            .transpose(),
+        Err(SysError::Kernel(libc::ENODEV)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn emit<T: Emitable>(msg: &T) -> Vec<u8> {
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.emit(&mut buf);
+    buf
+}
+
+/// An RTM_NEWLINK payload as a [`Link`].
+pub fn parse_link(payload: &[u8]) -> Result<Link, SysError> {
+    let msg = LinkMessage::parse(payload).map_err(|e| SysError::Decode(e.to_string()))?;
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: None,
+        kind: None,
+        operstate: "UNKNOWN".into(),
+        link_type: u16::from(msg.header.link_layer_type),
+        link_netnsid: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Mtu(m) => link.mtu = Some(*m),
+            LinkAttribute::OperState(s) => link.operstate = operstate_name(*s),
+            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
+            LinkAttribute::LinkInfo(infos) => {
+                link.kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(link)
+}
+
+fn operstate_name(s: State) -> String {
+    match s {
+        State::Unknown => "UNKNOWN",
+        State::NotPresent => "NOTPRESENT",
+        State::Down => "DOWN",
+        State::LowerLayerDown => "LOWERLAYERDOWN",
+        State::Testing => "TESTING",
+        State::Dormant => "DORMANT",
+        State::Up => "UP",
+        _ => return format!("{}", u8::from(s)),
+    }
+    .to_string()
+}
+
+/// Every address of `ns`, grouped by link in link order (v4 before v6 within a link), as
+/// `ip -j addr show` lists them; loopback and link-local included.
+pub fn addresses(ns: &NetnsRef) -> Result<Vec<Address>, SysError> {
+    let mut nl = Netlink::route(ns)?;
+    let links = dump_links(&mut nl)?;
+    let mut req = AddressMessage::default();
+    req.header.family = AddressFamily::Unspec;
+    let mut out = Vec::new();
+    for reply in nl.request(RTM_GETADDR, true, &emit(&req))? {
+        if reply.kind != RTM_NEWADDR {
+            continue;
+        }
+        let Some(mut a) = parse_address(&reply.payload)? else {
+            continue;
+        };
+        if let Some(l) = links.iter().find(|l| l.index == a.index) {
+            a.dev = l.name.clone();
+        }
+        out.push(a);
+    }
+    let position = |a: &Address| links.iter().position(|l| l.index == a.index);
+    out.sort_by_key(position);
+    Ok(out)
+}
+
+/// An RTM_NEWADDR payload as an [`Address`] (its `dev` left empty: the caller names the
+/// ifindex). None for an address without IFA_LOCAL or IFA_ADDRESS.
+pub fn parse_address(payload: &[u8]) -> Result<Option<Address>, SysError> {
+    let msg = AddressMessage::parse(payload).map_err(|e| SysError::Decode(e.to_string()))?;
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let address = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    let Some(addr) = local.or(address) else {
+        return Ok(None);
+    };
+    Ok(Some(Address {
+        dev: String::new(),
+        index: msg.header.index,
+        addr,
+        prefix_len: msg.header.prefix_len,
+        scope: match msg.header.scope {
+            AddressScope::Universe => "global".into(),
+            AddressScope::Site => "site".into(),
+            AddressScope::Link => "link".into(),
+            AddressScope::Host => "host".into(),
+            AddressScope::Nowhere => "nowhere".into(),
+            other => u8::from(other).to_string(),
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_addresses_decode_from_kernel_bytes() {
+        // RTM_NEWLINK of a veth laid out as the kernel sends it (ifinfomsg, then IFLA_IFNAME,
+        // IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO{IFLA_INFO_KIND}, IFLA_LINK_NETNSID).
+        let mut b = vec![0u8, 0, 1, 0, 7, 0, 0, 0, 0x43, 0x10, 0x01, 0, 0, 0, 0, 0];
+        super::super::push_attr(&mut b, 3, b"va\0");
+        super::super::push_attr(&mut b, 4, &1500u32.to_ne_bytes());
+        super::super::push_attr(&mut b, 16, &[6]);
+        let mut kind = Vec::new();
+        super::super::push_attr(&mut kind, 1, b"veth\0");
+        super::super::push_attr(&mut b, 0x8000 | 18, &kind);
+        super::super::push_attr(&mut b, 37, &0i32.to_ne_bytes());
+        let link = parse_link(&b).unwrap();
+        assert_eq!(
+            link,
+            Link {
+                index: 7,
+                name: "va".into(),
+                mtu: Some(1500),
+                kind: Some("veth".into()),
+                operstate: "UP".into(),
+                link_type: 1,
+                link_netnsid: Some(0),
+            }
+        );
+
+        // RTM_NEWADDR: fd00:1::1/64 scope global on ifindex 7.
+        let mut a = vec![10u8, 64, 0x80, 0, 7, 0, 0, 0];
+        super::super::push_attr(
+            &mut a,
+            1,
+            &"fd00:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        );
+        let addr = parse_address(&a).unwrap().unwrap();
+        assert_eq!(
+            (
+                addr.addr.to_string(),
+                addr.prefix_len,
+                addr.index,
+                addr.scope.as_str()
+            ),
+            ("fd00:1::1".into(), 64, 7, "global")
+        );
+        // IPv4: IFA_LOCAL wins over IFA_ADDRESS (the peer of a point-to-point address).
+        let mut v4 = vec![2u8, 32, 0, 253, 3, 0, 0, 0];
+        super::super::push_attr(&mut v4, 1, &[10, 9, 9, 9]);
+        super::super::push_attr(&mut v4, 2, &[10, 1, 0, 1]);
+        let addr = parse_address(&v4).unwrap().unwrap();
+        assert_eq!(
+            (addr.addr.to_string(), addr.scope.as_str()),
+            ("10.1.0.1".into(), "link")
+        );
+        assert_eq!(parse_address(&[2u8, 32, 0, 0, 3, 0, 0, 0]).unwrap(), None);
+    }
+}
