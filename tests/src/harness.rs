@@ -256,7 +256,9 @@ fn decide(case: &Case, asked_for_ignored: bool, ci: bool) -> Decision {
 }
 
 /// The `main` of a test binary: libtest's command line, output and exit code.
-pub fn run(cases: Vec<Case>) -> ExitCode {
+pub fn run(mut cases: Vec<Case>) -> ExitCode {
+    // In name order, as libtest runs them: the same tests meet on the runner's threads.
+    cases.sort_by_key(|case| case.name);
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = std::env::var("RUST_TEST_THREADS")
