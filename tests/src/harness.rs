@@ -229,6 +229,7 @@ macro_rules! case {
 }
 
 /// What the runner does with a test, decided before any test runs.
+#[derive(Debug, PartialEq, Eq)]
 enum Decision {
     Run,
     Skip(String),
@@ -297,4 +298,57 @@ pub fn run(mut cases: Vec<Case>) -> ExitCode {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MISSING: Requires = Requires::Tool("netpath-test-no-such-tool");
+    const PRESENT: Requires = Requires::Tool("sh");
+
+    fn nothing() {}
+
+    fn case(requires: &'static [Requires]) -> Case {
+        Case::new("t", nothing, requires)
+    }
+
+    #[test]
+    fn a_missing_tool_is_a_skip_with_its_name_and_a_failure_under_ci() {
+        let Decision::Skip(reason) = decide(&case(&[PRESENT, MISSING]), false, false) else {
+            panic!("not a skip");
+        };
+        assert!(reason.contains("netpath-test-no-such-tool"), "{reason}");
+        let Decision::Fail(reason) = decide(&case(&[MISSING]), false, true) else {
+            panic!("not a failure under CI");
+        };
+        assert!(reason.contains("netpath-test-no-such-tool") && reason.contains("CI"));
+        assert_eq!(decide(&case(&[PRESENT]), false, true), Decision::Run);
+    }
+
+    #[test]
+    fn kernel_features_are_skips_under_ci_too() {
+        // Exactly one of the two is unmet on any kernel.
+        let with = decide(&case(&[Requires::Kernel(Feature::Kprobes)]), false, true);
+        let without = decide(
+            &case(&[Requires::KernelWithout(Feature::Kprobes)]),
+            false,
+            true,
+        );
+        let skips: Vec<_> = [with, without]
+            .into_iter()
+            .filter(|d| matches!(d, Decision::Skip(r) if r.contains("kprobes")))
+            .collect();
+        assert_eq!(skips.len(), 1, "{skips:?}");
+    }
+
+    #[test]
+    fn opt_in_tests_run_only_when_asked_for() {
+        let bench = || case(&[PRESENT]).opt_in("a benchmark");
+        assert_eq!(
+            decide(&bench(), false, true),
+            Decision::Skip("a benchmark; run with --ignored".into())
+        );
+        assert_eq!(decide(&bench(), true, true), Decision::Run);
+    }
 }
