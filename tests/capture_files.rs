@@ -13,10 +13,30 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv6Extensions,
     Ipv6Header, Ipv6RawExtHeader, PacketBuilder,
 };
+use integration_tests::{case, Requires};
 use tracer::capture::{
     read_capture_file, CaptureOutput, CaptureSink, CapturedPacket, Direction, DropInfo,
     PacketFilter, PcapngWriter, DEFAULT_SNAPLEN,
 };
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            filter_selects_what_tcpdump_selects,
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            pcapng_reads_back_in_tshark_and_tcpdump,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            pcapng_on_a_pipe_is_read_live_by_tshark,
+            Requires::Tool("tshark")
+        ),
+        case!(text_lines_for_a_capture),
+    ])
+}
 
 const MAC_A: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x02];
 const MAC_B: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x03];
@@ -212,7 +232,6 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
 fn filter_selects_what_tcpdump_selects() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("crafted.pcap");
@@ -337,7 +356,6 @@ fn sample_packets() -> Vec<CapturedPacket> {
     ]
 }
 
-#[test]
 fn pcapng_reads_back_in_tshark_and_tcpdump() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.pcapng");
@@ -403,7 +421,6 @@ fn pcapng_reads_back_in_tshark_and_tcpdump() {
     assert_eq!(back, expected);
 }
 
-#[test]
 fn pcapng_on_a_pipe_is_read_live_by_tshark() {
     let mut tshark = Command::new("tshark")
         .args([
@@ -440,7 +457,6 @@ fn pcapng_on_a_pipe_is_read_live_by_tshark() {
     assert_eq!(first.as_deref(), Ok("pod-a/eth0"));
 }
 
-#[test]
 fn text_lines_for_a_capture() {
     let mut out = Vec::new();
     {

@@ -11,6 +11,62 @@ use std::{
 
 use integration_tests::*;
 
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            capture_writes_pcapng_with_namespaced_names_and_directions,
+            Requires::Root,
+            Requires::Tool("tshark")
+        ),
+        case!(
+            capture_with_drops_records_the_kernel_reason,
+            Requires::Root,
+            Requires::Tool("tshark")
+        ),
+        case!(
+            kernel_written_pcapng_reads_back_whole_and_stops_at_the_count,
+            Requires::Root,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            filters_select_the_same_packets_as_tcpdump,
+            Requires::Root,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump"),
+            Requires::Tool("socat")
+        ),
+        case!(
+            vlan_tagged_frames_are_captured_as_tcpdump_sees_them,
+            Requires::Root,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            a_closed_output_pipe_ends_the_capture_quietly,
+            Requires::Root,
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            ipv6_extension_headers_are_selected_as_tcpdump_selects_them,
+            Requires::Root,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            vlan_tags_are_put_back_at_drop_points_too,
+            Requires::Root,
+            Requires::Tool("tshark"),
+            Requires::Tool("tcpdump")
+        ),
+        case!(
+            filters_the_kernel_cannot_run_are_applied_in_userspace,
+            Requires::Root,
+            Requires::Tool("tshark")
+        ),
+    ])
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -41,11 +97,7 @@ fn capture_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
-#[test]
 fn capture_writes_pcapng_with_namespaced_names_and_directions() {
-    if skip_unless_root("capture_writes_pcapng_with_namespaced_names_and_directions") {
-        return;
-    }
     let p = routed_pair("npc");
     let dir = temp_dir();
     let file = capture_path(&dir, "echo.pcapng");
@@ -103,11 +155,7 @@ fn capture_writes_pcapng_with_namespaced_names_and_directions() {
     assert_eq!(tc_programs(&p.b.name, "vb"), 0, "tc programs left attached");
 }
 
-#[test]
 fn capture_with_drops_records_the_kernel_reason() {
-    if skip_unless_root("capture_with_drops_records_the_kernel_reason") {
-        return;
-    }
     let p = routed_pair("npc");
     let dir = temp_dir();
     let file = capture_path(&dir, "drops.pcapng");
@@ -193,11 +241,7 @@ fn kernel_written(types: &[u32]) -> usize {
         .count()
 }
 
-#[test]
 fn kernel_written_pcapng_reads_back_whole_and_stops_at_the_count() {
-    if skip_unless_root("kernel_written_pcapng_reads_back_whole_and_stops_at_the_count") {
-        return;
-    }
     let p = routed_pair("npc");
     let dir = temp_dir();
     for count in [None, Some(250)] {
@@ -445,11 +489,7 @@ fn send_traffic(p: &RoutedPair) {
     p.a.exec("echo u | socat -t0.3 - UDP6:[fd00:1::2]:5353 || true");
 }
 
-#[test]
 fn filters_select_the_same_packets_as_tcpdump() {
-    if skip_unless_root("filters_select_the_same_packets_as_tcpdump") {
-        return;
-    }
     let p = routed_pair("npc");
     let _server = background(
         &p.b,
@@ -551,11 +591,7 @@ fn echo(vlan: Option<u16>, seq: u16) -> Vec<u8> {
 /// from AF_PACKET's auxiliary data, netpath's tc programs in their copy. Both must show the
 /// tagged frames and select them alike. (This kernel has no VLAN devices: the frames are
 /// written raw.)
-#[test]
 fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
-    if skip_unless_root("vlan_tagged_frames_are_captured_as_tcpdump_sees_them") {
-        return;
-    }
     let (a, b) = veth_pair("npv");
     let frames: Vec<Vec<u8>> = (1..=3)
         .flat_map(|seq| [echo(Some(100), seq), echo(Some(200), seq), echo(None, seq)])
@@ -591,12 +627,8 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
 /// `netpath capture -w - | head -c 300`: when the reader goes away, the capture ends at once,
 /// quietly and with exit code 0 (as ripgrep does), whoever wrote the packets (kernel or
 /// userspace).
-#[test]
 fn a_closed_output_pipe_ends_the_capture_quietly() {
     use std::io::Read;
-    if skip_unless_root("a_closed_output_pipe_ends_the_capture_quietly") {
-        return;
-    }
     let p = routed_pair("npc");
     let mut np = NetpathProcess::spawn(&["capture", "-i", "vb", "--netns", &p.b.name, "-w", "-"]);
     np.wait_stderr("listening", Duration::from_secs(10));
@@ -631,11 +663,7 @@ fn a_closed_output_pipe_ends_the_capture_quietly() {
 /// a fragment header), written raw next to plain ICMPv6 echoes: netpath (filter in the kernel)
 /// and tcpdump select the same ones for expressions on the first next header and on the
 /// protocol (libpcap's `icmp6` looks at the first next header, and behind a fragment header).
-#[test]
 fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
-    if skip_unless_root("ipv6_extension_headers_are_selected_as_tcpdump_selects_them") {
-        return;
-    }
     use tracer_common::fixtures::{icmp6, icmp6_ext_headers};
     let (a, b) = veth_pair("npx");
     let fragment = |seq: u16| {
@@ -683,11 +711,7 @@ fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
 /// it goes back into the copy there too, so `--drops` with a `vlan` filter sees both netpath's
 /// tc copy and the drop. (Further up the stack the kernel clears the tag of frames no VLAN
 /// device takes: their drops carry none.)
-#[test]
 fn vlan_tags_are_put_back_at_drop_points_too() {
-    if skip_unless_root("vlan_tags_are_put_back_at_drop_points_too") {
-        return;
-    }
     let (a, b) = veth_pair("npv");
     // `ret #2`: TC_ACT_SHOT in direct-action mode. Goes with the namespace.
     b.exec(
@@ -742,11 +766,7 @@ fn vlan_tags_are_put_back_at_drop_points_too() {
 
 /// A filter the kernel cannot run (`protochain` loops backwards) is said to run in userspace,
 /// and still selects exactly what it should there.
-#[test]
 fn filters_the_kernel_cannot_run_are_applied_in_userspace() {
-    if skip_unless_root("filters_the_kernel_cannot_run_are_applied_in_userspace") {
-        return;
-    }
     let (a, b) = veth_pair("npp");
     let dir = temp_dir();
     let ours = capture_path(&dir, "protochain.pcapng");

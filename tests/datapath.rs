@@ -8,6 +8,33 @@ use std::time::Duration;
 use integration_tests::*;
 use serde_json::Value;
 
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            vxlan_overlay_hops_are_ordered_with_one_identity_in_both_families,
+            Requires::Root
+        ),
+        case!(
+            nftables_drop_is_reported_with_its_reason,
+            Requires::Root,
+            Requires::Tool("nft"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            ipv6_disabled_on_the_receiving_device_is_reported,
+            Requires::Root
+        ),
+        case!(
+            lost_events_are_counted_when_the_ring_overflows,
+            Requires::Root
+        ),
+        case!(
+            a_device_without_link_layer_header_gets_the_l3_programs,
+            Requires::Root
+        ),
+    ])
+}
+
 struct Overlay {
     pa: NetNsGuard,
     n1: NetNsGuard,
@@ -85,11 +112,7 @@ fn path_of(events: &[Value], pkt_id: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-#[test]
 fn vxlan_overlay_hops_are_ordered_with_one_identity_in_both_families() {
-    if skip_unless_root("vxlan_overlay_hops_are_ordered_with_one_identity_in_both_families") {
-        return;
-    }
     let o = overlay();
     let ifaces = [
         format!("{}/eth0", o.pa.name),
@@ -198,11 +221,7 @@ fn drops_while(b: &NetNsGuard, extra: &[&str], traffic: impl FnOnce()) -> Vec<Va
         .collect()
 }
 
-#[test]
 fn nftables_drop_is_reported_with_its_reason() {
-    if skip_unless_root("nftables_drop_is_reported_with_its_reason") {
-        return;
-    }
     let (a, b) = pair();
     b.exec(
         "nft add table inet nptest && \
@@ -231,11 +250,7 @@ fn nftables_drop_is_reported_with_its_reason() {
     }
 }
 
-#[test]
 fn ipv6_disabled_on_the_receiving_device_is_reported() {
-    if skip_unless_root("ipv6_disabled_on_the_receiving_device_is_reported") {
-        return;
-    }
     let (a, b) = pair();
     let mac = b.exec("cat /sys/class/net/vb/address");
     a.exec(&format!(
@@ -254,11 +269,7 @@ fn ipv6_disabled_on_the_receiving_device_is_reported() {
     assert_eq!(d["ifname"], "vb");
 }
 
-#[test]
 fn lost_events_are_counted_when_the_ring_overflows() {
-    if skip_unless_root("lost_events_are_counted_when_the_ring_overflows") {
-        return;
-    }
     let (a, b) = pair();
     let mut np = NetpathProcess::spawn(&[
         "watch",
@@ -297,11 +308,7 @@ fn np_summary(out: &str) -> Option<&str> {
         .find(|l| l.contains(" lost") && l.starts_with("netpath:"))
 }
 
-#[test]
 fn a_device_without_link_layer_header_gets_the_l3_programs() {
-    if skip_unless_root("a_device_without_link_layer_header_gets_the_l3_programs") {
-        return;
-    }
     // A tun device (no Ethernet header) next to a veth: both must decode.
     let (a, _b) = veth_pair("npl3");
     a.exec(

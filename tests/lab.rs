@@ -9,12 +9,80 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{sh, skip_unless_root, unique, NetNsGuard};
+use integration_tests::{case, sh, unique, NetNsGuard, Requires};
 use netpath_core::model::EndpointKind;
 use tracer::{
     lab::{self, Expectation, Family, LabOptions, LabState, Outcome},
     node::resolve::LocalResolver,
 };
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            flannel,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            calico,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            calico_bgp,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            kube_router,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            kube_router_v6_onlink,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            calico_v6_withdrawn,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            flannel_v6_missing,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            k0s_service_family,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(
+            vcluster_service_flip_alternates_between_runs,
+            Requires::Root,
+            Requires::Tool("socat"),
+            Requires::Tool("nc")
+        ),
+        case!(down_cleans_up_after_a_half_failed_up, Requires::Root),
+        case!(
+            up_refuses_a_second_lab_and_foreign_namespaces,
+            Requires::Root
+        ),
+        case!(
+            resolver_reads_namespaces_the_lab_did_not_make,
+            Requires::Root
+        ),
+    ])
+}
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const UP_LIMIT: Duration = Duration::from_secs(3);
@@ -224,9 +292,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn scenario_test(scenario: &str, extra: impl FnOnce(&mut Lab)) {
-    if skip_unless_root(scenario) {
-        return;
-    }
     let _serial = serial();
     let scratch = options();
     let opts = &scratch.0;
@@ -240,27 +305,22 @@ fn scenario_test(scenario: &str, extra: impl FnOnce(&mut Lab)) {
     }
 }
 
-#[test]
 fn flannel() {
     scenario_test("flannel", |_| {});
 }
 
-#[test]
 fn calico() {
     scenario_test("calico", |_| {});
 }
 
-#[test]
 fn calico_bgp() {
     scenario_test("calico-bgp", |_| {});
 }
 
-#[test]
 fn kube_router() {
     scenario_test("kube-router", |_| {});
 }
 
-#[test]
 fn kube_router_v6_onlink() {
     scenario_test("kube-router-v6-onlink", |lab| {
         // Node to node still works through the gateway: only the pod CIDR route is missing.
@@ -270,7 +330,6 @@ fn kube_router_v6_onlink() {
     });
 }
 
-#[test]
 fn calico_v6_withdrawn() {
     scenario_test("calico-v6-withdrawn", |lab| {
         let d = lab.resolver().lookup("pod-d").unwrap();
@@ -286,7 +345,6 @@ fn calico_v6_withdrawn() {
     });
 }
 
-#[test]
 fn flannel_v6_missing() {
     scenario_test("flannel-v6-missing", |lab| {
         let links = sh(&format!("ip -n {}-node-1 link", lab.opts.prefix));
@@ -297,7 +355,6 @@ fn flannel_v6_missing() {
     });
 }
 
-#[test]
 fn k0s_service_family() {
     scenario_test("k0s-service-family", |lab| {
         let node1 = format!("{}-node-1", lab.opts.prefix);
@@ -307,11 +364,7 @@ fn k0s_service_family() {
     });
 }
 
-#[test]
 fn vcluster_service_flip_alternates_between_runs() {
-    if skip_unless_root("vcluster_service_flip") {
-        return;
-    }
     let _serial = serial();
     let scratch = options();
     let opts = &scratch.0;
@@ -333,11 +386,7 @@ fn vcluster_service_flip_alternates_between_runs() {
     );
 }
 
-#[test]
 fn down_cleans_up_after_a_half_failed_up() {
-    if skip_unless_root("half_failed_up") {
-        return;
-    }
     let _serial = serial();
     let scratch = options();
     let opts = &scratch.0;
@@ -375,11 +424,7 @@ fn down_cleans_up_after_a_half_failed_up() {
     assert!(lab::status(opts).unwrap().is_none());
 }
 
-#[test]
 fn up_refuses_a_second_lab_and_foreign_namespaces() {
-    if skip_unless_root("up_refuses") {
-        return;
-    }
     let _serial = serial();
     let scratch = options();
     let opts = &scratch.0;
@@ -405,11 +450,7 @@ fn up_refuses_a_second_lab_and_foreign_namespaces() {
     ));
 }
 
-#[test]
 fn resolver_reads_namespaces_the_lab_did_not_make() {
-    if skip_unless_root("resolver_netns") {
-        return;
-    }
     let ns = NetNsGuard::new(&unique("ntr"));
     sh(&format!(
         "ip -n {0} link add r0 type veth peer name r1 && ip -n {0} link set r0 up",

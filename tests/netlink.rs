@@ -6,13 +6,60 @@ use std::{
     process::{Child, Command, Output},
 };
 
-use integration_tests::{sh, skip_unless_root, unique, veth_pair, NetNsGuard};
+use integration_tests::{case, sh, unique, veth_pair, NetNsGuard, Requires};
 use netpath_core::model::{RouteAnswer, RouteType};
 use tracer::node::{
     inspect,
     netns::{self, NetnsRef},
     sys,
 };
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            route_get_answers_what_ip_route_get_says,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            addresses_and_links_are_what_ip_lists,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            neighbour_states_are_what_ip_neigh_shows,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            sysctls_are_read_inside_the_namespace,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            nft_drop_and_reject_rules_are_found_with_table_and_chain,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            connected_namespaces_follow_veths,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+        case!(
+            a_namespace_known_only_by_a_pid_is_reached,
+            Requires::Root,
+            Requires::Tool("ip"),
+            Requires::Tool("nft")
+        ),
+    ])
+}
 
 fn named(ns: &NetNsGuard) -> NetnsRef {
     NetnsRef::Named(ns.name.clone())
@@ -76,11 +123,7 @@ fn routed() -> (NetNsGuard, NetNsGuard) {
     (a, b)
 }
 
-#[test]
 fn route_get_answers_what_ip_route_get_says() {
-    if skip_unless_root("route_get_answers_what_ip_route_get_says") {
-        return;
-    }
     let (a, b) = routed();
     let cases = [
         ("10.10.3.3", "unicast via a gateway"),
@@ -152,11 +195,7 @@ fn route_get_answers_what_ip_route_get_says() {
     assert_eq!(gone, ip_route_get(&b, "10.20.0.1".parse().unwrap(), None));
 }
 
-#[test]
 fn addresses_and_links_are_what_ip_lists() {
-    if skip_unless_root("addresses_and_links_are_what_ip_lists") {
-        return;
-    }
     let (a, _b) = veth_pair("npnl");
     a.exec("ip addr add 10.3.0.1/16 dev va && ip addr add fd00:3::1/48 dev va nodad && ip link set va mtu 1400");
     let ns = named(&a);
@@ -207,11 +246,7 @@ fn addresses_and_links_are_what_ip_lists() {
     assert_eq!(sys::link(&ns, "nosuchdev").unwrap(), None);
 }
 
-#[test]
 fn neighbour_states_are_what_ip_neigh_shows() {
-    if skip_unless_root("neighbour_states_are_what_ip_neigh_shows") {
-        return;
-    }
     let (a, _b) = veth_pair("npnl");
     a.exec(
         "ping -c1 -W1 10.1.0.2 >/dev/null && ping -c1 -W1 fd00:1::2 >/dev/null && \
@@ -263,11 +298,7 @@ fn neighbour_states_are_what_ip_neigh_shows() {
     assert_eq!(states[7], None);
 }
 
-#[test]
 fn sysctls_are_read_inside_the_namespace() {
-    if skip_unless_root("sysctls_are_read_inside_the_namespace") {
-        return;
-    }
     let (a, b) = veth_pair("npnl");
     a.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=0 net.ipv6.conf.va.disable_ipv6=1");
     b.exec("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=1");
@@ -289,11 +320,7 @@ fn sysctls_are_read_inside_the_namespace() {
     assert!(grep.contains("/va/"), "{grep}");
 }
 
-#[test]
 fn nft_drop_and_reject_rules_are_found_with_table_and_chain() {
-    if skip_unless_root("nft_drop_and_reject_rules_are_found_with_table_and_chain") {
-        return;
-    }
     let a = NetNsGuard::new(&unique("npnl"));
     a.exec(
         r#"nft -f - <<'EOF'
@@ -376,11 +403,7 @@ EOF"#,
     assert!(sys::drop_rules(&named(&empty)).unwrap().is_empty());
 }
 
-#[test]
 fn connected_namespaces_follow_veths() {
-    if skip_unless_root("connected_namespaces_follow_veths") {
-        return;
-    }
     let (a, b) = veth_pair("npnl");
     let c = NetNsGuard::new(&unique("npnlc"));
     sh(&format!(
@@ -413,11 +436,7 @@ impl Drop for Holder {
     }
 }
 
-#[test]
 fn a_namespace_known_only_by_a_pid_is_reached() {
-    if skip_unless_root("a_namespace_known_only_by_a_pid_is_reached") {
-        return;
-    }
     let (a, _b) = veth_pair("npnl");
     a.exec("ip route add blackhole fd00:6::/64 && sysctl -qw net.ipv4.ip_forward=1");
     let holder = Holder(

@@ -9,7 +9,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use integration_tests::skip_unless_root;
+use integration_tests::{case, Requires};
 use netpath_core::model::{Event, Family};
 use tracer::node::{
     btf::KernelBtf,
@@ -19,6 +19,31 @@ use tracer_common::{
     fixtures::{geneve, gre, icmp6, icmp6_ext_headers, ip_in, tcp6_ip, udp4, vxlan},
     flags, parse, AddrPrefix, Config, FilterConfig, KernelOffsets, RawEvent, SNAP_LEN,
 };
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            tc_programs_decode_crafted_packets_like_userspace,
+            Requires::Root
+        ),
+        case!(
+            the_kernel_filter_selects_on_inner_and_outer_addresses,
+            Requires::Root
+        ),
+        case!(
+            the_early_filter_decides_like_the_full_parser,
+            Requires::Root
+        ),
+        case!(snap_len_cuts_the_copy_not_the_filter, Requires::Root),
+        case!(the_capture_filter_runs_in_the_kernel, Requires::Root),
+        case!(
+            tc_programs_write_pcapng_records_for_devices_with_an_interface_id,
+            Requires::Root,
+            Requires::Tool("tshark")
+        ),
+        case!(tc_program_cost_per_packet, Requires::Root).opt_in("a benchmark, not a check"),
+    ])
+}
 
 struct Names;
 impl Namer for Names {
@@ -124,11 +149,7 @@ fn prefix(addr: &[u8], family: u8, len: u8) -> AddrPrefix {
     AddrPrefix::new(family, a, len)
 }
 
-#[test]
 fn tc_programs_decode_crafted_packets_like_userspace() {
-    if skip_unless_root("tc_programs_decode_crafted_packets_like_userspace") {
-        return;
-    }
     let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"inner")[14..].to_vec();
     let inner6 = tcp6_ip();
     let mut big = udp4([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, &[0xab; 600]);
@@ -249,11 +270,7 @@ fn tc_programs_decode_crafted_packets_like_userspace() {
     );
 }
 
-#[test]
 fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
-    if skip_unless_root("the_kernel_filter_selects_on_inner_and_outer_addresses") {
-        return;
-    }
     let vx = vxlan(4789, 42, &icmp6(1));
     let inner4 = udp4([10, 9, 9, 1], [10, 9, 9, 2], 1111, 2222, b"inner")[14..].to_vec();
     let ipip = ip_in(false, parse::IPPROTO_IPIP, &inner4);
@@ -306,11 +323,7 @@ fn the_kernel_filter_selects_on_inner_and_outer_addresses() {
 /// the full parser: over plain frames, every encapsulation, VLAN tags, extension headers,
 /// fragments and truncations, with filters on addresses, family, protocol and port, the
 /// program emits an event exactly when userspace's parser and filter say the packet matches.
-#[test]
 fn the_early_filter_decides_like_the_full_parser() {
-    if skip_unless_root("the_early_filter_decides_like_the_full_parser") {
-        return;
-    }
     let (mut ebpf, mut ring) = load(FilterConfig::default());
     let frames = tracer_common::fixtures::filter_frames();
     let (mut hits, mut misses) = (0, 0);
@@ -350,11 +363,7 @@ fn the_early_filter_decides_like_the_full_parser() {
 /// `Config::snap_len` (`capture -s`) cuts what goes to the ring, not what the filter sees: a
 /// VXLAN frame matched on its inner address (past the snap length) still gets through, with
 /// only the first snap_len bytes.
-#[test]
 fn snap_len_cuts_the_copy_not_the_filter() {
-    if skip_unless_root("snap_len_cuts_the_copy_not_the_filter") {
-        return;
-    }
     let vx = vxlan(4789, 42, &icmp6(1));
     let plain = udp4([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, &[0x5a; 200]);
     let (mut ebpf, mut ring) = load(FilterConfig::default());
@@ -386,11 +395,7 @@ fn snap_len_cuts_the_copy_not_the_filter() {
     }
 }
 
-#[test]
 fn the_capture_filter_runs_in_the_kernel() {
-    if skip_unless_root("the_capture_filter_runs_in_the_kernel") {
-        return;
-    }
     let (mut ebpf, mut ring) = load(FilterConfig::default());
     // (libpcap's tcp[] is IPv4 only: the SYN bit of an IPv6 TCP header is ip6[40 + 13].)
     let expr = "udp dst port 9999 or (ip6 and tcp and ip6[53] & 2 != 0)";
@@ -430,14 +435,10 @@ fn the_capture_filter_runs_in_the_kernel() {
     assert_eq!(kept, 2, "the UDP packet to 9999 and the IPv6 SYN");
 }
 
-#[test]
 fn tc_programs_write_pcapng_records_for_devices_with_an_interface_id() {
     use std::os::unix::fs::MetadataExt;
     use tracer::capture::{read_capture_file, Direction, PcapngWriter};
     use tracer_common::pcapng_record::{self as rec, Layout};
-    if skip_unless_root("tc_programs_write_pcapng_records_for_devices_with_an_interface_id") {
-        return;
-    }
     let (mut ebpf, mut ring) = load(FilterConfig::default());
     set_config(&mut ebpf, FilterConfig::default(), 200);
     let frames: Vec<Vec<u8>> = [0usize, 1, 2, 3, 4, 5, 300]
@@ -602,12 +603,7 @@ fn tcp6_eth(flags: u8) -> Vec<u8> {
 /// Not a check: the kernel's own timing of tc_ingress (BPF_PROG_TEST_RUN with repeat) on a
 /// plain UDP frame and a VXLAN frame, with a filter that matches nothing and with none. Run
 /// with `cargo test --test test_run -- --ignored --nocapture`.
-#[test]
-#[ignore]
 fn tc_program_cost_per_packet() {
-    if skip_unless_root("tc_program_cost_per_packet") {
-        return;
-    }
     let frames = [
         (
             "plain UDP",

@@ -3,9 +3,58 @@
 //! get the same causes; bad input is one line and exit 2.
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
-use integration_tests::{netpath, sh, skip_unless_root, unique, wait_reachable, NetNsGuard};
+use integration_tests::{case, netpath, sh, unique, wait_reachable, NetNsGuard, Requires};
 use serde_json::Value;
 use tracer::lab::{self, Family, LabOptions, Outcome};
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            healthy_flannel_delivers_everything_in_both_families,
+            Requires::Root
+        ),
+        case!(
+            healthy_calico_delivers_everything_in_both_families,
+            Requires::Root
+        ),
+        case!(
+            healthy_calico_bgp_delivers_everything_in_both_families,
+            Requires::Root
+        ),
+        case!(
+            healthy_kube_router_delivers_everything_in_both_families,
+            Requires::Root
+        ),
+        case!(
+            seed_000_kube_router_v6_onlink_is_not_on_link_at_the_underlay,
+            Requires::Root
+        ),
+        case!(
+            seed_001_calico_withdrawn_v6_is_a_missing_pod_route_and_address,
+            Requires::Root
+        ),
+        case!(
+            seed_002_flannel_v6_missing_is_no_route_at_the_underlay,
+            Requires::Root
+        ),
+        case!(
+            seed_003_k0s_service_is_a_service_family_mismatch,
+            Requires::Root
+        ),
+        case!(seed_004_vcluster_flip_is_the_wrong_family, Requires::Root),
+        case!(
+            hand_made_faults_get_the_same_causes_as_the_lab,
+            Requires::Root,
+            Requires::Tool("nft")
+        ),
+        case!(
+            ipv6_disabled_on_a_router_device_is_seen_at_the_drop,
+            Requires::Root
+        ),
+        case!(bad_input_is_one_line_and_exit_2, Requires::Root),
+        case!(passive_mode_follows_real_traffic, Requires::Root),
+    ])
+}
 
 /// One trace at a time: each loads the kernel programs, and a 2-core machine shared with other
 /// tests would otherwise blur the time-to-verdict figures.
@@ -82,9 +131,6 @@ fn places(hops: &[Value]) -> Vec<&Value> {
 /// Checks every documented flow of `scenario`; `dropped_cause` is the cause code the dropped
 /// flows must get (and `dropped_verdict` their verdict).
 fn scenario(scenario: &str, dropped_verdict: &str, dropped_cause: &str) {
-    if skip_unless_root(scenario) {
-        return;
-    }
     let lab = LabGuard::up(scenario);
     let state = lab::status(&lab.opts).unwrap().unwrap().state;
     let expectations = state.expectations.clone();
@@ -153,37 +199,28 @@ fn scenario(scenario: &str, dropped_verdict: &str, dropped_cause: &str) {
     }
 }
 
-#[test]
 fn healthy_flannel_delivers_everything_in_both_families() {
     scenario("flannel", "-", "-");
 }
 
-#[test]
 fn healthy_calico_delivers_everything_in_both_families() {
     scenario("calico", "-", "-");
 }
 
-#[test]
 fn healthy_calico_bgp_delivers_everything_in_both_families() {
     scenario("calico-bgp", "-", "-");
 }
 
-#[test]
 fn healthy_kube_router_delivers_everything_in_both_families() {
     scenario("kube-router", "-", "-");
 }
 
-#[test]
 fn seed_000_kube_router_v6_onlink_is_not_on_link_at_the_underlay() {
     scenario("kube-router-v6-onlink", "dropped", "not_on_link");
 }
 
-#[test]
 fn seed_001_calico_withdrawn_v6_is_a_missing_pod_route_and_address() {
     scenario("calico-v6-withdrawn", "dropped", "no_pod_route");
-    if skip_unless_root("seed_001 pod-d") {
-        return;
-    }
     // Traced by name, pod-d simply has no IPv6 address any more.
     let lab = LabGuard::up("calico-v6-withdrawn");
     let (code, r) = trace(&["pod-a", "pod-d", "--state", &lab.state_arg()]);
@@ -197,21 +234,16 @@ fn seed_001_calico_withdrawn_v6_is_a_missing_pod_route_and_address() {
     );
 }
 
-#[test]
 fn seed_002_flannel_v6_missing_is_no_route_at_the_underlay() {
     scenario("flannel-v6-missing", "dropped", "no_route");
 }
 
-#[test]
 fn seed_003_k0s_service_is_a_service_family_mismatch() {
     scenario(
         "k0s-service-family",
         "wrong_family",
         "service_family_mismatch",
     );
-    if skip_unless_root("seed_003 both families") {
-        return;
-    }
     let lab = LabGuard::up("k0s-service-family");
     let (_, r) = trace(&[
         "pod-a",
@@ -227,12 +259,8 @@ fn seed_003_k0s_service_is_a_service_family_mismatch() {
     }
 }
 
-#[test]
 fn seed_004_vcluster_flip_is_the_wrong_family() {
     scenario("vcluster-service-flip", "dropped", "wrong_family");
-    if skip_unless_root("seed_004 by name") {
-        return;
-    }
     // Asked by name, the Service simply lacks the family the client held.
     let lab = LabGuard::up("vcluster-service-flip");
     let state = lab::status(&lab.opts).unwrap().unwrap().state;
@@ -305,11 +333,7 @@ fn assert_cause(v: &Value, verdict: &str, cause: &str, netns: &str) {
     assert_eq!(v["where"]["netns"], netns, "{v:#}");
 }
 
-#[test]
 fn hand_made_faults_get_the_same_causes_as_the_lab() {
-    if skip_unless_root("hand_made_faults") {
-        return;
-    }
     let t = HandMade::new();
     let b = format!("netns:{}", t.b.name);
     let (code, r) = t.trace(&b, &[]);
@@ -392,11 +416,7 @@ fn hand_made_faults_get_the_same_causes_as_the_lab() {
     assert_cause(verdict(&r, 6), "no_address", "ipv6_disabled", &t.b.name);
 }
 
-#[test]
 fn ipv6_disabled_on_a_router_device_is_seen_at_the_drop() {
-    if skip_unless_root("ipv6_disabled_router") {
-        return;
-    }
     let t = HandMade::new();
     let b = format!("netns:{}", t.b.name);
     // Resolve neighbours first, then disable IPv6 where the probe comes in.
@@ -419,11 +439,7 @@ fn ipv6_disabled_on_a_router_device_is_seen_at_the_drop() {
     );
 }
 
-#[test]
 fn bad_input_is_one_line_and_exit_2() {
-    if skip_unless_root("trace bad input") {
-        return;
-    }
     let none = empty_state();
     let state = none.to_str().unwrap();
     for args in [
@@ -464,11 +480,7 @@ fn bad_input_is_one_line_and_exit_2() {
     }
 }
 
-#[test]
 fn passive_mode_follows_real_traffic() {
-    if skip_unless_root("passive trace") {
-        return;
-    }
     let t = HandMade::new();
     let from = format!("netns:{}", t.a.name);
     let to = format!("netns:{}", t.b.name);

@@ -6,15 +6,31 @@ use std::time::Duration;
 use integration_tests::*;
 use serde_json::Value;
 
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(
+            watch_reports_hops_in_both_families_and_a_no_route_drop,
+            Requires::Root
+        ),
+        case!(ctrl_c_detaches_everything, Requires::Root),
+        case!(
+            unknown_device_and_namespace_are_one_clear_line,
+            Requires::Root
+        ),
+        case!(
+            not_root_is_one_clear_line,
+            Requires::Root,
+            Requires::Tool("setpriv")
+        ),
+        case!(help_explains_every_flag),
+    ])
+}
+
 fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     events.iter().find(|e| pred(e))
 }
 
-#[test]
 fn watch_reports_hops_in_both_families_and_a_no_route_drop() {
-    if skip_unless_root("watch_reports_hops_in_both_families_and_a_no_route_drop") {
-        return;
-    }
     let p = routed_pair("npw");
     let mut np = NetpathProcess::spawn(&[
         "watch",
@@ -80,11 +96,7 @@ fn watch_reports_hops_in_both_families_and_a_no_route_drop() {
     );
 }
 
-#[test]
 fn ctrl_c_detaches_everything() {
-    if skip_unless_root("ctrl_c_detaches_everything") {
-        return;
-    }
     let p = routed_pair("npw");
     let mut np = NetpathProcess::spawn(&["watch", "--netns", &p.b.name, "--iface", "vb"]);
     np.wait_stderr("watching", Duration::from_secs(10));
@@ -104,11 +116,7 @@ fn ctrl_c_detaches_everything() {
     drop(p);
 }
 
-#[test]
 fn unknown_device_and_namespace_are_one_clear_line() {
-    if skip_unless_root("unknown_device_and_namespace_are_one_clear_line") {
-        return;
-    }
     let out = netpath(&[
         "watch",
         "--netns",
@@ -140,11 +148,7 @@ fn unknown_device_and_namespace_are_one_clear_line() {
     assert!(err.contains("nosuchdev0"), "{err}");
 }
 
-#[test]
 fn not_root_is_one_clear_line() {
-    if skip_unless_root("not_root_is_one_clear_line") {
-        return;
-    }
     let out = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -163,7 +167,6 @@ fn not_root_is_one_clear_line() {
     assert!(err.contains("root"), "{err}");
 }
 
-#[test]
 fn help_explains_every_flag() {
     let out = netpath(&["watch", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);

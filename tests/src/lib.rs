@@ -1,5 +1,11 @@
 //! Shared harness for the real-kernel integration tests: namespace guards that always clean up,
-//! a runner for the real `netpath` binary, and the skip rule for missing privileges.
+//! a runner for the real `netpath` binary, and the test runner ([`harness`]) with what tests
+//! require of the machine ([`Requires`]): a test that cannot run here is reported as ignored,
+//! with the reason.
+pub mod harness;
+
+pub use harness::{run, Feature, Requires};
+
 use std::{
     path::PathBuf,
     process::{Command, Output},
@@ -24,16 +30,6 @@ pub fn sh(cmd: &str) -> String {
 /// Runs a command, ignoring failure (cleanup paths).
 pub fn sh_quiet(cmd: &str) {
     let _ = Command::new("sh").arg("-c").arg(cmd).output();
-}
-
-/// Returns true (and prints why) when these tests cannot run: they need root.
-pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)");
-        return true;
-    }
-    false
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
