@@ -359,7 +359,13 @@ enum Source<R: Read> {
 /// Opens a capture stream, detecting pcapng or pcap from its first bytes.
 pub fn read_capture_file<R: Read>(mut input: R) -> Result<CaptureFileReader<R>, CaptureError> {
     let mut magic = [0u8; 4];
-    input.read_exact(&mut magic)?;
+    // A short read here is the file's fault, not an output error.
+    input.read_exact(&mut magic).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            CaptureError::BadFile("empty, or shorter than a capture file header".into())
+        }
+        _ => CaptureError::from(e),
+    })?;
     let peeked = Cursor::new(magic).chain(input);
     match u32::from_le_bytes(magic) {
         0x0A0D_0D0A => Ok(CaptureFileReader(Source::Pcapng {
@@ -569,6 +575,21 @@ mod tests {
                 for item in r.take(10) {
                     let _ = item;
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_foreign_files_are_bad_files_not_output_errors() {
+        for (bytes, why) in [
+            (&b""[..], "empty"),
+            (&b"\x0a\x0d"[..], "empty"),
+            (&b"GIF89a..."[..], "not a pcap"),
+        ] {
+            match read_capture_file(bytes) {
+                Err(CaptureError::BadFile(m)) => assert!(m.contains(why), "{m}"),
+                Err(e) => panic!("{why}: {e}"),
+                Ok(_) => panic!("{why}: read"),
             }
         }
     }

@@ -105,7 +105,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub drops: bool,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
     pub duration: Option<f64>,
     /// Kernel ring buffer size in KiB (power of two, at least 4), like tcpdump -B.
     #[arg(
@@ -215,9 +215,6 @@ impl CaptureArgs {
     }
 
     fn spec(&self, filter: FilterConfig) -> Result<TracerSpec> {
-        if !self.buffer_kib.is_power_of_two() || self.buffer_kib < 4 {
-            anyhow::bail!("-B must be a power of two (KiB), at least 4");
-        }
         let netns = match &self.pod {
             Some(pod) => Some(pod_netns(pod)?),
             None => self.netns.clone(),
@@ -242,7 +239,7 @@ impl CaptureArgs {
             drops: self.drops,
             dev_hops: false,
             filter,
-            ring_bytes: self.buffer_kib * 1024,
+            ring_bytes: super::ring_bytes("-B", self.buffer_kib)?,
             // The writer cuts to -s.
             snap_len: self.snaplen().max(MIN_KERNEL_COPY),
             ..TracerSpec::default()

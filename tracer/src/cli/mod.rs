@@ -10,9 +10,37 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::time::Instant;
 
+/// The longest `--duration`/`--timeout` accepted: a year.
+const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
+
+/// Seconds given on the command line: a finite number above 0, at most a year (`inf`, `nan`,
+/// `-1` are one clear line, not a panic later).
+pub fn parse_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= MAX_SECS => Ok(s),
+        Ok(_) => Err(format!(
+            "{text} is not a number of seconds above 0 and at most a year"
+        )),
+        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
+/// The largest ring buffer accepted, in KiB (1 GiB: its size in bytes must fit the kernel's
+/// u32).
+const MAX_RING_KIB: u32 = 1 << 20;
+
+/// A ring buffer size given in KiB as bytes: a power of two from 4 KiB to 1 GiB.
+pub fn ring_bytes(flag: &str, kib: u32) -> anyhow::Result<u32> {
+    if !kib.is_power_of_two() || !(4..=MAX_RING_KIB).contains(&kib) {
+        anyhow::bail!("{flag} must be a power of two from 4 to {MAX_RING_KIB} (KiB), not {kib}");
+    }
+    Ok(kib * 1024)
+}
+
 /// When a `--duration SECS` run ends (`None`: it runs until stopped).
 fn deadline(duration: Option<f64>) -> Option<Instant> {
-    duration.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)))
+    // parse_secs bounded the value: from_secs_f64 cannot panic.
+    duration.map(|s| Instant::now() + Duration::from_secs_f64(s))
 }
 
 /// Waits until `deadline`, or forever without one.
@@ -49,4 +77,22 @@ pub enum Command {
     /// Capture packets like tcpdump (pcap-filter syntax, pcapng output), optionally with
     /// packets the kernel dropped.
     Capture(capture::CaptureArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_ring_sizes_out_of_range_are_refused_not_panicked_on() {
+        assert_eq!(parse_secs("2.5"), Ok(2.5));
+        for bad in ["inf", "-inf", "nan", "0", "-1", "1e30", "soon", ""] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ring_bytes("--ring-kib", 4096).unwrap(), 4 << 20);
+        for bad in [0, 3, 6000, 4_194_304, 1 << 21] {
+            let err = ring_bytes("--ring-kib", bad).unwrap_err().to_string();
+            assert!(err.contains("--ring-kib"), "{err}");
+        }
+    }
 }

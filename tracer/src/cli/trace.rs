@@ -64,7 +64,7 @@ pub struct TraceArgs {
     pub passive: bool,
     /// Seconds to wait for answers (active; default 2: a first packet may wait 1 s for a
     /// neighbour) or for traffic (--passive; default 10). Drops end the wait early.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
     pub timeout: Option<f64>,
     /// Only this family.
     #[arg(long, value_name = "4|6", value_parser = ["4", "6"])]
@@ -83,9 +83,6 @@ pub struct TraceArgs {
 impl TraceArgs {
     /// The flags, checked, as the library's request.
     pub fn config(&self) -> Result<TraceConfig> {
-        if !self.ring_kib.is_power_of_two() || self.ring_kib < 4 {
-            bail!("--ring-kib must be a power of two, at least 4");
-        }
         if let Some(t) = self.timeout {
             if !(t > 0.0 && t <= 3600.0) {
                 bail!("--timeout must be between 0 and 3600 seconds");
@@ -112,7 +109,7 @@ impl TraceArgs {
                 .family
                 .as_deref()
                 .map(|f| f.parse::<Family>().expect("validated by clap")),
-            ring_bytes: self.ring_kib * 1024,
+            ring_bytes: super::ring_bytes("--ring-kib", self.ring_kib)?,
             run_id: std::process::id() as u16,
         })
     }

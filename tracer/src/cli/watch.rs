@@ -48,7 +48,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
     pub duration: Option<f64>,
     /// Stop after this many events.
     #[arg(short = 'c', long, value_name = "N")]
@@ -62,9 +62,6 @@ pub struct WatchArgs {
 
 impl WatchArgs {
     fn spec(&self) -> Result<TracerSpec> {
-        if !self.ring_kib.is_power_of_two() || self.ring_kib < 4 {
-            anyhow::bail!("--ring-kib must be a power of two, at least 4");
-        }
         Ok(TracerSpec {
             devices: self
                 .ifaces
@@ -78,7 +75,7 @@ impl WatchArgs {
             neigh: self.neigh,
             functions: self.functions.clone(),
             filter: self.filter.to_config()?,
-            ring_bytes: self.ring_kib * 1024,
+            ring_bytes: super::ring_bytes("--ring-kib", self.ring_kib)?,
             ..TracerSpec::default()
         })
     }
