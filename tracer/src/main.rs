@@ -36,8 +36,36 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("netpath: {e:#}");
+            eprintln!("netpath: {}", one_line(&e));
             std::process::exit(2);
         }
+    }
+}
+
+/// The error and its causes on one line, each cause once: many errors already name their
+/// cause in their own message (`{source}`), and the chain would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(io).context("writing x: disk on fire");
+        assert_eq!(one_line(&e), "writing x: disk on fire");
+        let e = anyhow::Error::new(std::io::Error::other("denied")).context("opening y");
+        assert_eq!(one_line(&e), "opening y: denied");
     }
 }

@@ -85,11 +85,30 @@ impl Serialize for Family {
     }
 }
 
+/// Reads `4`/`6`, and also the names (`"ipv4"`, `"IPv6"`, `"6"`) older files and other
+/// producers wrote.
 impl<'de> Deserialize<'de> for Family {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u8::deserialize(d)?;
-        Family::from_number(n)
-            .ok_or_else(|| serde::de::Error::custom(format!("family {n} is not 4 or 6")))
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Family;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address family: 4 or 6")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Family, E> {
+                u8::try_from(n)
+                    .ok()
+                    .and_then(Family::from_number)
+                    .ok_or_else(|| E::custom(format!("family {n} is not 4 or 6")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Family, E> {
+                self.visit_u64(u64::try_from(n).map_err(|_| E::custom("negative family"))?)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Family, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -123,6 +142,15 @@ mod tests {
         assert_eq!(Family::of(&"fd00::1".parse().unwrap()), Family::Ipv6);
         assert_eq!(Family::from_number(0), None);
         assert!(serde_json::from_str::<Family>("5").is_err());
+        // Names, as earlier lab state files wrote them.
+        assert_eq!(
+            serde_json::from_str::<Family>("\"ipv4\"").unwrap(),
+            Family::Ipv4
+        );
+        assert_eq!(
+            serde_json::from_str::<Family>("\"IPv6\"").unwrap(),
+            Family::Ipv6
+        );
         assert!("7".parse::<Family>().is_err());
     }
 }
