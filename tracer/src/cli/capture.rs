@@ -25,7 +25,6 @@ use tracer::{
         kernel::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
         names::LiveNamer,
         netns,
-        resolve::LocalResolver,
     },
 };
 use tracer_common::{
@@ -216,7 +215,7 @@ impl CaptureArgs {
 
     fn spec(&self, filter: FilterConfig) -> Result<TracerSpec> {
         let netns = match &self.pod {
-            Some(pod) => Some(pod_netns(pod)?),
+            Some(pod) => Some(super::pod_netns("--pod", pod)?),
             None => self.netns.clone(),
         };
         let any = self.ifaces.iter().any(|i| i == "any");
@@ -582,18 +581,6 @@ fn read_file(args: &CaptureArgs, path: &str, filter: Option<PacketFilter>) -> Re
     sink.finish()?;
     out.flush_now()?;
     Ok(0)
-}
-
-/// The namespace a `--pod` lives in, through the same resolver `trace` uses.
-fn pod_netns(spec: &str) -> Result<String> {
-    let resolver = LocalResolver::load(&tracer::lab::LabOptions::default())?;
-    let ep = resolver.lookup(spec)?;
-    ep.netns.ok_or_else(|| {
-        anyhow::anyhow!(
-            "--pod {spec}: {} is not in a network namespace here",
-            ep.name
-        )
-    })
 }
 
 #[cfg(test)]

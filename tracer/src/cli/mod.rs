@@ -37,6 +37,30 @@ pub fn ring_bytes(flag: &str, kib: u32) -> anyhow::Result<u32> {
     Ok(kib * 1024)
 }
 
+/// The network namespace of a lab pod or node (`pod-a`, `node-1/pod-b`), through the resolver
+/// `trace` uses.
+pub fn pod_netns(flag: &str, spec: &str) -> anyhow::Result<String> {
+    let resolver = tracer::node::resolve::LocalResolver::load(&tracer::lab::LabOptions::default())?;
+    let ep = resolver.lookup(spec)?;
+    ep.netns.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{flag} {spec}: {} is not in a network namespace here",
+            ep.name
+        )
+    })
+}
+
+/// A namespace given by its `ip netns` name, or else by a lab pod or node name (`pod-a`):
+/// what people type is resolved once, here.
+pub fn netns_named(flag: &str, name: &str) -> anyhow::Result<String> {
+    if name.is_empty() || name == "root" || tracer::node::netns::by_name(name).is_ok() {
+        return Ok(name.to_string());
+    }
+    pod_netns(flag, name).map_err(|e| {
+        anyhow::anyhow!("{flag} {name}: no such network namespace, nor a lab pod or node ({e})")
+    })
+}
+
 /// When a `--duration SECS` run ends (`None`: it runs until stopped).
 fn deadline(duration: Option<f64>) -> Option<Instant> {
     // parse_secs bounded the value: from_secs_f64 cannot panic.

@@ -20,8 +20,9 @@ pub struct WatchArgs {
     /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
     #[arg(short, long = "iface", value_name = "[NS/]IF")]
     pub ifaces: Vec<String>,
-    /// Network namespace (`ip netns` name) of the --iface devices [default: this one].
-    #[arg(long, value_name = "NS", default_value = "")]
+    /// Network namespace of the --iface devices: an `ip netns` name, or a lab pod or node
+    /// (`pod-a`) [default: this one].
+    #[arg(long, value_name = "NS", default_value = "", hide_default_value = true)]
     pub netns: String,
     /// Attach to every device in every network namespace, and to new ones as they appear.
     #[arg(long, conflicts_with = "ifaces")]
@@ -66,8 +67,19 @@ impl WatchArgs {
             devices: self
                 .ifaces
                 .iter()
-                .map(|i| DeviceSelector::parse(i, &self.netns))
-                .collect(),
+                .map(|i| {
+                    let sel = DeviceSelector::parse(i, &self.netns);
+                    let flag = if i.contains('/') {
+                        "--iface"
+                    } else {
+                        "--netns"
+                    };
+                    Ok(DeviceSelector {
+                        netns: super::netns_named(flag, &sel.netns)?,
+                        ..sel
+                    })
+                })
+                .collect::<Result<_>>()?,
             all_devices: self.all,
             drops: !self.no_drops,
             dev_hops: self.dev_hops,
