@@ -57,7 +57,7 @@ pub fn netns_named(flag: &str, name: &str) -> anyhow::Result<String> {
         return Ok(name.to_string());
     }
     pod_netns(flag, name).map_err(|e| {
-        anyhow::anyhow!("{flag} {name}: no such network namespace, nor a lab pod or node ({e})")
+        anyhow::anyhow!("{flag} {name}: network namespace not found, nor a lab pod or node ({e})")
     })
 }
 
