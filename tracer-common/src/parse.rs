@@ -112,9 +112,27 @@ impl Parsed {
     }
 }
 
+/// `off`, already checked against the buffer's length, as the index the read uses. In the
+/// kernel every buffer is a copy of at most SNAP_LEN bytes, and the index is masked to that:
+/// older verifiers (Linux 6.1) learn nothing about an offset from comparing it with another
+/// variable such as the copied length, only from a mask or a constant. The mask changes
+/// nothing for such a buffer and keeps any index inside SNAP_LEN; userspace reads whole
+/// packets unmasked.
+#[inline(always)]
+fn index(off: usize) -> usize {
+    if cfg!(target_arch = "bpf") {
+        off & (crate::SNAP_LEN - 1)
+    } else {
+        off
+    }
+}
+
 #[inline(always)]
 fn u8_at(b: &[u8], off: usize) -> Option<u8> {
-    b.get(off).copied()
+    if off >= b.len() {
+        return None;
+    }
+    b.get(index(off)).copied()
 }
 
 #[inline(always)]
@@ -134,7 +152,10 @@ fn be32_at(b: &[u8], off: usize) -> Option<u32> {
 
 #[inline(always)]
 fn copy_addr<const N: usize>(b: &[u8], off: usize, out: &mut [u8; 16]) -> Option<()> {
-    let src = b.get(off..off + N)?;
+    if off.checked_add(N)? > b.len() {
+        return None;
+    }
+    let src = b.get(index(off)..index(off) + N)?;
     let mut i = 0;
     while i < N {
         out[i] = src[i];
@@ -456,7 +477,10 @@ pub trait Headers {
 impl Headers for [u8] {
     #[inline(always)]
     fn bytes_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
-        self.get(off..off.checked_add(N)?)?.try_into().ok()
+        if off.checked_add(N)? > self.len() {
+            return None;
+        }
+        self.get(index(off)..index(off) + N)?.try_into().ok()
     }
 }
 

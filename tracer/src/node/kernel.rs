@@ -250,8 +250,11 @@ impl RawRing {
 struct NetlinkAttachment {
     netns: Netns,
     ifname: String,
+    /// The clsact qdisc was added by netpath (a qdisc that was there before, e.g. a CNI's, is
+    /// never deleted).
     created_qdisc: bool,
-    programs: [&'static str; 2],
+    /// The filters attached, by program name and direction.
+    programs: Vec<(&'static str, TcAttachType)>,
 }
 
 /// A running tracer. Drop it to detach everything.
@@ -262,6 +265,8 @@ pub struct NodeTracer {
     attached: BTreeSet<(u32, u32)>,
     netlink: Vec<NetlinkAttachment>,
     reader: Option<JoinHandle<()>>,
+    /// The kernel programs' aya-log records, read for the tracer's lifetime.
+    _kernel_log: Option<KernelLog>,
     lost_total: Arc<AtomicU64>,
     /// Hooks that could not run on this kernel, with why.
     pub unavailable: Vec<String>,
@@ -336,7 +341,9 @@ impl NodeTracer {
         };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", spec.ring_bytes)
+            .override_global("AYA_LOG_LEVEL", &kernel_log_level(), false)
             .load(EBPF_OBJECT)?;
+        let kernel_log = start_kernel_log(&mut ebpf);
         let capture_filter_in_kernel = (!spec.capture_filter.is_empty())
             .then(|| install_capture_filter(&mut ebpf, &spec.capture_filter));
         // Records in pcapng's byte order as userspace writes it (little-endian).
@@ -440,6 +447,7 @@ impl NodeTracer {
             attached: BTreeSet::new(),
             netlink: Vec::new(),
             reader: None,
+            _kernel_log: kernel_log,
             lost_total: Arc::new(AtomicU64::new(0)),
             unavailable,
             functions,
@@ -529,8 +537,15 @@ impl NodeTracer {
 
     fn attach_one(&mut self, ns: &Netns, ifname: &str) -> Result<(), TracerError> {
         let ebpf = &mut self.ebpf;
-        let result = netns::run_in(ns, || -> Result<(bool, [&'static str; 2]), String> {
-            let mut used_netlink = false;
+        // What was attached through netlink, recorded even when a later step fails so that
+        // drop undoes it.
+        let mut fallback = NetlinkAttachment {
+            netns: ns.clone(),
+            ifname: ifname.into(),
+            created_qdisc: false,
+            programs: Vec::new(),
+        };
+        let result = netns::run_in(ns, || -> Result<(), String> {
             let l3 = netns::link_type_here(ifname).is_some_and(netns::link_type_has_no_l2);
             let programs = TC_PROGRAMS[l3 as usize];
             for (name, ty) in programs
@@ -551,32 +566,29 @@ impl NodeTracer {
                     ty,
                     TcAttachOptions::TcxOrder(LinkOrder::first()),
                 );
-                if tcx.is_err() {
-                    // Kernels before 6.6: clsact qdisc + netlink filter.
-                    let _ = tc::qdisc_add_clsact(ifname);
+                if let Err(e) = tcx {
+                    // Kernels before 6.6: clsact qdisc + netlink filter. Adding the qdisc
+                    // fails when one is there already (EEXIST): then it is not ours.
+                    tracing::debug!("{ifname}: no tcx ({e}), attaching {name} with clsact");
+                    if tc::qdisc_add_clsact(ifname).is_ok() {
+                        fallback.created_qdisc = true;
+                    }
                     prog.attach_with_options(
                         ifname,
                         ty,
                         TcAttachOptions::Netlink(Default::default()),
                     )
                     .map_err(|e| e.to_string())?;
-                    used_netlink = true;
+                    fallback.programs.push((name, ty));
                 }
             }
-            Ok((used_netlink, programs))
+            Ok(())
         })?;
+        if fallback.created_qdisc || !fallback.programs.is_empty() {
+            self.netlink.push(fallback);
+        }
         match result {
-            Ok((used_netlink, programs)) => {
-                if used_netlink {
-                    self.netlink.push(NetlinkAttachment {
-                        netns: ns.clone(),
-                        ifname: ifname.into(),
-                        created_qdisc: true,
-                        programs,
-                    });
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(reason) => Err(TracerError::Attach {
                 netns: ns.name.clone(),
                 ifname: ifname.into(),
@@ -594,11 +606,7 @@ impl Drop for NodeTracer {
         for att in self.netlink.drain(..) {
             let ifname = att.ifname.clone();
             let _ = netns::run_in(&att.netns, move || {
-                for (name, ty) in att
-                    .programs
-                    .into_iter()
-                    .zip([TcAttachType::Ingress, TcAttachType::Egress])
-                {
+                for (name, ty) in att.programs {
                     let _ = tc::qdisc_detach_program(&ifname, ty, name);
                 }
                 if att.created_qdisc {
@@ -610,6 +618,74 @@ impl Drop for NodeTracer {
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
     }
+}
+
+/// The kernel programs' aya-log output. Kept until the tracer is dropped: dropping the logger
+/// closes its map, and programs loaded later (the `_l3` tc variants) then fail to load.
+enum KernelLog {
+    /// Read into this process's log by a task that owns the logger.
+    Read(JoinHandle<()>),
+    /// No async runtime to read it in: kept open, unread.
+    Kept {
+        _logger: Box<dyn std::any::Any + Send>,
+    },
+}
+
+impl Drop for KernelLog {
+    fn drop(&mut self) {
+        if let KernelLog::Read(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// aya-log's level in the kernel programs (`AYA_LOG_LEVEL`): their debug diagnostics (rare
+/// paths only: a packet a hook could not copy, a full map) when this process logs at debug
+/// level (`NETPATH_LOG=debug`); otherwise they skip every log statement.
+fn kernel_log_level() -> u8 {
+    const DEBUG: u8 = 4; // aya_log_common::Level::Debug
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        DEBUG
+    } else {
+        0
+    }
+}
+
+/// Starts reading the kernel programs' log records into this process's log.
+fn start_kernel_log(ebpf: &mut Ebpf) -> Option<KernelLog> {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => {
+            tracing::debug!("no kernel log: {e}");
+            return None;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Some(KernelLog::Kept {
+            _logger: Box::new(logger),
+        });
+    };
+    let _guard = runtime.enter();
+    // SAFETY: the logger owns its ring buffer's fd and lives inside the AsyncFd until the
+    // task ends.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            let (logger, e) = e.into_parts();
+            tracing::debug!("kernel log not read: {e}");
+            return Some(KernelLog::Kept {
+                _logger: Box::new(logger),
+            });
+        }
+    };
+    Some(KernelLog::Read(runtime.spawn(async move {
+        while let Ok(mut ready) = fd.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    })))
 }
 
 /// Bytes each CPU queues before it wakes the reader: every CPU may hold its count just under
@@ -677,11 +753,24 @@ fn load_parallel(
             .filter_map(|(name, prog)| {
                 let name = *wanted.iter().find(|w| **w == name)?;
                 Some(scope.spawn(move || {
+                    let started = std::time::Instant::now();
                     let result = match prog {
                         aya::programs::Program::SchedClassifier(p) => p.load(),
                         aya::programs::Program::BtfTracePoint(p) => p.load(name, btf),
                         _ => Ok(()),
                     };
+                    // What the verifier did, for kernels where start-up is slow.
+                    if result.is_ok() {
+                        let insns = prog
+                            .info()
+                            .ok()
+                            .and_then(|i| i.verified_instruction_count());
+                        tracing::debug!(
+                            "{name}: verified in {} ms, {} instructions processed",
+                            started.elapsed().as_millis(),
+                            insns.map_or("?".into(), |n| n.to_string())
+                        );
+                    }
                     (name, result)
                 }))
             })
