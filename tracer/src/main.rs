@@ -31,6 +31,7 @@ fn main() {
             cli::Command::Watch(args) => cli::watch::run(args).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
             cli::Command::Capture(args) => cli::capture::run(args).await,
+            cli::Command::Check(args) => cli::check::run(args),
         }
     });
     match result {

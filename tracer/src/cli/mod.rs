@@ -1,5 +1,6 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
 pub mod capture;
+pub mod check;
 pub mod filter;
 pub mod render;
 pub mod trace;
@@ -101,6 +102,9 @@ pub enum Command {
     /// Capture packets like tcpdump (pcap-filter syntax, pcapng output), optionally with
     /// packets the kernel dropped.
     Capture(capture::CaptureArgs),
+    /// Say what this kernel supports and what netpath will use, one line each; exit 1 when
+    /// netpath cannot work here.
+    Check(check::CheckArgs),
 }
 
 #[cfg(test)]

@@ -187,6 +187,80 @@ impl KernelBtf {
         })
     }
 
+    /// Whether the kernel's BTF has a struct of this name (`tcx_entry`).
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.find_struct(name).is_ok()
+    }
+
+    /// Whether `enum enum_name` has a member `member` (`bpf_attach_type`, `BPF_TCX_INGRESS`).
+    pub fn has_enum_member(&self, enum_name: &str, member: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(enum_name)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| match t {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .any(|m| self.btf.resolve_name(m).is_ok_and(|n| n == member)),
+                _ => false,
+            })
+    }
+
+    /// The arguments a BTF tracepoint (tp_btf) program receives, as C types
+    /// (`struct sk_buff *`, `enum skb_drop_reason`, `u32`): the parameters of the kernel's
+    /// `btf_trace_NAME` typedef after its context pointer. `None` when there is no such
+    /// tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let typedef = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))?;
+        let ptr = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(ptr.as_btf_type()?).ok()? else {
+            return None;
+        };
+        Some(
+            proto
+                .parameters
+                .iter()
+                .skip(1)
+                .map(|p| match self.btf.resolve_chained_type(p) {
+                    Ok(ty) => self.c_type(ty, 0),
+                    Err(_) => "?".into(),
+                })
+                .collect(),
+        )
+    }
+
+    /// A type as C spells it, qualifiers and pointers included (typedef names kept).
+    fn c_type(&self, ty: Type, depth: u32) -> String {
+        let name = |t: &dyn btf_rs::BtfType| self.btf.resolve_name(t).unwrap_or_default();
+        let inner = |t: &dyn btf_rs::BtfType| match self.btf.resolve_chained_type(t) {
+            Ok(next) if depth < 8 => self.c_type(next, depth + 1),
+            _ => "void".to_string(),
+        };
+        match &ty {
+            Type::Void => "void".into(),
+            Type::Ptr(p) => format!("{} *", inner(p)),
+            Type::Const(c) => format!("const {}", inner(c)),
+            Type::Volatile(v) => format!("volatile {}", inner(v)),
+            Type::Struct(s) => format!("struct {}", name(s)),
+            Type::Union(u) => format!("union {}", name(u)),
+            Type::Enum(e) => format!("enum {}", name(e)),
+            Type::Enum64(e) => format!("enum {}", name(e)),
+            Type::Int(i) => name(i),
+            Type::Typedef(t) => name(t),
+            Type::FuncProto(_) => "function".into(),
+            other => other
+                .as_btf_type()
+                .map(name)
+                .unwrap_or_else(|| other.name().to_string()),
+        }
+    }
+
     /// Whether the kernel's BTF describes a function of this name (fentry targets).
     pub fn has_function(&self, name: &str) -> bool {
         self.btf
@@ -263,6 +337,15 @@ impl DropReasons {
             .get(&value)
             .cloned()
             .unwrap_or_else(|| format!("reason#{value}"))
+    }
+
+    /// How many values the kernel's enum has (0: no `enum skb_drop_reason` in its BTF).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     pub fn value(&self, name: &str) -> Option<u32> {

@@ -740,7 +740,7 @@ pub fn install_capture_filter(ebpf: &mut Ebpf, filter: &[CbpfInsn]) -> Result<()
 }
 
 /// Loads (verifies) the named tc and BTF tracepoint programs, each on its own thread.
-fn load_parallel(
+pub(super) fn load_parallel(
     ebpf: &mut Ebpf,
     tc: &[&'static str],
     tracepoints: &[&'static str],

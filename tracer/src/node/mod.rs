@@ -5,10 +5,12 @@
 //!   give the numbers their names (namespaces, devices, drop reasons, symbols).
 //! - [`netns`]: network namespaces, entered by name or by `/proc/PID/ns/net`.
 //! - [`functions`]: whether fentry/kprobes can run here.
+//! - [`features`]: what this kernel offers netpath, each tried or read from BTF (`netpath check`).
 //! - The [`netpath_core::world`] traits over the local kernel: [`resolve::LocalResolver`],
 //!   [`inspect::LiveInspector`], [`prober::LocalProber`], [`source::LocalEventSource`].
 pub mod btf;
 pub mod decode;
+pub mod features;
 pub mod functions;
 pub mod inspect;
 pub mod kernel;
