@@ -12,6 +12,7 @@ use std::{
 use aya::{maps::MapType, programs::ProgramError, Ebpf, EbpfLoader};
 use serde::Serialize;
 
+use super::hooks::{Tracepoint, TRACEPOINTS};
 use super::{
     btf::{KernelBtf, VMLINUX_BTF},
     decode::errno_name,
@@ -117,84 +118,6 @@ impl Report {
         self.features.iter().find(|f| f.name == name)
     }
 }
-
-/// A BTF tracepoint netpath attaches: what it gives, and the arguments its program reads,
-/// by position, as C types (after the kernel's own qualifiers are dropped).
-pub struct Tracepoint {
-    pub name: &'static str,
-    pub gives: &'static str,
-    pub without: &'static str,
-    pub args: &'static [(usize, &'static str)],
-}
-
-/// Every BTF tracepoint netpath's programs attach to (tracer-ebpf), with the arguments they
-/// read.
-pub const TRACEPOINTS: &[Tracepoint] = &[
-    Tracepoint {
-        name: "kfree_skb",
-        gives: "drops, with the kernel's drop reason",
-        without: "no drop events",
-        args: &[(0, "struct sk_buff *"), (2, "enum skb_drop_reason")],
-    },
-    Tracepoint {
-        name: "net_dev_queue",
-        gives: "hops: packets queued to a device",
-        without: "hops from tc only",
-        args: &[(0, "struct sk_buff *")],
-    },
-    Tracepoint {
-        name: "netif_receive_skb",
-        gives: "hops: packets a device received",
-        without: "hops from tc only",
-        args: &[(0, "struct sk_buff *")],
-    },
-    Tracepoint {
-        name: "fib_table_lookup",
-        gives: "IPv4 route lookups and their answer",
-        without: "no IPv4 route events",
-        args: &[
-            (0, "u32"),
-            (1, "struct flowi4 *"),
-            (2, "struct fib_nh_common *"),
-            (3, "int"),
-        ],
-    },
-    Tracepoint {
-        name: "fib6_table_lookup",
-        gives: "IPv6 route lookups and their answer",
-        without: "no IPv6 route events",
-        args: &[
-            (0, "struct net *"),
-            (1, "struct fib6_result *"),
-            (2, "struct fib6_table *"),
-            (3, "struct flowi6 *"),
-        ],
-    },
-    Tracepoint {
-        name: "softirq_exit",
-        gives: "ends a route lookup's context",
-        without: "no route events",
-        args: &[(0, "unsigned int")],
-    },
-    Tracepoint {
-        name: "neigh_update",
-        gives: "neighbour (ARP/NDP) state changes",
-        without: "no neighbour events",
-        args: &[(0, "struct neighbour *"), (2, "u8"), (3, "u32")],
-    },
-    Tracepoint {
-        name: "neigh_timer_handler",
-        gives: "neighbour entries timing out",
-        without: "no neighbour timeouts",
-        args: &[(0, "struct neighbour *")],
-    },
-    Tracepoint {
-        name: "neigh_event_send_done",
-        gives: "packets waiting for a neighbour",
-        without: "no neighbour-wait events",
-        args: &[(0, "struct neighbour *")],
-    },
-];
 
 /// netpath's tc programs: for Ethernet devices, and for devices without a link layer.
 const TC_PROGRAMS: [&str; 2] = ["tc_ingress", "tc_egress"];

@@ -379,26 +379,12 @@ impl NodeTracer {
             ifname: "-".into(),
             reason: format!("kernel BTF: {e}"),
         })?;
-        let mut tracepoints: Vec<&'static str> = Vec::new();
-        if spec.drops {
-            tracepoints.push("kfree_skb");
-        }
-        if spec.dev_hops {
-            tracepoints.push("net_dev_queue");
-        }
-        if spec.dev_hops || route.valid != 0 {
-            tracepoints.push("netif_receive_skb");
-        }
-        if route.valid != 0 {
-            tracepoints.extend(["fib_table_lookup", "fib6_table_lookup", "softirq_exit"]);
-        }
-        if neigh.valid != 0 {
-            tracepoints.extend([
-                "neigh_update",
-                "neigh_timer_handler",
-                "neigh_event_send_done",
-            ]);
-        }
+        let tracepoints = super::hooks::tracepoints(&super::hooks::Wants {
+            drops: spec.drops,
+            dev_hops: spec.dev_hops,
+            routes: route.valid != 0,
+            neigh: neigh.valid != 0,
+        });
         // The verifier is most of the start-up time: verify the programs in parallel, one
         // thread each. The link-layer-less tc variants are loaded when a device needs them.
         let loaded = load_parallel(&mut ebpf, &TC_PROGRAMS[0], &tracepoints, &aya_btf);

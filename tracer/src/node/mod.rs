@@ -12,6 +12,7 @@ pub mod btf;
 pub mod decode;
 pub mod features;
 pub mod functions;
+pub mod hooks;
 pub mod inspect;
 pub mod kernel;
 pub mod ksyms;
