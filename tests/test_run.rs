@@ -579,7 +579,7 @@ fn enable_pcapng_records(ebpf: &mut Ebpf, ring: &mut RingBuf<MapData>, frame: &[
 
 /// Installs `filter` as the kernel's capture filter and turns it on in `CONFIG`.
 fn enable_capture_filter(ebpf: &mut Ebpf, filter: &tracer::capture::PacketFilter) {
-    tracer::node::kernel::install_capture_filter(ebpf, &filter.instructions())
+    tracer::capture::cbpf::install_in_kernel(ebpf, &filter.instructions())
         .expect("the translated filter loads");
     let mut cfg = Array::<_, Config>::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
     let on = Config {

@@ -571,6 +571,45 @@ fn emit(em: &mut Emitter, prog: &[CbpfInsn], i: usize, insn: &CbpfInsn) -> Resul
     Ok(())
 }
 
+/// Puts the capture filter into `PCAP_PROGS`: slot 1 `tc_pcap_matched`, slot 0 the filter
+/// translated to eBPF, which tail-calls slot 1 for the packets it accepts and otherwise lets
+/// the packet go on (TC_ACT_UNSPEC). The map holds the programs until it is closed. Public
+/// for tests that load the object themselves; `NodeTracer::start_raw` calls it for
+/// `TracerSpec::capture_filter` and then sets `Config::pcap_filter`.
+pub fn install_in_kernel(ebpf: &mut aya::Ebpf, filter: &[CbpfInsn]) -> Result<(), String> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let matched: &mut aya::programs::SchedClassifier = ebpf
+        .program_mut("tc_pcap_matched")
+        .ok_or("tc_pcap_matched missing from the kernel object")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    matched
+        .load()
+        .map_err(|e| format!("tc_pcap_matched: {e}"))?;
+    let matched_fd = matched
+        .fd()
+        .map_err(|e| e.to_string())?
+        .try_clone()
+        .map_err(|e| e.to_string())?;
+    let Some(aya::maps::Map::ProgramArray(progs)) = ebpf.map("PCAP_PROGS") else {
+        return Err("PCAP_PROGS map missing".into());
+    };
+    let map = progs.fd().as_fd();
+    let ebpf_insns = translate(
+        filter,
+        OnAccept::TailCall {
+            prog_array_fd: map.as_raw_fd(),
+            index: 1,
+        },
+        -1, // TC_ACT_UNSPEC: on to the next program
+    )
+    .map_err(|e| e.to_string())?;
+    let filter_prog = load_sched_cls(&ebpf_insns, "pcap_filter").map_err(|e| e.to_string())?;
+    set_prog_array_slot(map, 1, matched_fd.as_fd()).map_err(|e| e.to_string())?;
+    set_prog_array_slot(map, 0, filter_prog.as_fd()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 #[cfg(test)]
 const BPF_MAP_CREATE: c_long = 0;
 const BPF_MAP_UPDATE_ELEM: c_long = 2;

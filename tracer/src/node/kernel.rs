@@ -345,7 +345,7 @@ impl NodeTracer {
             .load(EBPF_OBJECT)?;
         let kernel_log = start_kernel_log(&mut ebpf);
         let capture_filter_in_kernel = (!spec.capture_filter.is_empty())
-            .then(|| install_capture_filter(&mut ebpf, &spec.capture_filter));
+            .then(|| cbpf::install_in_kernel(&mut ebpf, &spec.capture_filter));
         // Records in pcapng's byte order as userspace writes it (little-endian).
         let pcapng_direct = spec.pcapng_direct
             && cfg!(target_endian = "little")
@@ -686,43 +686,6 @@ fn wakeup_bytes(ring_bytes: u32, cpus: u32) -> u32 {
 /// declare many more than they run, which would make the threshold needlessly small.)
 fn online_cpus() -> u32 {
     aya::util::online_cpus().map_or(1, |c| c.len() as u32)
-}
-
-/// Puts the capture filter into `PCAP_PROGS`: slot 1 `tc_pcap_matched`, slot 0 the filter
-/// translated to eBPF, which tail-calls slot 1 for the packets it accepts and otherwise lets
-/// the packet go on (TC_ACT_UNSPEC). The map holds the programs until it is closed. Public
-/// for tests that load the object themselves; [`NodeTracer::start_raw`] calls it for
-/// [`TracerSpec::capture_filter`] and then sets `Config::pcap_filter`.
-pub fn install_capture_filter(ebpf: &mut Ebpf, filter: &[CbpfInsn]) -> Result<(), String> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let matched: &mut SchedClassifier =
-        program(ebpf, "tc_pcap_matched").map_err(|e| e.to_string())?;
-    matched
-        .load()
-        .map_err(|e| format!("tc_pcap_matched: {e}"))?;
-    let matched_fd = matched
-        .fd()
-        .map_err(|e| e.to_string())?
-        .try_clone()
-        .map_err(|e| e.to_string())?;
-    let Some(aya::maps::Map::ProgramArray(progs)) = ebpf.map("PCAP_PROGS") else {
-        return Err("PCAP_PROGS map missing".into());
-    };
-    let map = progs.fd().as_fd();
-    let ebpf_insns = cbpf::translate(
-        filter,
-        cbpf::OnAccept::TailCall {
-            prog_array_fd: map.as_raw_fd(),
-            index: 1,
-        },
-        -1, // TC_ACT_UNSPEC: on to the next program
-    )
-    .map_err(|e| e.to_string())?;
-    let filter_prog =
-        cbpf::load_sched_cls(&ebpf_insns, "pcap_filter").map_err(|e| e.to_string())?;
-    cbpf::set_prog_array_slot(map, 1, matched_fd.as_fd()).map_err(|e| e.to_string())?;
-    cbpf::set_prog_array_slot(map, 0, filter_prog.as_fd()).map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 /// Loads (verifies) the named tc and BTF tracepoint programs, each on its own thread.
