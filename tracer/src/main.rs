@@ -31,6 +31,8 @@ fn main() {
             cli::Command::Watch(args) => cli::watch::run(args).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
             cli::Command::Capture(args) => cli::capture::run(args).await,
+            cli::Command::Agent(args) => cli::agent::run(args).await,
+            cli::Command::Certs(args) => cli::certs::run(args),
         }
     });
     match result {

@@ -1,5 +1,7 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
+pub mod agent;
 pub mod capture;
+pub mod certs;
 pub mod filter;
 pub mod render;
 pub mod trace;
@@ -49,4 +51,10 @@ pub enum Command {
     /// Capture packets like tcpdump (pcap-filter syntax, pcapng output), optionally with
     /// packets the kernel dropped.
     Capture(capture::CaptureArgs),
+    /// Serve this node to netpath CLIs (cluster mode): its kernel's events, probes from its
+    /// namespaces and their state, over gRPC with mutual TLS.
+    Agent(agent::AgentArgs),
+    /// Make the cluster's mutual-TLS material: a CA, agent certificates per node, a client
+    /// certificate.
+    Certs(certs::CertsArgs),
 }
