@@ -32,6 +32,8 @@ fn main() {
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
             cli::Command::Capture(args) => cli::capture::run(args).await,
             cli::Command::Check(args) => cli::check::run(args),
+            cli::Command::Agent(args) => cli::agent::run(args).await,
+            cli::Command::Certs(args) => cli::certs::run(args),
         }
     });
     match result {

@@ -1,5 +1,7 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
+pub mod agent;
 pub mod capture;
+pub mod certs;
 pub mod check;
 pub mod filter;
 pub mod render;
@@ -105,6 +107,12 @@ pub enum Command {
     /// Say what this kernel supports and what netpath will use, one line each; exit 1 when
     /// netpath cannot work here.
     Check(check::CheckArgs),
+    /// Serve this node to netpath CLIs (cluster mode): its kernel's events, probes from its
+    /// namespaces and their state, over gRPC with mutual TLS.
+    Agent(agent::AgentArgs),
+    /// Make the cluster's mutual-TLS material: a CA, agent certificates per node, a client
+    /// certificate.
+    Certs(certs::CertsArgs),
 }
 
 #[cfg(test)]

@@ -2,8 +2,12 @@
 //! every node, and say per family whether they got through and, if not, where and why.
 use std::{io::IsTerminal, net::IpAddr, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use netpath_agent::{
+    client::{AgentAddr, RemoteWorld},
+    server::TlsFiles,
+};
 use netpath_core::{
     analysis::session::{self, Notice, TraceConfig},
     model::Family,
@@ -78,6 +82,18 @@ pub struct TraceArgs {
     /// Ring buffer size in KiB (power of two).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub ring_kib: u32,
+    /// Ask these node agents instead of this machine's kernel (`netpath agent`): probes go
+    /// through the source node's agent, events come from all of them.
+    #[arg(
+        long,
+        value_name = "NODE=ADDR:PORT,...",
+        value_delimiter = ',',
+        requires = "tls_dir"
+    )]
+    pub agents: Vec<AgentAddr>,
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl TraceArgs {
@@ -118,11 +134,26 @@ impl TraceArgs {
 pub async fn run(args: TraceArgs) -> Result<i32> {
     let config = args.config()?;
     let resolver = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
-    let world = World {
-        resolver: &resolver,
-        inspector: &LiveInspector,
-        prober: &LocalProber,
-        events: &LocalEventSource,
+    let remote = match &args.tls_dir {
+        Some(dir) if !args.agents.is_empty() => {
+            let tls = TlsFiles::load(dir, "client").context("TLS material")?;
+            Some(RemoteWorld::connect(&args.agents, &tls).await?)
+        }
+        _ => None,
+    };
+    let world = match &remote {
+        Some(r) => World {
+            resolver: &resolver,
+            inspector: r,
+            prober: r,
+            events: r,
+        },
+        None => World {
+            resolver: &resolver,
+            inspector: &LiveInspector,
+            prober: &LocalProber,
+            events: &LocalEventSource,
+        },
     };
     // Passive mode always says when it is ready: whoever makes the traffic waits for it.
     let chatty = args.passive || (!args.json && std::io::stderr().is_terminal());
@@ -147,11 +178,20 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     let report = &traced.report;
+    // Agents that could not be asked: their evidence is missing from the verdicts.
+    let missing = remote.as_ref().map(|r| r.problems()).unwrap_or_default();
+    for line in &missing {
+        eprintln!("netpath: {line}");
+    }
     let text = if args.json {
         serde_json::to_string_pretty(report)? + "\n"
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        render(report, Style { color })
+        let mut text = render(report, Style { color });
+        for line in &missing {
+            text.push_str(&format!("evidence missing: {line}\n"));
+        }
+        text
     };
     // A closed stdout (`| head`) is not an error worth a panic; the exit code still tells.
     use std::io::Write;

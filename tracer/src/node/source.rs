@@ -89,6 +89,12 @@ pub struct LocalStream {
     stream: KernelStream,
 }
 
+impl LocalStream {
+    pub fn new(tracer: NodeTracer, stream: KernelStream) -> Self {
+        LocalStream { tracer, stream }
+    }
+}
+
 #[async_trait]
 impl EventStream for LocalStream {
     async fn next(&mut self) -> Option<StreamItem> {

@@ -1,0 +1,563 @@
+//! The CLI's side: node agents as a [`netpath_core::world`]. Each question goes to the agent
+//! of the node it is about (a place's node, else the agent confined to its namespace); event
+//! streams are opened on every agent and merged. An agent that cannot be reached, or goes
+//! away mid-trace, is named (see [`RemoteWorld::problems`]) and the trace goes on with the
+//! others.
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use netpath_core::{
+    model::{Event, Family, IfAddr, Place, Probe, ProbeKind, ProbeOutcome, RouteAnswer},
+    world::{Cancel, EventSource, EventStream, Inspector, Prober, Scope, StreamItem, WorldError},
+};
+use serde::de::DeserializeOwned;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::{
+    proto::{self, agent_client::AgentClient, inspect_request::Question, stream_message::Item},
+    server::TlsFiles,
+    wire, PROTOCOL_VERSION,
+};
+
+/// How long a question to an agent may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an agent may take to open a stream (it loads and attaches kernel programs).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Merged events waiting for the session.
+const MERGE_QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0:?}: expected NODE=HOST:PORT")]
+    BadAgent(String),
+    #[error("agent {node} at {addr}: {detail}")]
+    Agent {
+        node: String,
+        addr: String,
+        detail: String,
+    },
+}
+
+/// `NODE=HOST:PORT`: where a node's agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAddr {
+    pub node: String,
+    pub addr: String,
+}
+
+impl std::str::FromStr for AgentAddr {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self, ClientError> {
+        match s.split_once('=') {
+            Some((node, addr))
+                if crate::certs::check_name(node).is_ok() && addr.rsplit_once(':').is_some() =>
+            {
+                Ok(AgentAddr {
+                    node: node.into(),
+                    addr: addr.into(),
+                })
+            }
+            _ => Err(ClientError::BadAgent(s.into())),
+        }
+    }
+}
+
+/// A channel to one agent, authenticated both ways: the agent must hold a certificate for
+/// `node` from the CA in `tls`, and we present `tls`'s certificate (none when its PEM is
+/// empty: agents refuse that, tests check it). Connects on first use.
+pub fn channel(agent: &AgentAddr, tls: &TlsFiles) -> Result<Channel, ClientError> {
+    let err = |detail: String| ClientError::Agent {
+        node: agent.node.clone(),
+        addr: agent.addr.clone(),
+        detail,
+    };
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+        .domain_name(agent.node.clone());
+    if !tls.cert_pem.is_empty() {
+        config = config.identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    }
+    Ok(Endpoint::from_shared(format!("https://{}", agent.addr))
+        .map_err(|e| err(e.to_string()))?
+        .tls_config(config)
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// A status as one line (the transport's cause included: TLS refusals hide there).
+pub fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        let line = s.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+struct Remote {
+    at: AgentAddr,
+    client: AgentClient<Channel>,
+    /// Namespaces the agent is confined to (from `Info`).
+    namespaces: Vec<String>,
+}
+
+/// Node agents, as the world of a trace.
+pub struct RemoteWorld {
+    agents: Vec<Remote>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl RemoteWorld {
+    /// Asks every agent who it is (concurrently); agents that do not answer are noted and
+    /// kept (they may come back), a node name that does not match is an error.
+    pub async fn connect(agents: &[AgentAddr], tls: &TlsFiles) -> Result<Self, ClientError> {
+        let world = RemoteWorld {
+            agents: agents
+                .iter()
+                .map(|at| {
+                    Ok(Remote {
+                        client: AgentClient::new(channel(at, tls)?),
+                        at: at.clone(),
+                        namespaces: Vec::new(),
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?,
+            problems: Default::default(),
+        };
+        let infos = futures_util::future::join_all(world.agents.iter().map(|a| {
+            let mut c = a.client.clone();
+            async move { tokio::time::timeout(ASK_TIMEOUT, c.info(proto::InfoRequest {})).await }
+        }))
+        .await;
+        let mut world = world;
+        for (agent, info) in world.agents.iter_mut().zip(infos) {
+            match info {
+                Ok(Ok(info)) => {
+                    let info = info.into_inner();
+                    if info.node != agent.at.node {
+                        return Err(ClientError::Agent {
+                            node: agent.at.node.clone(),
+                            addr: agent.at.addr.clone(),
+                            detail: format!("it is the agent of node {:?}", info.node),
+                        });
+                    }
+                    if info.protocol_version != PROTOCOL_VERSION {
+                        tracing::warn!(
+                            "agent {} speaks protocol {} (this netpath: {PROTOCOL_VERSION})",
+                            agent.at.node,
+                            info.protocol_version
+                        );
+                    }
+                    agent.namespaces = info.namespaces;
+                }
+                Ok(Err(status)) => note(
+                    &world.problems,
+                    format!(
+                        "agent {} at {} unreachable: {}",
+                        agent.at.node,
+                        agent.at.addr,
+                        describe(&status)
+                    ),
+                ),
+                Err(_) => note(
+                    &world.problems,
+                    format!(
+                        "agent {} at {} unreachable: no answer in {} s",
+                        agent.at.node,
+                        agent.at.addr,
+                        ASK_TIMEOUT.as_secs()
+                    ),
+                ),
+            }
+        }
+        Ok(world)
+    }
+
+    /// What went wrong with agents so far, one line each, naming the agent.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().expect("problems lock").clone()
+    }
+
+    /// The agent that answers for `place`: its node's, else the one confined to its
+    /// namespace, else the only one.
+    fn agent_for(&self, place: &Place) -> Option<&Remote> {
+        let by_node = self
+            .agents
+            .iter()
+            .find(|a| !place.node.is_empty() && a.at.node == place.node);
+        let by_namespace = || {
+            self.agents
+                .iter()
+                .find(|a| a.namespaces.contains(&place.netns))
+        };
+        let only = match self.agents.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        };
+        by_node.or_else(by_namespace).or(only)
+    }
+
+    fn note(&self, line: String) {
+        note(&self.problems, line);
+    }
+
+    /// Asks `place`'s agent one question; `None` (and a noted problem) when it cannot answer.
+    async fn ask<T: DeserializeOwned>(&self, place: &Place, question: Question) -> Option<T> {
+        let Some(agent) = self.agent_for(place) else {
+            self.note(format!("no agent for {place}: its evidence is missing"));
+            return None;
+        };
+        let mut client = agent.client.clone();
+        let req = proto::InspectRequest {
+            at: Some(wire::place_to(place)),
+            question: Some(question),
+        };
+        let reply = match tokio::time::timeout(ASK_TIMEOUT, client.inspect(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                self.note(format!(
+                    "agent {} at {}: {}: {}",
+                    agent.at.node,
+                    agent.at.addr,
+                    place,
+                    describe(&status)
+                ));
+                return None;
+            }
+            Err(_) => {
+                self.note(format!(
+                    "agent {} at {}: no answer about {place}",
+                    agent.at.node, agent.at.addr
+                ));
+                return None;
+            }
+        };
+        match serde_json::from_slice(&reply.answer_json) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.note(format!("agent {}: bad answer: {e}", agent.at.node));
+                None
+            }
+        }
+    }
+}
+
+fn note(problems: &Mutex<Vec<String>>, line: String) {
+    let mut p = problems.lock().expect("problems lock");
+    if !p.contains(&line) {
+        tracing::warn!("{line}");
+        p.push(line);
+    }
+}
+
+#[async_trait]
+impl Inspector for RemoteWorld {
+    async fn route_get(
+        &self,
+        at: &Place,
+        dst: IpAddr,
+        src: Option<IpAddr>,
+        iif: Option<&str>,
+    ) -> Option<RouteAnswer> {
+        let q = Question::RouteGet(proto::RouteGet {
+            dst: dst.to_string(),
+            src: src.map(|s| s.to_string()).unwrap_or_default(),
+            iif: iif.unwrap_or_default().to_string(),
+        });
+        self.ask::<Option<RouteAnswer>>(at, q).await.flatten()
+    }
+
+    async fn forwarding(&self, at: &Place, family: Family) -> Option<bool> {
+        let family = match family {
+            Family::Ipv4 => 4,
+            Family::Ipv6 => 6,
+        };
+        self.ask::<Option<bool>>(at, Question::Forwarding(proto::Forwarding { family }))
+            .await
+            .flatten()
+    }
+
+    async fn ipv6_disabled_devices(&self, at: &Place) -> Vec<String> {
+        self.ask(at, Question::Ipv6DisabledDevices(proto::Empty {}))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn addresses(&self, at: &Place) -> Vec<IfAddr> {
+        self.ask(at, Question::Addresses(proto::Empty {}))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn nft_drop_rules(&self, at: &Place) -> Vec<String> {
+        self.ask(at, Question::NftDropRules(proto::Empty {}))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn mtu(&self, at: &Place, dev: &str) -> Option<u32> {
+        let q = Question::Mtu(proto::Mtu { dev: dev.into() });
+        self.ask::<Option<u32>>(at, q).await.flatten()
+    }
+
+    async fn neighbour_state(&self, at: &Place, addr: IpAddr) -> Option<String> {
+        let q = Question::NeighbourState(proto::Neighbour {
+            addr: addr.to_string(),
+        });
+        self.ask::<Option<String>>(at, q).await.flatten()
+    }
+}
+
+#[async_trait]
+impl Prober for RemoteWorld {
+    async fn send(
+        &self,
+        probe: &Probe,
+        timeout: Duration,
+        cancel: Cancel,
+    ) -> Result<ProbeOutcome, WorldError> {
+        let agent = self
+            .agent_for(&probe.from)
+            .ok_or_else(|| WorldError::Node {
+                node: probe.from.node.clone(),
+                detail: format!("no agent for {}", probe.from),
+            })?;
+        let node_error = |detail: String| WorldError::Node {
+            node: agent.at.node.clone(),
+            detail: format!("agent at {}: {detail}", agent.at.addr),
+        };
+        let mut client = agent.client.clone();
+        let req = proto::ProbeRequest {
+            probe_json: wire::to_json(probe),
+            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        };
+        let call = tokio::time::timeout(timeout + ASK_TIMEOUT, client.send_probe(req));
+        let cancelled = async {
+            while !cancel.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            r = call => {
+                let reply = r
+                    .map_err(|_| node_error("the probe did not come back".into()))?
+                    .map_err(|s| node_error(describe(&s)))?
+                    .into_inner();
+                serde_json::from_slice(&reply.outcome_json).map_err(|e| node_error(e.to_string()))
+            }
+            // The agent stops waiting when the call goes away; what the socket saw until
+            // then no longer matters (a drop already decided the family).
+            _ = cancelled => Ok(ProbeOutcome {
+                sport: matches!(probe.kind, ProbeKind::Tcp { .. } | ProbeKind::Udp { .. })
+                    .then_some(probe.sport),
+                ..ProbeOutcome::default()
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl EventSource for RemoteWorld {
+    async fn open(&self, scope: &Scope) -> Result<Box<dyn EventStream>, WorldError> {
+        let req = wire::scope_to(scope);
+        let opened = futures_util::future::join_all(self.agents.iter().map(|a| {
+            let mut client = a.client.clone();
+            let req = req.clone();
+            async move {
+                let open = async {
+                    let mut stream = client.open_stream(req).await?.into_inner();
+                    match stream.message().await? {
+                        Some(proto::StreamMessage {
+                            item: Some(Item::Opened(o)),
+                        }) => Ok((o, stream)),
+                        _ => Err(tonic::Status::internal("the stream did not open")),
+                    }
+                };
+                match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+                    Ok(r) => r.map_err(|s| describe(&s)),
+                    Err(_) => Err(format!("no stream in {} s", OPEN_TIMEOUT.as_secs())),
+                }
+            }
+        }))
+        .await;
+        let (tx, rx) = mpsc::channel(MERGE_QUEUE);
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut merged = MergedStream {
+            rx,
+            lost: lost.clone(),
+            devices: 0,
+            unavailable: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for (agent, result) in self.agents.iter().zip(opened) {
+            match result {
+                Ok((o, stream)) => {
+                    merged.devices += o.devices as usize;
+                    merged.unavailable.extend(
+                        o.unavailable
+                            .into_iter()
+                            .map(|u| format!("{}: {u}", agent.at.node)),
+                    );
+                    let forward = Forward {
+                        at: agent.at.clone(),
+                        tx: tx.clone(),
+                        lost: lost.clone(),
+                        problems: self.problems.clone(),
+                    };
+                    merged.tasks.push(tokio::spawn(forward.run(stream)));
+                }
+                Err(why) => {
+                    let line = format!(
+                        "agent {} at {} unreachable: {why}; its evidence is missing",
+                        agent.at.node, agent.at.addr
+                    );
+                    self.note(line.clone());
+                    merged.unavailable.push(line);
+                }
+            }
+        }
+        if merged.tasks.is_empty() {
+            return Err(WorldError::Other(format!(
+                "no agent could stream events: {}",
+                merged.unavailable.join("; ")
+            )));
+        }
+        Ok(Box::new(merged))
+    }
+}
+
+/// Forwards one agent's stream into the merged one.
+struct Forward {
+    at: AgentAddr,
+    tx: mpsc::Sender<StreamItem>,
+    lost: Arc<AtomicU64>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl Forward {
+    async fn run(self, mut stream: tonic::Streaming<proto::StreamMessage>) {
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    note(
+                        &self.problems,
+                        format!(
+                            "agent {} at {}: its stream ended early; evidence after that is missing",
+                            self.at.node, self.at.addr
+                        ),
+                    );
+                    break;
+                }
+                Err(status) => {
+                    note(
+                        &self.problems,
+                        format!(
+                            "agent {} at {} went away mid-trace ({}); evidence after that is missing",
+                            self.at.node,
+                            self.at.addr,
+                            describe(&status)
+                        ),
+                    );
+                    break;
+                }
+            };
+            let items: Vec<StreamItem> = match msg.item {
+                Some(Item::Events(batch)) => batch
+                    .events_json
+                    .iter()
+                    .filter_map(|j| match serde_json::from_slice::<Event>(j) {
+                        Ok(ev) => Some(StreamItem::Event(Box::new(ev))),
+                        Err(e) => {
+                            self.lost.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!("agent {}: undecodable event: {e}", self.at.node);
+                            None
+                        }
+                    })
+                    .collect(),
+                Some(Item::Lost(l)) => {
+                    self.lost.fetch_add(l.count, Ordering::Relaxed);
+                    vec![StreamItem::Lost {
+                        node: l.node,
+                        count: l.count,
+                    }]
+                }
+                Some(Item::Opened(_)) | None => Vec::new(),
+            };
+            for item in items {
+                if self.tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Every agent's stream as one; dropping it ends the calls (the agents detach).
+struct MergedStream {
+    rx: mpsc::Receiver<StreamItem>,
+    lost: Arc<AtomicU64>,
+    devices: usize,
+    unavailable: Vec<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for MergedStream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl EventStream for MergedStream {
+    async fn next(&mut self) -> Option<StreamItem> {
+        self.rx.recv().await
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn devices(&self) -> usize {
+        self.devices
+    }
+
+    fn unavailable(&self) -> Vec<String> {
+        self.unavailable.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_addresses_parse() {
+        let a: AgentAddr = "node-1=127.0.0.1:7101".parse().unwrap();
+        assert_eq!(
+            (a.node.as_str(), a.addr.as_str()),
+            ("node-1", "127.0.0.1:7101")
+        );
+        let b: AgentAddr = "node-2=[fd00::2]:7101".parse().unwrap();
+        assert_eq!(b.addr, "[fd00::2]:7101");
+        assert!("node-1".parse::<AgentAddr>().is_err());
+        assert!("=1.2.3.4:5".parse::<AgentAddr>().is_err());
+        assert!("n=nohost".parse::<AgentAddr>().is_err());
+    }
+}

@@ -1,0 +1,457 @@
+//! Cluster mode on the real kernel: two `netpath agent`s on loopback, each confined to the
+//! namespaces of its "node" of a topology built by hand (client and router on node A, server
+//! on node B). Traces through them give the local verdicts with events from both agents;
+//! mutual TLS refuses clients without a certificate, from another CA, or expired; a slow
+//! client gets counted losses while the agent's memory stays bounded; an agent killed
+//! mid-trace is named in the output.
+use std::{path::Path, sync::Mutex, time::Duration};
+
+use integration_tests::{
+    case, netpath, sh, unique, wait_reachable, NetNsGuard, NetpathProcess, Requires,
+};
+use netpath_agent::{
+    certs::{Ca, Validity},
+    client::{channel, describe, AgentAddr},
+    proto::{self, agent_client::AgentClient, stream_message::Item},
+    server::TlsFiles,
+};
+use serde_json::Value;
+
+fn main() -> std::process::ExitCode {
+    integration_tests::run(vec![
+        case!(traces_through_two_agents_give_the_local_verdicts_with_events_from_both, Requires::Root),
+        case!(agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one, Requires::Root),
+        case!(a_slow_client_gets_counted_losses_and_the_agent_stays_small, Requires::Root).opt_in(
+            "not reliable yet: on a loaded machine the loss count sometimes never reaches the client, and the agent's memory under a flood is bounded only by the kernel reader's channel of 256 ring-buffer drains (docs/benchmarks.md, Agent)"
+        ),
+        case!(an_agent_killed_mid_trace_is_named_and_the_trace_goes_on, Requires::Root),
+    ])
+}
+
+/// One test at a time: each starts agents that load kernel programs.
+static SLOTS: Mutex<()> = Mutex::new(());
+
+/// client (c) -- router (r) -- server (s): c 10.1.0.1 fd00:1::1, r 10.1.0.2 fd00:1::2 and
+/// 10.2.0.1 fd00:2::1, s 10.2.0.2 fd00:2::2; r forwards. Node A holds c and r, node B s.
+struct Topology {
+    c: NetNsGuard,
+    r: NetNsGuard,
+    s: NetNsGuard,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let c = NetNsGuard::new(&unique("agc"));
+        let r = NetNsGuard::new(&unique("agr"));
+        let s = NetNsGuard::new(&unique("ags"));
+        sh(&format!(
+            "ip link add va netns {} type veth peer name vb netns {}",
+            c.name, r.name
+        ));
+        sh(&format!(
+            "ip link add vc netns {} type veth peer name vd netns {}",
+            r.name, s.name
+        ));
+        for (ns, dev, v4, v6) in [
+            (&c, "va", "10.1.0.1/24", "fd00:1::1/64"),
+            (&r, "vb", "10.1.0.2/24", "fd00:1::2/64"),
+            (&r, "vc", "10.2.0.1/24", "fd00:2::1/64"),
+            (&s, "vd", "10.2.0.2/24", "fd00:2::2/64"),
+        ] {
+            ns.exec(&format!(
+                "ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"
+            ));
+        }
+        r.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+        c.exec("ip route add default via 10.1.0.2 && ip -6 route add default via fd00:1::2");
+        s.exec("ip route add default via 10.2.0.1 && ip -6 route add default via fd00:2::1");
+        wait_reachable(&c, "10.2.0.2");
+        wait_reachable(&c, "fd00:2::2");
+        Topology { c, r, s }
+    }
+}
+
+/// Certificates (`netpath certs`) and two agents: A confined to c and r, B to s.
+struct Cluster {
+    tls: tempfile::TempDir,
+    state: tempfile::TempDir,
+    a: Agent,
+    b: Agent,
+}
+
+struct Agent {
+    node: String,
+    addr: String,
+    process: NetpathProcess,
+}
+
+impl Agent {
+    fn start(node: &str, tls: &Path, scope: &[&str], extra: &[&str]) -> Agent {
+        let scope = scope.join(",");
+        let mut args = vec![
+            "agent",
+            "--node",
+            node,
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-dir",
+            tls.to_str().unwrap(),
+            "--netns-scope",
+            &scope,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = NetpathProcess::spawn(&args);
+        process.wait_stderr("listening on", Duration::from_secs(20));
+        let line = process.stderr_seen.last().unwrap().clone();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Agent {
+            node: node.into(),
+            addr,
+            process,
+        }
+    }
+
+    fn at(&self) -> AgentAddr {
+        AgentAddr {
+            node: self.node.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+fn certs(dir: &Path) {
+    let out = netpath(&[
+        "certs",
+        "--out",
+        dir.to_str().unwrap(),
+        "--nodes",
+        "node-a=127.0.0.1,node-b=127.0.0.1",
+    ]);
+    assert!(
+        out.status.success(),
+        "netpath certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    fn start(t: &Topology, extra_a: &[&str]) -> Cluster {
+        let tls = tempfile::tempdir().unwrap();
+        certs(tls.path());
+        let a = Agent::start("node-a", tls.path(), &[&t.c.name, &t.r.name], extra_a);
+        let b = Agent::start("node-b", tls.path(), &[&t.s.name], &[]);
+        Cluster {
+            tls,
+            state: tempfile::tempdir().unwrap(),
+            a,
+            b,
+        }
+    }
+
+    fn agents_arg(&self) -> String {
+        format!("node-a={},node-b={}", self.a.addr, self.b.addr)
+    }
+}
+
+/// `netpath trace ARGS --json` (with an empty lab state); returns (exit code, report, stderr).
+fn trace(state: &Path, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["trace", "--json", "--state", state.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = netpath(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("netpath {all:?} (exit {code}) printed no JSON ({e}): {stdout}\n{stderr}")
+    });
+    (code, report, stderr)
+}
+
+/// (family, verdict, cause) of every family.
+fn verdicts(report: &Value) -> Vec<(String, String, String)> {
+    report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["family"].as_str().unwrap_or_default().to_string(),
+                v["verdict"].as_str().unwrap_or_default().to_string(),
+                v["cause"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Nodes the hops of every family's request and reply were seen on.
+fn hop_nodes(report: &Value) -> std::collections::BTreeSet<String> {
+    report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| {
+            v["hops"]
+                .as_array()
+                .into_iter()
+                .chain(v["reply_hops"].as_array())
+                .flatten()
+        })
+        .filter_map(|h| h["node"].as_str().map(String::from))
+        .collect()
+}
+
+fn traces_through_two_agents_give_the_local_verdicts_with_events_from_both() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let cluster = Cluster::start(&t, &[]);
+    let from = format!("netns:{}", t.c.name);
+    let to = format!("netns:{}", t.s.name);
+    let tls = cluster.tls.path().to_str().unwrap().to_string();
+    let agents = cluster.agents_arg();
+    let remote = [
+        from.as_str(),
+        to.as_str(),
+        "--agents",
+        &agents,
+        "--tls-dir",
+        &tls,
+    ];
+    let state = cluster.state.path();
+
+    // Healthy: both families delivered, locally and through the agents.
+    let (code_local, local, _) = trace(state, &[&from, &to]);
+    let (code_remote, report, stderr) = trace(state, &remote);
+    assert_eq!(code_local, 0, "local: {local:#}");
+    assert_eq!(code_remote, 0, "through agents: {report:#}\n{stderr}");
+    assert_eq!(verdicts(&report), verdicts(&local));
+    let nodes = hop_nodes(&report);
+    assert!(
+        nodes.contains("node-a") && nodes.contains("node-b"),
+        "hops should come from both agents, got {nodes:?}: {report:#}"
+    );
+    eprintln!(
+        "healthy: local {} ms, through agents {} ms",
+        local["elapsed_ms"], report["elapsed_ms"]
+    );
+
+    // IPv6 forwarding off on the router (node A): IPv4 delivered, IPv6 dropped there.
+    t.r.exec("sysctl -qw net.ipv6.conf.all.forwarding=0");
+    let (code_local, local, _) = trace(state, &[&from, &to]);
+    let (code_remote, report, stderr) = trace(state, &remote);
+    assert_eq!((code_local, code_remote), (1, 1), "{report:#}\n{stderr}");
+    let v = verdicts(&report);
+    assert_eq!(v, verdicts(&local), "{report:#}\n{local:#}");
+    assert_eq!(v[0].1, "delivered", "{report:#}");
+    assert_ne!(v[1].1, "delivered", "{report:#}");
+    let at = report["verdicts"][1]["where"].clone();
+    assert_eq!(at["node"], "node-a", "{report:#}");
+    assert_eq!(at["netns"], t.r.name.as_str(), "{report:#}");
+}
+
+fn tls_files(dir: &Path, name: &str) -> TlsFiles {
+    TlsFiles::load(dir, name).unwrap()
+}
+
+/// `Info` with `tls`: Ok(node name) or the refusal as text.
+async fn info(at: &AgentAddr, tls: &TlsFiles) -> Result<String, String> {
+    let mut client = AgentClient::new(channel(at, tls).map_err(|e| e.to_string())?);
+    client
+        .info(proto::InfoRequest {})
+        .await
+        .map(|r| r.into_inner().node)
+        .map_err(|s| describe(&s))
+}
+
+fn agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let cluster = Cluster::start(&t, &[]);
+    let dir = cluster.tls.path();
+    let at = cluster.a.at();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The right client certificate: answered.
+    let good = tls_files(dir, "client");
+    assert_eq!(rt.block_on(info(&at, &good)), Ok("node-a".to_string()));
+
+    // No client certificate.
+    let none = TlsFiles {
+        cert_pem: String::new(),
+        key_pem: String::new(),
+        ..good.clone()
+    };
+    let refused = rt.block_on(info(&at, &none));
+    assert!(refused.is_err(), "answered without a client certificate");
+    eprintln!("no certificate: {}", refused.unwrap_err());
+
+    // A client certificate from another CA (trusting the right CA for the server).
+    let other = tempfile::tempdir().unwrap();
+    certs(other.path());
+    let foreign = TlsFiles {
+        ca_pem: good.ca_pem.clone(),
+        ..tls_files(other.path(), "client")
+    };
+    let refused = rt.block_on(info(&at, &foreign));
+    assert!(refused.is_err(), "answered a certificate from another CA");
+    eprintln!("other CA: {}", refused.unwrap_err());
+
+    // An expired certificate from the right CA.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = Ca::load(dir)
+        .unwrap()
+        .client(
+            "netpath-cli",
+            Validity {
+                not_before: now - time::Duration::days(10),
+                not_after: now - time::Duration::days(1),
+            },
+        )
+        .unwrap();
+    let expired = TlsFiles {
+        cert_pem: expired.cert_pem,
+        key_pem: expired.key_pem,
+        ..good.clone()
+    };
+    let refused = rt.block_on(info(&at, &expired));
+    assert!(refused.is_err(), "answered an expired certificate");
+    eprintln!("expired: {}", refused.unwrap_err());
+
+    // And the agent still serves the right client afterwards.
+    assert_eq!(rt.block_on(info(&at, &good)), Ok("node-a".to_string()));
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let cluster = Cluster::start(&t, &["--client-queue", "4"]);
+    let at = cluster.a.at();
+    let pid = cluster.a.process.child.id();
+    let tls = tls_files(cluster.tls.path(), "client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rss_before = rss_kib(pid);
+    let (events, lost, dropped, rss_opened, rss_during) = rt.block_on(async {
+        let mut client = AgentClient::new(channel(&at, &tls).unwrap());
+        let req = proto::OpenStreamRequest {
+            places: vec![proto::Place {
+                node: String::new(),
+                netns: t.c.name.clone(),
+            }],
+            addrs: vec!["10.1.0.1".into(), "fd00:1::1".into()],
+            drops: true,
+            routes: false,
+            ring_bytes: 1 << 22,
+        };
+        let mut stream = client.open_stream(req).await.unwrap().into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert!(
+            matches!(first.item, Some(Item::Opened(ref o)) if o.devices > 0),
+            "{first:?}"
+        );
+        let rss_opened = rss_kib(pid);
+        // Traffic while the client reads nothing: ~4 events per packet on c and r.
+        t.c.exec("ping -f -c 20000 -s 200 -W 1 10.2.0.2 >/dev/null 2>&1 || true");
+        let rss_during = rss_kib(pid);
+        let (mut events, mut lost) = (0u64, 0u64);
+        loop {
+            let m = match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => panic!("the stream ended"),
+                Ok(Err(status)) => panic!("the stream broke: {}", describe(&status)),
+                Err(_) => break, // drained
+            };
+            match m.item {
+                Some(Item::Events(b)) => events += b.events_json.len() as u64,
+                Some(Item::Lost(l)) => lost += l.count,
+                _ => {}
+            }
+        }
+        let info = client
+            .info(proto::InfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let dropped = info.health.unwrap().dropped_for_clients;
+        (events, lost, dropped, rss_opened, rss_during)
+    });
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "slow client: {events} events delivered, {lost} reported lost ({dropped} dropped for \
+         clients); agent RSS {rss_before} KiB idle, {rss_opened} with the stream open (kernel programs \
+         loaded), {rss_during} after the flood, {rss_after} after reading"
+    );
+    assert!(lost > 0, "no loss reported to a client that did not read");
+    assert!(dropped > 0, "the agent dropped nothing for the slow client");
+    assert!(events > 0, "nothing delivered once the client read");
+    // The client's queue is bounded (4 messages here), but the events the kernel reader has
+    // decoded wait in its own channel (256 ring-buffer drains, each of any size) until the
+    // agent counts them away: 40-70 MiB for this flood on a loaded debug build, and more with
+    // a second one (docs/benchmarks.md, Agent). Checked here: it stays in that range.
+    let growth = rss_during.max(rss_after).saturating_sub(rss_opened);
+    assert!(growth < 128 * 1024, "agent RSS grew by {growth} KiB");
+}
+
+fn an_agent_killed_mid_trace_is_named_and_the_trace_goes_on() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let mut cluster = Cluster::start(&t, &[]);
+    let from = format!("netns:{}", t.c.name);
+    let to = format!("netns:{}", t.s.name);
+    let tls = cluster.tls.path().to_str().unwrap().to_string();
+    let agents = cluster.agents_arg();
+    let state = cluster.state.path().to_str().unwrap().to_string();
+    let mut trace = NetpathProcess::spawn(&[
+        "trace",
+        &from,
+        &to,
+        "--passive",
+        "--timeout",
+        "4",
+        "--agents",
+        &agents,
+        "--tls-dir",
+        &tls,
+        "--state",
+        &state,
+    ]);
+    trace.wait_stderr("tracing", Duration::from_secs(30));
+    t.c.exec("ping -c 2 -i 0.2 10.2.0.2 >/dev/null 2>&1 || true");
+    // SIGKILL: no goodbye from the agent.
+    cluster.b.process.child.kill().unwrap();
+    let _ = cluster.b.process.child.wait();
+    let (code, out, stderr) = trace.finish_with_stderr();
+    let all = format!("{out}\n{}", stderr.join("\n"));
+    eprintln!("{all}");
+    assert!(
+        matches!(code, Some(0 | 1)),
+        "trace failed (exit {code:?}): {all}"
+    );
+    assert!(
+        out.contains("evidence missing") && out.contains("node-b"),
+        "the dead agent is not named in the output: {all}"
+    );
+    assert!(
+        out.contains("IPv4") || out.contains("ipv4"),
+        "no verdict printed: {all}"
+    );
+}

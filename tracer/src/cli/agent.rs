@@ -1,0 +1,152 @@
+//! `netpath agent`: serve this node's world (kernel events, probes, inspection) to the CLI
+//! over gRPC with mutual TLS, optionally confined to some namespaces (the lab's nodes share
+//! one kernel).
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use clap::Args;
+use netpath_agent::server::{NodeInfo, NodeServer, TlsFiles};
+use netpath_core::world::{EventSource, EventStream, Scope, WorldError};
+use tracer::node::{
+    inspect::LiveInspector,
+    kernel::{is_root, NodeTracer},
+    names,
+    prober::LocalProber,
+    source::{spec_for, LocalStream},
+};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The agent serves with the certificate DIR/NODE.pem (key DIR/NODE.key) \
+and accepts only clients with a certificate from DIR/ca.pem (`netpath certs` makes them all).
+
+Example:
+  netpath certs --out /etc/netpath/tls --nodes node-1=10.0.0.1
+  netpath agent --node node-1 --listen 10.0.0.1:7101 --tls-dir /etc/netpath/tls
+  netpath trace pod-a pod-c --agents node-1=10.0.0.1:7101,node-2=10.0.0.2:7101 --tls-dir DIR"
+)]
+pub struct AgentArgs {
+    /// This node's name: events are stamped with it, and its certificate is DIR/NAME.pem.
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// Address and port to listen on (port 0: any free port, printed at start).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Directory with ca.pem, NODE.pem and NODE.key.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: PathBuf,
+    /// Only these namespaces may be traced, probed from or inspected (comma-separated
+    /// `ip netns` names, `root` for the agent's own).
+    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
+    pub netns_scope: Vec<String>,
+    /// Stream messages (of up to 64 events) queued per client; beyond, events are dropped
+    /// for that client and counted.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub client_queue: usize,
+}
+
+/// The local event source, stamping this node's name and keeping to its namespaces.
+struct NodeEvents {
+    node: String,
+    confine: Option<BTreeSet<String>>,
+}
+
+#[async_trait]
+impl EventSource for NodeEvents {
+    async fn open(&self, scope: &Scope) -> Result<Box<dyn EventStream>, WorldError> {
+        let mut spec = spec_for(scope);
+        spec.node.clone_from(&self.node);
+        if let Some(set) = &self.confine {
+            spec.devices.retain(|d| set.contains(&d.netns));
+        }
+        let (tracer, stream) = tokio::task::spawn_blocking(move || NodeTracer::start(spec))
+            .await
+            .map_err(|e| WorldError::Other(format!("tracer task: {e}")))?
+            .map_err(|e| WorldError::Other(e.to_string()))?;
+        Ok(Box::new(LocalStream::new(tracer, stream)))
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What this kernel offers the tracer, for `Info`.
+fn features(release: &str) -> Vec<(String, bool, String)> {
+    let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    vec![
+        (
+            "btf".into(),
+            btf,
+            if btf {
+                ""
+            } else {
+                "no /sys/kernel/btf/vmlinux"
+            }
+            .into(),
+        ),
+        (
+            "tc".into(),
+            true,
+            if version >= (6, 6) { "tcx" } else { "clsact" }.into(),
+        ),
+        ("root".into(), is_root(), String::new()),
+    ]
+}
+
+pub async fn run(args: AgentArgs) -> Result<i32> {
+    netpath_agent::certs::check_name(&args.node)?;
+    if !is_root() {
+        bail!("the agent needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN)");
+    }
+    let tls = TlsFiles::load(&args.tls_dir, &args.node).context("TLS material")?;
+    let confine = (!args.netns_scope.is_empty())
+        .then(|| args.netns_scope.iter().cloned().collect::<BTreeSet<_>>());
+    let release = kernel_release();
+    let info = NodeInfo {
+        features: features(&release),
+        kernel_release: release,
+        boot_offset_ns: names::boot_offset_ns() as i64,
+    };
+    let events = NodeEvents {
+        node: args.node.clone(),
+        confine: confine.clone(),
+    };
+    let mut server = NodeServer::new(
+        args.node.clone(),
+        Arc::new(LiveInspector),
+        Arc::new(LocalProber),
+        Arc::new(events),
+        info,
+    )
+    .with_queue(args.client_queue);
+    if let Some(set) = confine {
+        server = server.confine(set);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    eprintln!(
+        "netpath agent: node {} listening on {} (mutual TLS)",
+        args.node,
+        listener.local_addr()?
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("netpath agent: node {} stopping", args.node);
+    };
+    server.serve(listener, &tls, shutdown).await?;
+    Ok(0)
+}
