@@ -547,11 +547,17 @@ impl NodeTracer {
                     prog.load().map_err(|e| format!("loading {name}: {e}"))?;
                 }
                 // tcx: ordered, never replaces a CNI's programs; we return "next".
-                let tcx = prog.attach_with_options(
-                    ifname,
-                    ty,
-                    TcAttachOptions::TcxOrder(LinkOrder::first()),
-                );
+                // NETPATH_TC_ATTACH=clsact skips it, to test the fallback on newer kernels.
+                let tcx = if force_clsact() {
+                    Err("skipped (NETPATH_TC_ATTACH=clsact)".to_string())
+                } else {
+                    prog.attach_with_options(
+                        ifname,
+                        ty,
+                        TcAttachOptions::TcxOrder(LinkOrder::first()),
+                    )
+                    .map_err(|e| e.to_string())
+                };
                 if let Err(e) = tcx {
                     // Kernels before 6.6: clsact qdisc + netlink filter. Adding the qdisc
                     // fails when one is there already (EEXIST): then it is not ours.
@@ -604,6 +610,12 @@ impl Drop for NodeTracer {
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
     }
+}
+
+/// Whether tc programs go straight to the clsact fallback (`NETPATH_TC_ATTACH=clsact`), which
+/// kernels before 6.6 always take: for testing it where tcx works.
+fn force_clsact() -> bool {
+    std::env::var("NETPATH_TC_ATTACH").is_ok_and(|v| v == "clsact")
 }
 
 /// The kernel programs' aya-log output. Kept until the tracer is dropped: dropping the logger
