@@ -104,7 +104,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub drops: bool,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// Kernel ring buffer size in KiB (power of two, at least 4), like tcpdump -B.
     #[arg(
@@ -214,6 +214,7 @@ impl CaptureArgs {
     }
 
     fn spec(&self, filter: FilterConfig) -> Result<TracerSpec> {
+        super::check_secs("--duration", self.duration)?;
         let netns = match &self.pod {
             Some(pod) => Some(super::pod_netns("--pod", pod)?),
             None => self.netns.clone(),

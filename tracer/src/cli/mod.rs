@@ -17,14 +17,13 @@ use tokio::time::Instant;
 const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
 
 /// Seconds given on the command line: a finite number above 0, at most a year (`inf`, `nan`,
-/// `-1` are one clear line, not a panic later).
-pub fn parse_secs(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= MAX_SECS => Ok(s),
-        Ok(_) => Err(format!(
-            "{text} is not a number of seconds above 0 and at most a year"
-        )),
-        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+/// `-1` are one clear line, `netpath: ...`, not a panic later).
+pub fn check_secs(flag: &str, secs: Option<f64>) -> anyhow::Result<Option<f64>> {
+    match secs {
+        Some(s) if !(s.is_finite() && s > 0.0 && s <= MAX_SECS) => {
+            anyhow::bail!("{flag} must be a number of seconds above 0 and at most a year, not {s}")
+        }
+        other => Ok(other),
     }
 }
 
@@ -66,7 +65,7 @@ pub fn netns_named(flag: &str, name: &str) -> anyhow::Result<String> {
 
 /// When a `--duration SECS` run ends (`None`: it runs until stopped).
 fn deadline(duration: Option<f64>) -> Option<Instant> {
-    // parse_secs bounded the value: from_secs_f64 cannot panic.
+    // check_secs bounded the value: from_secs_f64 cannot panic.
     duration.map(|s| Instant::now() + Duration::from_secs_f64(s))
 }
 
@@ -121,9 +120,11 @@ mod tests {
 
     #[test]
     fn seconds_and_ring_sizes_out_of_range_are_refused_not_panicked_on() {
-        assert_eq!(parse_secs("2.5"), Ok(2.5));
-        for bad in ["inf", "-inf", "nan", "0", "-1", "1e30", "soon", ""] {
-            assert!(parse_secs(bad).is_err(), "{bad}");
+        assert_eq!(check_secs("--duration", Some(2.5)).unwrap(), Some(2.5));
+        assert_eq!(check_secs("--duration", None).unwrap(), None);
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 0.0, -1.0, 1e30] {
+            let err = check_secs("--duration", Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("--duration"), "{err}");
         }
         assert_eq!(ring_bytes("--ring-kib", 4096).unwrap(), 4 << 20);
         for bad in [0, 3, 6000, 4_194_304, 1 << 21] {

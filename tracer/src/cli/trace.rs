@@ -68,7 +68,7 @@ pub struct TraceArgs {
     pub passive: bool,
     /// Seconds to wait for answers (active; default 2: a first packet may wait 1 s for a
     /// neighbour) or for traffic (--passive; default 10). Drops end the wait early.
-    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Only this family.
     #[arg(long, value_name = "4|6", value_parser = ["4", "6"])]

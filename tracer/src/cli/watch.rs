@@ -49,7 +49,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// Stop after this many events.
     #[arg(short = 'c', long, value_name = "N")]
@@ -63,6 +63,7 @@ pub struct WatchArgs {
 
 impl WatchArgs {
     fn spec(&self) -> Result<TracerSpec> {
+        super::check_secs("--duration", self.duration)?;
         Ok(TracerSpec {
             devices: self
                 .ifaces
