@@ -617,6 +617,7 @@ mod tests {
                     l4_ident: (p.echo_id as u32) << 16 | p.echo_seq as u32,
                     ..PacketIdent::default()
                 },
+                function: None,
             }),
             drop: None,
             route: None,

@@ -94,6 +94,10 @@ impl WatchArgs {
     }
 }
 
+/// Said when tc programs went through clsact: what a user must know if netpath is killed.
+pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
+or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
+
 pub async fn run(args: WatchArgs) -> Result<i32> {
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
@@ -107,6 +111,9 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     }
     if let Some(f) = &tracer.functions {
         eprintln!("netpath: {}", f.message());
+    }
+    if tracer.uses_clsact() {
+        eprintln!("netpath: {CLSACT_NOTE}");
     }
     let extras: String = [
         (!args.no_drops, " and kernel drops"),
