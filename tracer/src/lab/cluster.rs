@@ -808,4 +808,57 @@ mod tests {
             a["metadata"]["ownerReferences"][0]["uid"]
         );
     }
+
+    /// What the API sends reads back into the Kubernetes types (as kube-rs reads it): every
+    /// list, and a watch's events.
+    #[test]
+    fn served_json_parses_as_kubernetes_types() {
+        use k8s_openapi::{apimachinery::pkg::apis::meta::v1::WatchEvent, List};
+        use netpath_k8s::apiserver::route::{answer, Reply, Request};
+        fn list<K: k8s_openapi::ListableResource + serde::de::DeserializeOwned>(
+            set: &ObjectSet,
+            path: &str,
+        ) -> Vec<K> {
+            let req = Request {
+                method: "GET",
+                path,
+                query: "",
+                accept: "application/json",
+            };
+            let Reply::Json { status: 200, body } = answer(set, "127.0.0.1:1", &req) else {
+                panic!("{path}: not a 200 JSON answer")
+            };
+            serde_json::from_value::<List<K>>(body)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .items
+        }
+        for sc in scenarios::SCENARIOS {
+            let (st, set) = set_of(sc.name, 2);
+            assert_eq!(list::<Namespace>(&set, "/api/v1/namespaces").len(), 2);
+            assert_eq!(list::<Node>(&set, "/api/v1/nodes").len(), st.nodes.len());
+            let pods = list::<Pod>(&set, "/api/v1/namespaces/default/pods");
+            assert_eq!(pods.len(), st.pods.len());
+            assert_eq!(
+                list::<Service>(&set, "/api/v1/services").len(),
+                st.services.len()
+            );
+            assert!(
+                !list::<EndpointSlice>(&set, "/apis/discovery.k8s.io/v1/endpointslices").is_empty()
+            );
+            assert_eq!(list::<DaemonSet>(&set, "/apis/apps/v1/daemonsets").len(), 1);
+            let req = Request {
+                method: "GET",
+                path: "/api/v1/pods",
+                query: "watch=1&timeoutSeconds=1",
+                accept: "application/json",
+            };
+            let Reply::Watch { events, .. } = answer(&set, "127.0.0.1:1", &req) else {
+                panic!("not a watch")
+            };
+            for ev in events {
+                let ev: WatchEvent<Pod> = serde_json::from_value(ev).expect("a WatchEvent<Pod>");
+                assert!(matches!(ev, WatchEvent::Added(_)));
+            }
+        }
+    }
 }
