@@ -42,6 +42,8 @@ pub const NETNS_ANNOTATION: &str = "lab.netpath.dev/netns";
 pub const HOST_IFACE_ANNOTATION: &str = "lab.netpath.dev/host-interface";
 pub const STALE_IPS_ANNOTATION: &str = "lab.netpath.dev/stale-cluster-ips";
 pub const AGENT_PORT_ANNOTATION: &str = "lab.netpath.dev/agent-port";
+/// The agent-port annotation of the DaemonSet's pod template in deploy/ (a real cluster's).
+pub const DEPLOYED_AGENT_PORT_ANNOTATION: &str = "netpath.io/agent-port";
 const NOTE_ANNOTATION: &str = "lab.netpath.dev/note";
 /// Label of the pods that serve `svc/web` (its selector).
 const APP: &str = "app";
@@ -484,6 +486,10 @@ impl Builder<'_> {
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels),
+                        annotations: Some(map(&[(
+                            DEPLOYED_AGENT_PORT_ANNOTATION,
+                            &AGENT_PORT.to_string(),
+                        )])),
                         ..Default::default()
                     }),
                     spec: Some(self.agent_spec(None)),
@@ -528,6 +534,7 @@ impl Builder<'_> {
                 labels: Some(map(&[(AGENT_LABEL, AGENT_NAME)])),
                 annotations: Some(map(&[
                     (AGENT_PORT_ANNOTATION, &port),
+                    (DEPLOYED_AGENT_PORT_ANNOTATION, &port),
                     (NETNS_ANNOTATION, &netns),
                     (NOTE_ANNOTATION, AGENT_NOTE),
                 ])),
@@ -795,6 +802,11 @@ mod tests {
         assert_eq!(a["spec"]["hostNetwork"], true);
         assert_eq!(a["status"]["hostIP"], st.nodes[1].underlay_v4.to_string());
         assert_eq!(a["metadata"]["annotations"][AGENT_PORT_ANNOTATION], "7101");
+        assert_eq!(
+            a["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
+            "7101"
+        );
+        assert_eq!(a["spec"]["containers"][0]["ports"][0]["name"], "grpc");
         assert_eq!(a["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
         let ds = get(
             &set,
