@@ -190,6 +190,12 @@ fn strs(v: &Value) -> Vec<String> {
 
 fn kubectl_reads_every_scenario_as_the_lab_built_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let version = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .expect("kubectl version");
+    let version = String::from_utf8_lossy(&version.stdout);
+    eprintln!("client: kubectl {}", version.lines().next().unwrap_or("?"));
     for sc in lab::SCENARIOS {
         let lab = Lab::up(sc.name);
         let st = &lab.state;
