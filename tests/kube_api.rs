@@ -614,9 +614,9 @@ fn an_api_that_cannot_start_fails_lab_up_cleanly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = unique("ka");
     let dir = std::env::temp_dir().join(format!("netpath-kube-{prefix}"));
-    // The server cannot write its kubeconfig (a directory stands where its temp file goes):
-    // it exits, and `lab up` must fail and take the lab it built down again.
-    std::fs::create_dir_all(dir.join("kubeconfig.tmp")).unwrap();
+    // The server cannot write its kubeconfig (a directory stands in its place): it exits,
+    // and `lab up` must fail and take the lab it built down again.
+    std::fs::create_dir_all(dir.join("kubeconfig")).unwrap();
     let guard = Lab {
         dir: dir.clone(),
         prefix: prefix.clone(),
@@ -657,7 +657,7 @@ fn an_api_that_cannot_start_fails_lab_up_cleanly() {
     assert!(left_ns.is_empty(), "namespaces left: {left_ns:?}");
     assert_eq!(
         files(&dir),
-        ["kubeconfig.tmp"],
+        ["kubeconfig"],
         "only the test's own directory is left"
     );
     assert!(
