@@ -125,7 +125,13 @@ pub fn start(exe: &Path, dir: &Path) -> Result<(ApiRecord, Duration), LabError> 
     kill(dir);
     let dir = std::path::absolute(dir).map_err(io_err(dir))?;
     let log_path = dir.join(LOG_FILE);
-    let log = std::fs::File::create(&log_path).map_err(io_err(&log_path))?;
+    // A new file (O_EXCL): never one planted in its place.
+    let _ = std::fs::remove_file(&log_path);
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&log_path)
+        .map_err(io_err(&log_path))?;
     let mut child = Command::new(exe)
         .args(["lab", SERVE_COMMAND, "--state"])
         .arg(&dir)
