@@ -41,8 +41,9 @@ pub struct WatchArgs {
     /// Also report neighbour (ARP/NDP) resolution failures: entries that became FAILED.
     #[arg(long)]
     pub neigh: bool,
-    /// Trace kernel functions matching PATTERN with fentry or kprobes where the kernel allows
-    /// them; otherwise say why in one line and continue with everything else.
+    /// Also report the packets passing through the kernel functions matching this glob that
+    /// take an skb (`ip_*`, `*_rcv`), with kprobes where the kernel has them (kind `func`);
+    /// otherwise say why in one line and continue with everything else.
     #[arg(long, value_name = "PATTERN")]
     pub functions: Option<String>,
     /// Print one JSON object per line (schema: docs/events.md).
