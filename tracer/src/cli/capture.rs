@@ -268,6 +268,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         .as_ref()
         .map(PacketFilter::instructions)
         .unwrap_or_default();
+    spec.capture_filter_untagged = filter.as_ref().is_some_and(|f| !f.reads_vlan_tags());
     // Written as pcapng by the kernel where no userspace work is left (the IDB's snap length
     // must hold the kernel's copy).
     spec.pcapng_direct = args.write.is_some() && args.snaplen() >= MIN_KERNEL_COPY;

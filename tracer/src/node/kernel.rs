@@ -128,6 +128,8 @@ pub struct TracerSpec {
     /// `capture`'s complete filter as libpcap compiled it for Ethernet frames: translated to
     /// eBPF and run by the tc programs on devices with a link-layer header. Empty: none.
     pub capture_filter: Vec<CbpfInsn>,
+    /// The capture filter reads no VLAN tag: it may run on tag-offloaded packets as they are.
+    pub capture_filter_untagged: bool,
     /// `capture -w`: the tc programs write packets that need no filtering in userspace as
     /// pcapng blocks ([`tracer_common::pcapng_record`]); [`RawRing::pcapng_ifaces`] then
     /// takes the interface ids. Only when the capture filter (if any) runs in the kernel.
@@ -149,6 +151,7 @@ impl Default for TracerSpec {
             ring_bytes: 4 << 20,
             snap_len: 0,
             capture_filter: Vec::new(),
+            capture_filter_untagged: false,
             pcapng_direct: false,
         }
     }
@@ -384,7 +387,7 @@ impl NodeTracer {
             neigh,
             pcap_filter: matches!(capture_filter_in_kernel, Some(Ok(()))) as u32,
             pcapng_direct: pcapng_direct as u32,
-            _pad: 0,
+            pcap_filter_untagged: spec.capture_filter_untagged as u32,
             boot_offset_ns,
         };
         {
