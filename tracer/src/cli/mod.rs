@@ -5,6 +5,7 @@ pub mod certs;
 pub mod check;
 pub mod filter;
 pub mod render;
+pub mod stop;
 pub mod trace;
 pub mod watch;
 
