@@ -113,7 +113,12 @@ impl Drop for Scratch {
 
 fn options() -> Scratch {
     let prefix = unique("nt");
-    let dir = std::env::temp_dir().join(format!("netpath-lab-{prefix}"));
+    // A new directory of a random name (not a guessable /tmp path); Scratch removes it.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("netpath-lab-{prefix}."))
+        .tempdir()
+        .expect("temp dir")
+        .keep();
     Scratch(LabOptions {
         state_dir: dir,
         prefix,
