@@ -314,7 +314,7 @@ impl NodeTracer {
     /// records without decoding them into events (`netpath capture`). [`NodeTracer::lost`]
     /// stays 0: the consumer reads [`RawRing::lost`].
     pub fn start_raw(spec: TracerSpec) -> Result<(NodeTracer, RawRing), TracerError> {
-        if !is_root() {
+        if !super::caps::may_trace() {
             return Err(TracerError::NotRoot);
         }
         if EBPF_OBJECT.is_empty() {
