@@ -6,6 +6,7 @@ pub mod check;
 pub mod cleanup;
 pub mod filter;
 pub mod render;
+pub mod stop;
 pub mod trace;
 pub mod watch;
 

@@ -30,7 +30,7 @@ use super::render::{render, Style};
 `[fd00:10:96::10]:80`); an address is looked up in the lab, then in every named namespace.
 
 Exit status: 0 when every asked family was delivered, 1 when one was not, 2 on a usage or
-environment error.
+environment error, 130/143/129 when ended by SIGINT/SIGTERM/SIGHUP.
 
 Examples:
   netpath trace pod-a pod-c                 ICMP echo in IPv4 and IPv6, cross-node
@@ -142,7 +142,7 @@ impl TraceArgs {
     }
 }
 
-pub async fn run(args: TraceArgs) -> Result<i32> {
+pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let config = args.config()?;
     let resolver = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
     let remote = match &args.tls_dir {
@@ -187,7 +187,8 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
     };
     let traced = tokio::select! {
         r = session::trace(world, &config, &notify) => r?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        // Dropping the session detaches everything it attached.
+        code = signals.recv() => return Ok(code),
     };
     let report = &traced.report;
     // Agents that could not be asked: their evidence is missing from the verdicts.

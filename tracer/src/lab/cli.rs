@@ -76,6 +76,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             state,
         } => {
             let opts = state.options();
+            // A typo is one line, and touches nothing (a running lab included).
+            super::check(&opts, &scenario, nodes).context(format!("lab up {scenario}"))?;
+            let recorded = super::status(&opts).context("lab up")?.is_some();
             eprintln!(
                 "lab up: building {scenario} with {nodes} nodes (state in {})",
                 opts.state_dir.display()
@@ -83,8 +86,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             let report = match super::up(&opts, &scenario, nodes) {
                 Ok(r) => r,
                 Err(e) => {
-                    // Leave nothing half-made behind: `down` knows every namespace `up` wrote down.
-                    if !matches!(e, super::LabError::AlreadyUp { .. }) {
+                    // Leave nothing half-made behind: `down` knows every namespace this `up`
+                    // made. A lab that was up before is not this run's to remove.
+                    if !recorded {
                         let _ = super::down(&opts);
                     }
                     return Err(e).context(format!("lab up {scenario}"));
