@@ -8,6 +8,7 @@
 //! Each lab has its own namespace prefix and state directory and is brought down by a guard,
 //! also when a test fails.
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Mutex,
@@ -120,9 +121,12 @@ fn namespaces_of(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// `netpath trace pod-a pod-c --json` in the lab, with `extra` flags: (family, verdict, cause)
-/// per family, and how long it took.
-fn trace(lab: &Lab, extra: &[&str]) -> (Vec<(String, String, String)>, Duration) {
+/// What a trace answered: (family, verdict, cause) per family.
+type Verdicts = Vec<(String, String, String)>;
+
+/// `netpath trace pod-a pod-c --json` in the lab, with `extra` flags: its verdicts, the nodes
+/// its hops (request and reply) were seen on, and how long it took.
+fn trace(lab: &Lab, extra: &[&str]) -> (Verdicts, BTreeSet<String>, Duration) {
     let mut args = lab.args(&["trace", "--json", "pod-a", "pod-c"]);
     args.retain(|a| *a != "--prefix" && *a != lab.prefix);
     args.extend_from_slice(extra);
@@ -145,7 +149,20 @@ fn trace(lab: &Lab, extra: &[&str]) -> (Vec<(String, String, String)>, Duration)
             )
         })
         .collect();
-    (verdicts, took)
+    let nodes = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| {
+            v["hops"]
+                .as_array()
+                .into_iter()
+                .chain(v["reply_hops"].as_array())
+                .flatten()
+        })
+        .filter_map(|h| h["node"].as_str().map(String::from))
+        .collect();
+    (verdicts, nodes, took)
 }
 
 fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
@@ -253,10 +270,10 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
     }
 
     // A trace through the agents gives the verdicts of a trace without them.
-    let (local, local_took) = trace(&lab, &[]);
+    let (local, _, local_took) = trace(&lab, &[]);
     let agents = rec.agents_arg();
     let tls = rec.tls_dir.to_str().unwrap();
-    let (remote, remote_took) = trace(&lab, &["--agents", &agents, "--tls-dir", tls]);
+    let (remote, seen_on, remote_took) = trace(&lab, &["--agents", &agents, "--tls-dir", tls]);
     eprintln!(
         "trace pod-a pod-c: {:.2} s on this kernel, {:.2} s through the agents",
         local_took.as_secs_f64(),
@@ -268,6 +285,11 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
         "flannel delivers: {local:?}"
     );
     assert_eq!(remote, local, "through the agents as without them");
+    let both: BTreeSet<String> = ["node-1", "node-2"].map(String::from).into();
+    assert!(
+        both.is_subset(&seen_on),
+        "events from both nodes' agents: {seen_on:?}"
+    );
 
     // `lab down`: no agent, no file, no namespace.
     let t = Instant::now();
