@@ -163,8 +163,9 @@ fn kill(pids: &[u32], tls: &Path) {
 /// and records them. On failure every agent started is stopped and every file removed.
 pub fn start(exe: &Path, dir: &Path, st: &LabState) -> Result<(AgentsRecord, Duration), LabError> {
     let t0 = Instant::now();
-    // Agents left by an earlier lab in this directory (their files are replaced).
-    stop(dir, Some(st))?;
+    // Agents left by an earlier lab in this directory, and their files (an unreadable
+    // agents.json is removed too; a file that cannot be removed fails below).
+    let _ = stop(dir, Some(st));
     let dir = std::path::absolute(dir).map_err(io_err(dir))?;
     let mut children: Vec<(String, Vec<String>, PathBuf, Child)> = Vec::new();
     let started = launch(exe, &dir, st, &mut children).and_then(|()| wait(&mut children));
