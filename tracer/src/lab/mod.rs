@@ -6,6 +6,7 @@
 //! create, so [`down`] also cleans up after a half-failed `up`. Everything the lab makes lives
 //! inside its own namespaces: deleting them removes every link, route and rule.
 mod addresses;
+pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod cluster;
@@ -214,8 +215,14 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     // The lab's Kubernetes API server first (also one left without a state); a failure to
     // stop it is reported once the namespaces are gone.
     let api = api::stop(&opts.state_dir);
-    let Some(st) = state::load(&opts.state_dir)? else {
+    let recorded = state::load(&opts.state_dir);
+    let agents = agents::stop(
+        &opts.state_dir,
+        recorded.as_ref().ok().and_then(Option::as_ref),
+    );
+    let Some(st) = recorded? else {
         api?;
+        agents?;
         return Ok(DownReport {
             scenario: None,
             removed: Vec::new(),
@@ -225,6 +232,7 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     let removed = exec::delete_namespaces(&ours(&st))?;
     state::remove(&opts.state_dir)?;
     api?;
+    agents?;
     Ok(DownReport {
         scenario: Some(st.scenario),
         removed,
