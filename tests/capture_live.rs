@@ -608,6 +608,17 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
         // (libpcap's `vlan` shifts the offsets of what follows it, even under `not`: it
         // comes last here.)
         ("icmp and not vlan", vec!["", "", ""]),
+        // Without `vlan`, tcpdump filters the frame as the kernel hands it, the tag moved out
+        // to the skb's metadata on receive: tagged ICMP is ICMP (in the kernel's filter as in
+        // userspace's), and the written frames keep their tags.
+        (
+            "icmp",
+            vec!["100", "100", "100", "200", "200", "200", "", "", ""],
+        ),
+        (
+            "host 10.100.0.2",
+            vec!["100", "100", "100", "200", "200", "200", "", "", ""],
+        ),
     ]
     .into_iter()
     .enumerate()
