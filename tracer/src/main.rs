@@ -1,9 +1,32 @@
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// Run as `kubectl-netpath` (kubectl's plugin name: `kubectl netpath ...`), names come from
+/// the cluster kubectl uses.
+fn plugin_mode() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == "kubectl-netpath")
+}
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let plugin = plugin_mode();
+    let mut command = cli::Cli::command();
+    if plugin {
+        command = command.name("kubectl netpath").bin_name("kubectl netpath");
+    }
+    let mut cli = match cli::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if plugin {
+        if let cli::Command::Trace(args) = &mut cli.command {
+            args.kube.k8s = true;
+        }
+    }
     if matches!(cli.command, cli::Command::Lab(_)) {
         // `lab` holds no kernel attachments: like other CLI tools, let a closed pipe end it
         // quietly (everything it creates is recorded in its state first).

@@ -8,6 +8,8 @@ use super::convert::{pod_name, pod_node};
 pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=netpath-agent";
 /// Pod annotation with the port the agent listens on.
 pub const AGENT_PORT_ANNOTATION: &str = "netpath.io/agent-port";
+/// The same, as the lab's API server writes it.
+pub const LAB_AGENT_PORT_ANNOTATION: &str = "lab.netpath.dev/agent-port";
 /// The agent's port when neither the annotation nor a container port says.
 pub const DEFAULT_AGENT_PORT: u16 = 7101;
 /// Name of the agent's container port, preferred over other ports.
@@ -79,12 +81,10 @@ pub fn agent_endpoints(pods: &[Pod]) -> (Vec<AgentEndpoint>, Vec<String>) {
 /// The port from [`AGENT_PORT_ANNOTATION`], else the container port named `grpc`, else the
 /// first container port, else [`DEFAULT_AGENT_PORT`].
 fn agent_port(pod: &Pod) -> Result<u16, String> {
-    if let Some(v) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(AGENT_PORT_ANNOTATION))
-    {
+    if let Some(v) = pod.metadata.annotations.as_ref().and_then(|a| {
+        a.get(AGENT_PORT_ANNOTATION)
+            .or_else(|| a.get(LAB_AGENT_PORT_ANNOTATION))
+    }) {
         return match v.trim().parse::<u16>() {
             Ok(p) if p > 0 => Ok(p),
             _ => Err(format!("{AGENT_PORT_ANNOTATION} is {v:?}, not a port")),

@@ -14,13 +14,25 @@ use netpath_core::{
 
 /// Label EndpointSlices carry to name their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Annotation on a pod naming its network namespace on its node (`ip netns` name), when
-/// whoever runs the pod knows it (the lab does). Without it the node's namespace holding the
-/// pod's address is used.
+/// Annotation on a pod (or node) naming its network namespace on its node (`ip netns` name),
+/// when whoever runs it knows it (the lab can). Without it the namespace holding the pod's
+/// address is used (a node's: its root namespace).
 pub const NETNS_ANNOTATION: &str = "netpath.io/netns";
+/// The same, as the lab's API server writes it.
+pub const LAB_NETNS_ANNOTATION: &str = "lab.netpath.dev/netns";
 /// Annotation on a Service listing, comma-separated, ClusterIPs it had before (the lab's
 /// "Service whose family flips" scenario records them), so a client still holding one is told.
 pub const PREVIOUS_CLUSTER_IPS_ANNOTATION: &str = "netpath.io/previous-cluster-ips";
+/// The same, as the lab's API server writes it.
+pub const LAB_STALE_IPS_ANNOTATION: &str = "lab.netpath.dev/stale-cluster-ips";
+
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    keys: &[&str],
+) -> Option<&'a String> {
+    let a = meta.annotations.as_ref()?;
+    keys.iter().find_map(|k| a.get(*k))
+}
 
 /// What the user typed, parsed (no API asked yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,18 +297,18 @@ pub fn service_port(svc: &Service) -> Option<u16> {
         .and_then(|p| u16::try_from(p.port).ok())
 }
 
-/// `netpath.io/previous-cluster-ips`.
+/// `netpath.io/previous-cluster-ips` (or the lab's `lab.netpath.dev/stale-cluster-ips`).
 pub fn previous_cluster_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PREVIOUS_CLUSTER_IPS_ANNOTATION))
-        .map(|v| {
-            v.split(',')
-                .filter_map(|ip| ip.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    annotation(
+        &svc.metadata,
+        &[PREVIOUS_CLUSTER_IPS_ANNOTATION, LAB_STALE_IPS_ANNOTATION],
+    )
+    .map(|v| {
+        v.split(',')
+            .filter_map(|ip| ip.trim().parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The EndpointSlices of `svc` (same namespace, `kubernetes.io/service-name` label).
@@ -372,13 +384,11 @@ pub fn service_name(svc: &Service, default_ns: &str) -> String {
     }
 }
 
-/// The pod's namespace on its node as recorded by whoever runs it ([`NETNS_ANNOTATION`]).
-pub fn annotated_netns(pod: &Pod) -> Option<String> {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(NETNS_ANNOTATION))
-        .cloned()
+/// The namespace recorded by whoever runs the pod or node ([`NETNS_ANNOTATION`]).
+pub fn annotated_netns(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    annotation(meta, &[NETNS_ANNOTATION, LAB_NETNS_ANNOTATION]).cloned()
 }
 
 /// A pod as an endpoint; `netns` is its namespace on its node, where known.
@@ -750,15 +760,20 @@ pub(crate) mod tests {
             "fd00:10:96::99".into(),
         )]));
         let mut host = pod("kube-system", "agent-x", "node-1", &["198.18.0.1"]);
+        let mut pod_a = pod(
+            "default",
+            "pod-a",
+            "node-1",
+            &["10.244.1.2", "fd00:10:244:1::2"],
+        );
+        pod_a.metadata.annotations = Some(BTreeMap::from([(
+            LAB_NETNS_ANNOTATION.into(),
+            "np-pod-a".into(),
+        )]));
         host.spec.as_mut().unwrap().host_network = Some(true);
         Snapshot {
             pods: vec![
-                pod(
-                    "default",
-                    "pod-a",
-                    "node-1",
-                    &["10.244.1.2", "fd00:10:244:1::2"],
-                ),
+                pod_a,
                 pod(
                     "default",
                     "pod-c",
@@ -963,6 +978,36 @@ pub(crate) mod tests {
             .unwrap()
             .phase = Some("Succeeded".into());
         assert_eq!(ep(&twice, "10.244.1.2").unwrap().name, "default/pod-a");
+    }
+
+    #[test]
+    fn namespaces_and_former_cluster_ips_from_annotations() {
+        let mut s = cluster();
+        assert_eq!(
+            annotated_netns(&s.pods[0].metadata).as_deref(),
+            Some("np-pod-a")
+        );
+        assert_eq!(annotated_netns(&s.pods[1].metadata), None);
+        s.pods[1].metadata.annotations = Some(BTreeMap::from([(
+            NETNS_ANNOTATION.into(),
+            "cni-1234".into(),
+        )]));
+        assert_eq!(
+            annotated_netns(&s.pods[1].metadata).as_deref(),
+            Some("cni-1234")
+        );
+        s.services[0].metadata.annotations = Some(BTreeMap::from([(
+            LAB_STALE_IPS_ANNOTATION.into(),
+            "fd00:10:96::98, 10.96.0.98".into(),
+        )]));
+        assert_eq!(
+            previous_cluster_ips(&s.services[0]),
+            vec![
+                "fd00:10:96::98".parse::<IpAddr>().unwrap(),
+                "10.96.0.98".parse().unwrap()
+            ]
+        );
+        assert!(ep(&s, "10.96.0.98").unwrap().stale_of.is_some());
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl KubeResolver {
     async fn netns_of(&self, snap: &Snapshot, found: Found<'_>) -> Option<String> {
         let (addrs, root) = match found {
             Found::Pod(p) => {
-                if let Some(ns) = convert::annotated_netns(p) {
+                if let Some(ns) = convert::annotated_netns(&p.metadata) {
                     return Some(ns);
                 }
                 if convert::host_network(p) {
@@ -244,7 +244,12 @@ impl KubeResolver {
                     (convert::pod_ips(p), false)
                 }
             }
-            Found::Node(n) => (convert::node_internal_ips(n), true),
+            Found::Node(n) => {
+                if let Some(ns) = convert::annotated_netns(&n.metadata) {
+                    return Some(ns);
+                }
+                (convert::node_internal_ips(n), true)
+            }
             _ => return None,
         };
         match &self.placement {

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod certs;
 pub mod check;
 pub mod filter;
+pub mod kube;
 pub mod render;
 pub mod trace;
 pub mod watch;
