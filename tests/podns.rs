@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
     ])
 }
 
-/// A namespace with a pod-like device holding one address of each family (unique per test).
+/// A namespace with a pod-like device (a veth: no dummy module on every kernel) holding one address of each family (unique per test).
 fn pod_ns(prefix: &str, octet: u8) -> (NetNsGuard, IpAddr, IpAddr) {
     let ns = NetNsGuard::new(&unique(prefix));
     let n = std::process::id() % 200 + 20;
@@ -37,7 +37,7 @@ fn pod_ns(prefix: &str, octet: u8) -> (NetNsGuard, IpAddr, IpAddr) {
         format!("fd00:{n:x}:{octet:x}::2"),
     );
     ns.exec(&format!(
-        "ip link add eth0 type dummy && ip link set eth0 up && ip addr add {v4}/24 dev eth0 && \
+        "ip link add eth0 type veth peer name peer0 && ip link set eth0 up && ip addr add {v4}/24 dev eth0 && \
          ip addr add {v6}/64 dev eth0 nodad"
     ));
     (ns, v4.parse().unwrap(), v6.parse().unwrap())
