@@ -204,6 +204,9 @@ pub struct KubeResolver {
     placement: Placement,
     snapshot: OnceCell<Result<Arc<Snapshot>, ResolveError>>,
     placed: OnceCell<Vec<(String, String)>>,
+    /// Namespaces of this machine placed on nodes by other means (the lab's state: its
+    /// underlay, which no API object names).
+    local_namespaces: Vec<(String, String)>,
 }
 
 impl KubeResolver {
@@ -213,7 +216,14 @@ impl KubeResolver {
             placement,
             snapshot: OnceCell::new(),
             placed: OnceCell::new(),
+            local_namespaces: Vec::new(),
         }
+    }
+
+    /// With [`Placement::Local`], these (namespace, node) pairs too, after the API's.
+    pub fn with_local_namespaces(mut self, pairs: Vec<(String, String)>) -> Self {
+        self.local_namespaces = pairs;
+        self
     }
 
     /// The cluster as read on first use (read once: a trace sees one state of the cluster).
@@ -336,6 +346,11 @@ impl Resolver for KubeResolver {
                         if !out.iter().any(|(known, _)| *known == ns) {
                             out.push((ns, node.to_string()));
                         }
+                    }
+                }
+                for (ns, node) in &self.local_namespaces {
+                    if !out.iter().any(|(known, _)| known == ns) {
+                        out.push((ns.clone(), node.clone()));
                     }
                 }
                 out

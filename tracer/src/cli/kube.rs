@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use netpath_agent::client::AgentAddr;
 use netpath_k8s::client::{Kube, KubeOptions, KubeResolver, Placement};
+use tracer::node::resolve::LocalResolver;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct KubeArgs {
@@ -74,17 +75,26 @@ impl KubeArgs {
 }
 
 /// A resolver over the cluster; `agents`: whether node agents answer (pods are then found by
-/// their node's agent), else every node's namespaces are on this machine (the lab).
-pub async fn resolver(opts: &KubeOptions, agents: bool) -> Result<(KubeResolver, Kube)> {
+/// their node's agent), else every node's namespaces are on this machine (the lab): `local`
+/// places those the API does not name (the lab's underlay).
+pub async fn resolver(
+    opts: &KubeOptions,
+    agents: bool,
+    local: &LocalResolver,
+) -> Result<(KubeResolver, Kube)> {
     let kube = Kube::connect(opts).await?;
-    let placement = if agents {
-        Placement::Agents
+    let resolver = if agents {
+        KubeResolver::new(kube.clone(), Placement::Agents)
     } else {
-        Placement::Local(std::sync::Arc::new(
-            tracer::node::podns::LocalNetnsLocator::new(),
-        ))
+        KubeResolver::new(
+            kube.clone(),
+            Placement::Local(std::sync::Arc::new(
+                tracer::node::podns::LocalNetnsLocator::new(),
+            )),
+        )
+        .with_local_namespaces(local.namespaces_by_node())
     };
-    Ok((KubeResolver::new(kube.clone(), placement), kube))
+    Ok((resolver, kube))
 }
 
 /// The node agents, from the agent DaemonSet's pods; unusable ones are named on stderr.

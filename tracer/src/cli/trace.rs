@@ -145,7 +145,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
     let local = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
     // Through the Kubernetes API, with the cluster's agents when TLS material is given.
     let kube = match &kube_opts {
-        Some(opts) => Some(super::kube::resolver(opts, args.tls_dir.is_some()).await?),
+        Some(opts) => Some(super::kube::resolver(opts, args.tls_dir.is_some(), &local).await?),
         None => None,
     };
     let agents = match (&kube, &args.tls_dir) {

@@ -52,6 +52,12 @@ pub enum LabCommand {
     },
     /// List the scenarios with one-line descriptions.
     List,
+    /// Serve the recorded lab's Kubernetes API (started by `lab up`, stopped by `lab down`).
+    #[command(hide = true, name = "serve-api")]
+    ServeApi {
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 /// Runs a lab command; returns the process exit code.
@@ -95,6 +101,26 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 st.run
             );
             print_summary(st);
+            // The lab as a Kubernetes cluster: its API server, and a kubeconfig for it.
+            let exe = std::env::current_exe().context("lab up: the netpath binary")?;
+            match super::api::start(&exe, &opts.state_dir) {
+                Ok((api, took)) => {
+                    eprintln!(
+                        "lab up: Kubernetes API on {} in {:.2} s",
+                        api.url(),
+                        took.as_secs_f64()
+                    );
+                    println!("kubeconfig {}", api.kubeconfig.display());
+                }
+                Err(e) => {
+                    let _ = super::down(&opts);
+                    return Err(e).context(format!("lab up {scenario}"));
+                }
+            }
+            Ok(0)
+        }
+        LabCommand::ServeApi { state } => {
+            super::api::serve(&state.options().state_dir).context("lab serve-api")?;
             Ok(0)
         }
         LabCommand::Down { state } => {
@@ -120,6 +146,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&status.state)?);
             } else {
                 print_summary(&status.state);
+                print_api(&opts.state_dir);
                 if !status.state.complete {
                     println!("INCOMPLETE: `lab up` did not finish; run `netpath lab down`");
                 }
@@ -133,6 +160,23 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 1
             })
         }
+    }
+}
+
+fn print_api(dir: &std::path::Path) {
+    match super::api::record(dir) {
+        Ok(Some(api)) if super::api::running(dir, &api) => println!(
+            "  kubernetes API {} (pid {}), kubeconfig {}",
+            api.url(),
+            api.pid,
+            api.kubeconfig.display()
+        ),
+        Ok(Some(api)) => eprintln!(
+            "warning: the lab's Kubernetes API (pid {}) is not running; `netpath lab down` cleans up",
+            api.pid
+        ),
+        Ok(None) => eprintln!("warning: the lab's Kubernetes API is not running"),
+        Err(e) => eprintln!("warning: {e}"),
     }
 }
 

@@ -6,7 +6,9 @@
 //! create, so [`down`] also cleans up after a half-failed `up`. Everything the lab makes lives
 //! inside its own namespaces: deleting them removes every link, route and rule.
 mod addresses;
+pub mod api;
 pub mod cli;
+pub mod cluster;
 mod exec;
 pub mod scenarios;
 pub mod state;
@@ -182,6 +184,8 @@ pub fn apply(opts: &LabOptions, plan: &Plan) -> Result<UpReport, LabError> {
 /// Deletes every namespace the recorded lab lists (complete or not) and forgets the lab.
 pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     let start = Instant::now();
+    // The lab's Kubernetes API server first (also one left without a state).
+    api::stop(&opts.state_dir)?;
     let Some(st) = state::load(&opts.state_dir)? else {
         return Ok(DownReport {
             scenario: None,
