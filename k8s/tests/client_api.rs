@@ -329,8 +329,7 @@ async fn a_wrong_token_a_missing_context_or_a_closed_port_is_an_error() {
     let err = kube
         .snapshot()
         .await
-        .err()
-        .expect("nothing listens")
+        .expect_err("nothing listens")
         .to_string();
     let _ = std::fs::remove_file(&closed);
     assert!(err.contains("127.0.0.1:1"), "{err}");
