@@ -312,6 +312,23 @@ async fn a_wrong_token_a_missing_context_or_a_closed_port_is_an_error() {
     .expect("no such context");
     assert!(matches!(err, KubeError::Kubeconfig { .. }), "{err}");
 
+    // A file that is not a kubeconfig: one line, naming it.
+    let garbage = s.kubeconfig.with_extension("garbage");
+    std::fs::write(&garbage, "clusters: [not yaml").unwrap();
+    let err = Kube::connect(&KubeOptions {
+        kubeconfig: Some(garbage.clone()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("not a kubeconfig")
+    .to_string();
+    let _ = std::fs::remove_file(&garbage);
+    assert!(
+        err.contains(garbage.to_str().unwrap()) && !err.contains('\n'),
+        "{err}"
+    );
+
     let closed = s.kubeconfig.with_extension("closed");
     let server = s
         .text

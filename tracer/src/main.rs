@@ -34,7 +34,7 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETPATH_LOG"))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +65,15 @@ fn main() {
             eprintln!("netpath: {}", one_line(&e));
             std::process::exit(2);
         }
+    }
+}
+
+/// `NETPATH_LOG`, else errors only, without kube-rs's: it logs a failed request before
+/// returning the error netpath reports on its one line.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    match std::env::var("NETPATH_LOG") {
+        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::new(v),
+        _ => tracing_subscriber::EnvFilter::new("error,kube_client=off"),
     }
 }
 

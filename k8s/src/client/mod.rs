@@ -88,8 +88,14 @@ pub struct Kube {
 fn api_err(url: &str, e: impl std::fmt::Display) -> KubeError {
     KubeError::Api {
         url: url.into(),
-        detail: e.to_string(),
+        detail: first_line(&e),
     }
+}
+
+/// The first line of a message (parsers add a multi-line excerpt of the input after it).
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 impl Kube {
@@ -103,7 +109,7 @@ impl Kube {
             Some(path) => {
                 let err = |e: &dyn std::fmt::Display| KubeError::Kubeconfig {
                     path: path.display().to_string(),
-                    detail: e.to_string(),
+                    detail: first_line(e),
                 };
                 let file = Kubeconfig::read_from(path).map_err(|e| err(&e))?;
                 Config::from_custom_kubeconfig(file, &kopts)
@@ -112,10 +118,10 @@ impl Kube {
             }
             None if opts.context.is_some() => Config::from_kubeconfig(&kopts)
                 .await
-                .map_err(|e| KubeError::NoConfig(e.to_string()))?,
+                .map_err(|e| KubeError::NoConfig(first_line(&e)))?,
             None => Config::infer()
                 .await
-                .map_err(|e| KubeError::NoConfig(e.to_string()))?,
+                .map_err(|e| KubeError::NoConfig(first_line(&e)))?,
         };
         let url = config.cluster_url.to_string();
         let namespace = opts
