@@ -265,6 +265,23 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
 
     let dir = std::env::temp_dir().join(unique("netpath-kube-bad"));
     std::fs::create_dir_all(&dir).unwrap();
+    // Agents from the API: the lab runs none (its agent pods are Pending), and says which.
+    let (code, err) = fails(&[
+        "trace",
+        "default/pod-a",
+        "default/pod-c",
+        "--kubeconfig",
+        &kubeconfig,
+        "--tls-dir",
+        dir.to_str().unwrap(),
+        "--state",
+        lab.state(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no running netpath agent") && err.contains("Pending"),
+        "{err}"
+    );
     let garbage = dir.join("garbage");
     std::fs::write(&garbage, "clusters: [this is not a kubeconfig").unwrap();
     // An API server nobody runs: the kubeconfig points at a closed port (the lab writes its

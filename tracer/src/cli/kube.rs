@@ -97,17 +97,23 @@ pub async fn resolver(
     Ok((resolver, kube))
 }
 
-/// The node agents, from the agent DaemonSet's pods; unusable ones are named on stderr.
+/// The node agents, from the agent DaemonSet's pods; unusable ones are named on stderr (in
+/// the error's one line when none is usable).
 pub async fn agents(kube: &Kube) -> Result<Vec<AgentAddr>> {
     let (found, problems) = kube.agents().await?;
-    for p in &problems {
-        eprintln!("netpath: {p}");
-    }
     if found.is_empty() {
         bail!(
-            "no running netpath agent found in the cluster (pods labelled {}; see deploy/)",
-            netpath_k8s::client::agents::AGENT_SELECTOR
+            "no running netpath agent found in the cluster (pods labelled {}{}; see deploy/)",
+            netpath_k8s::client::agents::AGENT_SELECTOR,
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", problems.join("; "))
+            }
         );
+    }
+    for p in &problems {
+        eprintln!("netpath: {p}");
     }
     Ok(found
         .into_iter()
