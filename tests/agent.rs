@@ -361,6 +361,7 @@ fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
             drops: true,
             routes: false,
             ring_bytes: 1 << 22,
+            functions: String::new(),
         };
         let mut stream = client.open_stream(req).await.unwrap().into_inner();
         let first = stream.message().await.unwrap().unwrap();

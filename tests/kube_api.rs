@@ -40,6 +40,10 @@ fn main() -> std::process::ExitCode {
             Requires::Root,
             Requires::Tool("kubectl")
         ),
+        case!(
+            an_api_that_cannot_start_fails_lab_up_cleanly,
+            Requires::Root
+        ),
     ])
 }
 
@@ -186,6 +190,12 @@ fn strs(v: &Value) -> Vec<String> {
 
 fn kubectl_reads_every_scenario_as_the_lab_built_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let version = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .expect("kubectl version");
+    let version = String::from_utf8_lossy(&version.stdout);
+    eprintln!("client: kubectl {}", version.lines().next().unwrap_or("?"));
     for sc in lab::SCENARIOS {
         let lab = Lab::up(sc.name);
         let st = &lab.state;
@@ -583,4 +593,77 @@ fn down_or_a_vanished_state_stops_the_api_and_leaves_nothing() {
         .kubectl(&["get", "ns", "-o", "name"])
         .contains("namespace/default"));
     assert!(t.elapsed() < API_LIMIT);
+}
+
+/// Every live `netpath lab serve-api` process serving state directory `dir`.
+fn servers_of(dir: &Path) -> Vec<u32> {
+    let want = dir.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.contains(&&b"serve-api"[..]) && args.contains(&want) && alive(*pid)
+        })
+        .collect()
+}
+
+fn an_api_that_cannot_start_fails_lab_up_cleanly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = unique("ka");
+    let dir = std::env::temp_dir().join(format!("netpath-kube-{prefix}"));
+    // The server cannot write its kubeconfig (a directory stands in its place): it exits,
+    // and `lab up` must fail and take the lab it built down again.
+    std::fs::create_dir_all(dir.join("kubeconfig")).unwrap();
+    let guard = Lab {
+        dir: dir.clone(),
+        prefix: prefix.clone(),
+        // The guard's `lab down` needs only the directory and prefix; the state is the plan's.
+        state: lab::plan(
+            lab::scenarios::find("flannel").unwrap(),
+            &lab::PlanContext {
+                prefix: prefix.clone(),
+                nodes: 2,
+                run: 1,
+            },
+        )
+        .unwrap()
+        .state,
+        kubeconfig: PathBuf::new(),
+    };
+    let out = netpath(&[
+        "lab",
+        "up",
+        "-s",
+        "flannel",
+        "--state",
+        dir.to_str().unwrap(),
+        "--prefix",
+        &prefix,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "lab up succeeded without its API: {stderr}"
+    );
+    assert!(stderr.contains("lab API server"), "{stderr}");
+    let left_ns: Vec<String> = integration_tests::sh("ip netns list")
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}-")))
+        .map(String::from)
+        .collect();
+    assert!(left_ns.is_empty(), "namespaces left: {left_ns:?}");
+    assert_eq!(
+        files(&dir),
+        ["kubeconfig"],
+        "only the test's own directory is left"
+    );
+    assert!(
+        servers_of(&dir).is_empty(),
+        "an API server still runs for {}",
+        dir.display()
+    );
+    drop(guard);
 }

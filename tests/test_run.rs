@@ -78,7 +78,11 @@ fn load_with_ring(filter: FilterConfig, ring_bytes: u32) -> (Ebpf, RingBuf<MapDa
         .load(obj)
         .expect("load object");
     set_config(&mut ebpf, filter, 0);
-    let prog: &mut SchedClassifier = ebpf.program_mut("tc_ingress").unwrap().try_into().unwrap();
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut("netpath_tc_in")
+        .unwrap()
+        .try_into()
+        .unwrap();
     prog.load().expect("verifier accepts tc_ingress");
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
     (ebpf, ring)
@@ -111,7 +115,7 @@ fn run(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<RawEven
 
 /// Runs tc_ingress on `frame` and returns the record it wrote to the ring buffer, as bytes.
 fn run_bytes(ebpf: &Ebpf, ring: &mut RingBuf<MapData>, frame: &[u8]) -> Option<Vec<u8>> {
-    let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+    let prog: &SchedClassifier = ebpf.program("netpath_tc_in").unwrap().try_into().unwrap();
     let res = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -338,7 +342,7 @@ fn the_early_filter_decides_like_the_full_parser() {
                 let want =
                     parse::filter_matches(&filter, &parse::parse(buf, true, 0, filter.vxlan_port));
                 let prog: &SchedClassifier =
-                    ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+                    ebpf.program("netpath_tc_in").unwrap().try_into().unwrap();
                 let opts = TestRunOptions {
                     data_in: Some(buf),
                     ..TestRunOptions::default()
@@ -650,7 +654,7 @@ fn tc_program_cost_per_packet() {
         if pcapng {
             enable_pcapng_records(&mut ebpf, &mut ring, &frames[0].1);
         }
-        let prog: &SchedClassifier = ebpf.program("tc_ingress").unwrap().try_into().unwrap();
+        let prog: &SchedClassifier = ebpf.program("netpath_tc_in").unwrap().try_into().unwrap();
         for (frame_name, frame) in &frames {
             let mut best = u128::MAX;
             for _ in 0..5 {

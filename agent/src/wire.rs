@@ -29,6 +29,7 @@ pub fn scope_to(s: &Scope) -> proto::OpenStreamRequest {
         drops: s.drops,
         routes: s.routes,
         ring_bytes: s.ring_bytes,
+        functions: s.functions.clone().unwrap_or_default(),
     }
 }
 
@@ -56,6 +57,7 @@ pub fn scope_from(r: proto::OpenStreamRequest) -> Result<Scope, Status> {
         drops: r.drops,
         routes: r.routes,
         ring_bytes: r.ring_bytes,
+        functions: (!r.functions.is_empty()).then_some(r.functions),
     })
 }
 
@@ -82,6 +84,7 @@ mod tests {
             drops: true,
             routes: false,
             ring_bytes: 1 << 16,
+            functions: Some("ip_*".into()),
         };
         assert_eq!(scope_from(scope_to(&scope)).unwrap(), scope);
     }
@@ -94,6 +97,7 @@ mod tests {
             drops: true,
             routes: true,
             ring_bytes: 4096,
+            functions: None,
         });
         r.addrs.push("nope".into());
         assert!(scope_from(r.clone()).is_err());

@@ -108,6 +108,9 @@ pub struct Scope {
     pub routes: bool,
     /// Event buffer per node, in bytes.
     pub ring_bytes: u32,
+    /// Kernel functions (a glob) whose packets become events too, where the node's kernel
+    /// allows function probes.
+    pub functions: Option<String>,
 }
 
 /// One item of a node's event stream.
@@ -133,6 +136,10 @@ pub trait EventStream: Send {
     fn devices(&self) -> usize;
     /// Features the producer could not use, one line each, for the user.
     fn unavailable(&self) -> Vec<String>;
+    /// What the producer made of optional requests (`--functions`), one line each.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Starts event streams.

@@ -24,6 +24,8 @@ pub mod kind {
     pub const DROP: u8 = 2;
     pub const ROUTE: u8 = 3;
     pub const NEIGH: u8 = 4;
+    /// A kernel function a packet passed through (`--functions`).
+    pub const FUNC: u8 = 5;
 }
 
 /// Where in the kernel an event was taken.
@@ -37,6 +39,8 @@ pub mod hook {
     pub const FIB6_LOOKUP: u8 = 7;
     pub const NEIGH_UPDATE: u8 = 8;
     pub const NEIGH_TIMER: u8 = 9;
+    /// A kprobe on a kernel function that takes an skb (`--functions`).
+    pub const KPROBE: u8 = 10;
 }
 
 /// Direction of a hop relative to the device.

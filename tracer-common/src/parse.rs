@@ -183,6 +183,30 @@ pub fn parse_into(
     extra_vxlan_port: u16,
     p: &mut Parsed,
 ) {
+    parse_layers(
+        buf,
+        from_mac,
+        protocol,
+        extra_vxlan_port,
+        p,
+        |off, ethertype, f| parse_ip(buf, off, ethertype, f),
+    );
+}
+
+/// [`parse_into`] with the IP layer (the IP header, its extension headers and the transport
+/// header, [`parse_ip`]) done by `ip(offset, ethertype, flow)`. The kernel passes a BPF global
+/// function that runs [`parse_ip`]: the verifier then checks the IP layer once, on its own,
+/// instead of along every path of the outer layer for the inner one (what took Linux 6.1's
+/// verifier past its budget).
+#[inline(always)]
+pub fn parse_layers(
+    buf: &[u8],
+    from_mac: bool,
+    protocol: u16,
+    extra_vxlan_port: u16,
+    p: &mut Parsed,
+    mut ip: impl FnMut(usize, u16, &mut Flow) -> Option<()>,
+) {
     let (ethertype, l3, vlan) = if from_mac {
         match parse_eth(buf, 0) {
             Some(v) => v,
@@ -193,7 +217,7 @@ pub fn parse_into(
     };
     p.ethertype = ethertype;
     p.vlan = vlan;
-    if parse_ip(buf, l3, ethertype, &mut p.outer).is_none() {
+    if ip(l3, ethertype, &mut p.outer).is_none() {
         return;
     }
     let (inner_eth, inner_off, ty) =
@@ -210,7 +234,7 @@ pub fn parse_into(
     } else {
         (inner_eth, inner_off)
     };
-    let _ = parse_ip(buf, inner_l3, inner_type, &mut p.inner);
+    let _ = ip(inner_l3, inner_type, &mut p.inner);
 }
 
 /// Returns (ethertype, offset of the network header, outer VLAN id).
@@ -313,7 +337,7 @@ fn classify_tunnel(
 
 /// Parses an IPv4 or IPv6 header at `off` and its transport header into `f`.
 #[inline(always)]
-fn parse_ip(buf: &[u8], off: usize, ethertype: u16, f: &mut Flow) -> Option<()> {
+pub fn parse_ip(buf: &[u8], off: usize, ethertype: u16, f: &mut Flow) -> Option<()> {
     let l4;
     if ethertype == ETH_P_IP {
         let vihl = u8_at(buf, off)?;

@@ -12,9 +12,9 @@ use aya_ebpf::{
 };
 use tracer_common::{dir, flags, hook, kind, Config};
 
-/// Shared body of the skb tracepoints.
+/// Shared body of the skb tracepoints and the function probes.
 #[inline(always)]
-fn skb_event(
+pub(crate) fn skb_event(
     cfg: &Config,
     skb: u64,
     kind_id: u8,

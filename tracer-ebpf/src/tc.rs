@@ -223,13 +223,13 @@ fn tc_event_inner(
 }
 
 #[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
+pub fn netpath_tc_in(ctx: TcContext) -> i32 {
     tc_hook(&ctx, hook::TC_INGRESS, dir::INGRESS, true);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
+pub fn netpath_tc_eg(ctx: TcContext) -> i32 {
     tc_hook(&ctx, hook::TC_EGRESS, dir::EGRESS, true);
     TC_ACT_UNSPEC
 }
@@ -246,14 +246,14 @@ pub fn tc_pcap_matched(ctx: TcContext) -> i32 {
 
 /// tc_ingress for devices without a link-layer header: the packet starts at the IP header.
 #[classifier]
-pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
+pub fn netpath_tc_in3(ctx: TcContext) -> i32 {
     tc_hook(&ctx, hook::TC_INGRESS, dir::INGRESS, false);
     TC_ACT_UNSPEC
 }
 
 /// tc_egress for devices without a link-layer header.
 #[classifier]
-pub fn tc_egress_l3(ctx: TcContext) -> i32 {
+pub fn netpath_tc_eg3(ctx: TcContext) -> i32 {
     tc_hook(&ctx, hook::TC_EGRESS, dir::EGRESS, false);
     TC_ACT_UNSPEC
 }

@@ -57,6 +57,7 @@ fn main() {
             cli::Command::Check(args) => cli::check::run(args),
             cli::Command::Agent(args) => cli::agent::run(args).await,
             cli::Command::Certs(args) => cli::certs::run(args),
+            cli::Command::Cleanup(args) => cli::cleanup::run(args),
         }
     });
     match result {

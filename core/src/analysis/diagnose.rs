@@ -162,13 +162,16 @@ fn is_socket_level(h: &Hop) -> bool {
 }
 
 /// A drop with this kernel reason in this function is the socket layer discarding a packet
-/// that was delivered, not a network failure.
+/// that was delivered, not a network failure. The ICMP receive functions free the echo
+/// requests they answered with kfree_skb on older kernels (Linux 6.1's icmpv6_rcv: reason
+/// NOT_SPECIFIED), not with consume_skb.
 pub fn is_socket_level_drop(reason: &str, function: &str) -> bool {
     reason == "NO_SOCKET"
         || reason.starts_with("SOCKET_")
         || reason == "QUEUE_PURGE"
         || reason.starts_with("TCP_")
         || matches!(function, "ping_rcv" | "raw_rcv" | "icmp_rcv")
+        || (function == "icmpv6_rcv" && reason == "NOT_SPECIFIED")
 }
 
 fn first_real_drop(p: &PacketPath) -> Option<&Hop> {
@@ -1115,6 +1118,10 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Delivered, "{r:#?}");
         assert!(r.summary.contains("0.25 ms"));
         assert_eq!(r.hops.len(), 2, "the socket-layer drop is not a hop");
+        // Linux 6.1 frees an answered ICMPv6 echo request with kfree_skb, reason
+        // NOT_SPECIFIED, in icmpv6_rcv: an answer, not a drop.
+        assert!(is_socket_level_drop("NOT_SPECIFIED", "icmpv6_rcv"));
+        assert!(!is_socket_level_drop("ICMP_CSUM", "icmpv6_rcv"));
     }
 
     #[tokio::test]

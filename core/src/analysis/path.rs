@@ -101,7 +101,7 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
     let mine: Vec<&Event> = events
         .iter()
         .filter(|e| match e.kind {
-            EventKind::Hop => e.pkt_id() == Some(id.as_str()),
+            EventKind::Hop | EventKind::Func => e.pkt_id() == Some(id.as_str()),
             EventKind::Drop => e.pkt_id() == Some(id.as_str()) || is_packet(e),
             _ => false,
         })
@@ -252,6 +252,7 @@ pub(crate) mod tests {
                     l4_ident: 7 << 16 | 1,
                     ..PacketIdent::default()
                 },
+                function: None,
             }),
             drop: None,
             route: None,

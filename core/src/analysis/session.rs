@@ -46,6 +46,8 @@ pub struct TraceConfig {
     pub ring_bytes: u32,
     /// Identifies this run's probes (ICMP ids and source ports derive from it).
     pub run_id: u16,
+    /// Kernel functions (a glob) to follow the packets through as well (`--functions`).
+    pub functions: Option<String>,
 }
 
 impl TraceConfig {
@@ -71,6 +73,8 @@ pub enum TraceError {
 pub enum Notice {
     /// A feature the event source could not use.
     Unavailable(String),
+    /// What the event source made of an optional request (`--functions`).
+    Note(String),
     /// The streams are open: `devices` attached, now probing (or waiting for traffic).
     Tracing {
         devices: usize,
@@ -227,6 +231,7 @@ pub async fn trace(
             drops: true,
             routes: true,
             ring_bytes: config.ring_bytes,
+            functions: config.functions.clone(),
         };
         let mut stream = world.events.open(&scope).await?;
         tracing::debug!(
@@ -236,6 +241,9 @@ pub async fn trace(
         );
         for why in stream.unavailable() {
             notify(Notice::Unavailable(why));
+        }
+        for note in stream.notes() {
+            notify(Notice::Note(note));
         }
         notify(Notice::Tracing {
             devices: stream.devices(),
@@ -617,6 +625,7 @@ mod tests {
                     l4_ident: (p.echo_id as u32) << 16 | p.echo_seq as u32,
                     ..PacketIdent::default()
                 },
+                function: None,
             }),
             drop: None,
             route: None,
@@ -710,6 +719,7 @@ mod tests {
             family: None,
             ring_bytes: 1 << 20,
             run_id: 4242,
+            functions: None,
         }
     }
 

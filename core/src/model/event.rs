@@ -21,6 +21,8 @@ pub enum EventKind {
     Route,
     /// A neighbour (ARP/NDP) entry that failed.
     Neigh,
+    /// A kernel function the packet passed through (`--functions`).
+    Func,
     /// Events the producer could not deliver.
     Lost,
 }
@@ -48,6 +50,8 @@ pub enum Hook {
     Fib6Lookup,
     NeighUpdate,
     NeighTimerHandler,
+    /// A kprobe on a kernel function (`--functions`).
+    Kprobe,
     Unknown,
 }
 
@@ -63,6 +67,7 @@ impl Hook {
             Hook::Fib6Lookup => "fib6_table_lookup",
             Hook::NeighUpdate => "neigh_update",
             Hook::NeighTimerHandler => "neigh_timer_handler",
+            Hook::Kprobe => "kprobe",
             Hook::Unknown => "unknown",
         }
     }
@@ -241,6 +246,9 @@ pub struct PacketSection {
     /// Kernel skb address: links events about the same buffer on one node.
     pub skb: String,
     pub ident: PacketIdent,
+    /// The kernel function the packet was in, for function events (`ip_rcv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
 }
 
 /// Why and where the kernel dropped the packet.
@@ -508,6 +516,7 @@ mod tests {
                     icmp_type: 128,
                     ..PacketIdent::default()
                 },
+                function: None,
             }),
             drop: Some(DropSection {
                 reason: "IP_INNOROUTES".into(),

@@ -63,7 +63,11 @@ impl Hop {
             tunnel: e.packet.as_ref().and_then(|p| p.tunnel.clone()),
             nat: None,
             reason: e.reason().map(str::to_string),
-            location: e.location().map(str::to_string),
+            // A drop's place in the kernel, or the function a function event is about.
+            location: e
+                .location()
+                .or_else(|| e.packet.as_ref().and_then(|p| p.function.as_deref()))
+                .map(str::to_string),
             route: e.route.clone(),
         }
     }

@@ -193,6 +193,8 @@ impl Object {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Bool(b)) => b.to_string(),
             Some(Value::Number(n)) => n.to_string(),
+            // Booleans the server omits when false are `false` to a selector.
+            _ if matches!(field, "spec.hostNetwork" | "spec.unschedulable") => "false".into(),
             _ => String::new(),
         })
     }
@@ -414,6 +416,7 @@ mod tests {
         assert_eq!(o.field("spec.nodeName").as_deref(), Some("node-1"));
         assert_eq!(o.field("status.phase").as_deref(), Some(""));
         assert_eq!(o.field("spec.clusterIP"), None);
+        assert_eq!(o.field("spec.hostNetwork").as_deref(), Some("false"));
         set.check_namespaces().unwrap();
     }
 

@@ -289,6 +289,9 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
+    if tracer.uses_clsact() {
+        eprintln!("netpath: {}", super::watch::CLSACT_NOTE);
+    }
     let filter_where = match &tracer.capture_filter_in_kernel {
         None => "",
         Some(Ok(())) => ", filter in the kernel",

@@ -3,6 +3,7 @@ pub mod agent;
 pub mod capture;
 pub mod certs;
 pub mod check;
+pub mod cleanup;
 pub mod filter;
 pub mod kube;
 pub mod render;
@@ -113,6 +114,9 @@ pub enum Command {
     /// Make the cluster's mutual-TLS material: a CA, agent certificates per node, a client
     /// certificate.
     Certs(certs::CertsArgs),
+    /// Remove what a killed netpath left in the kernel (clsact filters and qdiscs on kernels
+    /// without tcx); never another tool's.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 #[cfg(test)]

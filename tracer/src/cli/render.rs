@@ -21,6 +21,12 @@ pub fn event_line(e: &Event, out: &mut impl Write) -> std::fmt::Result {
         EventKind::Route => "route",
         EventKind::Neigh => "neigh",
         EventKind::Lost => "lost",
+        EventKind::Func => "func",
+    };
+    // A function event's hook is the function it was in.
+    let hook = match e.packet.as_ref().and_then(|p| p.function.as_deref()) {
+        Some(f) if e.kind == EventKind::Func => f,
+        _ => e.hook.as_str(),
     };
     let dev = if e.ifname.is_empty() {
         "-"
@@ -29,8 +35,7 @@ pub fn event_line(e: &Event, out: &mut impl Write) -> std::fmt::Result {
     };
     write!(
         out,
-        "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {:<17} {}/{dev} {dir} ",
-        e.hook.as_str(),
+        "{h:02}:{m:02}:{s:02}.{micros:06} {kind} {hook:<17} {}/{dev} {dir} ",
         e.netns
     )?;
     struct Addr(Option<IpAddr>, Option<u16>);
@@ -233,6 +238,10 @@ fn hop_line(i: usize, h: &Hop, style: Style) -> String {
             line
         };
     }
+    if h.kind == EventKind::Func {
+        let _ = write!(line, " in {}()", h.location.as_deref().unwrap_or("?"));
+        return line;
+    }
     if h.kind == EventKind::Drop {
         return style.paint(
             "1;31",
@@ -421,6 +430,7 @@ mod tests {
             tunnel: None,
             skb: "1".into(),
             ident: PacketIdent::default(),
+            function: None,
         });
         drop.drop = Some(DropSection {
             reason: "NO_SOCKET".into(),

@@ -100,6 +100,10 @@ pub struct TraceArgs {
     /// the agents found through the Kubernetes API).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Also follow the packets through the kernel functions matching this glob that take an
+    /// skb (kprobes, where the kernel has them): each shows in the path as `in FUNCTION()`.
+    #[arg(long, value_name = "PATTERN")]
+    pub functions: Option<String>,
     #[command(flatten)]
     pub kube: super::kube::KubeArgs,
 }
@@ -135,6 +139,13 @@ impl TraceArgs {
                 .map(|f| f.parse::<Family>().expect("validated by clap")),
             ring_bytes: super::ring_bytes("--ring-kib", self.ring_kib)?,
             run_id: std::process::id() as u16,
+            functions: match &self.functions {
+                Some(p) => match glob::Pattern::new(p) {
+                    Ok(_) => Some(p.clone()),
+                    Err(e) => bail!("--functions {p:?} is not a glob pattern: {e}"),
+                },
+                None => None,
+            },
         })
     }
 }
@@ -181,6 +192,7 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
     let chatty = args.passive || (!args.json && std::io::stderr().is_terminal());
     let notify = move |n: Notice| match n {
         Notice::Unavailable(why) => eprintln!("netpath: not available on this kernel: {why}"),
+        Notice::Note(note) => eprintln!("netpath: {note}"),
         Notice::Tracing {
             devices,
             passive,

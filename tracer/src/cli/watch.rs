@@ -41,8 +41,9 @@ pub struct WatchArgs {
     /// Also report neighbour (ARP/NDP) resolution failures: entries that became FAILED.
     #[arg(long)]
     pub neigh: bool,
-    /// Trace kernel functions matching PATTERN with fentry or kprobes where the kernel allows
-    /// them; otherwise say why in one line and continue with everything else.
+    /// Also report the packets passing through the kernel functions matching this glob that
+    /// take an skb (`ip_*`, `*_rcv`), with kprobes where the kernel has them (kind `func`);
+    /// otherwise say why in one line and continue with everything else.
     #[arg(long, value_name = "PATTERN")]
     pub functions: Option<String>,
     /// Print one JSON object per line (schema: docs/events.md).
@@ -94,6 +95,10 @@ impl WatchArgs {
     }
 }
 
+/// Said when tc programs went through clsact: what a user must know if netpath is killed.
+pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
+or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
+
 pub async fn run(args: WatchArgs) -> Result<i32> {
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
@@ -107,6 +112,9 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     }
     if let Some(f) = &tracer.functions {
         eprintln!("netpath: {}", f.message());
+    }
+    if tracer.uses_clsact() {
+        eprintln!("netpath: {CLSACT_NOTE}");
     }
     let extras: String = [
         (!args.no_drops, " and kernel drops"),

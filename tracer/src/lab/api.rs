@@ -78,20 +78,27 @@ pub fn record(dir: &Path) -> Result<Option<ApiRecord>, LabError> {
     }
 }
 
-/// Writes a private file atomically (0600, temp file + rename).
+/// Writes a private file atomically: a new file (0600, O_EXCL: never an existing file or a
+/// planted symlink) renamed over `path`; the new file is removed if anything fails.
 fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.{nanos}", std::process::id()));
     let io = io_err(path);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(&io)?;
-    f.write_all(text.as_bytes()).map_err(&io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 /// Whether `pid` is a live (not zombie) `netpath lab serve-api` of state directory `dir`.
@@ -114,10 +121,17 @@ fn is_our_server(pid: u32, dir: &Path) -> bool {
 /// in its own process group) and waits until it answers over HTTPS with its token.
 pub fn start(exe: &Path, dir: &Path) -> Result<(ApiRecord, Duration), LabError> {
     let t0 = Instant::now();
-    stop(dir)?;
+    // A server left running (its files are replaced by the new one's).
+    kill(dir);
     let dir = std::path::absolute(dir).map_err(io_err(dir))?;
     let log_path = dir.join(LOG_FILE);
-    let log = std::fs::File::create(&log_path).map_err(io_err(&log_path))?;
+    // A new file (O_EXCL): never one planted in its place.
+    let _ = std::fs::remove_file(&log_path);
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&log_path)
+        .map_err(io_err(&log_path))?;
     let mut child = Command::new(exe)
         .args(["lab", SERVE_COMMAND, "--state"])
         .arg(&dir)
@@ -180,32 +194,42 @@ pub fn start(exe: &Path, dir: &Path) -> Result<(ApiRecord, Duration), LabError> 
     Ok((rec, t0.elapsed()))
 }
 
-/// Stops the recorded server (SIGTERM, then SIGKILL after 3 s) and removes its files. Nothing
-/// recorded is not an error.
-pub fn stop(dir: &Path) -> Result<(), LabError> {
-    if let Ok(Some(rec)) = record(dir) {
-        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        if is_our_server(rec.pid, &abs) {
-            let pid = rec.pid as libc::pid_t;
-            // SAFETY: kill(2) on a pid we just checked is our server.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while is_our_server(rec.pid, &abs) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if is_our_server(rec.pid, &abs) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+/// Stops the recorded server, if it runs: SIGTERM, then SIGKILL after 3 s.
+fn kill(dir: &Path) {
+    let Ok(Some(rec)) = record(dir) else {
+        return;
+    };
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !is_our_server(rec.pid, &abs) {
+        return;
     }
+    let pid = rec.pid as libc::pid_t;
+    // SAFETY: kill(2) on a pid we just checked is our server.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while is_our_server(rec.pid, &abs) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_our_server(rec.pid, &abs) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Stops the recorded server and removes its files (every one it can; the first error is
+/// returned). Nothing recorded is not an error.
+pub fn stop(dir: &Path) -> Result<(), LabError> {
+    kill(dir);
+    let mut first = Ok(());
     for f in [api_file(dir), kubeconfig_file(dir), dir.join(LOG_FILE)] {
         match std::fs::remove_file(&f) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&f)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && first.is_ok() => {
+                first = Err(io_err(&f)(e))
+            }
             _ => {}
         }
     }
-    Ok(())
+    first
 }
 
 /// Whether the recorded server is alive.

@@ -42,6 +42,8 @@ pub const NETNS_ANNOTATION: &str = "lab.netpath.dev/netns";
 pub const HOST_IFACE_ANNOTATION: &str = "lab.netpath.dev/host-interface";
 pub const STALE_IPS_ANNOTATION: &str = "lab.netpath.dev/stale-cluster-ips";
 pub const AGENT_PORT_ANNOTATION: &str = "lab.netpath.dev/agent-port";
+/// The agent-port annotation of the DaemonSet's pod template in deploy/ (a real cluster's).
+pub const DEPLOYED_AGENT_PORT_ANNOTATION: &str = "netpath.io/agent-port";
 const NOTE_ANNOTATION: &str = "lab.netpath.dev/note";
 /// Label of the pods that serve `svc/web` (its selector).
 const APP: &str = "app";
@@ -484,6 +486,10 @@ impl Builder<'_> {
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels),
+                        annotations: Some(map(&[(
+                            DEPLOYED_AGENT_PORT_ANNOTATION,
+                            &AGENT_PORT.to_string(),
+                        )])),
                         ..Default::default()
                     }),
                     spec: Some(self.agent_spec(None)),
@@ -528,6 +534,7 @@ impl Builder<'_> {
                 labels: Some(map(&[(AGENT_LABEL, AGENT_NAME)])),
                 annotations: Some(map(&[
                     (AGENT_PORT_ANNOTATION, &port),
+                    (DEPLOYED_AGENT_PORT_ANNOTATION, &port),
                     (NETNS_ANNOTATION, &netns),
                     (NOTE_ANNOTATION, AGENT_NOTE),
                 ])),
@@ -795,6 +802,11 @@ mod tests {
         assert_eq!(a["spec"]["hostNetwork"], true);
         assert_eq!(a["status"]["hostIP"], st.nodes[1].underlay_v4.to_string());
         assert_eq!(a["metadata"]["annotations"][AGENT_PORT_ANNOTATION], "7101");
+        assert_eq!(
+            a["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
+            "7101"
+        );
+        assert_eq!(a["spec"]["containers"][0]["ports"][0]["name"], "grpc");
         assert_eq!(a["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
         let ds = get(
             &set,
@@ -807,5 +819,58 @@ mod tests {
             ds["metadata"]["uid"],
             a["metadata"]["ownerReferences"][0]["uid"]
         );
+    }
+
+    /// What the API sends reads back into the Kubernetes types (as kube-rs reads it): every
+    /// list, and a watch's events.
+    #[test]
+    fn served_json_parses_as_kubernetes_types() {
+        use k8s_openapi::{apimachinery::pkg::apis::meta::v1::WatchEvent, List};
+        use netpath_k8s::apiserver::route::{answer, Reply, Request};
+        fn list<K: k8s_openapi::ListableResource + serde::de::DeserializeOwned>(
+            set: &ObjectSet,
+            path: &str,
+        ) -> Vec<K> {
+            let req = Request {
+                method: "GET",
+                path,
+                query: "",
+                accept: "application/json",
+            };
+            let Reply::Json { status: 200, body } = answer(set, "127.0.0.1:1", &req) else {
+                panic!("{path}: not a 200 JSON answer")
+            };
+            serde_json::from_value::<List<K>>(body)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .items
+        }
+        for sc in scenarios::SCENARIOS {
+            let (st, set) = set_of(sc.name, 2);
+            assert_eq!(list::<Namespace>(&set, "/api/v1/namespaces").len(), 2);
+            assert_eq!(list::<Node>(&set, "/api/v1/nodes").len(), st.nodes.len());
+            let pods = list::<Pod>(&set, "/api/v1/namespaces/default/pods");
+            assert_eq!(pods.len(), st.pods.len());
+            assert_eq!(
+                list::<Service>(&set, "/api/v1/services").len(),
+                st.services.len()
+            );
+            assert!(
+                !list::<EndpointSlice>(&set, "/apis/discovery.k8s.io/v1/endpointslices").is_empty()
+            );
+            assert_eq!(list::<DaemonSet>(&set, "/apis/apps/v1/daemonsets").len(), 1);
+            let req = Request {
+                method: "GET",
+                path: "/api/v1/pods",
+                query: "watch=1&timeoutSeconds=1",
+                accept: "application/json",
+            };
+            let Reply::Watch { events, .. } = answer(&set, "127.0.0.1:1", &req) else {
+                panic!("not a watch")
+            };
+            for ev in events {
+                let ev: WatchEvent<Pod> = serde_json::from_value(ev).expect("a WatchEvent<Pod>");
+                assert!(matches!(ev, WatchEvent::Added(_)));
+            }
+        }
     }
 }

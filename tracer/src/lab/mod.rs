@@ -184,9 +184,11 @@ pub fn apply(opts: &LabOptions, plan: &Plan) -> Result<UpReport, LabError> {
 /// Deletes every namespace the recorded lab lists (complete or not) and forgets the lab.
 pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     let start = Instant::now();
-    // The lab's Kubernetes API server first (also one left without a state).
-    api::stop(&opts.state_dir)?;
+    // The lab's Kubernetes API server first (also one left without a state); a failure to
+    // stop it is reported once the namespaces are gone.
+    let api = api::stop(&opts.state_dir);
     let Some(st) = state::load(&opts.state_dir)? else {
+        api?;
         return Ok(DownReport {
             scenario: None,
             removed: Vec::new(),
@@ -195,6 +197,7 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     };
     let removed = exec::delete_namespaces(&st.namespaces)?;
     state::remove(&opts.state_dir)?;
+    api?;
     Ok(DownReport {
         scenario: Some(st.scenario),
         removed,

@@ -270,6 +270,28 @@ impl KernelBtf {
             .any(|t| matches!(t, Type::Func(_)))
     }
 
+    /// Which argument (0-based) of kernel function `name` is a `struct sk_buff *`, from its BTF
+    /// prototype (the first such argument); None when it takes none or BTF does not know it.
+    pub fn skb_arg_position(&self, name: &str) -> Option<usize> {
+        let func = self
+            .btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Func(f) => Some(f),
+                _ => None,
+            })?;
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&func).ok()? else {
+            return None;
+        };
+        proto.parameters.iter().position(|p| {
+            self.btf
+                .resolve_chained_type(p)
+                .is_ok_and(|ty| self.c_type(ty, 0) == "struct sk_buff *")
+        })
+    }
+
     /// Names of kernel functions in BTF matching a glob (at most `limit`).
     pub fn functions_matching(&self, pattern: &glob::Pattern, limit: usize) -> Vec<String> {
         let mut out = Vec::new();

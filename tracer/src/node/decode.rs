@@ -33,6 +33,7 @@ pub fn hook_of(v: u8) -> Hook {
         hook::FIB6_LOOKUP => Hook::Fib6Lookup,
         hook::NEIGH_UPDATE => Hook::NeighUpdate,
         hook::NEIGH_TIMER => Hook::NeighTimerHandler,
+        hook::KPROBE => Hook::Kprobe,
         _ => Hook::Unknown,
     }
 }
@@ -294,10 +295,10 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
         f.proto,
         parse::IPPROTO_TCP | parse::IPPROTO_UDP | parse::IPPROTO_SCTP
     ) && f.fragment == 0;
-    let kind = if raw.kind == kind::DROP {
-        EventKind::Drop
-    } else {
-        EventKind::Hop
+    let kind = match raw.kind {
+        kind::DROP => EventKind::Drop,
+        kind::FUNC => EventKind::Func,
+        _ => EventKind::Hop,
     };
     Event {
         kind,
@@ -339,6 +340,11 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
                 tcp_flags: f.tcp_flags,
                 ethertype: parsed.ethertype,
             },
+            // The function's name without the offset the probe's address may carry.
+            function: (kind == EventKind::Func && raw.location != 0).then(|| {
+                let sym = namer.symbol(raw.location);
+                sym.split('+').next().unwrap_or(&sym).to_string()
+            }),
         }),
         drop: (kind == EventKind::Drop).then(|| DropSection {
             reason: namer.drop_reason(raw.reason),

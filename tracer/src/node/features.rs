@@ -120,8 +120,8 @@ impl Report {
 }
 
 /// netpath's tc programs: for Ethernet devices, and for devices without a link layer.
-const TC_PROGRAMS: [&str; 2] = ["tc_ingress", "tc_egress"];
-const TC_PROGRAMS_L3: [&str; 2] = ["tc_ingress_l3", "tc_egress_l3"];
+const TC_PROGRAMS: [&str; 2] = ["netpath_tc_in", "netpath_tc_eg"];
+const TC_PROGRAMS_L3: [&str; 2] = ["netpath_tc_in3", "netpath_tc_eg3"];
 
 /// Smallest ring buffer netpath's object may be loaded with for checking (a page multiple).
 const CHECK_RING_BYTES: u32 = 64 * 1024;

@@ -15,7 +15,7 @@ use super::{btf::KernelBtf, decode::errno_name};
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
 /// One optional hook: can it run here, and if not, why (retis's `can_run`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CanRun {
     pub hook: &'static str,
     pub available: bool,
@@ -24,48 +24,128 @@ pub struct CanRun {
 }
 
 /// The outcome of `--functions PATTERN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionSupport {
     pub pattern: String,
-    /// Kernel functions (in BTF) the pattern names; the first was used for the fentry test.
+    /// Kernel functions (in BTF) the pattern names; the first was used for the probes.
     pub functions: Vec<String>,
     pub fentry: CanRun,
     pub kprobe: CanRun,
+    /// Functions a kprobe now traces.
+    pub traced: Vec<String>,
+    /// Functions the pattern names that take no `struct sk_buff *`: nothing to follow there.
+    pub without_skb: usize,
+    /// Functions the kernel would not let a kprobe on (notrace, inlined away), with why.
+    pub refused: Vec<(String, String)>,
 }
 
+/// Most functions one `--functions` pattern attaches to (each is a kprobe).
+pub const MAX_FUNCTIONS: usize = 256;
+
 impl FunctionSupport {
-    /// Function tracing is not implemented beyond this probe: whichever hook is available,
-    /// netpath continues without it and says so.
+    /// Whether some function is traced.
     pub fn usable(&self) -> bool {
-        false
+        !self.traced.is_empty()
     }
 
     /// The one line the CLI prints.
     pub fn message(&self) -> String {
-        if !self.fentry.available && !self.kprobe.available {
+        if !self.kprobe.available {
             let kprobe = if self.kprobe.reason == "not built in" {
                 "kprobes not built in".to_string()
             } else {
                 format!("kprobes refused: {}", self.kprobe.reason)
             };
+            let fentry = if self.fentry.available {
+                "fentry allowed, but netpath traces functions with kprobes only".to_string()
+            } else {
+                format!("fentry refused: {}", self.fentry.reason)
+            };
             return format!(
-                "--functions: not available on this kernel ({kprobe}, fentry refused: {}); \
-                 continuing without function tracing",
-                self.fentry.reason
+                "--functions: not available on this kernel ({kprobe}, {fentry}); \
+                 continuing without function tracing"
             );
         }
-        let mut hooks = Vec::new();
-        if self.fentry.available {
-            hooks.push("fentry");
-        }
-        if self.kprobe.available {
-            hooks.push("kprobes");
+        if self.traced.is_empty() {
+            return format!(
+                "--functions: no function to trace: {:?} names {} kernel function(s), {} \
+                 without an sk_buff argument{}; continuing without function tracing",
+                self.pattern,
+                self.functions.len(),
+                self.without_skb,
+                refused_text(&self.refused)
+            );
         }
         format!(
-            "--functions: this kernel allows {} but this netpath does not trace functions yet; \
-             continuing without function tracing",
-            hooks.join(" and ")
+            "--functions: tracing {} kernel function(s) matching {:?} with kprobes{}{}",
+            self.traced.len(),
+            self.pattern,
+            if self.without_skb > 0 {
+                format!(
+                    " ({} without an sk_buff argument skipped)",
+                    self.without_skb
+                )
+            } else {
+                String::new()
+            },
+            refused_text(&self.refused)
         )
+    }
+}
+
+fn refused_text(refused: &[(String, String)]) -> String {
+    match refused {
+        [] => String::new(),
+        [(f, why), ..] => format!(
+            "; {} refused by the kernel (first: {f}: {why})",
+            refused.len()
+        ),
+    }
+}
+
+/// The kprobe program for a function whose skb is argument `pos` (0-based), if there is one.
+fn kprobe_program(pos: usize) -> Option<&'static str> {
+    [
+        "netpath_kp_skb1",
+        "netpath_kp_skb2",
+        "netpath_kp_skb3",
+        "netpath_kp_skb4",
+        "netpath_kp_skb5",
+    ]
+    .get(pos)
+    .copied()
+}
+
+/// Attaches a kprobe to every function of `support` that takes an skb (in its first five
+/// arguments), recording what was traced and what was not. Each program is loaded (verified)
+/// once, for the first function that needs it.
+pub fn attach_functions(ebpf: &mut Ebpf, kbtf: &KernelBtf, support: &mut FunctionSupport) {
+    if !support.kprobe.available {
+        return;
+    }
+    for name in support.functions.clone() {
+        let Some(prog_name) = kbtf.skb_arg_position(&name).and_then(kprobe_program) else {
+            support.without_skb += 1;
+            continue;
+        };
+        let Some(Ok(prog)) = ebpf.program_mut(prog_name).map(<&mut KProbe>::try_from) else {
+            support
+                .refused
+                .push((name, format!("program {prog_name} missing")));
+            continue;
+        };
+        if prog.fd().is_err() {
+            if let Err(e) = prog.load() {
+                support
+                    .refused
+                    .push((name, format!("loading {prog_name}: {}", reason_of(&e))));
+                continue;
+            }
+        }
+        match prog.attach(&name, 0) {
+            Ok(_) => support.traced.push(name),
+            Err(e) => support.refused.push((name, reason_of(&e))),
+        }
     }
 }
 
@@ -93,7 +173,7 @@ pub fn function_support(
     pattern: &str,
 ) -> FunctionSupport {
     let functions = glob::Pattern::new(pattern)
-        .map(|p| kbtf.functions_matching(&p, 64))
+        .map(|p| kbtf.functions_matching(&p, MAX_FUNCTIONS))
         .unwrap_or_default();
     // The probe needs some function; a pattern that names none is tested on ip_rcv.
     let target = functions.first().map(String::as_str).unwrap_or("ip_rcv");
@@ -161,6 +241,7 @@ pub fn function_support(
         functions,
         fentry,
         kprobe,
+        ..Default::default()
     }
 }
 
@@ -182,6 +263,7 @@ mod tests {
                 available: kprobe.0,
                 reason: kprobe.1.into(),
             },
+            ..Default::default()
         }
     }
 
@@ -196,6 +278,23 @@ mod tests {
             .message()
             .contains("kprobes refused: EACCES"));
         let m = support((true, "loaded"), (false, "not built in")).message();
-        assert!(m.contains("allows fentry but"), "{m}");
+        assert!(
+            m.contains("fentry allowed, but netpath traces functions with kprobes only"),
+            "{m}"
+        );
+        let mut s = support((true, "loaded"), (true, "attached"));
+        s.without_skb = 1;
+        assert!(
+            s.message().starts_with("--functions: no function to trace"),
+            "{}",
+            s.message()
+        );
+        s.traced = vec!["ip_rcv".into(), "ip_forward".into()];
+        s.refused = vec![("ip_x".into(), "ENOENT".into())];
+        assert_eq!(
+            s.message(),
+            "--functions: tracing 2 kernel function(s) matching \"ip_*\" with kprobes (1 \
+             without an sk_buff argument skipped); 1 refused by the kernel (first: ip_x: ENOENT)"
+        );
     }
 }

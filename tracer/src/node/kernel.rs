@@ -13,8 +13,9 @@ use std::{
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
+        tc::SchedClassifierLink,
         tc::{self, TcAttachOptions},
-        BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType,
+        BtfTracePoint, Link, LinkOrder, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
@@ -25,10 +26,11 @@ use netpath_core::world::StreamItem;
 
 use super::{
     btf::{BtfError, DropReasons, KernelBtf},
-    decode,
+    cleanup, decode,
     ksyms::Kallsyms,
     names::LiveNamer,
-    netns::{self, Netns, NetnsError},
+    netns::{self, Netns, NetnsError, NetnsRef},
+    sys,
 };
 use crate::capture::cbpf::{self, CbpfInsn};
 
@@ -217,8 +219,8 @@ impl KernelStream {
 /// without one (chosen per device at attach time, so the programs need not find out per
 /// packet).
 const TC_PROGRAMS: [[&str; 2]; 2] = [
-    ["tc_ingress", "tc_egress"],
-    ["tc_ingress_l3", "tc_egress_l3"],
+    ["netpath_tc_in", "netpath_tc_eg"],
+    ["netpath_tc_in3", "netpath_tc_eg3"],
 ];
 
 /// The kernel's ring buffer of [`tracer_common::RawEvent`] records (and, with
@@ -253,8 +255,24 @@ struct NetlinkAttachment {
     /// The clsact qdisc was added by netpath (a qdisc that was there before, e.g. a CNI's, is
     /// never deleted).
     created_qdisc: bool,
-    /// The filters attached, by program name and direction.
-    programs: Vec<(&'static str, TcAttachType)>,
+    /// The filters attached, taken out of aya's per-program link map: ifindexes repeat
+    /// across namespaces, so two devices' links could have the same id there (aya then
+    /// refuses the second attach), and aya would detach them from whatever namespace its
+    /// program is dropped in. They are detached inside their own namespace instead.
+    programs: NetnsLinks,
+}
+
+/// tc links made with the clsact fallback, detached only inside their namespace: whatever
+/// is left when this is dropped (the namespace went away) is forgotten, never detached from
+/// the namespace the dropping thread happens to be in.
+struct NetnsLinks(Vec<SchedClassifierLink>);
+
+impl Drop for NetnsLinks {
+    fn drop(&mut self) {
+        for link in self.0.drain(..) {
+            std::mem::forget(link);
+        }
+    }
 }
 
 /// A running tracer. Drop it to detach everything.
@@ -264,6 +282,8 @@ pub struct NodeTracer {
     /// (netns inode, ifindex) already attached.
     attached: BTreeSet<(u32, u32)>,
     netlink: Vec<NetlinkAttachment>,
+    /// The clsact qdiscs this process added, on disk for `netpath cleanup` after a kill.
+    qdisc_record: cleanup::QdiscRecord,
     reader: Option<JoinHandle<()>>,
     /// The kernel programs' aya-log records, read for the tracer's lifetime.
     _kernel_log: Option<KernelLog>,
@@ -406,10 +426,12 @@ impl NodeTracer {
                 unavailable.push(format!("tracepoint {name}: {e}"));
             }
         }
-        let functions = spec
-            .functions
-            .as_deref()
-            .map(|pattern| super::functions::function_support(&mut ebpf, &aya_btf, &kbtf, pattern));
+        let functions = spec.functions.as_deref().map(|pattern| {
+            let mut support =
+                super::functions::function_support(&mut ebpf, &aya_btf, &kbtf, pattern);
+            super::functions::attach_functions(&mut ebpf, &kbtf, &mut support);
+            support
+        });
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
             .map_err(|e| TracerError::Map("EVENTS", e))?;
         let lost_map: PerCpuArray<MapData, u64> =
@@ -432,6 +454,7 @@ impl NodeTracer {
             spec: spec.clone(),
             attached: BTreeSet::new(),
             netlink: Vec::new(),
+            qdisc_record: cleanup::QdiscRecord::new(),
             reader: None,
             _kernel_log: kernel_log,
             lost_total: Arc::new(AtomicU64::new(0)),
@@ -450,6 +473,12 @@ impl NodeTracer {
                 boot_offset_ns,
             },
         ))
+    }
+
+    /// Whether some device's tc programs went through the clsact fallback (no tcx), whose
+    /// filters outlive a killed process.
+    pub fn uses_clsact(&self) -> bool {
+        self.netlink.iter().any(|a| !a.programs.0.is_empty())
     }
 
     /// Events the kernel could not queue so far.
@@ -523,13 +552,14 @@ impl NodeTracer {
 
     fn attach_one(&mut self, ns: &Netns, ifname: &str) -> Result<(), TracerError> {
         let ebpf = &mut self.ebpf;
+        let qdisc_record = &mut self.qdisc_record;
         // What was attached through netlink, recorded even when a later step fails so that
         // drop undoes it.
         let mut fallback = NetlinkAttachment {
             netns: ns.clone(),
             ifname: ifname.into(),
             created_qdisc: false,
-            programs: Vec::new(),
+            programs: NetnsLinks(Vec::new()),
         };
         let result = netns::run_in(ns, || -> Result<(), String> {
             let l3 = netns::link_type_here(ifname).is_some_and(netns::link_type_has_no_l2);
@@ -560,23 +590,27 @@ impl NodeTracer {
                 };
                 if let Err(e) = tcx {
                     // Kernels before 6.6: clsact qdisc + netlink filter. Adding the qdisc
-                    // fails when one is there already (EEXIST): then it is not ours.
+                    // fails when one is there already (EEXIST): then it is not ours. It is
+                    // recorded before it exists, so a netpath killed right after still has
+                    // it removed by `netpath cleanup`.
                     tracing::debug!("{ifname}: no tcx ({e}), attaching {name} with clsact");
-                    if tc::qdisc_add_clsact(ifname).is_ok() {
-                        fallback.created_qdisc = true;
+                    if !fallback.created_qdisc && fallback.programs.0.is_empty() {
+                        clsact_prepare(ifname, &mut fallback, qdisc_record);
                     }
-                    prog.attach_with_options(
-                        ifname,
-                        ty,
-                        TcAttachOptions::Netlink(Default::default()),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    fallback.programs.push((name, ty));
+                    let id = prog
+                        .attach_with_options(
+                            ifname,
+                            ty,
+                            TcAttachOptions::Netlink(Default::default()),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    let link = prog.take_link(id).map_err(|e| e.to_string())?;
+                    fallback.programs.0.push(link);
                 }
             }
             Ok(())
         })?;
-        if fallback.created_qdisc || !fallback.programs.is_empty() {
+        if fallback.created_qdisc || !fallback.programs.0.is_empty() {
             self.netlink.push(fallback);
         }
         match result {
@@ -596,19 +630,49 @@ impl Drop for NodeTracer {
             reader.abort();
         }
         for att in self.netlink.drain(..) {
-            let ifname = att.ifname.clone();
+            let mut links = att.programs;
             let _ = netns::run_in(&att.netns, move || {
-                for (name, ty) in att.programs {
-                    let _ = tc::qdisc_detach_program(&ifname, ty, name);
-                }
-                if att.created_qdisc {
-                    let _ = std::process::Command::new("tc")
-                        .args(["qdisc", "del", "dev", &ifname, "clsact"])
-                        .output();
+                for link in links.0.drain(..) {
+                    let _ = link.detach();
                 }
             });
+            if att.created_qdisc {
+                // By the namespace's own path: a NetnsRef::Current here would be the
+                // process's namespace, not the device's.
+                let _ = sys::Netlink::route(&NetnsRef::Path(att.netns.path.clone())).and_then(
+                    |mut nl| match sys::link_by_name(&mut nl, &att.ifname)? {
+                        Some(link) => sys::tc::delete_clsact(&mut nl, link.index),
+                        None => Ok(()),
+                    },
+                );
+            }
         }
         // tcx and tracepoint links are fd-based: dropping `ebpf` detaches them.
+    }
+}
+
+/// Before netpath's first clsact filter on a device: removes what a killed netpath left there
+/// (its filters), then adds the clsact qdisc unless the device has one, recording it first.
+fn clsact_prepare(ifname: &str, att: &mut NetlinkAttachment, record: &mut cleanup::QdiscRecord) {
+    // By the namespace's own path (this runs on a thread inside it, but NetnsRef::Current
+    // would name the process's namespace).
+    let Ok(mut nl) = sys::Netlink::route(&NetnsRef::Path(att.netns.path.clone())) else {
+        return;
+    };
+    let Ok(Some(link)) = sys::link_by_name(&mut nl, ifname) else {
+        return;
+    };
+    match cleanup::remove_stale_on(&mut nl, link.index) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{ifname}: removed {n} filter(s) a killed netpath left"),
+        Err(e) => tracing::debug!("{ifname}: looking for stale filters: {e}"),
+    }
+    if sys::tc::has_clsact(&mut nl, link.index).unwrap_or(true) {
+        return;
+    }
+    record.add(att.netns.inode, link.index, ifname);
+    if tc::qdisc_add_clsact(ifname).is_ok() {
+        att.created_qdisc = true;
     }
 }
 

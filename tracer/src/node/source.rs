@@ -61,6 +61,7 @@ pub fn spec_for(scope: &Scope) -> TracerSpec {
         neigh: false,
         filter: filter_for(&scope.addrs),
         ring_bytes: scope.ring_bytes,
+        functions: scope.functions.clone(),
         ..TracerSpec::default()
     }
 }
@@ -111,6 +112,10 @@ impl EventStream for LocalStream {
 
     fn unavailable(&self) -> Vec<String> {
         self.tracer.unavailable.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.tracer.functions.iter().map(|f| f.message()).collect()
     }
 }
 

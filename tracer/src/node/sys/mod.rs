@@ -15,9 +15,10 @@ mod nft;
 mod nsid;
 mod route;
 mod sysctl;
+pub mod tc;
 
 pub use link::{addresses, link, links, parse_address, parse_link, Address, Link};
-pub(crate) use link::{link_by_index, link_by_name};
+pub(crate) use link::{dump_links, link_by_index, link_by_name};
 pub use neigh::{neighbour_state, neighbours, nud_state_names, Neighbour};
 pub use nft::{decode_rule, drop_rules, Discard, DropRule, NftChain, NftRule};
 pub use nsid::{peers, Peer};
@@ -57,6 +58,7 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_HDRLEN: usize = 16;
 
@@ -102,8 +104,25 @@ impl Netlink {
     /// or the single answer to a plain request. An NLMSG_ERROR with a non-zero code is
     /// [`SysError::Kernel`].
     pub fn request(&mut self, kind: u16, dump: bool, body: &[u8]) -> Result<Vec<Reply>, SysError> {
-        self.seq = self.seq.wrapping_add(1);
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        self.exchange(kind, flags, dump, body)
+    }
+
+    /// Sends a request that changes something (a delete) and waits for the kernel's
+    /// acknowledgement: Ok, or [`SysError::Kernel`] with its errno.
+    pub fn request_ack(&mut self, kind: u16, body: &[u8]) -> Result<(), SysError> {
+        self.exchange(kind, NLM_F_REQUEST | NLM_F_ACK, false, body)
+            .map(|_| ())
+    }
+
+    fn exchange(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        dump: bool,
+        body: &[u8],
+    ) -> Result<Vec<Reply>, SysError> {
+        self.seq = self.seq.wrapping_add(1);
         let msg = frame(kind, flags, self.seq, body);
         self.sock.send(&msg, 0).map_err(|e| self.io(e))?;
         let mut out = Vec::new();
