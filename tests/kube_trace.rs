@@ -263,8 +263,9 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("a/b/c"), "{err}");
 
-    let dir = std::env::temp_dir().join(unique("netpath-kube-bad"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch(std::env::temp_dir().join(unique("netpath-kube-bad")));
+    let dir = &scratch.0;
+    std::fs::create_dir_all(dir).unwrap();
     // Agents from the API: the lab runs none (its agent pods are Pending), and says which.
     let (code, err) = fails(&[
         "trace",
@@ -319,5 +320,14 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("--namespace"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
+}
+
+/// A scratch directory, removed on drop (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
