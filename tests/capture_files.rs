@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             Requires::Tool("tshark")
         ),
         case!(text_lines_for_a_capture),
+        case!(reading_into_a_closed_pipe_ends_quietly_like_tcpdump),
     ])
 }
 
@@ -492,4 +493,40 @@ fn text_lines_for_a_capture() {
         lines[3].ends_with(" DROP reason=NETFILTER_DROP at nf_hook_slow+0x8c"),
         "{text}"
     );
+}
+
+/// `netpath capture -r FILE | head -1`: the reader goes away after one line; netpath ends as
+/// tcpdump does, exit 0 and nothing on stderr (it said "Broken pipe", exit 2).
+fn reading_into_a_closed_pipe_ends_quietly_like_tcpdump() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.pcap");
+    // More than a pipe's 64 KiB of text, so netpath is still writing when `head` leaves.
+    let frames: Vec<_> = (0..4000u32)
+        .map(|i| {
+            (
+                "echo",
+                icmp_echo([10, 0, 0, 1], [10, 0, (i >> 8) as u8, i as u8]),
+                98,
+            )
+        })
+        .collect();
+    write_plain_pcap(&file, &frames);
+    let mut np = Command::new(integration_tests::netpath_bin())
+        .arg("capture")
+        .arg("-r")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(np.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The read end is closed here (dropped), as `head -1` exits.
+    assert!(first.contains("10.0.0.1 > 10.0.0.0"), "{first}");
+    let out = np.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
 }

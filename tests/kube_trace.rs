@@ -266,7 +266,32 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
     let scratch = Scratch(std::env::temp_dir().join(unique("netpath-kube-bad")));
     let dir = &scratch.0;
     std::fs::create_dir_all(dir).unwrap();
-    // Agents from the API: the lab runs none (its agent pods are Pending), and says which.
+    // Agents from the API: the lab's agents (one per node, Running in its API), found by
+    // their label and reached with the lab's mTLS material, carry the trace.
+    let tls = lab.dir.join("tls");
+    let (code, report) = trace(&[
+        "default/pod-a",
+        "default/pod-c",
+        "--kubeconfig",
+        &kubeconfig,
+        "--tls-dir",
+        tls.to_str().unwrap(),
+        "--state",
+        lab.state(),
+    ]);
+    let nodes: std::collections::BTreeSet<&str> = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["hops"].as_array().unwrap())
+        .filter_map(|h| h["node"].as_str())
+        .collect();
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        nodes.contains("node-1") && nodes.contains("node-2"),
+        "events from both nodes' agents: {nodes:?}"
+    );
+    // Without the client's certificate: one line.
     let (code, err) = fails(&[
         "trace",
         "default/pod-a",
@@ -279,10 +304,7 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
         lab.state(),
     ]);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("no running netpath agent") && err.contains("Pending"),
-        "{err}"
-    );
+    assert!(err.contains("ca.pem"), "{err}");
     let garbage = dir.join("garbage");
     std::fs::write(&garbage, "clusters: [this is not a kubeconfig").unwrap();
     // An API server nobody runs: the kubeconfig points at a closed port (the lab writes its

@@ -81,6 +81,12 @@ fn main() -> std::process::ExitCode {
             resolver_reads_namespaces_the_lab_did_not_make,
             Requires::Root
         ),
+        case!(a_scenario_typo_leaves_the_running_lab_alone, Requires::Root),
+        case!(down_removes_only_namespaces_the_lab_made, Requires::Root),
+        case!(
+            the_state_is_never_written_through_a_planted_symlink,
+            Requires::Root
+        ),
     ])
 }
 
@@ -107,7 +113,12 @@ impl Drop for Scratch {
 
 fn options() -> Scratch {
     let prefix = unique("nt");
-    let dir = std::env::temp_dir().join(format!("netpath-lab-{prefix}"));
+    // A new directory of a random name (not a guessable /tmp path); Scratch removes it.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("netpath-lab-{prefix}."))
+        .tempdir()
+        .expect("temp dir")
+        .keep();
     Scratch(LabOptions {
         state_dir: dir,
         prefix,
@@ -477,4 +488,97 @@ fn resolver_reads_namespaces_the_lab_did_not_make() {
     );
     let nowhere = r.lookup("10.254.254.254").unwrap();
     assert_eq!((nowhere.kind, nowhere.netns), (EndpointKind::Address, None));
+}
+
+/// `lab up --scenario flanel` while a lab is up: one line, exit 2, and the lab still stands
+/// (it used to be brought down by the failed `up`'s clean-up).
+fn a_scenario_typo_leaves_the_running_lab_alone() {
+    let _serial = serial();
+    let scratch = options();
+    let opts = &scratch.0;
+    let lab = Lab::up(opts, "flannel");
+    let state_dir = opts.state_dir.display().to_string();
+    for bad in [["--scenario", "flanel"], ["--nodes", "0"]] {
+        let out = integration_tests::netpath(&[
+            "lab",
+            "up",
+            bad[0],
+            bad[1],
+            "--state",
+            &state_dir,
+            "--prefix",
+            &opts.prefix,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let status = lab::status(opts)
+            .unwrap()
+            .expect("the lab is still recorded");
+        assert!(
+            status.missing.is_empty(),
+            "lab namespaces gone: {:?}",
+            status.missing
+        );
+        assert_eq!(leftovers(&opts.prefix).len(), lab.state.namespaces.len());
+    }
+    // A second `up` of a valid scenario is refused the same way, without touching the lab.
+    let out = integration_tests::netpath(&[
+        "lab",
+        "up",
+        "--scenario",
+        "calico",
+        "--state",
+        &state_dir,
+        "--prefix",
+        &opts.prefix,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(lab::status(opts).unwrap().unwrap().missing.is_empty());
+}
+
+/// A state file that lists namespaces the lab did not make (edited, or another tool's):
+/// `down` removes only what carries the lab's prefix and a cookie `up` recorded.
+fn down_removes_only_namespaces_the_lab_made() {
+    let _serial = serial();
+    let scratch = options();
+    let opts = &scratch.0;
+    let lab = Lab::up(opts, "flannel");
+    let mut st = lab.state.clone();
+    // Someone else's namespaces, one even named like the lab's.
+    let foreign = NetNsGuard::new(&unique("ntf"));
+    let lookalike = NetNsGuard::new(&format!("{}-pod-z", opts.prefix));
+    st.namespaces.push(foreign.name.clone());
+    st.namespaces.push(lookalike.name.clone());
+    lab::state::save(&opts.state_dir, &st).unwrap();
+    let down = lab::down(opts).unwrap();
+    assert_eq!(
+        down.removed.len(),
+        lab.state.namespaces.len(),
+        "{:?}",
+        down.removed
+    );
+    let left = leftovers(&opts.prefix);
+    assert_eq!(left, vec![lookalike.name.clone()]);
+    assert!(tracer::node::netns::by_name(&foreign.name).is_ok());
+    // A state of an older netpath (no cookies): the lab's naming still decides.
+    st.made = None;
+    lab::state::save(&opts.state_dir, &st).unwrap();
+    lab::down(opts).unwrap();
+    assert!(tracer::node::netns::by_name(&foreign.name).is_ok());
+}
+
+/// The state is replaced through a new file of a random name: a symlink planted where the
+/// temporary file used to be (`.lab.json.tmp`, a fixed name) is not followed.
+fn the_state_is_never_written_through_a_planted_symlink() {
+    let _serial = serial();
+    let scratch = options();
+    let opts = &scratch.0;
+    std::fs::create_dir_all(&opts.state_dir).unwrap();
+    let victim = opts.state_dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, opts.state_dir.join(".lab.json.tmp")).unwrap();
+    let _lab = Lab::up(opts, "flannel");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(lab::status(opts).unwrap().is_some());
 }

@@ -107,7 +107,7 @@ fn ctrl_c_detaches_everything() {
     );
     np.interrupt();
     let (code, _) = np.finish();
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(130), "Ctrl-C: 128 + SIGINT, as shells expect");
     assert_eq!(
         tc_programs(&p.b.name, "vb"),
         0,

@@ -166,8 +166,21 @@ impl NetpathProcess {
 
     /// Sends SIGINT (Ctrl-C).
     pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signo: i32) {
         // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signo) };
+    }
+
+    /// The stderr lines printed so far, without waiting.
+    pub fn stderr_so_far(&mut self) -> &[String] {
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        &self.stderr_seen
     }
 
     /// Waits for exit and returns (exit code, stdout). A process still running after

@@ -395,7 +395,11 @@ pub struct Config {
     /// kernel's accepted them) go out as pcapng blocks ([`pcapng_record`]) when their device
     /// has an id in `PCAP_IFACES`.
     pub pcapng_direct: u32,
-    pub _pad: u32,
+    /// Non-zero: the capture filter never looks at VLAN tags, so it also runs on packets whose
+    /// tag the device moved out of the frame (into the skb's metadata), on the frame as the
+    /// kernel hands it, as tcpdump's socket filter does on Linux. (Expressions with `vlan`
+    /// expect the tag in the frame: those packets are filtered in userspace, tag put back.)
+    pub pcap_filter_untagged: u32,
     /// UNIX epoch ns minus bpf_ktime_get_ns, for the timestamps of those blocks.
     pub boot_offset_ns: u64,
 }
@@ -426,7 +430,7 @@ mod tests {
             core::mem::size_of::<Config>()
         );
         assert_eq!(
-            core::mem::offset_of!(Config, _pad) + 4,
+            core::mem::offset_of!(Config, pcap_filter_untagged) + 4,
             core::mem::offset_of!(Config, boot_offset_ns)
         );
     }

@@ -439,8 +439,14 @@ pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) 
 }
 
 /// The in-kernel filter decision on a parsed packet (the netns check is done by the caller).
+/// A packet whose ethertype says IP but whose IP header could not be read (a malformed
+/// packet: wrong version, truncated) passes: the filter cannot tell what it is, and
+/// malformed packets are what an incident needs to see (tcpdump's `ip` matches them too).
 #[inline(always)]
 pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
+    if p.outer.family == 0 && (p.ethertype == ETH_P_IP || p.ethertype == ETH_P_IPV6) {
+        return true;
+    }
     let has_inner = p.tunnel != tunnel::NONE && p.inner.family != 0;
     if cfg.family != 0
         && p.outer.family != cfg.family
@@ -932,6 +938,29 @@ mod tests {
         assert!(filter_matches(&cfg, &p), "outer port counts");
         cfg.port = 80;
         assert!(!filter_matches(&cfg, &p));
+    }
+
+    #[test]
+    fn a_malformed_ip_packet_passes_an_active_filter() {
+        // IPv4 ethertype, IPv6 header inside (as in a real capture tcpdump's `ip` matches).
+        let mut frame = icmp6(1);
+        frame[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        let p = parse(&frame, true, 0, 0);
+        assert_eq!((p.outer.family, p.ethertype), (0, ETH_P_IP));
+        let mut cfg = FilterConfig {
+            family: 4,
+            proto: IPPROTO_UDP,
+            ..FilterConfig::default()
+        };
+        assert!(filter_matches(&cfg, &p));
+        assert_ne!(quick_verdict(&cfg, &frame, true, 0), Some(false));
+        cfg.family = 0;
+        cfg.n_addrs = 1;
+        cfg.addrs[0] = AddrPrefix::new(4, addr16(&[10, 0, 0, 1]), 32);
+        assert!(filter_matches(&cfg, &p));
+        // Not IP at all: still never selected by an active filter.
+        frame[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        assert!(!filter_matches(&cfg, &parse(&frame, true, 0, 0)));
     }
 
     #[test]

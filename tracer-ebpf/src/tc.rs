@@ -68,10 +68,14 @@ fn tc_hook(ctx: &TcContext, hook_id: u8, direction: u8, from_mac: bool) {
     let packed =
         verdict | (hook_id as u32) << 8 | (direction as u32) << 16 | (from_mac as u32) << 24;
     // A VLAN tag the device took out of the frame (skb metadata) is put back in the copy, as
-    // tcpdump does; libpcap's program expects it inline, so such packets are left to
-    // userspace's filter.
+    // tcpdump writes it. A capture filter that reads no tag runs on the frame as the kernel
+    // hands it (tcpdump's does too); one that reads tags expects them inline, so such packets
+    // are left to userspace's filter, which sees the tag put back.
     // SAFETY: a plain read of the context's vlan_present field (only with a capture filter).
-    if from_mac && cfg.pcap_filter != 0 && unsafe { (*ctx.skb.skb).vlan_present } == 0 {
+    if from_mac
+        && cfg.pcap_filter != 0
+        && (cfg.pcap_filter_untagged != 0 || unsafe { (*ctx.skb.skb).vlan_present } == 0)
+    {
         // The capture filter decides; `tc_pcap_matched` finds the packed arguments in the
         // control block (scratch space of the tc layer, only ours between these tail calls).
         // SAFETY: tc programs may write `cb`; a tail call that fails returns here.
@@ -175,8 +179,9 @@ fn tc_event_inner(
             unsafe { (*ctx.skb.skb).ifindex }
         );
     }
-    // Only what the headers could not decide is parsed in full.
-    if verdict == VERDICT_UNDECIDED && !full_filter(cfg, scratch) {
+    // Only what the headers could not decide is parsed in full; a packet the complete capture
+    // filter accepted needs no coarse filter after it.
+    if verdict == VERDICT_UNDECIDED && !pcap_matched && !full_filter(cfg, scratch) {
         return None;
     }
     let skb_addr = ctx.as_ptr() as u64;

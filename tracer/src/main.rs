@@ -18,9 +18,12 @@ fn main() {
     if plugin {
         command = command.name("kubectl netpath").bin_name("kubectl netpath");
     }
-    let mut cli = match cli::Cli::from_arg_matches(&command.get_matches()) {
+    let mut cli = match command
+        .try_get_matches()
+        .and_then(|m| cli::Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(e),
     };
     if plugin {
         if let cli::Command::Trace(args) = &mut cli.command {
@@ -49,11 +52,18 @@ fn main() {
         }
     };
     let result = runtime.block_on(async {
+        // Commands that attach to the kernel end on SIGINT, SIGTERM and SIGHUP by detaching:
+        // caught from here on, start-up included.
+        let stop = || cli::stop::Stop::install().map_err(anyhow::Error::from);
         match cli.command {
-            cli::Command::Trace(args) => cli::trace::run(args).await,
-            cli::Command::Watch(args) => cli::watch::run(args).await,
+            cli::Command::Trace(args) => cli::trace::run(args, stop()?).await,
+            cli::Command::Watch(args) => cli::watch::run(args, stop()?).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
-            cli::Command::Capture(args) => cli::capture::run(args).await,
+            // Reading a file attaches nothing: signals end it as they end any tool.
+            cli::Command::Capture(args) if args.read.is_some() => {
+                cli::capture::run(args, None).await
+            }
+            cli::Command::Capture(args) => cli::capture::run(args, Some(stop()?)).await,
             cli::Command::Check(args) => cli::check::run(args),
             cli::Command::Agent(args) => cli::agent::run(args).await,
             cli::Command::Certs(args) => cli::certs::run(args),
@@ -78,6 +88,39 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     }
 }
 
+/// Help and version go out as clap prints them; a usage error is one line, `netpath: ...`,
+/// exit 2 (clap's own is up to eight lines: the error, a tip, the usage, a pointer to --help).
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("netpath: {}", clap_one_line(&e.render().to_string()));
+    std::process::exit(2);
+}
+
+/// clap's rendered error as one line: its paragraphs but the usage and the pointer to
+/// --help, each paragraph's lines joined.
+fn clap_one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let p = paragraph.trim();
+        if p.is_empty() || p.starts_with("Usage:") || p.starts_with("For more information") {
+            continue;
+        }
+        let joined: Vec<&str> = p.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        parts.push(joined.join(" "));
+    }
+    let line = parts.join("; ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    format!("{line} (see --help)")
+}
+
 /// The error and its causes on one line, each cause once: many errors already name their
 /// cause in their own message (`{source}`), and the chain would repeat it.
 fn one_line(e: &anyhow::Error) -> String {
@@ -95,6 +138,24 @@ fn one_line(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_errors_are_one_line() {
+        let text = "error: unexpected argument '--bogus' found\n\n  tip: a similar argument \
+                    exists: '--routes'\n\nUsage: netpath watch --routes\n\nFor more \
+                    information, try '--help'.\n";
+        assert_eq!(
+            clap_one_line(text),
+            "unexpected argument '--bogus' found; tip: a similar argument exists: '--routes' \
+             (see --help)"
+        );
+        let text = "error: the following required arguments were not provided:\n  <FROM>\n  \
+                    <TO>\n\nUsage: netpath trace <FROM> <TO>\n";
+        assert_eq!(
+            clap_one_line(text),
+            "the following required arguments were not provided: <FROM> <TO> (see --help)"
+        );
+    }
 
     #[test]
     fn causes_already_in_the_message_are_not_repeated() {

@@ -338,6 +338,11 @@ pub async fn trace(
         reports.push(analyze(&t, &events, world.inspector).await);
     }
     reports.sort_by_key(|r| r.family);
+    if lost > 0 {
+        for r in &mut reports {
+            note_lost(r, lost);
+        }
+    }
     tracing::debug!("diagnosed after {} ms", started.elapsed().as_millis());
     Ok(Traced {
         report: TraceReport {
@@ -349,6 +354,21 @@ pub async fn trace(
         },
         streams,
     })
+}
+
+/// Events the tracer lost (its ring buffer was full) may have been this packet's: every
+/// verdict says so in its evidence, and one that rests on something not being seen says it
+/// may be wrong.
+fn note_lost(r: &mut FamilyReport, lost: u64) {
+    if r.verdict == Verdict::LostInTransit {
+        r.summary.push_str(&format!(
+            " ({lost} events were lost: it may have been seen and not reported)"
+        ));
+    }
+    r.evidence.push(format!(
+        "{lost} events were lost during the trace (ring buffer full): hops or a drop of this \
+         packet may be missing; a larger ring buffer (--ring-kib) or fewer devices helps"
+    ));
 }
 
 /// Sends the probes and gathers events until every family is decided (an answer, or a drop
@@ -768,6 +788,40 @@ mod tests {
         assert_eq!(notices[0], Notice::Unavailable("fentry: EPERM".into()));
         assert!(matches!(notices[1], Notice::Tracing { devices: 4, .. }));
         assert_eq!(r.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn lost_events_reach_every_verdict() {
+        let net = Network::new();
+        let tx = net.tx.lock().unwrap().clone().unwrap();
+        tx.send(StreamItem::Lost {
+            node: "node-1".into(),
+            count: 7,
+        })
+        .unwrap();
+        let world = World {
+            resolver: &Names,
+            inspector: &NoAnswers,
+            prober: &net,
+            events: &net,
+        };
+        let r = trace(world, &config("pod-c"), &|_| {})
+            .await
+            .unwrap()
+            .report;
+        assert_eq!(r.lost_events, 7);
+        assert_eq!(r.verdicts.len(), 2);
+        for v in &r.verdicts {
+            assert!(
+                v.evidence.iter().any(|e| e.contains("7 events were lost")),
+                "{v:#?}"
+            );
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["lost_events"], 7);
+        assert!(json["verdicts"][1]["evidence"]
+            .to_string()
+            .contains("7 events were lost"));
     }
 
     #[tokio::test]

@@ -89,6 +89,33 @@ impl PacketFilter {
         self.hint.as_ref()
     }
 
+    /// Whether the expression looks at VLAN tags (a `vlan` primitive). libpcap compiles
+    /// them, for the Ethernet frames netpath filters, as reads of a tag inside the frame.
+    pub fn reads_vlan_tags(&self) -> bool {
+        self.expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == "vlan")
+    }
+
+    /// [`PacketFilter::matches`] for a live packet. `tag_put_back`: the device had moved the
+    /// packet's VLAN tag out of the frame and netpath put it back in `data` (after the MAC
+    /// addresses). On Linux, tcpdump's filter sees such a frame as the kernel hands it,
+    /// without the tag, and answers `vlan` primitives from the tag's metadata: so an
+    /// expression without `vlan` runs on the frame without the tag, one with `vlan` on the
+    /// frame with it (where libpcap's program finds the tag).
+    pub fn matches_live(&self, data: &[u8], orig_len: u32, tag_put_back: bool) -> bool {
+        const MACS: usize = 12;
+        const TAG: usize = 4;
+        if !tag_put_back || self.reads_vlan_tags() || data.len() < MACS + TAG {
+            return self.matches(data, orig_len);
+        }
+        let mut untagged = [0u8; tracer_common::SNAP_LEN + TAG];
+        let n = data.len().min(untagged.len() + TAG) - TAG;
+        untagged[..MACS].copy_from_slice(&data[..MACS]);
+        untagged[MACS..n].copy_from_slice(&data[MACS + TAG..n + TAG]);
+        self.matches(&untagged[..n], orig_len.saturating_sub(TAG as u32))
+    }
+
     /// Runs the filter on `data` (the captured bytes, from the Ethernet header on) of a packet
     /// that was `orig_len` bytes long on the wire. As in tcpdump, loads past the captured
     /// bytes reject the packet and `len` refers to the original length.
@@ -388,5 +415,48 @@ mod tests {
         let f = PacketFilter::compile("ether[100] = 0").unwrap();
         assert!(!f.matches(&frame, 1500));
         assert!(PacketFilter::compile("").unwrap().matches(&[], 0));
+    }
+
+    /// A UDP/IPv4 frame to 10.0.0.2:9999, with an 802.1Q tag (VLAN 100) after the MACs when
+    /// `tagged`.
+    fn udp_frame(tagged: bool) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        if tagged {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 30, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // IPv4
+            0x30, 0x39, 0x27, 0x0f, 0, 10, 0, 0, b'h', b'i', // UDP 12345 -> 9999
+        ]);
+        f
+    }
+
+    #[test]
+    fn tag_offloaded_frames_are_filtered_as_tcpdump_sees_them() {
+        let tagged = udp_frame(true);
+        let len = tagged.len() as u32;
+        let udp = PacketFilter::compile("udp port 9999").unwrap();
+        assert!(!udp.reads_vlan_tags());
+        // The tag netpath put back would hide the UDP packet from `udp`...
+        assert!(!udp.matches(&tagged, len));
+        // ...but tcpdump on Linux filters the frame the kernel hands it, without the tag.
+        assert!(udp.matches_live(&tagged, len, true));
+        // A tag that was in the frame on the wire (not put back) stays: `udp` misses it, as
+        // in tcpdump.
+        assert!(!udp.matches_live(&tagged, len, false));
+        // `vlan` primitives see the tag.
+        for expr in ["vlan and udp", "vlan 100 and udp port 9999", "vlan or tcp"] {
+            let f = PacketFilter::compile(expr).unwrap();
+            assert!(f.reads_vlan_tags(), "{expr}");
+            assert!(f.matches_live(&tagged, len, true), "{expr}");
+        }
+        let not_vlan = PacketFilter::compile("not vlan").unwrap();
+        assert!(!not_vlan.matches_live(&tagged, len, true));
+        assert!(not_vlan.matches_live(&udp_frame(false), len - 4, false));
+        // A word containing "vlan" is not the primitive.
+        assert!(!PacketFilter::compile("ether host 02:00:00:00:00:02")
+            .unwrap()
+            .reads_vlan_tags());
     }
 }

@@ -203,7 +203,8 @@ impl<N: Namer> RecordDecoder<N> {
         // The kernel ran the whole expression already (on the whole packet, as tcpdump's
         // socket filter does); everything else is filtered here.
         let kernel_filtered = rec.flags & flags::PCAP_MATCHED != 0;
-        if !kernel_filtered && !sink.accepts(data, orig_len) {
+        let tag_put_back = rec.flags & flags::VLAN_TAG_ADDED != 0;
+        if !kernel_filtered && !sink.accepts_live(data, orig_len, tag_put_back) {
             return Ok(false);
         }
         let drop = (rec.kind == kind::DROP).then(|| DropInfo {

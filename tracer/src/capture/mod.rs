@@ -130,10 +130,16 @@ impl<W: Write> CaptureSink<W> {
     /// Runs the filter on a packet's bytes (already cut to the snap length), counting the
     /// packets it rejects.
     pub fn accepts(&mut self, data: &[u8], orig_len: u32) -> bool {
+        self.accepts_live(data, orig_len, false)
+    }
+
+    /// [`CaptureSink::accepts`] for a live packet whose VLAN tag netpath may have put back
+    /// ([`filter::PacketFilter::matches_live`]).
+    pub fn accepts_live(&mut self, data: &[u8], orig_len: u32, tag_put_back: bool) -> bool {
         let ok = self
             .filter
             .as_ref()
-            .is_none_or(|f| f.matches(data, orig_len));
+            .is_none_or(|f| f.matches_live(data, orig_len, tag_put_back));
         if !ok {
             self.stats.filtered_out += 1;
         }

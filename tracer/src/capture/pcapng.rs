@@ -364,7 +364,8 @@ pub fn read_capture_file<R: Read>(mut input: R) -> Result<CaptureFileReader<R>, 
         std::io::ErrorKind::UnexpectedEof => {
             CaptureError::BadFile("empty, or shorter than a capture file header".into())
         }
-        _ => CaptureError::from(e),
+        // Reading the input (a directory, an unreadable device), not writing the output.
+        _ => CaptureError::BadFile(e.to_string()),
     })?;
     let peeked = Cursor::new(magic).chain(input);
     match u32::from_le_bytes(magic) {

@@ -103,8 +103,16 @@ fn features(release: &str) -> Vec<(String, bool, String)> {
 
 pub async fn run(args: AgentArgs) -> Result<i32> {
     netpath_agent::certs::check_name(&args.node)?;
-    if !is_root() {
-        bail!("the agent needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN)");
+    // Capabilities, not the user id: the agent enters namespaces (CAP_SYS_ADMIN) and sends
+    // probes (CAP_NET_RAW) on top of tracing.
+    tracer::node::caps::check_tracing().map_err(anyhow::Error::msg)?;
+    let eff = tracer::node::caps::effective().unwrap_or(0);
+    use tracer::node::caps::{lacking, CAP_NET_RAW, CAP_SYS_ADMIN};
+    if let Some(missing) = lacking(eff, &[CAP_SYS_ADMIN, CAP_NET_RAW]).first() {
+        bail!(
+            "the agent needs {} as well (namespaces, probes): run as root or grant it",
+            missing.name
+        );
     }
     let tls = TlsFiles::load(&args.tls_dir, &args.node).context("TLS material")?;
     let confine = (!args.netns_scope.is_empty())

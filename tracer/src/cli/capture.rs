@@ -247,7 +247,8 @@ impl CaptureArgs {
     }
 }
 
-pub async fn run(args: CaptureArgs) -> Result<i32> {
+/// Reads `-r FILE`, or captures live until `-c`, `--duration` or a signal `signals` catches.
+pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Result<i32> {
     let expr = args.expression.join(" ");
     let filter = if expr.trim().is_empty() {
         None
@@ -263,14 +264,21 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     if let Some(path) = &args.read {
         return read_file(&args, path, filter);
     }
+    let Some(mut signals) = signals else {
+        anyhow::bail!("a live capture needs its signal handlers");
+    };
     let mut spec = args.spec(kernel_filter(filter.as_ref().and_then(|f| f.kernel_hint())))?;
     spec.capture_filter = filter
         .as_ref()
         .map(PacketFilter::instructions)
         .unwrap_or_default();
+    spec.capture_filter_untagged = filter.as_ref().is_some_and(|f| !f.reads_vlan_tags());
     // Written as pcapng by the kernel where no userspace work is left (the IDB's snap length
     // must hold the kernel's copy).
     spec.pcapng_direct = args.write.is_some() && args.snaplen() >= MIN_KERNEL_COPY;
+    let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
+    // The output is opened once start-up can no longer fail for other reasons: a refused
+    // start must leave `-w FILE` as it was (tcpdump's order too).
     // The pcapng writer buffers by itself (and writes runs of kernel records from where they
     // lie); text lines need a buffer.
     let out: LiveOutput = match args.write {
@@ -278,7 +286,6 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         None => Box::new(BufWriter::with_capacity(OUT_BUFFER, args.open_output()?)),
     };
     let sink = CaptureSink::new(filter, args.output(out)?);
-    let (mut tracer, ring) = NodeTracer::start_raw(spec.clone())?;
     // Names (kallsyms, namespaces) are loaded before "listening": a tool that says it listens
     // should not spend its first half second parsing kallsyms.
     let decoder = RecordDecoder::new(
@@ -324,16 +331,15 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let mut reader = tokio::task::spawn_blocking(move || drain.run());
     let deadline = super::deadline(args.duration);
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut finished = None;
+    let mut code = 0;
     loop {
         let sleep = super::until(deadline);
         tokio::select! {
             done = &mut reader => { finished = Some(done); break; }
             _ = rescan.tick() => { tracer.attach_devices(false)?; }
             _ = sleep => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            signalled = signals.recv() => { code = signalled; break; }
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -352,7 +358,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         eprint!("\r\x1b[K");
     }
     eprintln!("{}", stats.summary());
-    Ok(0)
+    Ok(code)
 }
 
 type LiveOutput = Box<dyn Write + Send>;
@@ -569,22 +575,29 @@ fn read_file(args: &CaptureArgs, path: &str, filter: Option<PacketFilter>) -> Re
     } else {
         Box::new(File::open(path).with_context(|| format!("opening {path}"))?)
     };
-    let out = Deferred::new(args.open_output()?);
-    let mut sink = CaptureSink::new(filter, args.output(out.clone())?);
+    // The input is known to be a capture file before `-w FILE` is created.
     let reader = read_capture_file(std::io::BufReader::new(input))
         .with_context(|| format!("reading {path}"))?;
+    let out = Deferred::new(args.open_output()?);
+    let mut sink = CaptureSink::new(filter, args.output(out.clone())?);
     for pkt in reader {
         let pkt = pkt.with_context(|| format!("reading {path}"))?;
-        if sink.push(&pkt).is_err() {
-            break; // stdout closed
+        match sink.push(&pkt) {
+            Err(e) if e.is_broken_pipe() => return Ok(0), // `| head`: done, as tcpdump
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
         }
         if args.count.is_some_and(|c| sink.stats().captured >= c) {
             break;
         }
     }
-    sink.finish()?;
-    out.flush_now()?;
-    Ok(0)
+    match sink
+        .finish()
+        .and_then(|_| out.flush_now().map_err(CaptureError::from))
+    {
+        Err(e) if !e.is_broken_pipe() => Err(e.into()),
+        _ => Ok(0),
+    }
 }
 
 #[cfg(test)]

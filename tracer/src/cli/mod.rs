@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod filter;
 pub mod kube;
 pub mod render;
+pub mod stop;
 pub mod trace;
 pub mod watch;
 

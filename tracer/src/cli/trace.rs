@@ -33,7 +33,7 @@ With a Kubernetes flag, names come from the cluster's API: `NAMESPACE/POD`, `pod
 the node agents are the `netpath-agent` DaemonSet's pods.
 
 Exit status: 0 when every asked family was delivered, 1 when one was not, 2 on a usage or
-environment error.
+environment error, 130/143/129 when ended by SIGINT/SIGTERM/SIGHUP.
 
 Examples:
   netpath trace pod-a pod-c                 ICMP echo in IPv4 and IPv6, cross-node
@@ -150,7 +150,7 @@ impl TraceArgs {
     }
 }
 
-pub async fn run(args: TraceArgs) -> Result<i32> {
+pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let config = args.config()?;
     let kube_opts = args.kube.options()?;
     let local = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
@@ -209,7 +209,8 @@ pub async fn run(args: TraceArgs) -> Result<i32> {
     };
     let mut traced = tokio::select! {
         r = session::trace(world, &config, &notify) => r?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        // Dropping the session detaches everything it attached.
+        code = signals.recv() => return Ok(code),
     };
     // What the API objects say about each family (Service families, pods' podIPs).
     if let Some((k, _)) = &kube {

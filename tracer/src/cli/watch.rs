@@ -99,14 +99,9 @@ impl WatchArgs {
 pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
 or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
 
-pub async fn run(args: WatchArgs) -> Result<i32> {
+pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
-    // Signal handlers go in before "watching" is printed: a Ctrl-C right after it must still
-    // detach cleanly rather than kill the process.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     for why in &tracer.unavailable {
         eprintln!("netpath: not available on this kernel: {why}");
     }
@@ -134,6 +129,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut seen = 0u64;
     let mut lost = 0u64;
+    let mut code = 0;
     // Buffered, flushed whenever no further event is waiting: one write per burst rather than
     // one per event, without holding back a line when things are quiet.
     let stdout = std::io::stdout();
@@ -172,11 +168,11 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
             },
             _ = rescan.tick() => { tracer.attach_devices(false)?; }
             _ = sleep => break,
-            _ = int.recv() => break,
-            _ = term.recv() => break,
+            // Also one that came during start-up.
+            signalled = signals.recv() => { code = signalled; break; }
         }
     }
     drop(tracer);
     eprintln!("netpath: {seen} events, {lost} lost");
-    Ok(0)
+    Ok(code)
 }

@@ -80,7 +80,7 @@ pub fn record(dir: &Path) -> Result<Option<ApiRecord>, LabError> {
 
 /// Writes a private file atomically: a new file (0600, O_EXCL: never an existing file or a
 /// planted symlink) renamed over `path`; the new file is removed if anything fails.
-fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
+pub(super) fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
     use std::io::Write;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,8 +101,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
     written.map_err(io)
 }
 
-/// Whether `pid` is a live (not zombie) `netpath lab serve-api` of state directory `dir`.
-fn is_our_server(pid: u32, dir: &Path) -> bool {
+/// Whether `pid` is a live (not zombie) process whose command line holds every one of `args`.
+pub(super) fn runs_with(pid: u32, args: &[&[u8]]) -> bool {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let zombie = std::fs::read_to_string(proc.join("stat"))
         .ok()
@@ -112,9 +112,16 @@ fn is_our_server(pid: u32, dir: &Path) -> bool {
         })
         .unwrap_or(true);
     let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let dir = dir.as_os_str().as_encoded_bytes();
-    !zombie && args.contains(&SERVE_COMMAND.as_bytes()) && args.contains(&dir)
+    let have: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    !zombie && args.iter().all(|a| have.contains(a))
+}
+
+/// Whether `pid` is a live (not zombie) `netpath lab serve-api` of state directory `dir`.
+fn is_our_server(pid: u32, dir: &Path) -> bool {
+    runs_with(
+        pid,
+        &[SERVE_COMMAND.as_bytes(), dir.as_os_str().as_encoded_bytes()],
+    )
 }
 
 /// Starts the server for the lab recorded in `dir` (`exe lab serve-api --state DIR`, detached
@@ -270,7 +277,10 @@ pub fn serve(dir: &Path) -> Result<(), LabError> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| Timestamp::from_second(d.as_secs() as i64).ok())
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let set = super::cluster::objects(&st, created).map_err(api_error)?;
+    let agents = super::agents::record(dir)?
+        .map(|r| r.addresses())
+        .unwrap_or_default();
+    let set = super::cluster::objects_with_agents(&st, created, &agents).map_err(api_error)?;
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let creds = Credentials::generate(&[localhost], 30).map_err(api_error)?;
     let server = ApiServer::new(set, &creds).map_err(api_error)?;

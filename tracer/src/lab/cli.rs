@@ -76,6 +76,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             state,
         } => {
             let opts = state.options();
+            // A typo is one line, and touches nothing (a running lab included).
+            super::check(&opts, &scenario, nodes).context(format!("lab up {scenario}"))?;
+            let recorded = super::status(&opts).context("lab up")?.is_some();
             eprintln!(
                 "lab up: building {scenario} with {nodes} nodes (state in {})",
                 opts.state_dir.display()
@@ -83,8 +86,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             let report = match super::up(&opts, &scenario, nodes) {
                 Ok(r) => r,
                 Err(e) => {
-                    // Leave nothing half-made behind: `down` knows every namespace `up` wrote down.
-                    if !matches!(e, super::LabError::AlreadyUp { .. }) {
+                    // Leave nothing half-made behind: `down` knows every namespace this `up`
+                    // made. A lab that was up before is not this run's to remove.
+                    if !recorded {
                         let _ = super::down(&opts);
                     }
                     return Err(e).context(format!("lab up {scenario}"));
@@ -103,6 +107,21 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             print_summary(st);
             // The lab as a Kubernetes cluster: its API server, and a kubeconfig for it.
             let exe = std::env::current_exe().context("lab up: the netpath binary")?;
+            // One agent per node first: the API server shows them as the DaemonSet's pods.
+            match super::agents::start(&exe, &opts.state_dir, st) {
+                Ok((rec, took)) => {
+                    eprintln!(
+                        "lab up: {} agents in {:.2} s",
+                        rec.agents.len(),
+                        took.as_secs_f64()
+                    );
+                    println!("agents {} tls {}", rec.agents_arg(), rec.tls_dir.display());
+                }
+                Err(e) => {
+                    let _ = super::down(&opts);
+                    return Err(e).context(format!("lab up {scenario}"));
+                }
+            }
             match super::api::start(&exe, &opts.state_dir) {
                 Ok((api, took)) => {
                     eprintln!(
@@ -146,6 +165,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&status.state)?);
             } else {
                 print_summary(&status.state);
+                print_agents(&opts.state_dir);
                 print_api(&opts.state_dir);
                 if !status.state.complete {
                     println!("INCOMPLETE: `lab up` did not finish; run `netpath lab down`");
@@ -160,6 +180,34 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 1
             })
         }
+    }
+}
+
+fn print_agents(dir: &std::path::Path) {
+    match super::agents::record(dir) {
+        Ok(Some(rec)) => {
+            for a in &rec.agents {
+                let state = if super::agents::running(&rec, a) {
+                    "running"
+                } else {
+                    "NOT RUNNING"
+                };
+                println!(
+                    "  agent {:<7} {} (pid {}, {state}) netns {}",
+                    a.node,
+                    a.addr,
+                    a.pid,
+                    a.netns_scope.join(",")
+                );
+            }
+            println!(
+                "  trace through them: --agents {} --tls-dir {}",
+                rec.agents_arg(),
+                rec.tls_dir.display()
+            );
+        }
+        Ok(None) => eprintln!("warning: the lab runs no agents"),
+        Err(e) => eprintln!("warning: {e}"),
     }
 }
 

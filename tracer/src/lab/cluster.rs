@@ -52,9 +52,20 @@ const KUBELET_VERSION: &str = "v1.33.0-netpath-lab";
 /// Every object of the lab's cluster, all created at `created` (the lab's `up`); the set's
 /// resource version is that second, so a later lab's objects are newer.
 pub fn objects(st: &LabState, created: Timestamp) -> Result<ObjectSet, ApiError> {
+    objects_with_agents(st, created, &BTreeMap::new())
+}
+
+/// [`objects`] with the lab's running agents (node -> address, from `agents.json`): their
+/// DaemonSet pods are Running and Ready on 127.0.0.1 with their real port; the others Pending.
+pub fn objects_with_agents(
+    st: &LabState,
+    created: Timestamp,
+    agents: &BTreeMap<String, SocketAddr>,
+) -> Result<ObjectSet, ApiError> {
     let b = Builder {
         st,
         created: Time(created),
+        agents,
     };
     let mut set = ObjectSet::new(created.as_second().max(1) as u64);
     for ns in [POD_NAMESPACE, AGENT_NAMESPACE] {
@@ -80,6 +91,7 @@ pub fn objects(st: &LabState, created: Timestamp) -> Result<ObjectSet, ApiError>
 struct Builder<'a> {
     st: &'a LabState,
     created: Time,
+    agents: &'a BTreeMap<String, SocketAddr>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -472,6 +484,12 @@ impl Builder<'_> {
     fn daemon_set(&self) -> DaemonSet {
         let labels = map(&[(AGENT_LABEL, AGENT_NAME)]);
         let n = self.st.nodes.len() as i32;
+        let ready = self
+            .st
+            .nodes
+            .iter()
+            .filter(|node| self.agents.contains_key(&node.name))
+            .count() as i32;
         DaemonSet {
             metadata: ObjectMeta {
                 labels: Some(labels.clone()),
@@ -501,20 +519,25 @@ impl Builder<'_> {
                 current_number_scheduled: n,
                 updated_number_scheduled: Some(n),
                 number_misscheduled: 0,
-                number_ready: 0,
-                number_available: Some(0),
-                number_unavailable: Some(n),
+                number_ready: ready,
+                number_available: Some(ready),
+                number_unavailable: Some(n - ready),
                 observed_generation: Some(1),
                 ..Default::default()
             }),
         }
     }
 
-    /// The agent pod of a node: scheduled, on the host network, not running (the lab runs no
-    /// agents); its annotations say where one would listen.
+    /// The agent pod of a node, scheduled on the host network: Running on 127.0.0.1 with its
+    /// real port when the lab runs the node's agent, else Pending; its annotations say where
+    /// the agent listens (or would).
     fn agent_pod(&self, node: &str) -> Pod {
         let name = format!("{AGENT_NAME}-{node}");
-        let host = self.node_ips(node);
+        let running = self.agents.get(node);
+        let host = match running {
+            Some(addr) => vec![addr.ip()],
+            None => self.node_ips(node),
+        };
         let owner = OwnerReference {
             api_version: "apps/v1".into(),
             kind: "DaemonSet".into(),
@@ -523,7 +546,12 @@ impl Builder<'_> {
             controller: Some(true),
             block_owner_deletion: Some(true),
         };
-        let port = AGENT_PORT.to_string();
+        let port = running.map_or(AGENT_PORT, SocketAddr::port).to_string();
+        let note = if running.is_some() {
+            RUNNING_NOTE
+        } else {
+            AGENT_NOTE
+        };
         let netns = self
             .st
             .node(node)
@@ -536,15 +564,22 @@ impl Builder<'_> {
                     (AGENT_PORT_ANNOTATION, &port),
                     (DEPLOYED_AGENT_PORT_ANNOTATION, &port),
                     (NETNS_ANNOTATION, &netns),
-                    (NOTE_ANNOTATION, AGENT_NOTE),
+                    (NOTE_ANNOTATION, note),
                 ])),
                 owner_references: Some(vec![owner]),
                 ..self.meta("Pod", Some(AGENT_NAMESPACE), &name)
             },
             spec: Some(self.agent_spec(Some(node))),
             status: Some(k8s_openapi::api::core::v1::PodStatus {
-                phase: Some("Pending".into()),
-                conditions: Some(self.conditions(false)),
+                phase: Some(
+                    if running.is_some() {
+                        "Running"
+                    } else {
+                        "Pending"
+                    }
+                    .into(),
+                ),
+                conditions: Some(self.conditions(running.is_some())),
                 host_ip: host.first().map(ToString::to_string),
                 host_ips: Some(host_ips(&host)),
                 pod_ip: host.first().map(ToString::to_string),
@@ -555,15 +590,24 @@ impl Builder<'_> {
                     name: "agent".into(),
                     image: "netpath-agent:lab".into(),
                     image_id: String::new(),
-                    ready: false,
+                    ready: running.is_some(),
                     restart_count: 0,
-                    started: Some(false),
-                    state: Some(ContainerState {
-                        waiting: Some(ContainerStateWaiting {
-                            reason: Some("LabRunsNoAgent".into()),
-                            message: Some(AGENT_NOTE.into()),
-                        }),
-                        ..Default::default()
+                    started: Some(running.is_some()),
+                    state: Some(if running.is_some() {
+                        ContainerState {
+                            running: Some(ContainerStateRunning {
+                                started_at: Some(self.created.clone()),
+                            }),
+                            ..Default::default()
+                        }
+                    } else {
+                        ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some("LabRunsNoAgent".into()),
+                                message: Some(AGENT_NOTE.into()),
+                            }),
+                            ..Default::default()
+                        }
                     }),
                     ..Default::default()
                 }]),
@@ -573,6 +617,8 @@ impl Builder<'_> {
     }
 }
 
+const RUNNING_NOTE: &str = "the lab runs this node's agent on 127.0.0.1 (its port in the \
+                            annotation; gRPC, mutual TLS with the lab's tls/ directory)";
 const AGENT_NOTE: &str = "the lab runs no agent: on a real node this pod's agent listens on \
                           hostIP:7101 (gRPC, mutual TLS)";
 
@@ -819,6 +865,71 @@ mod tests {
             ds["metadata"]["uid"],
             a["metadata"]["ownerReferences"][0]["uid"]
         );
+    }
+
+    #[test]
+    fn agent_pods_run_where_the_lab_runs_agents_and_wait_elsewhere() {
+        let (st, _) = set_of("flannel", 1);
+        let agents: BTreeMap<String, SocketAddr> =
+            [("node-1".to_string(), "127.0.0.1:40123".parse().unwrap())].into();
+        let set =
+            objects_with_agents(&st, "2026-11-29T10:00:00Z".parse().unwrap(), &agents).unwrap();
+        let pod = |node: &str| {
+            get(
+                &set,
+                Resource::Pods,
+                Some(AGENT_NAMESPACE),
+                &format!("{AGENT_NAME}-{node}"),
+            )
+        };
+        let up = pod("node-1");
+        assert_eq!(up["status"]["phase"], "Running");
+        assert_eq!(up["status"]["hostIP"], "127.0.0.1");
+        assert_eq!(up["status"]["podIP"], "127.0.0.1");
+        assert_eq!(
+            up["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
+            "40123"
+        );
+        assert_eq!(up["status"]["containerStatuses"][0]["ready"], true);
+        assert!(up["status"]["containerStatuses"][0]["state"]["running"].is_object());
+        let ready = up["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True");
+        let down = pod("node-2");
+        assert_eq!(down["status"]["phase"], "Pending");
+        assert_eq!(
+            down["status"]["hostIP"],
+            st.nodes[1].underlay_v4.to_string()
+        );
+        assert_eq!(
+            down["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
+            "7101"
+        );
+        assert_eq!(
+            down["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "LabRunsNoAgent"
+        );
+        let ds = get(
+            &set,
+            Resource::DaemonSets,
+            Some(AGENT_NAMESPACE),
+            AGENT_NAME,
+        );
+        assert_eq!(ds["status"]["numberReady"], 1);
+        assert_eq!(ds["status"]["numberUnavailable"], 1);
+        // Without agents every pod waits, as before.
+        let (_, none) = set_of("flannel", 1);
+        let p = get(
+            &none,
+            Resource::Pods,
+            Some(AGENT_NAMESPACE),
+            &format!("{AGENT_NAME}-node-1"),
+        );
+        assert_eq!(p["status"]["phase"], "Pending");
     }
 
     /// What the API sends reads back into the Kubernetes types (as kube-rs reads it): every

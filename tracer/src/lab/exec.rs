@@ -98,15 +98,19 @@ fn nft(ns: &str, ruleset: &str) -> Result<(), LabError> {
     }
 }
 
-/// Applies the plan in phases across namespaces: every namespace exists before any veth is
-/// made into it, and per-device sysctls wait for their devices.
-pub(super) fn apply(plan: &Plan) -> Result<(), LabError> {
+/// Creates the plan's namespaces (the first phase of [`apply`]).
+pub(super) fn add_namespaces(plan: &Plan) -> Result<(), LabError> {
     let adds: Vec<String> = plan
         .namespaces
         .iter()
         .map(|n| format!("netns add {}", n.name))
         .collect();
-    batch("ip", None, false, &adds)?;
+    batch("ip", None, false, &adds)
+}
+
+/// Applies the plan in phases across namespaces (made by [`add_namespaces`]): every namespace
+/// exists before any veth is made into it, and per-device sysctls wait for their devices.
+pub(super) fn apply(plan: &Plan) -> Result<(), LabError> {
     for ns in &plan.namespaces {
         sysctls(&ns.name, &ns.early_sysctls)?;
     }

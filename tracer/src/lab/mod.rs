@@ -6,6 +6,7 @@
 //! create, so [`down`] also cleans up after a half-failed `up`. Everything the lab makes lives
 //! inside its own namespaces: deleting them removes every link, route and rule.
 mod addresses;
+pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod cluster;
@@ -122,12 +123,32 @@ pub struct LabStatus {
     pub missing: Vec<String>,
 }
 
-/// Brings `scenario` up with `nodes` nodes.
-pub fn up(opts: &LabOptions, scenario: &str, nodes: usize) -> Result<UpReport, LabError> {
+/// The scenario of that name, checked against `nodes` and the options' prefix: what `up`
+/// refuses before it touches anything.
+pub fn check(
+    opts: &LabOptions,
+    scenario: &str,
+    nodes: usize,
+) -> Result<&'static Scenario, LabError> {
     let sc = scenarios::find(scenario).ok_or_else(|| LabError::UnknownScenario {
         name: scenario.into(),
         known: scenarios::names(),
     })?;
+    topology::plan(
+        sc,
+        &PlanContext {
+            prefix: opts.prefix.clone(),
+            nodes,
+            run: 1,
+        },
+    )?;
+    Ok(sc)
+}
+
+/// Brings `scenario` up with `nodes` nodes. Nothing is touched unless the scenario, the node
+/// count and the prefix are valid and no lab is recorded.
+pub fn up(opts: &LabOptions, scenario: &str, nodes: usize) -> Result<UpReport, LabError> {
+    let sc = check(opts, scenario, nodes)?;
     if let Some(st) = state::load(&opts.state_dir)? {
         return Err(LabError::AlreadyUp {
             scenario: st.scenario,
@@ -171,7 +192,14 @@ pub fn apply(opts: &LabOptions, plan: &Plan) -> Result<UpReport, LabError> {
     }
     let mut st = plan.state.clone();
     st.complete = false;
+    st.made = Some(Vec::new());
     state::save(&opts.state_dir, &st)?;
+    let added = exec::add_namespaces(plan);
+    // What it made is recorded before anything goes into it (after a failed add too: none of
+    // the names existed before, checked above): `down` removes those, and only those.
+    st.made = Some(cookies(&st.namespaces));
+    state::save(&opts.state_dir, &st)?;
+    added?;
     exec::apply(plan)?;
     st.complete = true;
     state::save(&opts.state_dir, &st)?;
@@ -187,22 +215,60 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     // The lab's Kubernetes API server first (also one left without a state); a failure to
     // stop it is reported once the namespaces are gone.
     let api = api::stop(&opts.state_dir);
-    let Some(st) = state::load(&opts.state_dir)? else {
+    let recorded = state::load(&opts.state_dir);
+    let agents = agents::stop(
+        &opts.state_dir,
+        recorded.as_ref().ok().and_then(Option::as_ref),
+    );
+    let Some(st) = recorded? else {
         api?;
+        agents?;
         return Ok(DownReport {
             scenario: None,
             removed: Vec::new(),
             elapsed: start.elapsed(),
         });
     };
-    let removed = exec::delete_namespaces(&st.namespaces)?;
+    let removed = exec::delete_namespaces(&ours(&st))?;
     state::remove(&opts.state_dir)?;
     api?;
+    agents?;
     Ok(DownReport {
         scenario: Some(st.scenario),
         removed,
         elapsed: start.elapsed(),
     })
+}
+
+/// The cookies of those of `names` that exist.
+fn cookies(names: &[String]) -> Vec<u64> {
+    names
+        .iter()
+        .filter_map(|n| crate::node::netns::NetnsRef::parse(n).ok()?.cookie().ok())
+        .collect()
+}
+
+/// Those of the state's namespaces that the lab made: named `PREFIX-...` by its own prefix,
+/// and (in a state that records them) with a cookie `up` recorded. Anything else a state
+/// file lists (edited, or written by someone else) is left alone.
+fn ours(st: &LabState) -> Vec<String> {
+    let named = |n: &&String| {
+        topology::valid_prefix(&st.prefix)
+            && n.strip_prefix(&st.prefix)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    };
+    let named: Vec<String> = st.namespaces.iter().filter(named).cloned().collect();
+    let Some(made) = &st.made else {
+        return named;
+    };
+    named
+        .into_iter()
+        .filter(|n| {
+            crate::node::netns::NetnsRef::parse(n)
+                .and_then(|r| r.cookie())
+                .is_ok_and(|c| made.contains(&c))
+        })
+        .collect()
 }
 
 /// The recorded lab, `None` when none is up.

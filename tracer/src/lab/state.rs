@@ -1,6 +1,7 @@
 //! The lab's state file: what `lab up` built, so `down` can remove it and other commands can
 //! resolve lab pods, nodes and Services by name and check traces against the expectations.
 use std::{
+    io::Write,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
@@ -137,6 +138,12 @@ pub struct LabState {
     pub complete: bool,
     /// Every namespace `up` creates, written before the first is made.
     pub namespaces: Vec<String>,
+    /// The cookies (SO_NETNS_COOKIE, never reused while the machine is up) of the namespaces
+    /// `up` made, recorded as soon as they exist: `down` deletes a listed namespace only when
+    /// its name has the lab's prefix and its cookie is here. `None` in a state written by an
+    /// older netpath: the name alone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<Vec<u64>>,
     pub underlay: LabUnderlay,
     pub nodes: Vec<LabNode>,
     pub pods: Vec<LabPod>,
@@ -181,10 +188,22 @@ pub fn save(dir: &Path, state: &LabState) -> Result<(), LabError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
     let text = serde_json::to_string_pretty(state).expect("lab state serialises");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    replace(&path, text.as_bytes()).map_err(io)
+}
+
+/// Replaces `path` with `bytes` atomically: a new file of a random name in the same directory
+/// (O_EXCL: never an existing file, nor a symlink planted in a shared directory), renamed over
+/// it.
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 pub fn remove(dir: &Path) -> Result<(), LabError> {
@@ -212,6 +231,6 @@ pub fn next_run(dir: &Path, scenario: &str) -> Result<u32, LabError> {
     };
     let run = previous.saturating_add(1);
     std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(&path, format!("{run}\n")).map_err(io)?;
+    replace(&path, format!("{run}\n").as_bytes()).map_err(io)?;
     Ok(run)
 }

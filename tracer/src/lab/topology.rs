@@ -197,11 +197,16 @@ fn validate(sc: &Scenario, ctx: &PlanContext) -> Result<(), LabError> {
             got: ctx.nodes,
         });
     }
-    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if ctx.prefix.is_empty() || ctx.prefix.len() > 16 || !ctx.prefix.chars().all(ok) {
+    if !valid_prefix(&ctx.prefix) {
         return Err(LabError::Prefix(ctx.prefix.clone()));
     }
     Ok(())
+}
+
+/// A lab prefix: 1-16 lowercase letters or digits.
+pub(super) fn valid_prefix(prefix: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !prefix.is_empty() && prefix.len() <= 16 && prefix.chars().all(ok)
 }
 
 /// Builds the plan of `sc` with `ctx.nodes` nodes. No side effects.
@@ -462,6 +467,7 @@ pub fn plan(sc: &Scenario, ctx: &PlanContext) -> Result<Plan, LabError> {
         prefix: ctx.prefix.clone(),
         run: ctx.run,
         complete: false,
+        made: Some(Vec::new()),
         namespaces: namespaces.iter().map(|n| n.name.clone()).collect(),
         underlay: LabUnderlay {
             netns: underlay_ns,

@@ -128,6 +128,8 @@ pub struct TracerSpec {
     /// `capture`'s complete filter as libpcap compiled it for Ethernet frames: translated to
     /// eBPF and run by the tc programs on devices with a link-layer header. Empty: none.
     pub capture_filter: Vec<CbpfInsn>,
+    /// The capture filter reads no VLAN tag: it may run on tag-offloaded packets as they are.
+    pub capture_filter_untagged: bool,
     /// `capture -w`: the tc programs write packets that need no filtering in userspace as
     /// pcapng blocks ([`tracer_common::pcapng_record`]); [`RawRing::pcapng_ifaces`] then
     /// takes the interface ids. Only when the capture filter (if any) runs in the kernel.
@@ -149,6 +151,7 @@ impl Default for TracerSpec {
             ring_bytes: 4 << 20,
             snap_len: 0,
             capture_filter: Vec::new(),
+            capture_filter_untagged: false,
             pcapng_direct: false,
         }
     }
@@ -279,8 +282,9 @@ impl Drop for NetnsLinks {
 pub struct NodeTracer {
     ebpf: Ebpf,
     spec: TracerSpec,
-    /// (netns inode, ifindex) already attached.
-    attached: BTreeSet<(u32, u32)>,
+    /// (netns cookie, ifindex) already attached: the cookie, unlike the inode, is never
+    /// reused by a later namespace (pod churn).
+    attached: BTreeSet<(u64, u32)>,
     netlink: Vec<NetlinkAttachment>,
     /// The clsact qdiscs this process added, on disk for `netpath cleanup` after a kill.
     qdisc_record: cleanup::QdiscRecord,
@@ -333,7 +337,7 @@ impl NodeTracer {
     /// records without decoding them into events (`netpath capture`). [`NodeTracer::lost`]
     /// stays 0: the consumer reads [`RawRing::lost`].
     pub fn start_raw(spec: TracerSpec) -> Result<(NodeTracer, RawRing), TracerError> {
-        if !is_root() {
+        if !super::caps::may_trace() {
             return Err(TracerError::NotRoot);
         }
         if EBPF_OBJECT.is_empty() {
@@ -384,7 +388,7 @@ impl NodeTracer {
             neigh,
             pcap_filter: matches!(capture_filter_in_kernel, Some(Ok(()))) as u32,
             pcapng_direct: pcapng_direct as u32,
-            _pad: 0,
+            pcap_filter_untagged: spec.capture_filter_untagged as u32,
             boot_offset_ns,
         };
         {
@@ -517,10 +521,18 @@ impl NodeTracer {
             }
         }
         let mut added = 0;
+        // Namespaces seen in this pass, by cookie; `None` once one could not be looked at.
+        let mut live: Option<BTreeSet<u64>> = Some(BTreeSet::new());
         for (ns, globs, pattern_text) in targets {
-            let Ok(devices) = netns::devices(&ns) else {
+            let Ok((Ok(cookie), devices)) =
+                netns::run_in(&ns, || (netns::cookie_here(), netns::devices_here()))
+            else {
+                live = None;
                 continue;
             };
+            if let Some(live) = live.as_mut() {
+                live.insert(cookie);
+            }
             let matching: Vec<(u32, String)> = devices
                 .into_iter()
                 .filter(|(_, name)| name != "lo" || globs.iter().any(|g| g.as_str() == "lo"))
@@ -533,12 +545,12 @@ impl NodeTracer {
                 });
             }
             for (ifindex, ifname) in matching {
-                if self.attached.contains(&(ns.inode, ifindex)) {
+                if self.attached.contains(&(cookie, ifindex)) {
                     continue;
                 }
                 match self.attach_one(&ns, &ifname) {
                     Ok(()) => {
-                        self.attached.insert((ns.inode, ifindex));
+                        self.attached.insert((cookie, ifindex));
                         added += 1;
                     }
                     // A device that vanished between listing and attaching is not an error.
@@ -546,6 +558,10 @@ impl NodeTracer {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        // Devices of namespaces that are gone are forgotten (their programs went with them).
+        if let Some(live) = live {
+            self.attached.retain(|(cookie, _)| live.contains(cookie));
         }
         Ok(added)
     }

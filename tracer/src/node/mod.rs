@@ -9,6 +9,7 @@
 //! - The [`netpath_core::world`] traits over the local kernel: [`resolve::LocalResolver`],
 //!   [`inspect::LiveInspector`], [`prober::LocalProber`], [`source::LocalEventSource`].
 pub mod btf;
+pub mod caps;
 pub mod cleanup;
 pub mod decode;
 pub mod features;

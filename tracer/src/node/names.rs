@@ -11,7 +11,8 @@ use super::{btf::DropReasons, decode::Namer, ksyms::Kallsyms, netns};
 pub struct LiveNamer {
     namespaces: Vec<netns::Netns>,
     ns_refreshed: Instant,
-    devices: HashMap<u32, HashMap<u32, String>>,
+    /// Device names per namespace inode, with when they were read.
+    devices: HashMap<u32, Devices>,
     reasons: DropReasons,
     kallsyms: Kallsyms,
     boot_offset_ns: u64,
@@ -19,6 +20,17 @@ pub struct LiveNamer {
 
 /// Rescans at most this often when an unknown namespace or device shows up.
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// What is known is read again when older than this: the kernel reuses a deleted namespace's
+/// inode and its devices' ifindexes for the next one (pod churn), so a known (inode, ifindex)
+/// may be another device of another namespace by now. Namespaces gone at a rescan take their
+/// devices with them.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// The device names of one namespace, as read at `read`.
+struct Devices {
+    names: HashMap<u32, String>,
+    read: Instant,
+}
 
 impl LiveNamer {
     pub fn new(reasons: DropReasons) -> Self {
@@ -39,8 +51,27 @@ impl LiveNamer {
 
     fn refresh_namespaces(&mut self) {
         if self.ns_refreshed.elapsed() >= REFRESH_EVERY {
-            self.namespaces = netns::all();
+            let before = std::mem::replace(&mut self.namespaces, netns::all());
             self.ns_refreshed = Instant::now();
+            // A namespace gone, or renamed (its inode reused by a new one): its devices go.
+            let now = &self.namespaces;
+            self.devices.retain(|inode, _| {
+                let name = |list: &[netns::Netns]| {
+                    list.iter()
+                        .find(|n| n.inode == *inode)
+                        .map(|n| n.name.clone())
+                };
+                name(now).is_some() && name(now) == name(&before)
+            });
+        }
+    }
+
+    /// Rescans the namespaces when `inode` is not among them, or when the list is stale.
+    fn know_namespace(&mut self, inode: u32) {
+        if self.ns_refreshed.elapsed() >= STALE_AFTER
+            || !self.namespaces.iter().any(|n| n.inode == inode)
+        {
+            self.refresh_namespaces();
         }
     }
 
@@ -54,13 +85,16 @@ impl LiveNamer {
     pub fn namespaces(&self) -> &[netns::Netns] {
         &self.namespaces
     }
+
+    /// Namespaces whose device names are held (the cache stays as big as the live set).
+    pub fn cached_namespaces(&self) -> usize {
+        self.devices.len()
+    }
 }
 
 impl Namer for LiveNamer {
     fn netns_name(&mut self, inode: u32) -> String {
-        if !self.namespaces.iter().any(|n| n.inode == inode) {
-            self.refresh_namespaces();
-        }
+        self.know_namespace(inode);
         netns::name_of(inode, &self.namespaces)
     }
 
@@ -68,22 +102,28 @@ impl Namer for LiveNamer {
         let known = self
             .devices
             .get(&netns_inode)
-            .and_then(|d| d.get(&ifindex))
+            .filter(|d| d.read.elapsed() < STALE_AFTER)
+            .and_then(|d| d.names.get(&ifindex))
             .cloned();
         if let Some(name) = known {
             return name;
         }
-        if !self.namespaces.iter().any(|n| n.inode == netns_inode) {
-            self.refresh_namespaces();
-        }
-        if let Some(ns) = self.namespaces.iter().find(|n| n.inode == netns_inode) {
-            if let Ok(devs) = netns::devices(ns) {
-                self.devices.insert(netns_inode, devs.into_iter().collect());
+        self.know_namespace(netns_inode);
+        match self.namespaces.iter().find(|n| n.inode == netns_inode) {
+            Some(ns) => {
+                if let Ok(devs) = netns::devices(ns) {
+                    let names = devs.into_iter().collect();
+                    let read = Instant::now();
+                    self.devices.insert(netns_inode, Devices { names, read });
+                }
+            }
+            None => {
+                self.devices.remove(&netns_inode);
             }
         }
         self.devices
             .get(&netns_inode)
-            .and_then(|d| d.get(&ifindex))
+            .and_then(|d| d.names.get(&ifindex))
             .cloned()
             .unwrap_or_else(|| format!("if{ifindex}"))
     }

@@ -297,32 +297,7 @@ impl NetnsRef {
     /// The namespace's cookie (SO_NETNS_COOKIE of a socket made inside it, Linux 5.14+): unlike
     /// the inode, never reused while the machine is up.
     pub fn cookie(&self) -> Result<u64, NetnsError> {
-        const SO_NETNS_COOKIE: libc::c_int = 71;
-        self.run(|| {
-            // SAFETY: a datagram socket we own, a u64 out-parameter of the right size.
-            unsafe {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut cookie: u64 = 0;
-                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-                let rc = libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    SO_NETNS_COOKIE,
-                    (&mut cookie as *mut u64).cast(),
-                    &mut len,
-                );
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if rc != 0 {
-                    return Err(err);
-                }
-                Ok(cookie)
-            }
-        })?
-        .map_err(|source| NetnsError::Enter {
+        self.run(cookie_here)?.map_err(|source| NetnsError::Enter {
             path: self.path(),
             source,
         })
@@ -452,6 +427,33 @@ pub fn link_type_has_no_l2(link_type: u16) -> bool {
             | ARPHRD_NONE
             | ARPHRD_VOID
     )
+}
+
+/// The cookie (SO_NETNS_COOKIE) of the calling thread's network namespace.
+pub fn cookie_here() -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a datagram socket we own, a u64 out-parameter of the right size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+        Ok(cookie)
+    }
 }
 
 /// Devices of a namespace, as (ifindex, name).
