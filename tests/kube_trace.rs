@@ -62,6 +62,13 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The API server's side of a failure (it has reset connections now and then while
+            // traces ran: its log says why, if anything).
+            let log = std::fs::read_to_string(self.dir.join("api.log")).unwrap_or_default();
+            let alive = std::fs::read_to_string(self.dir.join("api.json")).is_ok();
+            eprintln!("lab API server (api.json present: {alive}), its log:\n{log}");
+        }
         let _ = netpath(&[
             "lab",
             "down",
