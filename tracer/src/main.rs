@@ -1,12 +1,35 @@
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// Run as `kubectl-netpath` (kubectl's plugin name: `kubectl netpath ...`), names come from
+/// the cluster kubectl uses.
+fn plugin_mode() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == "kubectl-netpath")
+}
 
 fn main() {
-    let cli = match cli::Cli::try_parse() {
+    let plugin = plugin_mode();
+    let mut command = cli::Cli::command();
+    if plugin {
+        command = command.name("kubectl netpath").bin_name("kubectl netpath");
+    }
+    let mut cli = match command
+        .try_get_matches()
+        .and_then(|m| cli::Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
+    if plugin {
+        if let cli::Command::Trace(args) = &mut cli.command {
+            args.kube.k8s = true;
+        }
+    }
     if matches!(cli.command, cli::Command::Lab(_)) {
         // `lab` holds no kernel attachments: like other CLI tools, let a closed pipe end it
         // quietly (everything it creates is recorded in its state first).
@@ -14,7 +37,7 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETPATH_LOG"))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,6 +76,15 @@ fn main() {
             eprintln!("netpath: {}", one_line(&e));
             std::process::exit(2);
         }
+    }
+}
+
+/// `NETPATH_LOG`, else errors only, without kube-rs's: it logs a failed request before
+/// returning the error netpath reports on its one line.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    match std::env::var("NETPATH_LOG") {
+        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::new(v),
+        _ => tracing_subscriber::EnvFilter::new("error,kube_client=off"),
     }
 }
 

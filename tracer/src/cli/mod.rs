@@ -5,6 +5,7 @@ pub mod certs;
 pub mod check;
 pub mod cleanup;
 pub mod filter;
+pub mod kube;
 pub mod render;
 pub mod stop;
 pub mod trace;

@@ -11,7 +11,7 @@ use netpath_agent::{
 use netpath_core::{
     analysis::session::{self, Notice, TraceConfig},
     model::Family,
-    world::World,
+    world::{Resolver, World},
 };
 use tracer::{
     lab::LabOptions,
@@ -28,6 +28,9 @@ use super::render::{render, Style};
     after_help = "FROM and TO: a lab pod (`pod-a`, `node-1/pod-b`), a lab node (`node-2`), a Service \
 (`svc/web`), `netns:NAME` for any network namespace, or an address (`10.244.2.3`, \
 `[fd00:10:96::10]:80`); an address is looked up in the lab, then in every named namespace.
+With a Kubernetes flag, names come from the cluster's API: `NAMESPACE/POD`, `pod/NAME`, \
+`svc/NAME` (`svc/NAMESPACE/NAME`), `node/NAME` or an address; with --tls-dir and no --agents, \
+the node agents are the `netpath-agent` DaemonSet's pods.
 
 Exit status: 0 when every asked family was delivered, 1 when one was not, 2 on a usage or
 environment error, 130/143/129 when ended by SIGINT/SIGTERM/SIGHUP.
@@ -39,6 +42,8 @@ Examples:
   netpath trace pod-a pod-c --family 6 --json
   netpath trace netns:client 10.50.2.2      namespaces built by hand work the same way
   netpath trace pod-a pod-c --passive --timeout 30   wait for real traffic instead of probing
+  netpath trace default/pod-a svc/web --kubeconfig /run/netpath/kubeconfig   the lab's API
+  kubectl netpath trace -n shop web-0 svc/db --tls-dir ~/.netpath/tls        a real cluster
 
 JSON schema (--json): docs/trace.md"
 )]
@@ -91,13 +96,16 @@ pub struct TraceArgs {
         requires = "tls_dir"
     )]
     pub agents: Vec<AgentAddr>,
-    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents (or
+    /// the agents found through the Kubernetes API).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
     /// Also follow the packets through the kernel functions matching this glob that take an
     /// skb (kprobes, where the kernel has them): each shows in the path as `in FUNCTION()`.
     #[arg(long, value_name = "PATTERN")]
     pub functions: Option<String>,
+    #[command(flatten)]
+    pub kube: super::kube::KubeArgs,
 }
 
 impl TraceArgs {
@@ -144,23 +152,37 @@ impl TraceArgs {
 
 pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let config = args.config()?;
-    let resolver = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
+    let kube_opts = args.kube.options()?;
+    let local = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
+    // Through the Kubernetes API, with the cluster's agents when TLS material is given.
+    let kube = match &kube_opts {
+        Some(opts) => Some(super::kube::resolver(opts, args.tls_dir.is_some(), &local).await?),
+        None => None,
+    };
+    let agents = match (&kube, &args.tls_dir) {
+        (Some((_, k)), Some(_)) if args.agents.is_empty() => super::kube::agents(k).await?,
+        _ => args.agents.clone(),
+    };
+    let resolver: &dyn Resolver = match &kube {
+        Some((r, _)) => r,
+        None => &local,
+    };
     let remote = match &args.tls_dir {
-        Some(dir) if !args.agents.is_empty() => {
+        Some(dir) if !agents.is_empty() => {
             let tls = TlsFiles::load(dir, "client").context("TLS material")?;
-            Some(RemoteWorld::connect(&args.agents, &tls).await?)
+            Some(RemoteWorld::connect(&agents, &tls).await?)
         }
         _ => None,
     };
     let world = match &remote {
         Some(r) => World {
-            resolver: &resolver,
+            resolver,
             inspector: r,
             prober: r,
             events: r,
         },
         None => World {
-            resolver: &resolver,
+            resolver,
             inspector: &LiveInspector,
             prober: &LocalProber,
             events: &LocalEventSource,
@@ -185,11 +207,24 @@ pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32>
         ),
         Notice::Tracing { .. } => {}
     };
-    let traced = tokio::select! {
+    let mut traced = tokio::select! {
         r = session::trace(world, &config, &notify) => r?,
         // Dropping the session detaches everything it attached.
         code = signals.recv() => return Ok(code),
     };
+    // What the API objects say about each family (Service families, pods' podIPs).
+    if let Some((k, _)) = &kube {
+        let findings = k.findings(&config.from, &config.to).await;
+        for v in &mut traced.report.verdicts {
+            let family = v.family;
+            v.evidence.extend(
+                findings
+                    .iter()
+                    .filter(|f| f.about(family))
+                    .map(|f| f.text.clone()),
+            );
+        }
+    }
     let report = &traced.report;
     // Agents that could not be asked: their evidence is missing from the verdicts.
     let missing = remote.as_ref().map(|r| r.problems()).unwrap_or_default();

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod ksyms;
 pub mod names;
 pub mod netns;
+pub mod podns;
 pub mod prober;
 pub mod resolve;
 pub mod source;

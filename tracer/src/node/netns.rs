@@ -28,7 +28,9 @@ pub enum NetnsError {
     },
     #[error("thread running inside network namespace {0} panicked")]
     Panicked(String),
-    #[error("{0:?} is not a network namespace (a name, `root`, `pid:N` or an nsfs path)")]
+    #[error(
+        "{0:?} is not a network namespace (a name, `root`, `pid:N`, `ip:ADDR` or an nsfs path)"
+    )]
     Invalid(String),
 }
 
@@ -215,7 +217,8 @@ fn open_nsfs(path: &Path) -> Result<File, NetnsError> {
 /// (/proc/PID/ns/net of a process that holds it, a bind mount).
 ///
 /// Parsed from `root` (or empty, `self`), `NAME`, `pid:1234` and `/proc/1234/ns/net`; shown the
-/// same way (`pid:N` for /proc/N/ns/net).
+/// same way (`pid:N` for /proc/N/ns/net). `ip:ADDR` is the namespace holding ADDR (searched:
+/// see [`super::podns`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NetnsRef {
     /// The namespace of this process (/proc/self/ns/net): the node's root namespace when the
@@ -238,6 +241,13 @@ impl NetnsRef {
                 Ok(pid) => Ok(Self::pid(pid)),
                 Err(_) => Err(NetnsError::Invalid(spec.into())),
             };
+        }
+        if let Some(addr) = spec.strip_prefix("ip:") {
+            // The namespace holding this address (a pod's, found by its node's agent).
+            let ip = addr.parse().map_err(|_| NetnsError::Invalid(spec.into()))?;
+            let name =
+                super::podns::holding(&[ip]).ok_or_else(|| NetnsError::NotFound(spec.into()))?;
+            return Self::parse(&name);
         }
         if spec.starts_with('/') {
             return Ok(Self::Path(spec.into()));

@@ -1,0 +1,157 @@
+//! The Kubernetes flags (`--kubeconfig`, `--context`, `-n`, `--k8s`), checked in one place, and
+//! what they give a command: a resolver over the cluster's API and its node agents.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use netpath_agent::client::AgentAddr;
+use netpath_k8s::client::{Kube, KubeOptions, KubeResolver, Placement};
+use tracer::node::resolve::LocalResolver;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// Resolve FROM and TO through the Kubernetes API of this kubeconfig (`NS/POD`,
+    /// `pod/NAME`, `svc/NAME`, `node/NAME`, addresses).
+    #[arg(long, value_name = "FILE", help_heading = "Kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one.
+    #[arg(long, value_name = "NAME", help_heading = "Kubernetes")]
+    pub context: Option<String>,
+    /// Namespace of names given without one [default: the context's, else `default`].
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NAMESPACE",
+        help_heading = "Kubernetes"
+    )]
+    pub namespace: Option<String>,
+    /// Resolve through the Kubernetes API of $KUBECONFIG, ~/.kube/config or, inside a pod,
+    /// its service account (implied by the other Kubernetes flags, and as `kubectl netpath`).
+    #[arg(long, help_heading = "Kubernetes")]
+    pub k8s: bool,
+}
+
+/// A Kubernetes name: lowercase letters, digits and '-', at most 63 characters.
+fn check_label(flag: &str, v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if !ok {
+        bail!("{flag} {v:?}: not a Kubernetes namespace name (lowercase letters, digits, '-')");
+    }
+    Ok(())
+}
+
+impl KubeArgs {
+    /// The cluster to ask, or `None` when no Kubernetes flag was given.
+    pub fn options(&self) -> Result<Option<KubeOptions>> {
+        let asked = self.k8s
+            || self.kubeconfig.is_some()
+            || self.context.is_some()
+            || self.namespace.is_some();
+        if !asked {
+            return Ok(None);
+        }
+        if let Some(ns) = &self.namespace {
+            check_label("--namespace", ns)?;
+        }
+        if let Some(path) = &self.kubeconfig {
+            if !path.is_file() {
+                bail!("--kubeconfig {}: no such file", path.display());
+            }
+        }
+        if self.context.as_deref() == Some("") {
+            bail!("--context must not be empty");
+        }
+        Ok(Some(KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }))
+    }
+}
+
+/// A resolver over the cluster; `agents`: whether node agents answer (pods are then found by
+/// their node's agent), else every node's namespaces are on this machine (the lab): `local`
+/// places those the API does not name (the lab's underlay).
+pub async fn resolver(
+    opts: &KubeOptions,
+    agents: bool,
+    local: &LocalResolver,
+) -> Result<(KubeResolver, Kube)> {
+    let kube = Kube::connect(opts).await?;
+    let resolver = if agents {
+        KubeResolver::new(kube.clone(), Placement::Agents)
+    } else {
+        KubeResolver::new(
+            kube.clone(),
+            Placement::Local(std::sync::Arc::new(
+                tracer::node::podns::LocalNetnsLocator::new(),
+            )),
+        )
+        .with_local_namespaces(local.namespaces_by_node())
+    };
+    Ok((resolver, kube))
+}
+
+/// The node agents, from the agent DaemonSet's pods; unusable ones are named on stderr (in
+/// the error's one line when none is usable).
+pub async fn agents(kube: &Kube) -> Result<Vec<AgentAddr>> {
+    let (found, problems) = kube.agents().await?;
+    if found.is_empty() {
+        bail!(
+            "no running netpath agent found in the cluster (pods labelled {}{}; see deploy/)",
+            netpath_k8s::client::agents::AGENT_SELECTOR,
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", problems.join("; "))
+            }
+        );
+    }
+    for p in &problems {
+        eprintln!("netpath: {p}");
+    }
+    Ok(found
+        .into_iter()
+        .map(|a| AgentAddr {
+            node: a.node,
+            addr: a.addr,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_flags_are_checked_once() {
+        assert_eq!(KubeArgs::default().options().unwrap(), None);
+        let k = KubeArgs {
+            k8s: true,
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            k.options().unwrap().unwrap().namespace.as_deref(),
+            Some("kube-system")
+        );
+        for bad in ["", "Kube", "-x", "a_b", &"a".repeat(64)] {
+            let k = KubeArgs {
+                namespace: Some(bad.to_string()),
+                ..Default::default()
+            };
+            assert!(k.options().is_err(), "{bad:?}");
+        }
+        let missing = KubeArgs {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..Default::default()
+        };
+        let err = missing.options().unwrap_err().to_string();
+        assert!(err.contains("no such file"), "{err}");
+    }
+}

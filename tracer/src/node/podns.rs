@@ -1,0 +1,84 @@
+//! A pod's network namespace on its node, found by its address: the namespace whose devices
+//! hold it, among the named ones (/run/netns: `ip netns`, and the `cni-*` namespaces
+//! containerd and CRI-O make) and those only held by processes (/proc/PID/ns/net). No
+//! container runtime socket is needed.
+//!
+//! The name `ip:ADDR` for a namespace ([`super::netns::NetnsRef::parse`]) means this search:
+//! a node's agent asked about `ip:10.244.1.2` answers for the pod that holds that address.
+use std::{net::IpAddr, sync::OnceLock};
+
+use super::{
+    netns::{self, NetnsRef},
+    sys,
+};
+
+/// The addresses of one namespace (every device, loopback included).
+fn addrs_of(ns: &netns::Netns) -> Vec<IpAddr> {
+    NetnsRef::parse(&ns.name)
+        .ok()
+        .and_then(|r| sys::addresses(&r).ok())
+        .map(|all| all.into_iter().map(|a| a.addr).collect())
+        .unwrap_or_default()
+}
+
+/// Skipped when searching: any namespace holds these.
+fn searchable(ip: &IpAddr) -> bool {
+    !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast()
+}
+
+/// Every namespace here, named ones first (what pods get from a CNI runtime: their names are
+/// the ones events carry), then the root, then those only held by processes.
+fn in_search_order() -> Vec<netns::Netns> {
+    let mut all = netns::all();
+    all.sort_by_key(|n| match n.name.as_str() {
+        "root" => 1,
+        name if name.starts_with("pid:") => 2,
+        _ => 0,
+    });
+    all
+}
+
+/// The namespace holding one of `addrs` (named ones first, then the root, then those held by
+/// processes), as a name [`NetnsRef::parse`] accepts (`NAME`, `root`, `pid:N`).
+pub fn holding(addrs: &[IpAddr]) -> Option<String> {
+    let wanted: Vec<IpAddr> = addrs.iter().copied().filter(searchable).collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    in_search_order()
+        .into_iter()
+        .find(|ns| addrs_of(ns).iter().any(|a| wanted.contains(a)))
+        .map(|ns| ns.name)
+}
+
+/// [`netpath_k8s::client::NetnsLocator`] over this machine: every namespace's addresses, read
+/// once (a trace sees one state), then looked up.
+#[derive(Default)]
+pub struct LocalNetnsLocator {
+    table: OnceLock<Vec<(String, Vec<IpAddr>)>>,
+}
+
+impl LocalNetnsLocator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn table(&self) -> &[(String, Vec<IpAddr>)] {
+        self.table.get_or_init(|| {
+            in_search_order()
+                .iter()
+                .map(|ns| (ns.name.clone(), addrs_of(ns)))
+                .collect()
+        })
+    }
+}
+
+impl netpath_k8s::client::NetnsLocator for LocalNetnsLocator {
+    fn locate(&self, addrs: &[IpAddr]) -> Option<String> {
+        let wanted: Vec<IpAddr> = addrs.iter().copied().filter(searchable).collect();
+        self.table()
+            .iter()
+            .find(|(_, held)| held.iter().any(|a| wanted.contains(a)))
+            .map(|(name, _)| name.clone())
+    }
+}
