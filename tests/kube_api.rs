@@ -440,6 +440,19 @@ fn kubectl_tables_selectors_and_watches() {
 fn kubectl_without_the_token_or_writing_is_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up("flannel");
+    // A client that goes away mid-answer must not kill the server: SIGPIPE is ignored there
+    // (one-shot `lab` commands let a closed pipe end them; the server's TLS writes would die).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.api_pid())).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("SigIgn in /proc/PID/status");
+    assert_ne!(
+        ignored & (1u64 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE not ignored: {ignored:x}"
+    );
     let wrong = lab.kubectl_raw(&["get", "pods"], &["--token", "not-the-token"]);
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr);

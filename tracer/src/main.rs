@@ -30,9 +30,11 @@ fn main() {
             args.kube.k8s = true;
         }
     }
-    if matches!(cli.command, cli::Command::Lab(_)) {
+    if matches!(&cli.command, cli::Command::Lab(c) if !c.is_server()) {
         // `lab` holds no kernel attachments: like other CLI tools, let a closed pipe end it
-        // quietly (everything it creates is recorded in its state first).
+        // quietly (everything it creates is recorded in its state first). Not the lab's API
+        // server: its TLS writes (writev, without MSG_NOSIGNAL) to a client that went away
+        // would kill it.
         // SAFETY: setting a signal disposition before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

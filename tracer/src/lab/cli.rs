@@ -60,6 +60,13 @@ pub enum LabCommand {
     },
 }
 
+impl LabCommand {
+    /// The long-running server behind `lab up` (`lab serve-api`), not a one-shot command.
+    pub fn is_server(&self) -> bool {
+        matches!(self, LabCommand::ServeApi { .. })
+    }
+}
+
 /// Runs a lab command; returns the process exit code.
 pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
     match cmd {
