@@ -94,6 +94,12 @@ fn api_name(lab_name: &str) -> String {
 
 /// `netpath trace ARGS --json`: exit code and report.
 fn trace(args: &[&str]) -> (i32, Value) {
+    let (code, report, _) = trace_with_stderr(args);
+    (code, report)
+}
+
+/// [`trace`], and what netpath said on stderr (notes, features not available).
+fn trace_with_stderr(args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["trace"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -105,7 +111,11 @@ fn trace(args: &[&str]) -> (i32, Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (code, report)
+    (
+        code,
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Per family: verdict, cause, where (node, netns).
@@ -276,7 +286,7 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
     // Agents from the API: the lab's agents (one per node, Running in its API), found by
     // their label and reached with the lab's mTLS material, carry the trace.
     let tls = lab.dir.join("tls");
-    let (code, report) = trace(&[
+    let (code, report, stderr) = trace_with_stderr(&[
         "default/pod-a",
         "default/pod-c",
         "--kubeconfig",
@@ -296,7 +306,7 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
     assert_eq!(code, 0, "{report:#}");
     assert!(
         nodes.contains("node-1") && nodes.contains("node-2"),
-        "events from both nodes' agents: {nodes:?}"
+        "events from both nodes' agents: {nodes:?}; netpath said: {stderr}"
     );
     // Without the client's certificate: one line.
     let (code, err) = fails(&[
