@@ -130,6 +130,8 @@ impl Drop for QdiscRecord {
     fn drop(&mut self) {
         if !self.lines.is_empty() {
             let _ = std::fs::remove_file(&self.path);
+            // The directory too, once no netpath has a record in it (fails otherwise).
+            let _ = std::fs::remove_dir(RECORD_DIR);
         }
     }
 }
@@ -233,6 +235,9 @@ pub fn cleanup(dry_run: bool) -> Result<Vec<Removed>, SysError> {
         if !dry_run {
             let _ = std::fs::remove_file(rec.path());
         }
+    }
+    if !dry_run {
+        let _ = std::fs::remove_dir(RECORD_DIR);
     }
     Ok(removed)
 }
