@@ -346,7 +346,9 @@ pub struct FilterConfig {
     /// Number of valid entries in `addrs`; a packet matches when any of its outer or inner
     /// addresses falls in any prefix.
     pub n_addrs: u8,
-    pub _pad: u8,
+    /// 1: packets that are not IP pass (a capture filter of `host`/`net` alone, which
+    /// libpcap also matches against ARP and RARP addresses); 0: an active filter drops them.
+    pub non_ip_passes: u8,
     /// Either port (outer or inner), 0 = any.
     pub port: u16,
     /// Extra UDP port carrying VXLAN (besides 4789 and 8472), 0 = none.

@@ -444,7 +444,9 @@ pub fn prefix_contains(prefix: &crate::AddrPrefix, family: u8, addr: &[u8; 16]) 
 /// malformed packets are what an incident needs to see (tcpdump's `ip` matches them too).
 #[inline(always)]
 pub fn filter_matches(cfg: &crate::FilterConfig, p: &Parsed) -> bool {
-    if p.outer.family == 0 && (p.ethertype == ETH_P_IP || p.ethertype == ETH_P_IPV6) {
+    if p.outer.family == 0
+        && (cfg.non_ip_passes != 0 || p.ethertype == ETH_P_IP || p.ethertype == ETH_P_IPV6)
+    {
         return true;
     }
     let has_inner = p.tunnel != tunnel::NONE && p.inner.family != 0;
@@ -592,8 +594,8 @@ pub fn quick_verdict_with<H: Headers + ?Sized>(
     } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         None
     } else {
-        // Not IP: no flow at all, which an active filter never selects.
-        Some(false)
+        // Not IP: no flow at all, which an active filter selects only when told to.
+        Some(cfg.non_ip_passes != 0)
     }
 }
 
@@ -1071,6 +1073,27 @@ mod tests {
         }
         // An IPv6 inner header with an extension header, or a non-IP inner frame: not here.
         assert_eq!(decide(&cfg, &vxlan(4789, 1, &icmp6_ext_headers(1))), None);
+    }
+
+    #[test]
+    fn non_ip_frames_pass_only_a_filter_that_lets_them() {
+        let mut arp = std::vec![0xffu8; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0; 28]);
+        let mut tagged = arp[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x14]);
+        tagged.extend_from_slice(&arp[12..]);
+        let mut cfg = FilterConfig {
+            n_addrs: 1,
+            ..FilterConfig::default()
+        };
+        cfg.addrs[0] = AddrPrefix::new(4, addr16(&[10, 0, 0, 0]), 8);
+        let full = |cfg: &FilterConfig, f: &[u8]| filter_matches(cfg, &parse(f, true, 0, 0));
+        assert_eq!(quick_verdict(&cfg, &arp, true, 0), Some(false));
+        assert!(!full(&cfg, &tagged), "tagged ARP, parsed in full");
+        cfg.non_ip_passes = 1;
+        assert_eq!(quick_verdict(&cfg, &arp, true, 0), Some(true));
+        assert!(full(&cfg, &tagged), "tagged ARP, parsed in full");
     }
 
     #[test]

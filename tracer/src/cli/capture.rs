@@ -157,6 +157,9 @@ fn kernel_filter(hint: Option<&KernelHint>) -> FilterConfig {
     cfg.family = hint.family.unwrap_or(0);
     cfg.proto = hint.proto.filter(|p| *p != IPPROTO_UDP).unwrap_or(0);
     cfg.port = hint.port.unwrap_or(0);
+    // libpcap's `host`/`net` without a protocol also match ARP and RARP addresses.
+    cfg.non_ip_passes =
+        u8::from(hint.family.is_none() && hint.proto.is_none() && hint.port.is_none());
     if hint.hosts.len() <= MAX_FILTER_ADDRS {
         for (slot, h) in cfg.addrs.iter_mut().zip(&hint.hosts) {
             let (family, addr) = match h.addr {
