@@ -51,6 +51,10 @@ fn main() -> std::process::ExitCode {
             ipv6_disabled_on_a_router_device_is_seen_at_the_drop,
             Requires::Root
         ),
+        case!(
+            the_delivered_family_is_the_reference_for_the_failing_one,
+            Requires::Root
+        ),
         case!(bad_input_is_one_line_and_exit_2, Requires::Root),
         case!(passive_mode_follows_real_traffic, Requires::Root),
     ])
@@ -437,6 +441,66 @@ fn ipv6_disabled_on_a_router_device_is_seen_at_the_drop() {
         (v["reason"].as_str(), v["where"]["ifname"].as_str()),
         (Some("IPV6DISABLED"), Some("ra"))
     );
+}
+
+/// The dual-stack differential, on faults built by hand in both places it looks: IPv6
+/// disabled on the router's device towards the server (the kernel only says "no route") and
+/// the server's IPv6 address lost to duplicate address detection (the kernel only sees a
+/// neighbour that never answers). IPv4 is delivered each time and is the reference.
+fn the_delivered_family_is_the_reference_for_the_failing_one() {
+    let t = HandMade::new();
+    let b = format!("netns:{}", t.b.name);
+    t.r.exec("sysctl -qw net.ipv6.conf.rb.disable_ipv6=1");
+    let (code, r) = t.trace(&b, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&r, 4)["verdict"], "delivered");
+    let v6 = verdict(&r, 6);
+    assert_cause(v6, "dropped", "ipv6_disabled", &t.r.name);
+    let cmp = &v6["comparison"];
+    assert_eq!(cmp["reference"], 4, "{v6:#}");
+    assert_eq!(
+        (
+            cmp["parted_after"]["netns"].as_str(),
+            cmp["parted_after"]["ifname"].as_str()
+        ),
+        (Some(t.r.name.as_str()), Some("ra")),
+        "both came in on ra: {v6:#}"
+    );
+    assert_eq!(cmp["reference_next"]["ifname"], "rb", "{v6:#}");
+    let lacks = cmp["lacks"].to_string();
+    assert!(lacks.contains("IPv6 is disabled on rb"), "{v6:#}");
+    assert!(
+        v6["hint"]
+            .as_str()
+            .unwrap()
+            .contains("net.ipv6.conf.rb.disable_ipv6=0"),
+        "{v6:#}"
+    );
+    t.r.exec("sysctl -qw net.ipv6.conf.rb.disable_ipv6=0 && ip addr add fd77:2::1/64 dev rb nodad");
+
+    // The router holds the server's address while the server adds it: the server's duplicate
+    // address detection fails, and the router lets the address go again.
+    t.r.exec("ip addr add fd77:2::2/128 dev rb nodad");
+    t.b.exec("ip addr del fd77:2::2/64 dev vb && ip addr add fd77:2::2/64 dev vb");
+    t.b.exec(
+        "for i in $(seq 50); do ip -6 addr show dev vb | grep -q dadfailed && exit 0; sleep 0.1; done; \
+         echo 'duplicate address detection never failed' >&2; exit 1",
+    );
+    t.r.exec("ip addr del fd77:2::2/128 dev rb && ip -6 neigh flush dev rb");
+    let (code, r) = t.trace(&b, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&r, 4)["verdict"], "delivered");
+    let v6 = verdict(&r, 6);
+    assert_eq!(
+        (v6["verdict"].as_str(), v6["cause"].as_str()),
+        (Some("dropped"), Some("dad_failed")),
+        "{v6:#}"
+    );
+    assert!(
+        v6["summary"].as_str().unwrap().contains("fd77:2::2 on vb"),
+        "{v6:#}"
+    );
+    assert_eq!(v6["comparison"]["reference"], 4, "{v6:#}");
 }
 
 fn bad_input_is_one_line_and_exit_2() {

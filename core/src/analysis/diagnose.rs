@@ -996,6 +996,7 @@ mod tests {
                 dev: "eth0".into(),
                 addr: "198.18.1.10".parse().unwrap(),
                 prefix_len: 24,
+                dad_failed: false,
             }],
         );
         let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans).await;

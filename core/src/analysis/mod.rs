@@ -1,6 +1,7 @@
 //! Analysis: from events and answers to a verdict. Depends only on the model and the
 //! [`crate::world`] traits.
 pub mod diagnose;
+pub mod differential;
 pub mod path;
 pub mod session;
 

@@ -338,6 +338,7 @@ pub async fn trace(
         reports.push(analyze(&t, &events, world.inspector).await);
     }
     reports.sort_by_key(|r| r.family);
+    super::differential::compare_families(&mut reports, &from, &to, world.inspector).await;
     if lost > 0 {
         for r in &mut reports {
             note_lost(r, lost);

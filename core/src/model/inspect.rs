@@ -63,6 +63,10 @@ pub struct IfAddr {
     pub dev: String,
     pub addr: IpAddr,
     pub prefix_len: u8,
+    /// IPv6 duplicate address detection found another host with it: the kernel keeps the
+    /// address but never uses it (`ip addr` shows `dadfailed tentative`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dad_failed: bool,
 }
 
 /// Does `net/len` contain `ip`? Different families never do.

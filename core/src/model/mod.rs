@@ -17,4 +17,4 @@ pub use family::Family;
 pub use inspect::{prefix_contains, IfAddr, RouteAnswer};
 pub use path::{Hop, PacketPath};
 pub use probe::{Probe, ProbeKind, ProbeOutcome, Reply};
-pub use report::{Cause, FamilyReport, TraceReport, Verdict, Where};
+pub use report::{Cause, Comparison, FamilyReport, TraceReport, Verdict, Where};

@@ -52,6 +52,9 @@ pub enum Cause {
     ServiceFamilyMismatch,
     NoEndpoints,
     WrongFamily,
+    /// An IPv6 address failed duplicate address detection: another host on the link has it,
+    /// and the kernel never uses it.
+    DadFailed,
     /// A kernel drop reason no rule explains further (the reason says it).
     KernelDrop,
     /// Nothing dropped it and nothing answered.
@@ -74,6 +77,7 @@ impl Cause {
             Cause::ServiceFamilyMismatch => "service_family_mismatch",
             Cause::NoEndpoints => "no_endpoints",
             Cause::WrongFamily => "wrong_family",
+            Cause::DadFailed => "dad_failed",
             Cause::KernelDrop => "kernel_drop",
             Cause::NoAnswer => "no_answer",
         }
@@ -121,6 +125,29 @@ pub struct FamilyReport {
     pub reply_hops: Vec<Hop>,
     /// Facts gathered to explain the verdict (route lookups, sysctls, rules).
     pub evidence: Vec<String>,
+    /// When the other family was delivered: this family's path compared with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+}
+
+/// A failing family's path compared with the family that was delivered between the same
+/// endpoints (the dual-stack differential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The delivered family, the reference.
+    pub reference: Family,
+    /// The last device both probes were seen on, in the same direction (None: they share
+    /// no first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parted_after: Option<Where>,
+    /// The reference's next step after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_next: Option<Where>,
+    /// This family's next step after that (None: never seen again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Where>,
+    /// What this family lacks where the reference passes, one sentence each.
+    pub lacks: Vec<String>,
 }
 
 impl FamilyReport {
@@ -141,6 +168,7 @@ impl FamilyReport {
             hops: Vec::new(),
             reply_hops: Vec::new(),
             evidence: Vec::new(),
+            comparison: None,
         }
     }
 }

@@ -144,6 +144,7 @@ pub fn if_addrs(all: &[sys::Address]) -> Vec<IfAddr> {
             dev: a.dev.clone(),
             addr: a.addr,
             prefix_len: a.prefix_len,
+            dad_failed: a.dad_failed,
         })
         .collect()
 }
@@ -220,6 +221,7 @@ pub fn parse_addresses(json: &[u8]) -> Vec<IfAddr> {
                 dev: dev.into(),
                 addr,
                 prefix_len: len as u8,
+                dad_failed: a["dadfailed"].as_bool().unwrap_or(false),
             });
         }
     }

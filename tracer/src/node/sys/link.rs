@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use netlink_packet_core::{Emitable, Parseable};
 use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope},
     link::{LinkAttribute, LinkInfo, LinkMessage, State},
     AddressFamily,
 };
@@ -44,6 +44,8 @@ pub struct Address {
     pub prefix_len: u8,
     /// `global`, `link`, `host`, `site`, `nowhere` or a number.
     pub scope: String,
+    /// IFA_F_DADFAILED: duplicate address detection failed, the address is never used.
+    pub dad_failed: bool,
 }
 
 /// Every link of `ns`, in the kernel's order.
@@ -181,6 +183,11 @@ pub fn parse_address(payload: &[u8]) -> Result<Option<Address>, SysError> {
     let Some(addr) = local.or(address) else {
         return Ok(None);
     };
+    // The header holds the low 8 flag bits; IFA_FLAGS, when present, all 32.
+    let dad_failed = msg.header.flags.contains(AddressHeaderFlags::Dadfailed)
+        || msg.attributes.iter().any(
+            |a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Dadfailed)),
+        );
     Ok(Some(Address {
         dev: String::new(),
         index: msg.header.index,
@@ -194,6 +201,7 @@ pub fn parse_address(payload: &[u8]) -> Result<Option<Address>, SysError> {
             AddressScope::Nowhere => "nowhere".into(),
             other => u8::from(other).to_string(),
         },
+        dad_failed,
     }))
 }
 
@@ -244,6 +252,14 @@ mod tests {
             ),
             ("fd00:1::1".into(), 64, 7, "global")
         );
+        assert!(!addr.dad_failed);
+        // The same with IFA_F_DADFAILED in the header, then in IFA_FLAGS (8 = IFA_FLAGS).
+        let mut failed = a.clone();
+        failed[2] = 0x80 | 0x08;
+        assert!(parse_address(&failed).unwrap().unwrap().dad_failed);
+        let mut failed = a.clone();
+        super::super::push_attr(&mut failed, 8, &0x48u32.to_ne_bytes());
+        assert!(parse_address(&failed).unwrap().unwrap().dad_failed);
         // IPv4: IFA_LOCAL wins over IFA_ADDRESS (the peer of a point-to-point address).
         let mut v4 = vec![2u8, 32, 0, 253, 3, 0, 0, 0];
         super::super::push_attr(&mut v4, 1, &[10, 9, 9, 9]);
