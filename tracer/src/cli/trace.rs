@@ -151,9 +151,18 @@ impl OutputArgs {
     }
 }
 
-/// An error as `trace --json` prints it: one JSON object with the schema version.
+/// An error as `trace --json` prints it: one JSON object, the schema version first.
 pub fn json_error(message: &str) -> String {
-    serde_json::json!({"schema_version": TraceReport::SCHEMA_VERSION, "error": message}).to_string()
+    #[derive(serde::Serialize)]
+    struct JsonError<'a> {
+        schema_version: u32,
+        error: &'a str,
+    }
+    let error = JsonError {
+        schema_version: TraceReport::SCHEMA_VERSION,
+        error: message,
+    };
+    serde_json::to_string(&error).unwrap_or_default()
 }
 
 /// Colours only on a terminal, and not with NO_COLOR.
@@ -345,4 +354,20 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     // Detaching takes an RCU grace period per device: done after the report is out.
     drop(traced);
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_carry_the_schema_version_and_the_message() {
+        let text = json_error("unknown endpoint \"pod-zz\"");
+        assert!(
+            text.starts_with(r#"{"schema_version":1,"error":"#),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["error"], "unknown endpoint \"pod-zz\"");
+    }
 }
