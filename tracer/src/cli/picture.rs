@@ -49,16 +49,23 @@ struct Mark {
     dir: Direction,
     /// A drop: the kernel's reason.
     dropped: Option<String>,
+    /// Address rewrites since the previous step (`DNAT`, `SNAT`, `DNAT+SNAT`).
+    nat: Option<String>,
 }
 
 impl Mark {
     fn text(&self) -> String {
-        match (&self.dropped, self.dir) {
+        let mut text = match (&self.dropped, self.dir) {
             (Some(reason), _) => format!("{} ✗ {reason}", self.step),
             (None, Direction::Ingress) => format!("{} in", self.step),
             (None, Direction::Egress) => format!("{} out", self.step),
             (None, Direction::None) => format!("{}", self.step),
+        };
+        if let Some(nat) = &self.nat {
+            text.push(' ');
+            text.push_str(nat);
         }
+        text
     }
 }
 
@@ -99,10 +106,19 @@ fn marks(v: &FamilyReport) -> Vec<(Place, Mark)> {
                     step: i + 1,
                     dir: h.dir,
                     dropped,
+                    nat: h.nat.as_deref().map(nat_kinds),
                 },
             )
         })
         .collect()
+}
+
+/// The kinds of a hop's rewrite note (`DNAT 10.96.0.10:80 -> 10.244.2.2:8080` is `DNAT`).
+fn nat_kinds(note: &str) -> String {
+    note.split(", ")
+        .filter_map(|part| part.split(' ').next())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 fn layout(r: &TraceReport) -> Layout {
@@ -531,6 +547,24 @@ mod tests {
             actual, expected,
             "{name} changed (NETPATH_UPDATE_SNAPSHOTS=1 rewrites it)"
         );
+    }
+
+    #[test]
+    fn a_rewritten_step_says_which_rewrite() {
+        let mut r = sample_report();
+        r.verdicts[0].hops[1].nat = Some("DNAT 10.96.0.10:80 -> 10.244.2.2:8080".into());
+        r.verdicts[0].hops[3].nat =
+            Some("DNAT 10.96.0.10 -> 10.244.2.2, SNAT 10.244.1.2 -> 198.18.0.11".into());
+        let picture = text(&r);
+        let row = |dev: &str| {
+            picture
+                .lines()
+                .find(|l| l.contains(&format!("  {dev} ")))
+                .unwrap_or_else(|| panic!("{picture}"))
+                .to_string()
+        };
+        assert!(row("veth1a").contains("2 in DNAT "), "{picture}");
+        assert!(picture.contains("4 out DNAT+SNAT"), "{picture}");
     }
 
     #[test]
