@@ -287,11 +287,7 @@ pub fn run(args: DiffArgs) -> Result<i32> {
 }
 
 fn print(lines: &[String]) {
-    use std::io::Write;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    // A closed stdout (`| head`) is not worth a panic; the exit code still tells.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    super::trace::print(&(lines.join("\n") + "\n"));
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ Examples:
   netpath trace pod-a pod-c                 ICMP echo in IPv4 and IPv6, cross-node
   netpath trace pod-a svc/web               TCP SYN to the Service port, through its DNAT
   netpath trace pod-a pod-c --port 8080     TCP SYN instead of ICMP
-  netpath trace pod-a pod-c -v               also the paths hop by hop and the evidence
-  netpath trace pod-a pod-c --picture        the paths drawn after the table
+  netpath trace pod-a pod-c -v              also the paths hop by hop and the evidence
+  netpath trace pod-a pod-c --picture       the paths drawn after the table
   netpath trace pod-a pod-c --format svg > path.svg
   netpath trace pod-a pod-c --family 6 --json
   netpath trace netns:client 10.50.2.2      namespaces built by hand work the same way
@@ -174,7 +174,7 @@ fn style() -> Style {
 
 /// Writes `text` to standard output; a closed stdout (`| head`) is not an error worth a panic:
 /// the exit code still tells.
-fn print(text: &str) {
+pub fn print(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
