@@ -57,6 +57,17 @@ fn main() -> std::process::ExitCode {
         ),
         case!(bad_input_is_one_line_and_exit_2, Requires::Root),
         case!(passive_mode_follows_real_traffic, Requires::Root),
+        case!(
+            answer_paths_hold_only_the_answers_route_lookups,
+            Requires::Root
+        ),
+        case!(
+            saved_reports_are_compared_and_drawn,
+            Requires::Root,
+            Requires::Tool("nft"),
+            Requires::Tool("rsvg-convert")
+        ),
+        case!(json_errors_are_json_with_exit_2, Requires::Root),
     ])
 }
 
@@ -573,4 +584,198 @@ fn passive_mode_follows_real_traffic() {
     let v6 = verdict(&r, 6);
     assert_eq!(v6["cause"], "no_answer", "{v6:#}");
     assert!(v6["summary"].as_str().unwrap().contains("no IPv6 traffic"));
+}
+
+/// A route lookup's identity in a path: where, for which addresses, with which answer.
+fn lookup_key(h: &Value) -> (&Value, &Value, &Value, &Value, &Value) {
+    (&h["node"], &h["netns"], &h["src"], &h["dst"], &h["route"])
+}
+
+fn answer_paths_hold_only_the_answers_route_lookups() {
+    let t = HandMade::new();
+    let b = format!("netns:{}", t.b.name);
+    let (code, r) = t.trace(&b, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    for fam in [4, 6] {
+        let v = verdict(&r, fam);
+        for key in ["hops", "reply_hops"] {
+            let hops = v[key].as_array().unwrap();
+            let ctx = format!("IPv{fam} {key}: {hops:#?}");
+            // Lookups before the first place are made where the packet starts (the server
+            // for the answer), never elsewhere: those were the request's.
+            let first = hops.iter().position(|h| h["kind"] != "route").unwrap();
+            for h in &hops[..first] {
+                assert_eq!(h["netns"], hops[first]["netns"], "{ctx}");
+            }
+            assert_eq!(hops[first]["dir"], "egress", "{ctx}");
+            // No lookup twice in a row.
+            for pair in hops.windows(2) {
+                if pair[0]["kind"] == "route" && pair[1]["kind"] == "route" {
+                    assert_ne!(lookup_key(&pair[0]), lookup_key(&pair[1]), "{ctx}");
+                }
+            }
+            // In time order within each namespace.
+            let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+            for h in hops {
+                let ts = h["ts_ns"].as_u64().unwrap();
+                let prev = last.insert(h["netns"].as_str().unwrap(), ts).unwrap_or(0);
+                assert!(ts >= prev, "{ctx}");
+            }
+        }
+        // The server answers: its lookup towards the client is in the answer's path.
+        let reply = v["reply_hops"].as_array().unwrap();
+        assert!(
+            reply
+                .iter()
+                .any(|h| h["kind"] == "route" && h["netns"] == t.b.name.as_str()),
+            "IPv{fam}: {reply:#?}"
+        );
+    }
+}
+
+/// A directory for saved reports, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique("netpath-saved"));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn save(&self, name: &str, report: &Value) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(report).unwrap()).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs netpath; returns (exit code, stdout).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = netpath(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn saved_reports_are_compared_and_drawn() {
+    let t = HandMade::new();
+    let dir = TempDir::new();
+    let b = format!("netns:{}", t.b.name);
+    let (_, healthy) = t.trace(&b, &[]);
+    assert_eq!(healthy["schema_version"], 1);
+    let before = dir.save("before.json", &healthy);
+    t.r.exec("nft add table inet t && nft add chain inet t fw \"{ type filter hook forward priority 0; }\" && nft add rule inet t fw ip6 daddr fd77:2::2 drop");
+    let (_, broken) = t.trace(&b, &[]);
+    t.r.exec("nft delete table inet t");
+    let after = dir.save("after.json", &broken);
+
+    // Two reports: what changed, per family.
+    let (code, text) = run(&["diff", &before, &after]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("IPv6 verdict: delivered -> dropped"),
+        "{text}"
+    );
+    assert!(text.contains("IPv6 cause: - -> netfilter_drop"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("IPv6 probe path differs from place")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("IPv4 verdict"),
+        "IPv4 did not change: {text}"
+    );
+    let (code, text) = run(&["diff", &before, &before]);
+    assert_eq!(code, 0, "{text}");
+    // One report: its IPv4 against its IPv6.
+    let (code, text) = run(&["diff", &after]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("IPv4 vs IPv6 verdict: delivered -> dropped"),
+        "{text}"
+    );
+    let (code, text) = run(&["diff", &before]);
+    assert_eq!(code, 0, "both families go the same way: {text}");
+    let missing = dir.0.join("none.json").display().to_string();
+    assert_eq!(run(&["diff", &before, &missing]).0, 2);
+
+    // The saved report, printed as trace prints it.
+    let (code, text) = run(&["render", &after]);
+    assert_eq!(code, 0);
+    let v6_line = text
+        .lines()
+        .find(|l| l.starts_with("IPv6 dropped at"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        v6_line.contains("netfilter_drop") && v6_line.contains(&t.r.name),
+        "{text}"
+    );
+    assert!(!text.contains("path of the probe"), "{text}");
+    let (_, text) = run(&["render", &after, "-v", "--picture"]);
+    assert!(
+        text.contains("path of the probe") && text.contains("✗ NETFILTER_DROP"),
+        "{text}"
+    );
+    let (_, dot) = run(&["render", &after, "--format", "dot"]);
+    assert!(
+        dot.starts_with("digraph netpath {") && dot.contains(&t.r.name),
+        "{dot}"
+    );
+
+    // The SVG is an image an independent renderer draws.
+    let (code, svg) = run(&["render", &after, "--format", "svg"]);
+    assert_eq!(code, 0);
+    let svg_path = dir.0.join("after.svg");
+    let png_path = dir.0.join("after.png");
+    std::fs::write(&svg_path, &svg).unwrap();
+    let out = std::process::Command::new("rsvg-convert")
+        .arg(&svg_path)
+        .arg("-o")
+        .arg(&png_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&png_path).unwrap();
+    assert!(png.len() > 1000, "{} bytes", png.len());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+fn json_errors_are_json_with_exit_2() {
+    let none = empty_state();
+    let state = none.to_str().unwrap();
+    for args in [
+        vec!["trace", "pod-zz", "pod-a", "--state", state, "--json"],
+        vec![
+            "trace",
+            "10.0.0.1",
+            "10.0.0.2",
+            "--json",
+            "--timeout=0",
+            "--state",
+            state,
+        ],
+        vec!["trace", "pod-a", "pod-b", "--family", "5", "--json"],
+    ] {
+        let out = netpath(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}");
+        let error: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"));
+        assert_eq!(error["schema_version"], 1, "{stdout}");
+        let message = error["error"].as_str().unwrap();
+        assert!(!message.is_empty() && !message.contains('\n'), "{stdout}");
+    }
 }

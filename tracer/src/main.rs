@@ -59,6 +59,8 @@ fn main() {
         let stop = || cli::stop::Stop::install().map_err(anyhow::Error::from);
         match cli.command {
             cli::Command::Trace(args) => cli::trace::run(args, stop()?).await,
+            cli::Command::Diff(args) => cli::diff::run(args),
+            cli::Command::Render(args) => cli::trace::run_render(args),
             cli::Command::Watch(args) => cli::watch::run(args, stop()?).await,
             cli::Command::Lab(cmd) => tracer::lab::cli::run(cmd),
             // Reading a file attaches nothing: signals end it as they end any tool.
@@ -102,8 +104,19 @@ fn usage_error(e: clap::Error) -> ! {
     ) {
         e.exit();
     }
-    eprintln!("netpath: {}", clap_one_line(&e.render().to_string()));
+    let line = clap_one_line(&e.render().to_string());
+    if trace_json_asked() {
+        println!("{}", cli::trace::json_error(&line));
+    } else {
+        eprintln!("netpath: {line}");
+    }
     std::process::exit(2);
+}
+
+/// `trace ... --json`: its errors, usage errors included, are JSON on standard output.
+fn trace_json_asked() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.first().is_some_and(|a| a == "trace") && args.iter().any(|a| a == "--json")
 }
 
 /// clap's rendered error as one line: its paragraphs but the usage and the pointer to

@@ -10,7 +10,7 @@
 //! ordered by the lowest TTL they saw, then by time.
 use std::{collections::BTreeMap, net::IpAddr};
 
-use crate::model::{Event, EventKind, Family, Hop, PacketPath, Proto};
+use crate::model::{Direction, Event, EventKind, Family, Hop, PacketPath, Proto};
 
 /// What identifies the probe's packets in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,44 +110,74 @@ pub fn rebuild(events: &[Event], is_packet: impl Fn(&Event) -> bool) -> PacketPa
     let mut all = mine;
     all.extend(routes);
     let mut hops: Vec<Hop> = order(&all).into_iter().map(Hop::from_event).collect();
+    drop_repeated_lookups(&mut hops);
     mark_nat(&mut hops);
     PacketPath { hops }
 }
 
+/// The packet's stay in one namespace: first and last time seen, whether it came in there (its
+/// first event is an ingress) rather than being made there, and its (src, dst) pairs there.
+struct Stay {
+    first: u64,
+    last: u64,
+    came_in: bool,
+    pairs: Vec<(Option<IpAddr>, Option<IpAddr>)>,
+}
+
 /// Route lookups the kernel made for this packet: route events in a namespace the packet went
-/// through, for its addresses there, during its time there (±2 ms). (The kernel programs
-/// already leave out misses in the local table.)
+/// through, for its addresses there, during its time there. A packet that came in is looked up
+/// after its ingress (an earlier lookup for the same addresses was another packet's, e.g. the
+/// request's reverse-path check seen by the answer); one made there is looked up before it
+/// leaves, hence up to 2 ms before. Lookups up to 2 ms after the last event are kept (local
+/// delivery). (The kernel programs already leave out misses in the local table.)
 fn route_lookups<'a>(events: &'a [Event], packet: &[&'a Event]) -> Vec<&'a Event> {
     const SLACK_NS: u64 = 2_000_000;
-    /// Per namespace: first and last time seen, and the (src, dst) pairs it had there.
-    type Stay = (u64, u64, Vec<(Option<IpAddr>, Option<IpAddr>)>);
     let mut seen: BTreeMap<&str, Stay> = BTreeMap::new();
     for e in packet {
-        let entry = seen
-            .entry(e.netns.as_str())
-            .or_insert((u64::MAX, 0, Vec::new()));
-        entry.0 = entry.0.min(e.ts_ns);
-        entry.1 = entry.1.max(e.ts_ns);
-        if !entry.2.contains(&(e.flow.src, e.flow.dst)) {
-            entry.2.push((e.flow.src, e.flow.dst));
+        let stay = seen.entry(e.netns.as_str()).or_insert(Stay {
+            first: u64::MAX,
+            last: 0,
+            came_in: false,
+            pairs: Vec::new(),
+        });
+        if e.ts_ns < stay.first {
+            stay.first = e.ts_ns;
+            stay.came_in = e.dir == Direction::Ingress;
+        }
+        stay.last = stay.last.max(e.ts_ns);
+        if !stay.pairs.contains(&(e.flow.src, e.flow.dst)) {
+            stay.pairs.push((e.flow.src, e.flow.dst));
         }
     }
     events
         .iter()
         .filter(|e| e.kind == EventKind::Route)
         .filter(|e| {
-            seen.get(e.netns.as_str())
-                .is_some_and(|(first, last, pairs)| {
-                    e.ts_ns + SLACK_NS >= *first
-                        && e.ts_ns <= last + SLACK_NS
-                        && pairs.iter().any(|(src, dst)| {
-                            *dst == e.flow.dst
-                                && (e.flow.src == *src
-                                    || e.flow.src.is_none_or(|s| s.is_unspecified()))
-                        })
-                })
+            seen.get(e.netns.as_str()).is_some_and(|stay| {
+                let before = if stay.came_in { 0 } else { SLACK_NS };
+                e.ts_ns + before >= stay.first
+                    && e.ts_ns <= stay.last + SLACK_NS
+                    && stay.pairs.iter().any(|(src, dst)| {
+                        *dst == e.flow.dst
+                            && (e.flow.src == *src || e.flow.src.is_none_or(|s| s.is_unspecified()))
+                    })
+            })
         })
         .collect()
+}
+
+/// Drops a route hop that repeats the one just before it (same place, addresses and answer):
+/// the kernel may look the same packet up twice (input route, then a reverse-path check).
+fn drop_repeated_lookups(hops: &mut Vec<Hop>) {
+    hops.dedup_by(|next, prev| {
+        next.kind == EventKind::Route
+            && prev.kind == EventKind::Route
+            && next.node == prev.node
+            && next.netns == prev.netns
+            && next.src == prev.src
+            && next.dst == prev.dst
+            && next.route == prev.route
+    });
 }
 
 /// Orders events of one packet: per node by time, nodes by decreasing TTL (see module docs).
@@ -205,7 +235,7 @@ fn mark_nat(hops: &mut [Hop]) {
 pub(crate) mod tests {
     use super::*;
     use crate::model::{
-        Direction, DropSection, FlowKey, Hook, PacketIdent, PacketSection, RouteLookup, RouteType,
+        DropSection, FlowKey, Hook, PacketIdent, PacketSection, RouteLookup, RouteType,
     };
 
     /// A hand-made event of an ICMP echo request (id 7, seq 1) with `ttl`.
@@ -393,6 +423,67 @@ pub(crate) mod tests {
             path.last().unwrap().ifname,
             "eth0",
             "a lookup is not a place"
+        );
+    }
+
+    /// A lookup for `src -> dst` in `netns` at `ts` (the answer's direction when dst is the
+    /// client).
+    fn lookup(netns: &str, ts: u64, table: u32, src: &str, dst: &str) -> Event {
+        let mut e = route_event(netns, ts, table, "unicast", false);
+        e.flow.src = Some(src.parse().unwrap());
+        e.flow.dst = Some(dst.parse().unwrap());
+        e
+    }
+
+    #[test]
+    fn the_answers_lookups_come_after_it_was_sent_and_repeats_are_dropped() {
+        use Direction::*;
+        let (pa, pc) = ("10.244.1.2", "10.244.2.2");
+        // The echo reply (type 0, same id/seq), from pod-c to pod-a, on one node.
+        let reply = |netns: &str, ifname: &str, dir, ts, ttl| {
+            let mut e = echo_event("node-1", netns, ifname, dir, ts, ttl, pa);
+            e.flow.src = Some(pc.parse().unwrap());
+            e.packet.as_mut().unwrap().ident.icmp_type = 0;
+            set_pkt_id(&mut e, "answer");
+            e
+        };
+        let events = vec![
+            // The request's reverse-path checks: before the answer existed.
+            lookup("np-node-1", 1_000_000, 255, "0.0.0.0", pa),
+            lookup("np-pod-a", 1_100_000, 255, "0.0.0.0", pa),
+            // The answer: looked up, sent, forwarded by the node, delivered.
+            lookup("np-pod-c", 2_000_000, 254, pc, pa),
+            reply("np-pod-c", "eth0", Egress, 2_100_000, 64),
+            reply("np-node-1", "veth3", Ingress, 2_200_000, 64),
+            lookup("np-node-1", 2_300_000, 254, pc, pa),
+            lookup("np-node-1", 2_310_000, 254, pc, pa),
+            reply("np-node-1", "veth1", Egress, 2_400_000, 63),
+            reply("np-pod-a", "eth0", Ingress, 2_500_000, 63),
+            lookup("np-pod-a", 2_600_000, 255, pc, pa),
+        ];
+        let reply_echo = ProbeMatch::Echo {
+            family: Family::Ipv4,
+            id: 7,
+            seq: 1,
+        };
+        let path = rebuild(&events, |e| reply_echo.is_reply(e));
+        let steps: Vec<(EventKind, &str, u64)> = path
+            .hops
+            .iter()
+            .map(|h| (h.kind, h.netns.as_str(), h.ts_ns))
+            .collect();
+        use EventKind::{Hop as H, Route as R};
+        assert_eq!(
+            steps,
+            [
+                (R, "np-pod-c", 2_000_000),
+                (H, "np-pod-c", 2_100_000),
+                (H, "np-node-1", 2_200_000),
+                (R, "np-node-1", 2_300_000),
+                (H, "np-node-1", 2_400_000),
+                (H, "np-pod-a", 2_500_000),
+                (R, "np-pod-a", 2_600_000),
+            ]
         );
     }
 

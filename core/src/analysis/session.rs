@@ -347,6 +347,7 @@ pub async fn trace(
     tracing::debug!("diagnosed after {} ms", started.elapsed().as_millis());
     Ok(Traced {
         report: TraceReport {
+            schema_version: TraceReport::SCHEMA_VERSION,
             from,
             to,
             verdicts: reports,

@@ -176,6 +176,9 @@ impl FamilyReport {
 /// The whole answer of one `netpath trace`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceReport {
+    /// The JSON layout's version ([`TraceReport::SCHEMA_VERSION`]): raised when a key changes
+    /// meaning or goes away, not when one is added.
+    pub schema_version: u32,
     pub from: Endpoint,
     pub to: Endpoint,
     pub verdicts: Vec<FamilyReport>,
@@ -186,6 +189,9 @@ pub struct TraceReport {
 }
 
 impl TraceReport {
+    /// The version of the layout this netpath writes and reads.
+    pub const SCHEMA_VERSION: u32 = 1;
+
     /// 0 when every asked family was delivered, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         if !self.verdicts.is_empty()

@@ -4,8 +4,10 @@ pub mod capture;
 pub mod certs;
 pub mod check;
 pub mod cleanup;
+pub mod diff;
 pub mod filter;
 pub mod kube;
+pub mod picture;
 pub mod render;
 pub mod stop;
 pub mod trace;
@@ -97,6 +99,12 @@ pub enum Command {
     /// Probe FROM -> TO in IPv4 and IPv6, follow the packets on every node and say, per family,
     /// whether they arrived and, if not, where they died and why.
     Trace(trace::TraceArgs),
+    /// Compare two saved trace reports (`trace --json`): per family what changed in verdict,
+    /// cause and place, and where the paths part ways; with one report, its IPv4 and IPv6.
+    Diff(diff::DiffArgs),
+    /// Print a saved trace report (`trace --json`) as `trace` would: the table, the paths
+    /// (-v), the diagram (--picture), or an SVG or Graphviz picture (--format).
+    Render(trace::RenderArgs),
     /// Print live kernel events (hops and drops) from chosen devices and namespaces.
     Watch(watch::WatchArgs),
     /// Build and manage the built-in lab: dual-stack clusters in network namespaces,

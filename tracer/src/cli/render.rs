@@ -2,7 +2,21 @@
 //! side, then each path hop by hop with the drop point and the cause highlighted).
 use std::{fmt::Write, net::IpAddr};
 
-use netpath_core::model::{Direction, Event, EventKind, FamilyReport, Hop, TraceReport, Verdict};
+use netpath_core::model::{
+    Direction, Event, EventKind, FamilyReport, Hop, TraceReport, Verdict, Where,
+};
+
+/// An event kind's name, as in JSON (`hop`, `drop`, `route`, ...).
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Hop => "hop",
+        EventKind::Drop => "drop",
+        EventKind::Route => "route",
+        EventKind::Neigh => "neigh",
+        EventKind::Func => "func",
+        EventKind::Lost => "lost",
+    }
+}
 
 /// One event as one human-readable line (`watch`), written into `out` without an allocation
 /// per field: `watch` reuses one buffer.
@@ -164,21 +178,7 @@ fn cell(r: &FamilyReport, row: &str) -> String {
             .cause
             .map(|c| c.as_str().to_string())
             .unwrap_or("-".into()),
-        "where" => {
-            r.at.as_ref()
-                .map(|w| {
-                    let mut s = format!(
-                        "{} {}",
-                        if w.node.is_empty() { "-" } else { &w.node },
-                        w.netns
-                    );
-                    if !w.ifname.is_empty() {
-                        s.push_str(&format!(" {}", w.ifname));
-                    }
-                    s
-                })
-                .unwrap_or("-".into())
-        }
+        "where" => r.at.as_ref().map(place_text).unwrap_or("-".into()),
         "function" => {
             r.at.as_ref()
                 .and_then(|w| w.location.clone())
@@ -255,8 +255,57 @@ fn hop_line(i: usize, h: &Hop, style: Style) -> String {
     line
 }
 
-/// The whole report as text.
-pub fn render(r: &TraceReport, style: Style) -> String {
+/// `node netns device` of a place, `-` for what is not known.
+pub fn place_text(w: &Where) -> String {
+    let mut s = format!(
+        "{} {}",
+        if w.node.is_empty() { "-" } else { &w.node },
+        w.netns
+    );
+    if !w.ifname.is_empty() {
+        s.push(' ');
+        s.push_str(&w.ifname);
+    }
+    s
+}
+
+/// One family in one line: delivered and how fast, or where it died, why and the fix.
+fn family_line(v: &FamilyReport, style: Style) -> String {
+    let mut line = format!(
+        "{} {}",
+        style.paint("1", v.family.name()),
+        style.verdict(v.verdict)
+    );
+    if v.verdict == Verdict::Delivered {
+        if let Some(us) = v.rtt_us {
+            let _ = write!(line, ": answer in {:.2} ms", us as f64 / 1000.0);
+        }
+        return line;
+    }
+    if let Some(w) = &v.at {
+        let at = if v.verdict == Verdict::LostInTransit {
+            "last seen at"
+        } else {
+            "at"
+        };
+        let _ = write!(line, " {at} {}", place_text(w));
+    }
+    let why = match (v.cause, &v.reason) {
+        (Some(c), Some(r)) => format!("{} ({r})", c.as_str()),
+        (Some(c), None) => c.as_str().to_string(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => "cause unknown".to_string(),
+    };
+    let _ = write!(line, ": {why}");
+    if let Some(h) = &v.hint {
+        let _ = write!(line, "; fix: {h}");
+    }
+    line
+}
+
+/// The whole report as text: the table and one line per family; with `verbose`, each family's
+/// explanation, evidence and paths hop by hop.
+pub fn render(r: &TraceReport, style: Style, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -310,6 +359,13 @@ pub fn render(r: &TraceReport, style: Style) -> String {
         }
         out.push('\n');
     }
+    if !verbose {
+        out.push('\n');
+        for v in &r.verdicts {
+            let _ = writeln!(out, "{}", family_line(v, style));
+        }
+        return out;
+    }
     for v in &r.verdicts {
         out.push('\n');
         let _ = writeln!(
@@ -342,11 +398,11 @@ pub fn render(r: &TraceReport, style: Style) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use netpath_core::model::{
         Cause, DropSection, Endpoint, EndpointKind, Family, FlowKey, Hook, NeighEvent, PacketIdent,
-        PacketSection, Proto, RouteLookup, RouteType, Where,
+        PacketSection, Proto, RouteLookup, RouteType,
     };
 
     fn endpoint(name: &str) -> Endpoint {
@@ -363,6 +419,160 @@ mod tests {
         }
     }
 
+    /// A place on a path (`hop`, or `drop` with `reason`), at `ts` µs.
+    fn step(kind: EventKind, at: (&str, &str, &str), dir: Direction, ttl: u8, ts: u64) -> Hop {
+        let (node, netns, ifname) = at;
+        Hop {
+            kind,
+            node: node.into(),
+            netns: netns.into(),
+            ifname: ifname.into(),
+            dir,
+            hook: match dir {
+                Direction::Ingress => Hook::TcIngress,
+                Direction::Egress => Hook::TcEgress,
+                Direction::None => Hook::KfreeSkb,
+            },
+            ts_ns: ts * 1000,
+            src: None,
+            dst: None,
+            proto: Proto::Icmp,
+            sport: None,
+            dport: None,
+            ttl,
+            len: 84,
+            tunnel: None,
+            nat: None,
+            reason: None,
+            location: None,
+            route: None,
+        }
+    }
+
+    /// pod-a (node-1) -> pod-c (node-2) across the underlay's bridge: IPv4 delivered, IPv6
+    /// dropped on the bridge for want of a route (seed 000's shape), built by hand.
+    pub(crate) fn sample_report() -> TraceReport {
+        use Direction::{Egress as Out, Ingress as In};
+        let pod_a = ("node-1", "np-pod-a", "eth0");
+        let node1_veth = ("node-1", "np-node-1", "veth1a");
+        let node1_eth0 = ("node-1", "np-node-1", "eth0");
+        let br_from1 = ("underlay", "np-underlay", "node-1");
+        let br_to2 = ("underlay", "np-underlay", "node-2");
+        let node2_eth0 = ("node-2", "np-node-2", "eth0");
+        let node2_veth = ("node-2", "np-node-2", "veth2c");
+        let pod_c = ("node-2", "np-pod-c", "eth0");
+        let out_and_back = [
+            (pod_a, Out, 64),
+            (node1_veth, In, 64),
+            (node1_eth0, Out, 63),
+            (br_from1, In, 63),
+            (br_to2, Out, 63),
+            (node2_eth0, In, 63),
+            (node2_veth, Out, 62),
+            (pod_c, In, 62),
+        ];
+        let path = |steps: &[((&str, &str, &str), Direction, u8)], t0: u64| -> Vec<Hop> {
+            steps
+                .iter()
+                .enumerate()
+                .map(|(i, (at, dir, ttl))| step(EventKind::Hop, *at, *dir, *ttl, t0 + i as u64))
+                .collect()
+        };
+        let mut v4 = FamilyReport::new(
+            Family::Ipv4,
+            Verdict::Delivered,
+            "pod-a reached pod-c".into(),
+        );
+        v4.rtt_us = Some(2240);
+        v4.probe = Some("ICMP echo".into());
+        v4.src = Some("10.244.1.2".parse().unwrap());
+        v4.dst = Some("10.244.2.2".parse().unwrap());
+        v4.hops = path(&out_and_back, 10);
+        let mut lookup = step(EventKind::Route, node1_eth0, Direction::None, 0, 11);
+        lookup.route = Some(RouteLookup {
+            table: 254,
+            kind: RouteType::Unicast,
+            err: 0,
+            error: None,
+            gw: Some("198.18.0.12".parse().unwrap()),
+            oif: Some("eth0".into()),
+            oif_index: Some(2),
+            no_route: false,
+            flow_oif: 0,
+            iif: 3,
+        });
+        v4.hops.insert(2, lookup);
+        let back: Vec<_> = out_and_back
+            .iter()
+            .rev()
+            .map(|&(at, dir, ttl)| (at, if dir == In { Out } else { In }, ttl))
+            .collect();
+        v4.reply_hops = path(&back, 30);
+
+        let mut v6 = FamilyReport::new(
+            Family::Ipv6,
+            Verdict::Dropped,
+            "dropped on the underlay".into(),
+        );
+        v6.cause = Some(Cause::NotOnLink);
+        v6.reason = Some("IP_INNOROUTES".into());
+        v6.hint = Some("give the node addresses the node network's prefix length".into());
+        v6.probe = Some("ICMPv6 echo".into());
+        v6.at = Some(Where {
+            node: "underlay".into(),
+            netns: "np-underlay".into(),
+            ifname: "br0".into(),
+            location: Some("ip6_pkt_discard+0x11".into()),
+        });
+        v6.hops = path(&out_and_back[..4], 50);
+        v6.hops.push(step(
+            EventKind::Hop,
+            ("underlay", "np-underlay", "br0"),
+            In,
+            63,
+            54,
+        ));
+        let mut drop = step(
+            EventKind::Drop,
+            ("underlay", "np-underlay", "br0"),
+            Direction::None,
+            63,
+            55,
+        );
+        drop.reason = Some("IP_INNOROUTES".into());
+        drop.location = Some("ip6_pkt_discard+0x11".into());
+        v6.hops.push(drop);
+        TraceReport {
+            schema_version: TraceReport::SCHEMA_VERSION,
+            from: endpoint("pod-a"),
+            to: endpoint("pod-c"),
+            verdicts: vec![v4, v6],
+            lost_events: 0,
+            elapsed_ms: 1350,
+        }
+    }
+
+    #[test]
+    fn by_default_one_line_per_family_says_where_why_and_the_fix() {
+        let report = sample_report();
+        let text = render(&report, Style { color: false }, false);
+        let v4: Vec<&str> = text.lines().filter(|l| l.starts_with("IPv4 ")).collect();
+        let v6: Vec<&str> = text.lines().filter(|l| l.starts_with("IPv6 ")).collect();
+        assert_eq!(v4, ["IPv4 delivered: answer in 2.24 ms"], "{text}");
+        assert_eq!(
+            v6,
+            [
+                "IPv6 dropped at underlay np-underlay br0: not_on_link (IP_INNOROUTES); fix: \
+              give the node addresses the node network's prefix length"
+            ],
+            "{text}"
+        );
+        assert!(!text.contains("path of the probe") && !text.contains("evidence"));
+        let verbose = render(&report, Style { color: false }, true);
+        assert!(verbose.starts_with(&text[..text.find("\nIPv4 ").unwrap()]));
+        assert!(verbose.contains("path of the probe") && verbose.contains("path of the answer"));
+    }
+
     #[test]
     fn both_families_side_by_side_with_the_cause() {
         let ok = FamilyReport::new(Family::Ipv4, Verdict::Delivered, "fine".into());
@@ -377,19 +587,20 @@ mod tests {
         });
         bad.hint = Some("fix the prefix".into());
         let report = TraceReport {
+            schema_version: TraceReport::SCHEMA_VERSION,
             from: endpoint("pod-a"),
             to: endpoint("pod-c"),
             verdicts: vec![ok, bad],
             lost_events: 0,
             elapsed_ms: 1900,
         };
-        let text = render(&report, Style { color: false });
+        let text = render(&report, Style { color: false }, true);
         let verdict_line = text.lines().find(|l| l.starts_with("verdict")).unwrap();
         assert!(verdict_line.contains("delivered") && verdict_line.contains("dropped"));
         assert!(text.contains("not_on_link") && text.contains("IP_INNOROUTES"));
         assert!(text.contains("fix: fix the prefix"));
         assert!(!text.contains('\x1b'));
-        assert!(render(&report, Style { color: true }).contains("\x1b[1;31mdropped"));
+        assert!(render(&report, Style { color: true }, true).contains("\x1b[1;31mdropped"));
         assert_eq!(report.exit_code(), 1);
     }
 

@@ -10,7 +10,7 @@ use netpath_agent::{
 };
 use netpath_core::{
     analysis::session::{self, Notice, TraceConfig},
-    model::Family,
+    model::{Family, TraceReport},
     world::{Resolver, World},
 };
 use tracer::{
@@ -21,7 +21,10 @@ use tracer::{
     },
 };
 
-use super::render::{render, Style};
+use super::{
+    picture::{self, Format},
+    render::{render, Style},
+};
 
 #[derive(Debug, Args)]
 #[command(
@@ -39,6 +42,9 @@ Examples:
   netpath trace pod-a pod-c                 ICMP echo in IPv4 and IPv6, cross-node
   netpath trace pod-a svc/web               TCP SYN to the Service port, through its DNAT
   netpath trace pod-a pod-c --port 8080     TCP SYN instead of ICMP
+  netpath trace pod-a pod-c -v              also the paths hop by hop and the evidence
+  netpath trace pod-a pod-c --picture       the paths drawn after the table
+  netpath trace pod-a pod-c --format svg > path.svg
   netpath trace pod-a pod-c --family 6 --json
   netpath trace netns:client 10.50.2.2      namespaces built by hand work the same way
   netpath trace pod-a pod-c --passive --timeout 30   wait for real traffic instead of probing
@@ -78,9 +84,12 @@ pub struct TraceArgs {
     /// Only this family.
     #[arg(long, value_name = "4|6", value_parser = ["4", "6"])]
     pub family: Option<String>,
-    /// Print the report as JSON (schema: docs/trace.md).
-    #[arg(long)]
+    /// Print the report as JSON (schema: docs/trace.md); errors too, as
+    /// `{"schema_version":1,"error":"..."}` on standard output.
+    #[arg(long, conflicts_with_all = ["format", "picture", "verbose"])]
     pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Lab state directory [default: $NETPATH_STATE, else /run/netpath].
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
@@ -106,6 +115,92 @@ pub struct TraceArgs {
     pub functions: Option<String>,
     #[command(flatten)]
     pub kube: super::kube::KubeArgs,
+}
+
+/// How a report is printed (`trace`, and `render` for a saved one).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Also print each family's explanation, evidence and path hop by hop.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// text: the verdict table and one line per family; svg, dot: the paths as a picture (an
+    /// SVG image; a Graphviz digraph).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// With the text format: draw the paths after the table (nodes as boxes, each family's
+    /// steps in a column, the drop marked).
+    #[arg(long)]
+    pub picture: bool,
+}
+
+impl OutputArgs {
+    /// The report printed as asked.
+    pub fn print(&self, report: &TraceReport, style: Style) -> String {
+        match self.format {
+            Format::Text => {
+                let mut text = render(report, style, self.verbose);
+                if self.picture {
+                    text.push('\n');
+                    text.push_str(&picture::text(report));
+                }
+                text
+            }
+            Format::Svg => picture::svg(report),
+            Format::Dot => picture::dot(report),
+        }
+    }
+}
+
+/// An error as `trace --json` prints it: one JSON object, the schema version first.
+pub fn json_error(message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct JsonError<'a> {
+        schema_version: u32,
+        error: &'a str,
+    }
+    let error = JsonError {
+        schema_version: TraceReport::SCHEMA_VERSION,
+        error: message,
+    };
+    serde_json::to_string(&error).unwrap_or_default()
+}
+
+/// Colours only on a terminal, and not with NO_COLOR.
+fn style() -> Style {
+    Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+/// Writes `text` to standard output; a closed stdout (`| head`) is not an error worth a panic:
+/// the exit code still tells.
+pub fn print(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// `netpath render REPORT.json`: a saved `trace --json` report printed as `trace` would.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  netpath trace pod-a pod-c --json > t.json
+  netpath render t.json                      the table and one line per family
+  netpath render t.json -v --picture         the paths hop by hop, then the diagram
+  netpath render t.json --format svg > t.svg
+
+Exit status: 0 when printed, 2 on an error (a missing file, not a trace report).")]
+pub struct RenderArgs {
+    /// The saved report (`-` for standard input).
+    #[arg(value_name = "REPORT.json")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub fn run_render(args: RenderArgs) -> Result<i32> {
+    let report = super::diff::load_report(&args.file)?;
+    print(&args.output.print(&report, style()));
+    Ok(0)
 }
 
 impl TraceArgs {
@@ -150,7 +245,19 @@ impl TraceArgs {
     }
 }
 
-pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
+/// Runs the trace; with --json, an error is a JSON object on standard output (exit 2).
+pub async fn run(args: TraceArgs, signals: super::stop::Stop) -> Result<i32> {
+    let json = args.json;
+    match trace(args, signals).await {
+        Err(e) if json => {
+            print(&(json_error(&crate::one_line(&e)) + "\n"));
+            Ok(2)
+        }
+        result => result,
+    }
+}
+
+async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let config = args.config()?;
     let kube_opts = args.kube.options()?;
     let local = LocalResolver::load(&LabOptions::new(args.state.clone()))?;
@@ -234,20 +341,33 @@ pub async fn run(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32>
     let text = if args.json {
         serde_json::to_string_pretty(report)? + "\n"
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        let mut text = render(report, Style { color });
-        for line in &missing {
-            text.push_str(&format!("evidence missing: {line}\n"));
+        let mut text = args.output.print(report, style());
+        if args.output.format == Format::Text {
+            for line in &missing {
+                text.push_str(&format!("evidence missing: {line}\n"));
+            }
         }
         text
     };
-    // A closed stdout (`| head`) is not an error worth a panic; the exit code still tells.
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    drop(out);
+    print(&text);
     let code = report.exit_code();
     // Detaching takes an RCU grace period per device: done after the report is out.
     drop(traced);
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_carry_the_schema_version_and_the_message() {
+        let text = json_error("unknown endpoint \"pod-zz\"");
+        assert!(
+            text.starts_with(r#"{"schema_version":1,"error":"#),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["error"], "unknown endpoint \"pod-zz\"");
+    }
 }
