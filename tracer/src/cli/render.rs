@@ -303,6 +303,35 @@ fn family_line(v: &FamilyReport, style: Style) -> String {
     line
 }
 
+/// The dual-stack comparison in one line: where this family parted from the delivered one
+/// and what it lacks there.
+fn comparison_line(v: &FamilyReport) -> Option<String> {
+    let c = v.comparison.as_ref()?;
+    let (name, rname) = (v.family.name(), c.reference.name());
+    let mut line = match (&c.parted_after, &c.reference_next) {
+        (Some(p), Some(n)) => format!(
+            "compared with {rname}: both passed {}, then {rname} went on to {}",
+            place_text(p),
+            place_text(n)
+        ),
+        (Some(p), None) => format!("compared with {rname}: both passed {}", place_text(p)),
+        (None, _) => format!("compared with {rname}: the paths share no first step"),
+    };
+    match &c.next {
+        Some(n) => {
+            let _ = write!(line, " and {name} to {}", place_text(n));
+        }
+        None if c.reference_next.is_some() => {
+            let _ = write!(line, " and {name} nowhere");
+        }
+        None => {}
+    }
+    if !c.lacks.is_empty() {
+        let _ = write!(line, "; {name} lacks: {}", c.lacks.join("; "));
+    }
+    Some(line)
+}
+
 /// The whole report as text: the table and one line per family; with `verbose`, each family's
 /// explanation, evidence and paths hop by hop.
 pub fn render(r: &TraceReport, style: Style, verbose: bool) -> String {
@@ -363,6 +392,9 @@ pub fn render(r: &TraceReport, style: Style, verbose: bool) -> String {
         out.push('\n');
         for v in &r.verdicts {
             let _ = writeln!(out, "{}", family_line(v, style));
+            if let Some(c) = comparison_line(v) {
+                let _ = writeln!(out, "  {c}");
+            }
         }
         return out;
     }
@@ -377,6 +409,9 @@ pub fn render(r: &TraceReport, style: Style, verbose: bool) -> String {
         );
         if let Some(h) = &v.hint {
             let _ = writeln!(out, "  fix: {h}");
+        }
+        if let Some(c) = comparison_line(v) {
+            let _ = writeln!(out, "  {c}");
         }
         for e in &v.evidence {
             let _ = writeln!(out, "  evidence: {e}");
@@ -549,6 +584,31 @@ pub(crate) mod tests {
             verdicts: vec![v4, v6],
             lost_events: 0,
             elapsed_ms: 1350,
+        }
+    }
+
+    #[test]
+    fn the_comparison_with_the_delivered_family_follows_the_failing_one() {
+        let mut report = sample_report();
+        let at = |netns: &str, dev: &str| Where {
+            node: "node-1".into(),
+            netns: netns.into(),
+            ifname: dev.into(),
+            location: None,
+        };
+        report.verdicts[1].comparison = Some(netpath_core::model::Comparison {
+            reference: netpath_core::model::Family::Ipv4,
+            parted_after: Some(at("np-node-1", "eth0")),
+            reference_next: Some(at("np-underlay", "node-1")),
+            next: None,
+            lacks: vec!["IPv6 is disabled on node-1 in np-underlay".into()],
+        });
+        let want = "  compared with IPv4: both passed node-1 np-node-1 eth0, then IPv4 went on \
+                    to node-1 np-underlay node-1 and IPv6 nowhere; IPv6 lacks: IPv6 is disabled \
+                    on node-1 in np-underlay";
+        for verbose in [false, true] {
+            let text = render(&report, Style { color: false }, verbose);
+            assert!(text.lines().any(|l| l == want), "{text}");
         }
     }
 
