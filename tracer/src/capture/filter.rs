@@ -13,14 +13,18 @@
 //!   kernel did not filter completely: packets at drop points (`--drops`), on devices without
 //!   a link-layer header, and all packets when the translation could not be loaded.
 use std::{
+    io::Write,
     net::IpAddr,
     os::raw::{c_uint, c_void},
 };
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
-use pcap::{BpfInstruction, BpfProgram, Capture, Linktype};
+use pcap::{BpfInstruction, BpfProgram, Capture, Linktype, Offline};
 
-use super::CaptureError;
+use super::{
+    pcapng::{FilePacket, LinkType},
+    CaptureError,
+};
 
 /// Shown in `netpath capture --help`.
 pub const FILTER_HELP: &str = "\
@@ -58,14 +62,39 @@ impl PacketFilter {
     /// Compiles `expr` for Ethernet frames (optimised, like tcpdump). An empty expression
     /// accepts everything.
     pub fn compile(expr: &str) -> Result<Self, CaptureError> {
-        let bad = |message: String| CaptureError::Filter {
+        let dead = Capture::dead(Linktype::ETHERNET).map_err(|e| bad_filter(expr, e))?;
+        let program = dead.compile(expr, true).map_err(|e| bad_filter(expr, e))?;
+        Self::from_program(expr, program)
+    }
+
+    /// Compiles `expr` as tcpdump does for a capture file of link type `link`, written in
+    /// the other byte order than this machine's when `foreign_order`. libpcap compiles some
+    /// primitives differently for a file than for a live capture (`ip6` on NULL/LOOP checks
+    /// every BSD's AF_INET6, a NULL header's family is in the file's byte order, `inbound`
+    /// has nothing to read on Ethernet), so the program is compiled on a file handle: libpcap
+    /// opens a pcap header of that link type from a pipe.
+    pub fn compile_for_file(
+        expr: &str,
+        link: LinkType,
+        foreign_order: bool,
+    ) -> Result<Self, CaptureError> {
+        let with_link = |message: String| CaptureError::Filter {
             expr: expr.to_string(),
-            message,
+            message: format!("{message} (link type {link})"),
         };
-        let dead = Capture::dead(Linktype::ETHERNET).map_err(|e| bad(pcap_message(e)))?;
-        let program = dead.compile(expr, true).map_err(|e| bad(pcap_message(e)))?;
+        let handle = file_handle(link, foreign_order).map_err(|e| with_link(e.to_string()))?;
+        let program = handle
+            .compile(expr, true)
+            .map_err(|e| with_link(pcap_message(e)))?;
+        Self::from_program(expr, program)
+    }
+
+    fn from_program(expr: &str, program: BpfProgram) -> Result<Self, CaptureError> {
         if program.get_instructions().is_empty() {
-            return Err(bad("libpcap produced an empty program".into()));
+            return Err(CaptureError::Filter {
+                expr: expr.to_string(),
+                message: "libpcap produced an empty program".into(),
+            });
         }
         Ok(PacketFilter {
             expr: expr.to_string(),
@@ -127,6 +156,94 @@ impl PacketFilter {
         // BpfInstruction is a transparent wrapper of libpcap's `struct bpf_insn`. The
         // interpreter bounds-checks every load against `buflen`, which is at most data.len().
         unsafe { bpf_filter(insns.as_ptr().cast(), data.as_ptr(), wirelen, buflen) != 0 }
+    }
+}
+
+fn bad_filter(expr: &str, e: pcap::Error) -> CaptureError {
+    CaptureError::Filter {
+        expr: expr.to_string(),
+        message: pcap_message(e),
+    }
+}
+
+/// A libpcap handle on a capture file that holds only a pcap header of link type `link`, in
+/// this machine's byte order or the other: what libpcap compiles a file's filter against.
+fn file_handle(link: LinkType, foreign_order: bool) -> std::io::Result<Capture<Offline>> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    const PCAP_MAGIC: u32 = 0xA1B2_C3D4;
+    let mut header = Vec::with_capacity(24);
+    for (word, len) in [
+        (PCAP_MAGIC, 4),
+        (2, 2), // version 2.4
+        (4, 2),
+        (0, 4), // time zone
+        (0, 4), // accuracy
+        (262_144, 4),
+        (u32::from(link.code()), 4),
+    ] {
+        let bytes = match (len, foreign_order == cfg!(target_endian = "little")) {
+            (2, true) => (word as u16).to_be_bytes().to_vec(),
+            (2, false) => (word as u16).to_le_bytes().to_vec(),
+            (_, true) => word.to_be_bytes().to_vec(),
+            (_, false) => word.to_le_bytes().to_vec(),
+        };
+        header.extend_from_slice(&bytes);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // 24 bytes fit in any pipe's buffer: written whole before anyone reads.
+    std::fs::File::from(write).write_all(&header)?;
+    // SAFETY: the handle takes the read end over (and closes it when dropped).
+    unsafe { Capture::from_raw_fd(read.into_raw_fd()) }
+        .map_err(|e| std::io::Error::other(pcap_message(e)))
+}
+
+/// A pcap-filter expression for the packets of a capture file, compiled once per link type
+/// (and byte order) the file holds, when its first packet comes: pcapng gives each interface
+/// its own link type, and libpcap's program depends on it.
+pub struct FileFilter {
+    expr: String,
+    compiled: Vec<((LinkType, bool), PacketFilter)>,
+}
+
+impl FileFilter {
+    /// Nothing is compiled yet: an expression may hold only for some link types.
+    pub fn new(expr: &str) -> Self {
+        FileFilter {
+            expr: expr.to_string(),
+            compiled: Vec::new(),
+        }
+    }
+
+    /// The expression compiled for `link` (in a file of the other byte order when
+    /// `foreign_order`), compiled now if it was not yet.
+    pub fn prepare(
+        &mut self,
+        link: LinkType,
+        foreign_order: bool,
+    ) -> Result<&PacketFilter, CaptureError> {
+        let key = (link, foreign_order);
+        let i = match self.compiled.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let f = PacketFilter::compile_for_file(&self.expr, link, foreign_order)?;
+                self.compiled.push((key, f));
+                self.compiled.len() - 1
+            }
+        };
+        Ok(&self.compiled[i].1)
+    }
+
+    /// Runs the expression, compiled for the packet's link type, on it; an expression
+    /// libpcap cannot compile for that link type is an error.
+    pub fn matches(&mut self, pkt: &FilePacket) -> Result<bool, CaptureError> {
+        let filter = self.prepare(pkt.link, pkt.foreign_order)?;
+        Ok(filter.matches(&pkt.packet.data, pkt.packet.orig_len))
     }
 }
 

@@ -1,4 +1,5 @@
-//! tcpdump-like one-line rendering (`-n` numeric style) of captured Ethernet frames.
+//! tcpdump-like one-line rendering (`-n` numeric style) of captured Ethernet frames, and of
+//! the other link types capture files hold ([`LinkType`]).
 //!
 //! Pure functions over bytes: any slice, truncated or malformed, renders to some line
 //! (with tcpdump's `[|proto]` marks for cut headers) and never panics.
@@ -10,7 +11,7 @@ use etherparse::{
     TcpSlice, UdpSlice,
 };
 
-use super::{CapturedPacket, Direction};
+use super::{pcapng::LinkType, CapturedPacket, Direction};
 
 /// Text output switches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,27 +33,181 @@ const MAX_ENCAP_DEPTH: u8 = 4;
 
 /// One line for a packet: `HH:MM:SS.ffffff netns/dev In|Out <tcpdump-like text>[ DROP ...]`.
 pub fn format_packet(pkt: &CapturedPacket, opts: &TextOptions) -> String {
+    format_packet_on(LinkType::Ethernet, pkt, opts)
+}
+
+/// [`format_packet`] for a packet that starts with a `link` header (read from a capture
+/// file). Linux cooked headers (SLL, SLL2) give the direction (`In`, `Out`, or tcpdump's `B`,
+/// `M`, `P` for broadcast, multicast and other hosts' packets) and SLL2 the interface index.
+pub fn format_packet_on(link: LinkType, pkt: &CapturedPacket, opts: &TextOptions) -> String {
     let mut s = String::with_capacity(128);
-    let _ = write_packet(&mut s, pkt, opts);
+    let _ = write_packet(&mut s, link, pkt, opts);
     s
 }
 
-fn write_packet(s: &mut String, pkt: &CapturedPacket, opts: &TextOptions) -> fmt::Result {
+fn write_packet(
+    s: &mut String,
+    link: LinkType,
+    pkt: &CapturedPacket,
+    opts: &TextOptions,
+) -> fmt::Result {
     write_time(s, pkt.ts_ns)?;
     if !pkt.ifname.is_empty() {
         write!(s, " {}", pkt.interface_name())?;
     }
+    let cooked = matches!(link, LinkType::LinuxSll | LinkType::LinuxSll2);
     match pkt.dir {
+        // A cooked header says the direction itself.
+        _ if cooked => {}
         Some(Direction::In) => s.push_str(" In"),
         Some(Direction::Out) => s.push_str(" Out"),
         None => {}
     }
     s.push(' ');
-    write_frame(s, &pkt.data, pkt.orig_len as usize, opts, 0)?;
+    write_link(s, link, &pkt.data, pkt.orig_len as usize, opts)?;
     if let Some(d) = &pkt.drop {
         write!(s, " DROP reason={} at {}", d.reason, d.location)?;
     }
     Ok(())
+}
+
+/// Renders a packet that starts with a `link` header (`wire_len` = its length on the wire),
+/// without the time prefix.
+pub fn format_link(link: LinkType, data: &[u8], wire_len: usize, opts: &TextOptions) -> String {
+    let mut s = String::with_capacity(128);
+    let _ = write_link(&mut s, link, data, wire_len, opts);
+    s
+}
+
+fn write_link(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let wire_len = wire_len.max(data.len());
+    match link {
+        LinkType::Ethernet => write_frame(s, data, wire_len, opts, 0),
+        LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => {
+            // tcpdump -e marks the missing link layer so.
+            if opts.link_headers {
+                s.push_str("ip: ");
+            }
+            write_ip(s, data, opts, opts.link_headers, 0)
+        }
+        LinkType::Null | LinkType::Loop => write_loopback(s, link, data, wire_len, opts),
+        LinkType::LinuxSll | LinkType::LinuxSll2 => write_cooked(s, link, data, wire_len, opts),
+    }
+}
+
+// BSD address families in NULL/LOOP headers: IPv6's differs between the BSDs.
+const BSD_AF_INET: u32 = 2;
+const BSD_AF_INET6: [u32; 3] = [24, 28, 30];
+
+/// NULL and LOOP: a 4-byte address family, then the IP packet.
+fn write_loopback(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let Some(head) = data.get(..4) else {
+        return s.write_str(if link == LinkType::Loop {
+            "[|loop]"
+        } else {
+            "[|null]"
+        });
+    };
+    let head = [head[0], head[1], head[2], head[3]];
+    let family = if link == LinkType::Loop {
+        u32::from_be_bytes(head)
+    } else {
+        // In the writer's byte order; like tcpdump, a value too big to be a family is the
+        // other order.
+        let f = u32::from_ne_bytes(head);
+        if f & 0xffff_0000 != 0 {
+            f.swap_bytes()
+        } else {
+            f
+        }
+    };
+    let name = match family {
+        BSD_AF_INET => "IPv4",
+        f if BSD_AF_INET6.contains(&f) => "IPv6",
+        _ => "Unknown",
+    };
+    let known = name != "Unknown";
+    if opts.link_headers || !known {
+        write!(s, "AF {name} ({family}), length {wire_len}")?;
+        if !known {
+            return Ok(());
+        }
+        s.push_str(": ");
+    }
+    write_ip(s, &data[4..], opts, opts.link_headers, 0)
+}
+
+// Linux cooked headers (pcap-linktype(7)): LINUX_SLL is 16 bytes, LINUX_SLL2 20.
+const SLL_LEN: usize = 16;
+const SLL2_LEN: usize = 20;
+
+/// LINUX_SLL and LINUX_SLL2: packet type, link-layer address and protocol, then the packet
+/// as its ethertype says.
+fn write_cooked(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let v2 = link == LinkType::LinuxSll2;
+    let len = if v2 { SLL2_LEN } else { SLL_LEN };
+    if data.len() < len {
+        return s.write_str(if v2 { "[|sll2]" } else { "[|sll]" });
+    }
+    // (packet type, address length, address, protocol)
+    let (pkttype, halen, addr, proto) = if v2 {
+        let ifindex = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        // The index on the capturing machine: its name there is not known here.
+        write!(s, "ifindex {ifindex} ")?;
+        (
+            data[10],
+            usize::from(data[11]),
+            &data[12..20],
+            be16(data, 0),
+        )
+    } else {
+        (
+            data[1],
+            usize::from(be16(data, 4)),
+            &data[6..14],
+            be16(data, 14),
+        )
+    };
+    // tcpdump's words for the packet types (linux/if_packet.h PACKET_*).
+    s.push_str(match pkttype {
+        0 => "In ",
+        1 => "B ",
+        2 => "M ",
+        3 => "P ",
+        4 => "Out ",
+        _ => "? ",
+    });
+    if opts.link_headers {
+        // Like tcpdump: the address only when it is a MAC address.
+        if halen == 6 {
+            write_mac(s, &addr[..6])?;
+            s.push(' ');
+        }
+        write!(
+            s,
+            "ethertype {} (0x{proto:04x}), length {wire_len}: ",
+            ethertype_name(proto)
+        )?;
+    }
+    write_ethertype(s, data, len, proto, wire_len, opts, 0)
 }
 
 /// Local time of day like tcpdump's default timestamps.
@@ -90,7 +245,7 @@ fn write_frame(
     if data.len() < 14 {
         return s.write_str("[|ether]");
     }
-    let mut ethertype = be16(data, 12);
+    let ethertype = be16(data, 12);
     if opts.link_headers {
         write_mac(s, &data[6..12])?;
         s.push_str(" > ");
@@ -101,7 +256,20 @@ fn write_frame(
             ethertype_name(ethertype)
         )?;
     }
-    let mut off = 14;
+    write_ethertype(s, data, 14, ethertype, wire_len, opts, depth)
+}
+
+/// What follows a link header that ends at `off` with `ethertype`: VLAN tags, then the
+/// packet the (inner) ethertype names.
+fn write_ethertype(
+    s: &mut String,
+    data: &[u8],
+    mut off: usize,
+    mut ethertype: u16,
+    wire_len: usize,
+    opts: &TextOptions,
+    depth: u8,
+) -> fmt::Result {
     while matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD) {
         if data.len() < off + 4 {
             return s.write_str("[|vlan]");
