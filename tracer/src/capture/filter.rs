@@ -208,8 +208,18 @@ fn file_handle(link: LinkType, foreign_order: bool) -> std::io::Result<Capture<O
 /// its own link type, and libpcap's program depends on it.
 pub struct FileFilter {
     expr: String,
-    compiled: Vec<((LinkType, bool), PacketFilter)>,
+    compiled: Vec<((LinkType, bool), Compiled)>,
 }
+
+enum Compiled {
+    Program(PacketFilter),
+    /// libpcap found that no packet of the link type can match (`icmp` on IPV6): its
+    /// message.
+    RejectsAll(String),
+}
+
+/// libpcap's message for an expression its optimiser reduced to "reject".
+const REJECTS_ALL: &str = "rejects all packets";
 
 impl FileFilter {
     /// Nothing is compiled yet: an expression may hold only for some link types.
@@ -220,30 +230,47 @@ impl FileFilter {
         }
     }
 
-    /// The expression compiled for `link` (in a file of the other byte order when
-    /// `foreign_order`), compiled now if it was not yet.
-    pub fn prepare(
-        &mut self,
-        link: LinkType,
-        foreign_order: bool,
-    ) -> Result<&PacketFilter, CaptureError> {
+    fn compiled(&mut self, link: LinkType, foreign_order: bool) -> Result<&Compiled, CaptureError> {
         let key = (link, foreign_order);
         let i = match self.compiled.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let f = PacketFilter::compile_for_file(&self.expr, link, foreign_order)?;
-                self.compiled.push((key, f));
+                let c = match PacketFilter::compile_for_file(&self.expr, link, foreign_order) {
+                    Ok(f) => Compiled::Program(f),
+                    Err(CaptureError::Filter { message, .. }) if message.contains(REJECTS_ALL) => {
+                        Compiled::RejectsAll(message)
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.compiled.push((key, c));
                 self.compiled.len() - 1
             }
         };
         Ok(&self.compiled[i].1)
     }
 
+    /// Compiles the expression for a file of one link type (a pcap file), before reading
+    /// it: as in tcpdump, one that cannot match any of its packets is an error too.
+    pub fn prepare(&mut self, link: LinkType, foreign_order: bool) -> Result<(), CaptureError> {
+        let expr = self.expr.clone();
+        match self.compiled(link, foreign_order)? {
+            Compiled::Program(_) => Ok(()),
+            Compiled::RejectsAll(message) => Err(CaptureError::Filter {
+                expr,
+                message: message.clone(),
+            }),
+        }
+    }
+
     /// Runs the expression, compiled for the packet's link type, on it; an expression
-    /// libpcap cannot compile for that link type is an error.
+    /// libpcap cannot compile for that link type is an error. One that no packet of the
+    /// link type can match rejects them: in a pcapng file, other interfaces may have
+    /// packets it matches.
     pub fn matches(&mut self, pkt: &FilePacket) -> Result<bool, CaptureError> {
-        let filter = self.prepare(pkt.link, pkt.foreign_order)?;
-        Ok(filter.matches(&pkt.packet.data, pkt.packet.orig_len))
+        Ok(match self.compiled(pkt.link, pkt.foreign_order)? {
+            Compiled::Program(f) => f.matches(&pkt.packet.data, pkt.packet.orig_len),
+            Compiled::RejectsAll(_) => false,
+        })
     }
 }
 
@@ -575,5 +602,171 @@ mod tests {
         assert!(!PacketFilter::compile("ether host 02:00:00:00:00:02")
             .unwrap()
             .reads_vlan_tags());
+    }
+
+    /// An ICMP echo request from 10.0.0.1 to 10.0.0.2, IP header on.
+    fn ip_echo() -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut v, &[0; 8])
+            .unwrap();
+        v
+    }
+
+    fn ip6_udp() -> Vec<u8> {
+        let mut v = Vec::new();
+        let (a, b) = ([0xfd; 16], [0xfe; 16]);
+        etherparse::PacketBuilder::ipv6(a, b, 64)
+            .udp(5353, 9999)
+            .write(&mut v, b"abcd")
+            .unwrap();
+        v
+    }
+
+    fn file_packet(link: LinkType, foreign_order: bool, data: Vec<u8>) -> FilePacket {
+        FilePacket {
+            link,
+            fcs_len: None,
+            foreign_order,
+            packet: super::super::CapturedPacket {
+                ts_ns: 0,
+                node: String::new(),
+                netns: String::new(),
+                ifname: String::new(),
+                dir: None,
+                orig_len: data.len() as u32,
+                data: data.into(),
+                drop: None,
+            },
+        }
+    }
+
+    /// Which of `packets` `expr` selects, by index.
+    fn selected(expr: &str, packets: &[FilePacket]) -> Vec<usize> {
+        let mut f = FileFilter::new(expr);
+        (0..packets.len())
+            .filter(|i| f.matches(&packets[*i]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn file_filters_are_compiled_for_each_link_type() {
+        let cooked_v1 = |pkttype: u8, proto: u16| {
+            let mut h = vec![0, pkttype, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+            h.extend_from_slice(&proto.to_be_bytes());
+            h
+        };
+        let cooked_v2 = |pkttype: u8, proto: u16| {
+            let mut h = proto.to_be_bytes().to_vec();
+            h.extend_from_slice(&[0, 0, 0, 0, 0, 3, 0, 1, pkttype, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
+            h
+        };
+        let eth = |et: [u8; 2]| [vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], et.to_vec()].concat();
+        let packets = [
+            file_packet(LinkType::Raw, false, ip_echo()),
+            file_packet(LinkType::Raw, false, ip6_udp()),
+            file_packet(LinkType::Ipv4, false, ip_echo()),
+            file_packet(LinkType::Ipv6, false, ip6_udp()),
+            file_packet(
+                LinkType::LinuxSll,
+                false,
+                [cooked_v1(0, 0x0800), ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll,
+                false,
+                [cooked_v1(4, 0x86dd), ip6_udp()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll2,
+                false,
+                [cooked_v2(0, 0x0800), ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll2,
+                false,
+                [cooked_v2(4, 0x86dd), ip6_udp()].concat(),
+            ),
+            file_packet(
+                LinkType::Loop,
+                false,
+                [vec![0, 0, 0, 2], ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::Loop,
+                false,
+                [vec![0, 0, 0, 28], ip6_udp()].concat(),
+            ),
+            file_packet(LinkType::Ethernet, false, [eth([8, 0]), ip_echo()].concat()),
+        ];
+        let v4 = vec![0, 2, 4, 6, 8, 10];
+        assert_eq!(selected("host 10.0.0.2", &packets), v4);
+        assert_eq!(selected("ip", &packets), v4);
+        assert_eq!(selected("ip6 and udp port 9999", &packets), [1, 3, 5, 7, 9]);
+        // Cooked headers hold the direction; SLL2 the interface index too.
+        assert_eq!(selected("inbound", &packets[4..8]), [0, 2]);
+        assert_eq!(selected("outbound and ip6", &packets[4..8]), [1, 3]);
+        assert_eq!(selected("ifindex 3", &packets[6..8]), [0, 1]);
+        // One program per link type, compiled when its first packet comes.
+        let mut f = FileFilter::new("udp or icmp");
+        for p in &packets {
+            f.matches(p).unwrap();
+        }
+        assert_eq!(f.compiled.len(), 7);
+        // As in tcpdump, an expression no packet of the link type can match is an error for
+        // a pcap file; in pcapng it selects none of that interface's packets.
+        let err = FileFilter::new("icmp")
+            .prepare(LinkType::Ipv6, false)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rejects all packets (link type IPV6)"),
+            "{err}"
+        );
+        assert!(!FileFilter::new("icmp").matches(&packets[3]).unwrap());
+    }
+
+    #[test]
+    fn null_headers_are_filtered_in_the_file_byte_order_with_every_bsd_inet6() {
+        let ne = |af: u32, ip: Vec<u8>| [af.to_ne_bytes().to_vec(), ip].concat();
+        let swapped = |af: u32, ip: Vec<u8>| [af.swap_bytes().to_ne_bytes().to_vec(), ip].concat();
+        let mine = [
+            file_packet(LinkType::Null, false, ne(2, ip_echo())),
+            file_packet(LinkType::Null, false, ne(24, ip6_udp())),
+            file_packet(LinkType::Null, false, ne(28, ip6_udp())),
+            file_packet(LinkType::Null, false, ne(30, ip6_udp())),
+            // Linux's AF_INET6 is not a BSD's: tcpdump's filter for a file does not take it.
+            file_packet(LinkType::Null, false, ne(10, ip6_udp())),
+        ];
+        assert_eq!(selected("ip", &mine), [0]);
+        assert_eq!(selected("ip6", &mine), [1, 2, 3]);
+        let foreign = [
+            file_packet(LinkType::Null, true, swapped(2, ip_echo())),
+            file_packet(LinkType::Null, true, swapped(30, ip6_udp())),
+            file_packet(LinkType::Null, true, ne(2, ip_echo())),
+        ];
+        assert_eq!(selected("ip", &foreign), [0]);
+        assert_eq!(selected("ip6", &foreign), [1]);
+    }
+
+    #[test]
+    fn what_a_file_cannot_hold_is_refused_naming_the_link_type() {
+        let refused = |expr: &str, link: LinkType| {
+            let mut f = FileFilter::new(expr);
+            f.prepare(link, false).unwrap_err().to_string()
+        };
+        let err = refused("inbound", LinkType::Ethernet);
+        assert!(
+            err.contains("savefiles") && err.ends_with("(link type EN10MB)"),
+            "{err}"
+        );
+        let err = refused("ether host 02:00:00:00:00:01", LinkType::Raw);
+        assert!(
+            err.ends_with("(link type RAW)") && !err.contains('\n'),
+            "{err}"
+        );
+        // The live path still compiles for Ethernet, where `inbound` is the socket's.
+        assert!(PacketFilter::compile("inbound").is_ok());
     }
 }

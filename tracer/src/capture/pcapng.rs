@@ -927,4 +927,183 @@ mod tests {
             }
         }
     }
+
+    /// A classic pcap file: header (link-type field as given) and records of
+    /// (captured bytes, captured length written, original length).
+    fn pcap_file(
+        big_endian: bool,
+        nanos: bool,
+        snaplen: u32,
+        linktype: u32,
+        records: &[(&[u8], u32, u32)],
+    ) -> Vec<u8> {
+        let w = |v: &mut Vec<u8>, x: u32| {
+            v.extend_from_slice(&if big_endian {
+                x.to_be_bytes()
+            } else {
+                x.to_le_bytes()
+            })
+        };
+        let mut v = Vec::new();
+        w(&mut v, if nanos { 0xA1B2_3C4D } else { 0xA1B2_C3D4 });
+        let version: [u8; 4] = if big_endian {
+            [0, 2, 0, 4]
+        } else {
+            [2, 0, 4, 0]
+        };
+        v.extend_from_slice(&version);
+        for x in [0, 0, snaplen, linktype] {
+            w(&mut v, x);
+        }
+        for (i, (data, caplen, orig)) in records.iter().enumerate() {
+            for x in [1_700_000_000 + i as u32, 250, *caplen, *orig] {
+                w(&mut v, x);
+            }
+            v.extend_from_slice(data);
+        }
+        v
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<FilePacket>, CaptureError> {
+        let mut r = read_capture_file(bytes)?;
+        std::iter::from_fn(|| r.next_packet()).collect()
+    }
+
+    #[test]
+    fn pcap_link_types_and_byte_orders() {
+        let data: Vec<u8> = (0..40).collect();
+        for (code, link) in [
+            (0, LinkType::Null),
+            (1, LinkType::Ethernet),
+            (101, LinkType::Raw),
+            (108, LinkType::Loop),
+            (113, LinkType::LinuxSll),
+            (228, LinkType::Ipv4),
+            (229, LinkType::Ipv6),
+            (276, LinkType::LinuxSll2),
+        ] {
+            assert_eq!(LinkType::from_code(code).unwrap(), link);
+            assert_eq!(u32::from(link.code()), code);
+            for big_endian in [false, true] {
+                for nanos in [false, true] {
+                    let file = pcap_file(big_endian, nanos, 65535, code, &[(&data, 40, 60)]);
+                    let p = &read_all(&file).unwrap()[0];
+                    assert_eq!((p.link, p.fcs_len), (link, None));
+                    assert_eq!(
+                        p.foreign_order,
+                        big_endian == cfg!(target_endian = "little")
+                    );
+                    assert_eq!((&p.packet.data[..], p.packet.orig_len), (&data[..], 60));
+                    let frac = if nanos { 250 } else { 250_000 };
+                    assert_eq!(p.packet.ts_ns, 1_700_000_000_000_000_000 + frac);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fcs_bits_of_the_link_type_field_keep_the_frame_whole() {
+        // FCS length 2 words (4 bytes), "present" bit, Ethernet.
+        let field = (2 << 28) | LT_FCS_PRESENT | 1;
+        let frame: Vec<u8> = (0..64).collect();
+        let file = pcap_file(false, false, 65535, field, &[(&frame, 64, 64)]);
+        let p = &read_all(&file).unwrap()[0];
+        assert_eq!((p.link, p.fcs_len), (LinkType::Ethernet, Some(4)));
+        assert_eq!(&p.packet.data[..], &frame[..]);
+        // Without the "present" bit the upper bits say nothing.
+        let file = pcap_file(false, false, 65535, (2 << 28) | 1, &[(&frame, 64, 64)]);
+        assert_eq!(read_all(&file).unwrap()[0].fcs_len, None);
+    }
+
+    #[test]
+    fn records_beyond_the_snap_length_are_cut_to_it_like_libpcap() {
+        let long: Vec<u8> = (0..100).collect();
+        let file = pcap_file(
+            false,
+            false,
+            60,
+            1,
+            &[
+                (&long, 100, 1500),
+                (&long[..50], 50, 1500),
+                (&long, 100, 80),
+            ],
+        );
+        let back = read_all(&file).unwrap();
+        let lens: Vec<_> = back
+            .iter()
+            .map(|p| (p.packet.data.len(), p.packet.orig_len))
+            .collect();
+        // Cut records leave the next one where it is; lengths are kept as written.
+        assert_eq!(lens, [(60, 1500), (50, 1500), (60, 80)]);
+        assert_eq!(&back[2].packet.data[..], &long[..60]);
+        // A snap length of 0 means no limit.
+        let file = pcap_file(false, false, 0, 1, &[(&long, 100, 100)]);
+        assert_eq!(read_all(&file).unwrap()[0].packet.data.len(), 100);
+    }
+
+    #[test]
+    fn damaged_pcap_records_are_one_line_errors() {
+        let d = [0u8; 10];
+        let message = |file: &[u8]| match read_all(file) {
+            Err(CaptureError::BadFile(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let huge = pcap_file(false, false, 65535, 1, &[(&d, 300_000, 300_000)]);
+        assert!(message(&huge).contains("300000"), "{}", message(&huge));
+        let short = pcap_file(false, false, 65535, 1, &[(&d, 20, 20)]);
+        assert!(message(&short).contains("10 of 20"), "{}", message(&short));
+        let file = pcap_file(false, false, 65535, 1, &[(&d, 10, 10)]);
+        let cut_header = &file[..file.len() - 15];
+        assert!(message(cut_header).contains("record header"));
+        assert!(message(&file[..20]).contains("pcap file header"));
+        let unknown = pcap_file(false, false, 65535, 147, &[]);
+        match read_capture_file(&unknown[..]) {
+            Err(e) => {
+                let m = e.to_string();
+                assert!(m.contains("link type 147") && !m.contains('\n'), "{m}");
+            }
+            Ok(_) => panic!("link type 147 read"),
+        }
+    }
+
+    #[test]
+    fn pcapng_keeps_each_interface_link_type() {
+        let mut w = PcapngWriter::new(Vec::new(), 1000).unwrap();
+        let mut p = pkt("ns", "tun0", Some(Direction::Out), false, 40);
+        let raw = FilePacket {
+            link: LinkType::Raw,
+            fcs_len: None,
+            foreign_order: false,
+            packet: p.clone(),
+        };
+        w.write_file_packet(&raw).unwrap();
+        p.ifname = "eth0".into();
+        let eth = FilePacket {
+            link: LinkType::Ethernet,
+            fcs_len: Some(4),
+            packet: p,
+            ..raw.clone()
+        };
+        w.write_file_packet(&eth).unwrap();
+        w.write_file_packet(&raw).unwrap();
+        let bytes = w.into_inner();
+        let back = read_all(&bytes).unwrap();
+        let links: Vec<_> = back.iter().map(|p| (p.link, p.fcs_len)).collect();
+        assert_eq!(
+            links,
+            [
+                (LinkType::Raw, None),
+                (LinkType::Ethernet, Some(4)),
+                (LinkType::Raw, None)
+            ]
+        );
+        assert_eq!(back[0], raw);
+        // An interface of a link type netpath does not read: its packets are errors naming it.
+        let mut patched = bytes.clone();
+        let idb = u32::from_le_bytes(patched[4..8].try_into().unwrap()) as usize;
+        patched[idb + 8..idb + 10].copy_from_slice(&147u16.to_le_bytes());
+        let err = read_all(&patched).unwrap_err().to_string();
+        assert!(err.contains("ns/tun0") && err.contains("147"), "{err}");
+    }
 }
