@@ -29,7 +29,8 @@ use super::{
 /// Shown in `netpath capture --help`.
 pub const FILTER_HELP: &str = "\
 FILTER is a tcpdump/pcap-filter expression (man 7 pcap-filter), e.g. \
-'host 10.244.1.2 and tcp port 80'. libpcap compiles it for Ethernet frames. For packets at \
+'host 10.244.1.2 and tcp port 80'. libpcap compiles it for Ethernet frames (with -r, for the \
+file's link type, as tcpdump does). For packets at \
 the tc hooks of devices with an Ethernet header, the complete expression runs in the kernel \
 (libpcap's program translated to eBPF), on the whole packet, as tcpdump's socket filter does; \
 only matching packets are copied to userspace. Packets taken at kernel drop points (--drops) \

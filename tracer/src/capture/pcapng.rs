@@ -1099,9 +1099,13 @@ mod tests {
             ]
         );
         assert_eq!(back[0], raw);
+        // Records longer than their interface's snap length are kept whole.
+        let mut short_snap = bytes.clone();
+        let idb = u32::from_le_bytes(short_snap[4..8].try_into().unwrap()) as usize;
+        short_snap[idb + 12..idb + 16].copy_from_slice(&10u32.to_le_bytes());
+        assert_eq!(read_all(&short_snap).unwrap()[0].packet.data.len(), 40);
         // An interface of a link type netpath does not read: its packets are errors naming it.
         let mut patched = bytes.clone();
-        let idb = u32::from_le_bytes(patched[4..8].try_into().unwrap()) as usize;
         patched[idb + 8..idb + 10].copy_from_slice(&147u16.to_le_bytes());
         let err = read_all(&patched).unwrap_err().to_string();
         assert!(err.contains("ns/tun0") && err.contains("147"), "{err}");

@@ -82,7 +82,8 @@ pub struct CaptureArgs {
     /// Write packets to FILE as pcapng instead of printing them (`-` = stdout).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<String>,
-    /// Read packets from a pcapng/pcap FILE and print them (no capture, no root needed).
+    /// Read packets from a pcapng/pcap FILE and print them (no capture, no root needed):
+    /// Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback files.
     #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["netns", "pod", "drops", "duration"])]
     pub read: Option<String>,
     /// Stop after N packets.
