@@ -987,6 +987,35 @@ fn hand_written_link_types_read_like_tcpdump() {
             }
         }
     }
+    // -r IN -w OUT copies every packet whole, on interfaces of the input's link type (and
+    // FCS length); tcpdump reads the copy as it reads the original.
+    for (name, ..) in &files {
+        let path = dir.path().join(name);
+        let copy = dir.path().join(format!("{name}.pcapng"));
+        let o = integration_tests::netpath(&[
+            "capture",
+            "-r",
+            path.to_str().unwrap(),
+            "-w",
+            copy.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let read = |p: &std::path::Path| {
+            let mut r = read_capture_file(std::fs::File::open(p).unwrap()).unwrap();
+            std::iter::from_fn(|| r.next_packet())
+                .map(|p| {
+                    let p = p.unwrap();
+                    (p.link, p.fcs_len, p.packet.data, p.packet.orig_len)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read(&copy), read(&path), "{name}");
+        assert_eq!(
+            tcpdump_read(None, &copy, &["-e"], "").unwrap(),
+            tcpdump_read(None, &path, &["-e"], "").unwrap(),
+            "{name}"
+        );
+    }
     // The NULL files differ in byte order only: the same packets, the same selections.
     let le = netpath_read(&dir.path().join("null-le.pcap"), &[], "ip6").unwrap();
     let be = netpath_read(&dir.path().join("null-be.pcap"), &[], "ip6").unwrap();

@@ -19,7 +19,7 @@ use tracer::{
     capture::{
         filter::FileFilter, format::format_packet_on, read_capture_file, CaptureError,
         CaptureOutput, CaptureSink, CaptureStats, Cursor, KernelHint, PacketFilter, PcapngWriter,
-        RecordDecoder, RingReader, TextOptions, FILTER_HELP, PUBLISH_EVERY,
+        RecordDecoder, RingReader, TextOptions, DEFAULT_SNAPLEN, FILTER_HELP, PUBLISH_EVERY,
     },
     node::{
         kernel::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
@@ -191,8 +191,13 @@ impl CaptureArgs {
     }
 
     fn output<W: Write>(&self, out: W) -> Result<CaptureOutput<W>> {
+        // The kernel's copy limits a live capture; a file's packets are copied as read.
+        let snaplen = match self.read {
+            Some(_) => DEFAULT_SNAPLEN,
+            None => self.snaplen(),
+        };
         Ok(match &self.write {
-            Some(_) => CaptureOutput::Pcapng(PcapngWriter::new(out, self.snaplen())?),
+            Some(_) => CaptureOutput::Pcapng(PcapngWriter::new(out, snaplen)?),
             None => CaptureOutput::Text {
                 out,
                 opts: self.text_options(),
