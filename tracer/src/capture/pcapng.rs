@@ -1,5 +1,6 @@
 //! pcapng output (one interface per namespace/device, ns timestamps, direction flags, drop
-//! comments) and reading capture files back into [`CapturedPacket`]s.
+//! comments) and reading capture files (pcapng, and pcap record by record) back into
+//! [`CapturedPacket`]s with their [`LinkType`].
 use std::{
     collections::HashMap,
     io::{Chain, Cursor, Read, Write},
