@@ -13,19 +13,24 @@
 //!   kernel did not filter completely: packets at drop points (`--drops`), on devices without
 //!   a link-layer header, and all packets when the translation could not be loaded.
 use std::{
+    io::Write,
     net::IpAddr,
     os::raw::{c_uint, c_void},
 };
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
-use pcap::{BpfInstruction, BpfProgram, Capture, Linktype};
+use pcap::{BpfInstruction, BpfProgram, Capture, Linktype, Offline};
 
-use super::CaptureError;
+use super::{
+    pcapng::{FilePacket, LinkType},
+    CaptureError,
+};
 
 /// Shown in `netpath capture --help`.
 pub const FILTER_HELP: &str = "\
 FILTER is a tcpdump/pcap-filter expression (man 7 pcap-filter), e.g. \
-'host 10.244.1.2 and tcp port 80'. libpcap compiles it for Ethernet frames. For packets at \
+'host 10.244.1.2 and tcp port 80'. libpcap compiles it for Ethernet frames (with -r, for the \
+file's link type, as tcpdump does). For packets at \
 the tc hooks of devices with an Ethernet header, the complete expression runs in the kernel \
 (libpcap's program translated to eBPF), on the whole packet, as tcpdump's socket filter does; \
 only matching packets are copied to userspace. Packets taken at kernel drop points (--drops) \
@@ -58,14 +63,39 @@ impl PacketFilter {
     /// Compiles `expr` for Ethernet frames (optimised, like tcpdump). An empty expression
     /// accepts everything.
     pub fn compile(expr: &str) -> Result<Self, CaptureError> {
-        let bad = |message: String| CaptureError::Filter {
+        let dead = Capture::dead(Linktype::ETHERNET).map_err(|e| bad_filter(expr, e))?;
+        let program = dead.compile(expr, true).map_err(|e| bad_filter(expr, e))?;
+        Self::from_program(expr, program)
+    }
+
+    /// Compiles `expr` as tcpdump does for a capture file of link type `link`, written in
+    /// the other byte order than this machine's when `foreign_order`. libpcap compiles some
+    /// primitives differently for a file than for a live capture (`ip6` on NULL/LOOP checks
+    /// every BSD's AF_INET6, a NULL header's family is in the file's byte order, `inbound`
+    /// has nothing to read on Ethernet), so the program is compiled on a file handle: libpcap
+    /// opens a pcap header of that link type from a pipe.
+    pub fn compile_for_file(
+        expr: &str,
+        link: LinkType,
+        foreign_order: bool,
+    ) -> Result<Self, CaptureError> {
+        let with_link = |message: String| CaptureError::Filter {
             expr: expr.to_string(),
-            message,
+            message: format!("{message} (link type {link})"),
         };
-        let dead = Capture::dead(Linktype::ETHERNET).map_err(|e| bad(pcap_message(e)))?;
-        let program = dead.compile(expr, true).map_err(|e| bad(pcap_message(e)))?;
+        let handle = file_handle(link, foreign_order).map_err(|e| with_link(e.to_string()))?;
+        let program = handle
+            .compile(expr, true)
+            .map_err(|e| with_link(pcap_message(e)))?;
+        Self::from_program(expr, program)
+    }
+
+    fn from_program(expr: &str, program: BpfProgram) -> Result<Self, CaptureError> {
         if program.get_instructions().is_empty() {
-            return Err(bad("libpcap produced an empty program".into()));
+            return Err(CaptureError::Filter {
+                expr: expr.to_string(),
+                message: "libpcap produced an empty program".into(),
+            });
         }
         Ok(PacketFilter {
             expr: expr.to_string(),
@@ -127,6 +157,121 @@ impl PacketFilter {
         // BpfInstruction is a transparent wrapper of libpcap's `struct bpf_insn`. The
         // interpreter bounds-checks every load against `buflen`, which is at most data.len().
         unsafe { bpf_filter(insns.as_ptr().cast(), data.as_ptr(), wirelen, buflen) != 0 }
+    }
+}
+
+fn bad_filter(expr: &str, e: pcap::Error) -> CaptureError {
+    CaptureError::Filter {
+        expr: expr.to_string(),
+        message: pcap_message(e),
+    }
+}
+
+/// A libpcap handle on a capture file that holds only a pcap header of link type `link`, in
+/// this machine's byte order or the other: what libpcap compiles a file's filter against.
+fn file_handle(link: LinkType, foreign_order: bool) -> std::io::Result<Capture<Offline>> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    const PCAP_MAGIC: u32 = 0xA1B2_C3D4;
+    let mut header = Vec::with_capacity(24);
+    for (word, len) in [
+        (PCAP_MAGIC, 4),
+        (2, 2), // version 2.4
+        (4, 2),
+        (0, 4), // time zone
+        (0, 4), // accuracy
+        (262_144, 4),
+        (u32::from(link.code()), 4),
+    ] {
+        let bytes = match (len, foreign_order == cfg!(target_endian = "little")) {
+            (2, true) => (word as u16).to_be_bytes().to_vec(),
+            (2, false) => (word as u16).to_le_bytes().to_vec(),
+            (_, true) => word.to_be_bytes().to_vec(),
+            (_, false) => word.to_le_bytes().to_vec(),
+        };
+        header.extend_from_slice(&bytes);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // 24 bytes fit in any pipe's buffer: written whole before anyone reads.
+    std::fs::File::from(write).write_all(&header)?;
+    // SAFETY: the handle takes the read end over (and closes it when dropped).
+    unsafe { Capture::from_raw_fd(read.into_raw_fd()) }
+        .map_err(|e| std::io::Error::other(pcap_message(e)))
+}
+
+/// A pcap-filter expression for the packets of a capture file, compiled once per link type
+/// (and byte order) the file holds, when its first packet comes: pcapng gives each interface
+/// its own link type, and libpcap's program depends on it.
+pub struct FileFilter {
+    expr: String,
+    compiled: Vec<((LinkType, bool), Compiled)>,
+}
+
+enum Compiled {
+    Program(PacketFilter),
+    /// libpcap found that no packet of the link type can match (`icmp` on IPV6): its
+    /// message.
+    RejectsAll(String),
+}
+
+/// libpcap's message for an expression its optimiser reduced to "reject".
+const REJECTS_ALL: &str = "rejects all packets";
+
+impl FileFilter {
+    /// Nothing is compiled yet: an expression may hold only for some link types.
+    pub fn new(expr: &str) -> Self {
+        FileFilter {
+            expr: expr.to_string(),
+            compiled: Vec::new(),
+        }
+    }
+
+    fn compiled(&mut self, link: LinkType, foreign_order: bool) -> Result<&Compiled, CaptureError> {
+        let key = (link, foreign_order);
+        let i = match self.compiled.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let c = match PacketFilter::compile_for_file(&self.expr, link, foreign_order) {
+                    Ok(f) => Compiled::Program(f),
+                    Err(CaptureError::Filter { message, .. }) if message.contains(REJECTS_ALL) => {
+                        Compiled::RejectsAll(message)
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.compiled.push((key, c));
+                self.compiled.len() - 1
+            }
+        };
+        Ok(&self.compiled[i].1)
+    }
+
+    /// Compiles the expression for a file of one link type (a pcap file), before reading
+    /// it: as in tcpdump, one that cannot match any of its packets is an error too.
+    pub fn prepare(&mut self, link: LinkType, foreign_order: bool) -> Result<(), CaptureError> {
+        let expr = self.expr.clone();
+        match self.compiled(link, foreign_order)? {
+            Compiled::Program(_) => Ok(()),
+            Compiled::RejectsAll(message) => Err(CaptureError::Filter {
+                expr,
+                message: message.clone(),
+            }),
+        }
+    }
+
+    /// Runs the expression, compiled for the packet's link type, on it; an expression
+    /// libpcap cannot compile for that link type is an error. One that no packet of the
+    /// link type can match rejects them: in a pcapng file, other interfaces may have
+    /// packets it matches.
+    pub fn matches(&mut self, pkt: &FilePacket) -> Result<bool, CaptureError> {
+        Ok(match self.compiled(pkt.link, pkt.foreign_order)? {
+            Compiled::Program(f) => f.matches(&pkt.packet.data, pkt.packet.orig_len),
+            Compiled::RejectsAll(_) => false,
+        })
     }
 }
 
@@ -458,5 +603,171 @@ mod tests {
         assert!(!PacketFilter::compile("ether host 02:00:00:00:00:02")
             .unwrap()
             .reads_vlan_tags());
+    }
+
+    /// An ICMP echo request from 10.0.0.1 to 10.0.0.2, IP header on.
+    fn ip_echo() -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut v, &[0; 8])
+            .unwrap();
+        v
+    }
+
+    fn ip6_udp() -> Vec<u8> {
+        let mut v = Vec::new();
+        let (a, b) = ([0xfd; 16], [0xfe; 16]);
+        etherparse::PacketBuilder::ipv6(a, b, 64)
+            .udp(5353, 9999)
+            .write(&mut v, b"abcd")
+            .unwrap();
+        v
+    }
+
+    fn file_packet(link: LinkType, foreign_order: bool, data: Vec<u8>) -> FilePacket {
+        FilePacket {
+            link,
+            fcs_len: None,
+            foreign_order,
+            packet: super::super::CapturedPacket {
+                ts_ns: 0,
+                node: String::new(),
+                netns: String::new(),
+                ifname: String::new(),
+                dir: None,
+                orig_len: data.len() as u32,
+                data: data.into(),
+                drop: None,
+            },
+        }
+    }
+
+    /// Which of `packets` `expr` selects, by index.
+    fn selected(expr: &str, packets: &[FilePacket]) -> Vec<usize> {
+        let mut f = FileFilter::new(expr);
+        (0..packets.len())
+            .filter(|i| f.matches(&packets[*i]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn file_filters_are_compiled_for_each_link_type() {
+        let cooked_v1 = |pkttype: u8, proto: u16| {
+            let mut h = vec![0, pkttype, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+            h.extend_from_slice(&proto.to_be_bytes());
+            h
+        };
+        let cooked_v2 = |pkttype: u8, proto: u16| {
+            let mut h = proto.to_be_bytes().to_vec();
+            h.extend_from_slice(&[0, 0, 0, 0, 0, 3, 0, 1, pkttype, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
+            h
+        };
+        let eth = |et: [u8; 2]| [vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], et.to_vec()].concat();
+        let packets = [
+            file_packet(LinkType::Raw, false, ip_echo()),
+            file_packet(LinkType::Raw, false, ip6_udp()),
+            file_packet(LinkType::Ipv4, false, ip_echo()),
+            file_packet(LinkType::Ipv6, false, ip6_udp()),
+            file_packet(
+                LinkType::LinuxSll,
+                false,
+                [cooked_v1(0, 0x0800), ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll,
+                false,
+                [cooked_v1(4, 0x86dd), ip6_udp()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll2,
+                false,
+                [cooked_v2(0, 0x0800), ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::LinuxSll2,
+                false,
+                [cooked_v2(4, 0x86dd), ip6_udp()].concat(),
+            ),
+            file_packet(
+                LinkType::Loop,
+                false,
+                [vec![0, 0, 0, 2], ip_echo()].concat(),
+            ),
+            file_packet(
+                LinkType::Loop,
+                false,
+                [vec![0, 0, 0, 28], ip6_udp()].concat(),
+            ),
+            file_packet(LinkType::Ethernet, false, [eth([8, 0]), ip_echo()].concat()),
+        ];
+        let v4 = vec![0, 2, 4, 6, 8, 10];
+        assert_eq!(selected("host 10.0.0.2", &packets), v4);
+        assert_eq!(selected("ip", &packets), v4);
+        assert_eq!(selected("ip6 and udp port 9999", &packets), [1, 3, 5, 7, 9]);
+        // Cooked headers hold the direction; SLL2 the interface index too.
+        assert_eq!(selected("inbound", &packets[4..8]), [0, 2]);
+        assert_eq!(selected("outbound and ip6", &packets[4..8]), [1, 3]);
+        assert_eq!(selected("ifindex 3", &packets[6..8]), [0, 1]);
+        // One program per link type, compiled when its first packet comes.
+        let mut f = FileFilter::new("udp or icmp");
+        for p in &packets {
+            f.matches(p).unwrap();
+        }
+        assert_eq!(f.compiled.len(), 7);
+        // As in tcpdump, an expression no packet of the link type can match is an error for
+        // a pcap file; in pcapng it selects none of that interface's packets.
+        let err = FileFilter::new("icmp")
+            .prepare(LinkType::Ipv6, false)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rejects all packets (link type IPV6)"),
+            "{err}"
+        );
+        assert!(!FileFilter::new("icmp").matches(&packets[3]).unwrap());
+    }
+
+    #[test]
+    fn null_headers_are_filtered_in_the_file_byte_order_with_every_bsd_inet6() {
+        let ne = |af: u32, ip: Vec<u8>| [af.to_ne_bytes().to_vec(), ip].concat();
+        let swapped = |af: u32, ip: Vec<u8>| [af.swap_bytes().to_ne_bytes().to_vec(), ip].concat();
+        let mine = [
+            file_packet(LinkType::Null, false, ne(2, ip_echo())),
+            file_packet(LinkType::Null, false, ne(24, ip6_udp())),
+            file_packet(LinkType::Null, false, ne(28, ip6_udp())),
+            file_packet(LinkType::Null, false, ne(30, ip6_udp())),
+            // Linux's AF_INET6 is not a BSD's: tcpdump's filter for a file does not take it.
+            file_packet(LinkType::Null, false, ne(10, ip6_udp())),
+        ];
+        assert_eq!(selected("ip", &mine), [0]);
+        assert_eq!(selected("ip6", &mine), [1, 2, 3]);
+        let foreign = [
+            file_packet(LinkType::Null, true, swapped(2, ip_echo())),
+            file_packet(LinkType::Null, true, swapped(30, ip6_udp())),
+            file_packet(LinkType::Null, true, ne(2, ip_echo())),
+        ];
+        assert_eq!(selected("ip", &foreign), [0]);
+        assert_eq!(selected("ip6", &foreign), [1]);
+    }
+
+    #[test]
+    fn what_a_file_cannot_hold_is_refused_naming_the_link_type() {
+        let refused = |expr: &str, link: LinkType| {
+            let mut f = FileFilter::new(expr);
+            f.prepare(link, false).unwrap_err().to_string()
+        };
+        let err = refused("inbound", LinkType::Ethernet);
+        assert!(
+            err.contains("savefiles") && err.ends_with("(link type EN10MB)"),
+            "{err}"
+        );
+        let err = refused("ether host 02:00:00:00:00:01", LinkType::Raw);
+        assert!(
+            err.ends_with("(link type RAW)") && !err.contains('\n'),
+            "{err}"
+        );
+        // The live path still compiles for Ethernet, where `inbound` is the socket's.
+        assert!(PacketFilter::compile("inbound").is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! tcpdump-like one-line rendering (`-n` numeric style) of captured Ethernet frames.
+//! tcpdump-like one-line rendering (`-n` numeric style) of captured Ethernet frames, and of
+//! the other link types capture files hold ([`LinkType`]).
 //!
 //! Pure functions over bytes: any slice, truncated or malformed, renders to some line
 //! (with tcpdump's `[|proto]` marks for cut headers) and never panics.
@@ -10,7 +11,7 @@ use etherparse::{
     TcpSlice, UdpSlice,
 };
 
-use super::{CapturedPacket, Direction};
+use super::{pcapng::LinkType, CapturedPacket, Direction};
 
 /// Text output switches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,27 +33,186 @@ const MAX_ENCAP_DEPTH: u8 = 4;
 
 /// One line for a packet: `HH:MM:SS.ffffff netns/dev In|Out <tcpdump-like text>[ DROP ...]`.
 pub fn format_packet(pkt: &CapturedPacket, opts: &TextOptions) -> String {
+    format_packet_on(LinkType::Ethernet, pkt, opts)
+}
+
+/// [`format_packet`] for a packet that starts with a `link` header (read from a capture
+/// file). Linux cooked headers (SLL, SLL2) give the direction (`In`, `Out`, or tcpdump's `B`,
+/// `M`, `P` for broadcast, multicast and other hosts' packets) and SLL2 the interface index.
+pub fn format_packet_on(link: LinkType, pkt: &CapturedPacket, opts: &TextOptions) -> String {
     let mut s = String::with_capacity(128);
-    let _ = write_packet(&mut s, pkt, opts);
+    let _ = write_packet(&mut s, link, pkt, opts);
     s
 }
 
-fn write_packet(s: &mut String, pkt: &CapturedPacket, opts: &TextOptions) -> fmt::Result {
+fn write_packet(
+    s: &mut String,
+    link: LinkType,
+    pkt: &CapturedPacket,
+    opts: &TextOptions,
+) -> fmt::Result {
     write_time(s, pkt.ts_ns)?;
-    if !pkt.ifname.is_empty() {
+    if pkt.netns.is_empty() && pkt.node.is_empty() {
+        // A file from another tool: the interface has a name, not a namespace.
+        if !pkt.ifname.is_empty() {
+            write!(s, " {}", pkt.ifname)?;
+        }
+    } else if !pkt.ifname.is_empty() {
         write!(s, " {}", pkt.interface_name())?;
     }
+    let cooked = matches!(link, LinkType::LinuxSll | LinkType::LinuxSll2);
     match pkt.dir {
+        // A cooked header says the direction itself.
+        _ if cooked => {}
         Some(Direction::In) => s.push_str(" In"),
         Some(Direction::Out) => s.push_str(" Out"),
         None => {}
     }
     s.push(' ');
-    write_frame(s, &pkt.data, pkt.orig_len as usize, opts, 0)?;
+    write_link(s, link, &pkt.data, pkt.orig_len as usize, opts)?;
     if let Some(d) = &pkt.drop {
         write!(s, " DROP reason={} at {}", d.reason, d.location)?;
     }
     Ok(())
+}
+
+/// Renders a packet that starts with a `link` header (`wire_len` = its length on the wire),
+/// without the time prefix.
+pub fn format_link(link: LinkType, data: &[u8], wire_len: usize, opts: &TextOptions) -> String {
+    let mut s = String::with_capacity(128);
+    let _ = write_link(&mut s, link, data, wire_len, opts);
+    s
+}
+
+fn write_link(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let wire_len = wire_len.max(data.len());
+    match link {
+        LinkType::Ethernet => write_frame(s, data, wire_len, opts, 0),
+        LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => {
+            // tcpdump -e marks the missing link layer so.
+            if opts.link_headers {
+                s.push_str("ip: ");
+            }
+            write_ip(s, data, opts, opts.link_headers, 0)
+        }
+        LinkType::Null | LinkType::Loop => write_loopback(s, link, data, wire_len, opts),
+        LinkType::LinuxSll | LinkType::LinuxSll2 => write_cooked(s, link, data, wire_len, opts),
+    }
+}
+
+// BSD address families in NULL/LOOP headers: IPv6's differs between the BSDs.
+const BSD_AF_INET: u32 = 2;
+const BSD_AF_INET6: [u32; 3] = [24, 28, 30];
+
+/// NULL and LOOP: a 4-byte address family, then the IP packet.
+fn write_loopback(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let Some(head) = data.get(..4) else {
+        return s.write_str(if link == LinkType::Loop {
+            "[|loop]"
+        } else {
+            "[|null]"
+        });
+    };
+    let head = [head[0], head[1], head[2], head[3]];
+    let family = if link == LinkType::Loop {
+        u32::from_be_bytes(head)
+    } else {
+        // In the writer's byte order; like tcpdump, a value too big to be a family is the
+        // other order.
+        let f = u32::from_ne_bytes(head);
+        if f & 0xffff_0000 != 0 {
+            f.swap_bytes()
+        } else {
+            f
+        }
+    };
+    let name = match family {
+        BSD_AF_INET => "IPv4",
+        f if BSD_AF_INET6.contains(&f) => "IPv6",
+        _ => "Unknown",
+    };
+    let known = name != "Unknown";
+    if opts.link_headers || !known {
+        write!(s, "AF {name} ({family}), length {wire_len}")?;
+        if !known {
+            return Ok(());
+        }
+        s.push_str(": ");
+    }
+    write_ip(s, &data[4..], opts, opts.link_headers, 0)
+}
+
+// Linux cooked headers (pcap-linktype(7)): LINUX_SLL is 16 bytes, LINUX_SLL2 20.
+const SLL_LEN: usize = 16;
+const SLL2_LEN: usize = 20;
+
+/// LINUX_SLL and LINUX_SLL2: packet type, link-layer address and protocol, then the packet
+/// as its ethertype says.
+fn write_cooked(
+    s: &mut String,
+    link: LinkType,
+    data: &[u8],
+    wire_len: usize,
+    opts: &TextOptions,
+) -> fmt::Result {
+    let v2 = link == LinkType::LinuxSll2;
+    let len = if v2 { SLL2_LEN } else { SLL_LEN };
+    if data.len() < len {
+        return s.write_str(if v2 { "[|sll2]" } else { "[|sll]" });
+    }
+    // (packet type, address length, address, protocol)
+    let (pkttype, halen, addr, proto) = if v2 {
+        let ifindex = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        // The index on the capturing machine: its name there is not known here.
+        write!(s, "ifindex {ifindex} ")?;
+        (
+            data[10],
+            usize::from(data[11]),
+            &data[12..20],
+            be16(data, 0),
+        )
+    } else {
+        (
+            data[1],
+            usize::from(be16(data, 4)),
+            &data[6..14],
+            be16(data, 14),
+        )
+    };
+    // tcpdump's words for the packet types (linux/if_packet.h PACKET_*).
+    s.push_str(match pkttype {
+        0 => "In ",
+        1 => "B ",
+        2 => "M ",
+        3 => "P ",
+        4 => "Out ",
+        _ => "? ",
+    });
+    if opts.link_headers {
+        // Like tcpdump: the address only when it is a MAC address.
+        if halen == 6 {
+            write_mac(s, &addr[..6])?;
+            s.push(' ');
+        }
+        write!(
+            s,
+            "ethertype {} (0x{proto:04x}), length {wire_len}: ",
+            ethertype_name(proto)
+        )?;
+    }
+    write_ethertype(s, data, len, proto, wire_len, opts, 0)
 }
 
 /// Local time of day like tcpdump's default timestamps.
@@ -90,7 +250,7 @@ fn write_frame(
     if data.len() < 14 {
         return s.write_str("[|ether]");
     }
-    let mut ethertype = be16(data, 12);
+    let ethertype = be16(data, 12);
     if opts.link_headers {
         write_mac(s, &data[6..12])?;
         s.push_str(" > ");
@@ -101,7 +261,20 @@ fn write_frame(
             ethertype_name(ethertype)
         )?;
     }
-    let mut off = 14;
+    write_ethertype(s, data, 14, ethertype, wire_len, opts, depth)
+}
+
+/// What follows a link header that ends at `off` with `ethertype`: VLAN tags, then the
+/// packet the (inner) ethertype names.
+fn write_ethertype(
+    s: &mut String,
+    data: &[u8],
+    mut off: usize,
+    mut ethertype: u16,
+    wire_len: usize,
+    opts: &TextOptions,
+    depth: u8,
+) -> fmt::Result {
     while matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD) {
         if data.len() < off + 4 {
             return s.write_str("[|vlan]");
@@ -812,6 +985,233 @@ mod tests {
             }
             for o in &all {
                 let _ = format_frame(&frame, (x % 2000) as usize, o);
+            }
+        }
+    }
+
+    /// The IPv4 ICMP echo request of [`icmp_echo`], without its Ethernet header.
+    fn ip_echo() -> Vec<u8> {
+        icmp_echo()[14..].to_vec()
+    }
+
+    fn ip6_udp() -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ipv6(V6A, V6B, 64)
+                .udp(5353, 9999)
+                .write(v, b"abcd")
+                .unwrap()
+        })
+    }
+
+    fn on(link: LinkType, data: &[u8], opts: TextOptions) -> String {
+        format_link(link, data, data.len(), &opts)
+    }
+
+    const LINK: TextOptions = TextOptions {
+        verbose: false,
+        link_headers: true,
+    };
+    const ECHO: &str = "10.244.1.2 > 10.244.2.3: ICMP echo request, id 1, seq 1, length 64";
+    const UDP6: &str = "fd00::1.5353 > fd00::2.9999: UDP, length 4";
+
+    /// A Linux cooked v1 header: packet type, ARPHRD_ETHER, a 6-byte address, protocol.
+    fn sll(pkttype: u8, proto: u16) -> Vec<u8> {
+        let mut h = vec![0, pkttype, 0, 1, 0, 6];
+        h.extend_from_slice(&MAC_A);
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(&proto.to_be_bytes());
+        h
+    }
+
+    /// A Linux cooked v2 header: protocol, reserved, interface index, ARPHRD_ETHER, packet
+    /// type, a 6-byte address.
+    fn sll2(pkttype: u8, ifindex: u32, proto: u16) -> Vec<u8> {
+        let mut h = proto.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(&ifindex.to_be_bytes());
+        h.extend_from_slice(&[0, 1, pkttype, 6]);
+        h.extend_from_slice(&MAC_A);
+        h.extend_from_slice(&[0, 0]);
+        h
+    }
+
+    #[test]
+    fn raw_ip_link_types_like_tcpdump() {
+        for link in [LinkType::Raw, LinkType::Ipv4] {
+            assert_eq!(on(link, &ip_echo(), PLAIN), format!("IP {ECHO}"));
+            // tcpdump -e marks the absent link layer with "ip: ".
+            assert_eq!(on(link, &ip_echo(), LINK), format!("ip: {ECHO}"));
+        }
+        for link in [LinkType::Raw, LinkType::Ipv6] {
+            assert_eq!(on(link, &ip6_udp(), PLAIN), format!("IP6 {UDP6}"));
+            assert_eq!(on(link, &ip6_udp(), LINK), format!("ip: {UDP6}"));
+        }
+    }
+
+    #[test]
+    fn loopback_families_in_either_byte_order() {
+        let with = |family: [u8; 4], ip: Vec<u8>| [&family[..], &ip].concat();
+        let v4 = with(2u32.to_ne_bytes(), ip_echo());
+        assert_eq!(on(LinkType::Null, &v4, PLAIN), format!("IP {ECHO}"));
+        assert_eq!(
+            on(LinkType::Null, &v4, LINK),
+            format!("AF IPv4 (2), length 88: {ECHO}")
+        );
+        // NULL is in the writer's byte order: read either way, as tcpdump does.
+        for af in [24u32, 28, 30] {
+            for bytes in [af.to_le_bytes(), af.to_be_bytes()] {
+                let f = with(bytes, ip6_udp());
+                assert_eq!(on(LinkType::Null, &f, PLAIN), format!("IP6 {UDP6}"));
+                assert_eq!(
+                    on(LinkType::Null, &f, LINK),
+                    format!("AF IPv6 ({af}), length 56: {UDP6}")
+                );
+            }
+            // LOOP is in network byte order.
+            let f = with(af.to_be_bytes(), ip6_udp());
+            assert_eq!(on(LinkType::Loop, &f, PLAIN), format!("IP6 {UDP6}"));
+        }
+        let v4 = with(2u32.to_be_bytes(), ip_echo());
+        assert_eq!(
+            on(LinkType::Loop, &v4, LINK),
+            format!("AF IPv4 (2), length 88: {ECHO}")
+        );
+        let other = with(7u32.to_be_bytes(), ip_echo());
+        assert_eq!(
+            on(LinkType::Loop, &other, PLAIN),
+            "AF Unknown (7), length 88"
+        );
+        assert_eq!(on(LinkType::Null, &[2, 0], PLAIN), "[|null]");
+        assert_eq!(on(LinkType::Loop, &[], PLAIN), "[|loop]");
+    }
+
+    #[test]
+    fn cooked_headers_show_direction_and_interface_index() {
+        let v1 = [sll(0, 0x0800), ip_echo()].concat();
+        assert_eq!(on(LinkType::LinuxSll, &v1, PLAIN), format!("In IP {ECHO}"));
+        assert_eq!(
+            on(LinkType::LinuxSll, &v1, LINK),
+            format!("In 0a:00:00:00:00:01 ethertype IPv4 (0x0800), length 100: {ECHO}")
+        );
+        let out = [sll(4, 0x86dd), ip6_udp()].concat();
+        assert_eq!(
+            on(LinkType::LinuxSll, &out, PLAIN),
+            format!("Out IP6 {UDP6}")
+        );
+        let v2 = [sll2(0, 7, 0x0800), ip_echo()].concat();
+        assert_eq!(
+            on(LinkType::LinuxSll2, &v2, PLAIN),
+            format!("ifindex 7 In IP {ECHO}")
+        );
+        assert_eq!(
+            on(LinkType::LinuxSll2, &v2, LINK),
+            format!("ifindex 7 In 0a:00:00:00:00:01 ethertype IPv4 (0x0800), length 104: {ECHO}")
+        );
+        // Broadcast, multicast, another host's: tcpdump's B, M, P.
+        for (t, word) in [(1, "B"), (2, "M"), (3, "P"), (9, "?")] {
+            let f = [sll2(t, 2, 0x0800), ip_echo()].concat();
+            assert_eq!(
+                on(LinkType::LinuxSll2, &f, PLAIN),
+                format!("ifindex 2 {word} IP {ECHO}")
+            );
+        }
+        // ARP and VLAN tags after a cooked header, as after Ethernet's.
+        let arp = &build(|v| {
+            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
+                .arp(
+                    ArpPacket::new(
+                        ArpHardwareId::ETHERNET,
+                        EtherType::IPV4,
+                        ArpOperation::REQUEST,
+                        &MAC_A,
+                        &[10, 0, 0, 1],
+                        &[0; 6],
+                        &[10, 0, 0, 2],
+                    )
+                    .unwrap(),
+                )
+                .write(v)
+                .unwrap()
+        })[14..];
+        let f = [sll(1, 0x0806), arp.to_vec()].concat();
+        assert_eq!(
+            on(LinkType::LinuxSll, &f, PLAIN),
+            "B ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 28"
+        );
+        let tagged = [sll(0, 0x8100), vec![0, 100, 0x08, 0x00], ip_echo()].concat();
+        assert_eq!(
+            on(LinkType::LinuxSll, &tagged, PLAIN),
+            format!("In vlan 100, IP {ECHO}")
+        );
+        assert_eq!(on(LinkType::LinuxSll, &v1[..15], PLAIN), "[|sll]");
+        assert_eq!(on(LinkType::LinuxSll2, &v2[..19], PLAIN), "[|sll2]");
+    }
+
+    #[test]
+    fn file_packet_lines_take_the_direction_from_a_cooked_header() {
+        let pkt = CapturedPacket {
+            ts_ns: 1_700_000_000_123_456_789,
+            node: String::new(),
+            netns: String::new(),
+            ifname: String::new(),
+            // epb_flags said so too: printed once, from the header.
+            dir: Some(Direction::Out),
+            data: [sll(4, 0x0800), ip_echo()].concat().into(),
+            orig_len: 100,
+            drop: None,
+        };
+        let line = format_packet_on(LinkType::LinuxSll, &pkt, &PLAIN);
+        assert!(line.ends_with(&format!(".123456 Out IP {ECHO}")), "{line}");
+        let raw = CapturedPacket {
+            data: ip_echo().into(),
+            orig_len: 84,
+            ifname: "tun0".into(),
+            ..pkt
+        };
+        let line = format_packet_on(LinkType::Raw, &raw, &PLAIN);
+        assert!(line.ends_with(&format!(" tun0 Out IP {ECHO}")), "{line}");
+    }
+
+    #[test]
+    fn every_link_type_survives_cut_and_random_bytes() {
+        let links = [
+            LinkType::Null,
+            LinkType::Ethernet,
+            LinkType::Raw,
+            LinkType::Loop,
+            LinkType::LinuxSll,
+            LinkType::Ipv4,
+            LinkType::Ipv6,
+            LinkType::LinuxSll2,
+        ];
+        let samples = [
+            [sll2(0, 1, 0x0800), ip_echo()].concat(),
+            [sll(0, 0x86dd), ip6_udp()].concat(),
+            [30u32.to_le_bytes().to_vec(), ip6_udp()].concat(),
+        ];
+        let all = [PLAIN, LINK];
+        for s in &samples {
+            for cut in 0..=s.len() {
+                for link in links {
+                    for o in &all {
+                        let _ = on(link, &s[..cut], *o);
+                    }
+                }
+            }
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            let mut frame = Vec::with_capacity(80);
+            for _ in 0..(x % 90) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                frame.push(x as u8);
+            }
+            for link in links {
+                for o in &all {
+                    let _ = format_link(link, &frame, (x % 2000) as usize, o);
+                }
             }
         }
     }

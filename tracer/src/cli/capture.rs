@@ -17,9 +17,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer::{
     capture::{
-        read_capture_file, CaptureError, CaptureOutput, CaptureSink, CaptureStats, Cursor,
-        KernelHint, PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions,
-        FILTER_HELP, PUBLISH_EVERY,
+        filter::FileFilter, format::format_packet_on, read_capture_file, CaptureError,
+        CaptureOutput, CaptureSink, CaptureStats, Cursor, KernelHint, PacketFilter, PcapngWriter,
+        RecordDecoder, RingReader, TextOptions, DEFAULT_SNAPLEN, FILTER_HELP, PUBLISH_EVERY,
     },
     node::{
         kernel::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
@@ -82,7 +82,8 @@ pub struct CaptureArgs {
     /// Write packets to FILE as pcapng instead of printing them (`-` = stdout).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<String>,
-    /// Read packets from a pcapng/pcap FILE and print them (no capture, no root needed).
+    /// Read packets from a pcapng/pcap FILE and print them (no capture, no root needed):
+    /// Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback files.
     #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["netns", "pod", "drops", "duration"])]
     pub read: Option<String>,
     /// Stop after N packets.
@@ -193,8 +194,13 @@ impl CaptureArgs {
     }
 
     fn output<W: Write>(&self, out: W) -> Result<CaptureOutput<W>> {
+        // The kernel's copy limits a live capture; a file's packets are copied as read.
+        let snaplen = match self.read {
+            Some(_) => DEFAULT_SNAPLEN,
+            None => self.snaplen(),
+        };
         Ok(match &self.write {
-            Some(_) => CaptureOutput::Pcapng(PcapngWriter::new(out, self.snaplen())?),
+            Some(_) => CaptureOutput::Pcapng(PcapngWriter::new(out, snaplen)?),
             None => CaptureOutput::Text {
                 out,
                 opts: self.text_options(),
@@ -253,6 +259,10 @@ impl CaptureArgs {
 /// Reads `-r FILE`, or captures live until `-c`, `--duration` or a signal `signals` catches.
 pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Result<i32> {
     let expr = args.expression.join(" ");
+    if let Some(path) = &args.read {
+        // Compiled for the file's link type(s), not for Ethernet.
+        return read_file(&args, path, &expr);
+    }
     let filter = if expr.trim().is_empty() {
         None
     } else {
@@ -264,9 +274,6 @@ pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Resul
             }
         }
     };
-    if let Some(path) = &args.read {
-        return read_file(&args, path, filter);
-    }
     let Some(mut signals) = signals else {
         anyhow::bail!("a live capture needs its signal handlers");
     };
@@ -572,31 +579,63 @@ fn print_status(s: &CaptureStats) {
     );
 }
 
-fn read_file(args: &CaptureArgs, path: &str, filter: Option<PacketFilter>) -> Result<i32> {
+/// `-r FILE`: prints (or with `-w` copies, keeping each interface's link type) the packets
+/// the filter, compiled for each link type the file holds, accepts.
+fn read_file(args: &CaptureArgs, path: &str, expr: &str) -> Result<i32> {
     let input: Box<dyn std::io::Read> = if path == "-" {
         Box::new(std::io::stdin())
     } else {
         Box::new(File::open(path).with_context(|| format!("opening {path}"))?)
     };
     // The input is known to be a capture file before `-w FILE` is created.
-    let reader = read_capture_file(std::io::BufReader::new(input))
+    let mut reader = read_capture_file(std::io::BufReader::new(input))
         .with_context(|| format!("reading {path}"))?;
+    let mut filter = (!expr.trim().is_empty()).then(|| FileFilter::new(expr));
+    // A pcap file has one link type, known now: a filter that does not compile for it is
+    // refused before any output, as tcpdump does. pcapng interfaces come with the packets.
+    if let (Some(f), Some((link, foreign_order))) = (&mut filter, reader.file_link_type()) {
+        if let Err(e) = f.prepare(link, foreign_order) {
+            eprintln!("netpath: {e}");
+            return Ok(2);
+        }
+    }
     let out = Deferred::new(args.open_output()?);
-    let mut sink = CaptureSink::new(filter, args.output(out.clone())?);
-    for pkt in reader {
+    let mut output = args.output(out.clone())?;
+    let mut written = 0u64;
+    while let Some(pkt) = reader.next_packet() {
         let pkt = pkt.with_context(|| format!("reading {path}"))?;
-        match sink.push(&pkt) {
+        match filter.as_mut().map(|f| f.matches(&pkt)) {
+            Some(Ok(false)) => continue,
+            Some(Err(e)) => {
+                eprintln!("netpath: {e}");
+                return Ok(2);
+            }
+            Some(Ok(true)) | None => {}
+        }
+        let wrote = match &mut output {
+            CaptureOutput::Pcapng(w) => w.write_file_packet(&pkt),
+            CaptureOutput::Text { out, opts } => {
+                writeln!(out, "{}", format_packet_on(pkt.link, &pkt.packet, opts))
+                    .map_err(CaptureError::from)
+            }
+        };
+        match wrote {
             Err(e) if e.is_broken_pipe() => return Ok(0), // `| head`: done, as tcpdump
             Err(e) => return Err(e.into()),
-            Ok(_) => {}
+            Ok(()) => {}
         }
-        if args.count.is_some_and(|c| sink.stats().captured >= c) {
+        written += 1;
+        if args.count.is_some_and(|c| written >= c) {
             break;
         }
     }
-    match sink
-        .finish()
-        .and_then(|_| out.flush_now().map_err(CaptureError::from))
+    let flushed = match &mut output {
+        CaptureOutput::Pcapng(w) => w.flush(),
+        CaptureOutput::Text { out, .. } => out.flush(),
+    };
+    match flushed
+        .and_then(|_| out.flush_now())
+        .map_err(CaptureError::from)
     {
         Err(e) if !e.is_broken_pipe() => Err(e.into()),
         _ => Ok(0),
