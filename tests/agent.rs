@@ -362,6 +362,7 @@ fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
             routes: false,
             ring_bytes: 1 << 22,
             functions: String::new(),
+            non_ip: false,
         };
         let mut stream = client.open_stream(req).await.unwrap().into_inner();
         let first = stream.message().await.unwrap().unwrap();

@@ -55,6 +55,11 @@ fn main() -> std::process::ExitCode {
             the_delivered_family_is_the_reference_for_the_failing_one,
             Requires::Root
         ),
+        case!(
+            a_next_hop_that_never_answers_is_followed_to_its_side,
+            Requires::Root,
+            Requires::Tool("nft")
+        ),
         case!(bad_input_is_one_line_and_exit_2, Requires::Root),
         case!(passive_mode_follows_real_traffic, Requires::Root),
         case!(
@@ -512,6 +517,45 @@ fn the_delivered_family_is_the_reference_for_the_failing_one() {
         "{v6:#}"
     );
     assert_eq!(v6["comparison"]["reference"], 4, "{v6:#}");
+}
+
+/// The server's firewall drops ARP requests and neighbour solicitations: the router's
+/// neighbour entry for it never resolves, which is all the router's side shows. The trace
+/// follows the next hop to the namespace that holds its address, solicits again, and names
+/// what happened there as the cause.
+fn a_next_hop_that_never_answers_is_followed_to_its_side() {
+    let t = HandMade::new();
+    let b = format!("netns:{}", t.b.name);
+    // Both ways: the server's own ARP requests and solicitations (its entry for the router
+    // going stale) would teach the router its address too.
+    t.b.exec(
+        "nft add table arp t && nft add chain arp t in '{ type filter hook input priority 0; }' \
+         && nft add rule arp t in drop \
+         && nft add chain arp t out '{ type filter hook output priority 0; }' \
+         && nft add rule arp t out drop \
+         && nft add table ip6 t && nft add chain ip6 t in '{ type filter hook input priority 0; }' \
+         && nft add rule ip6 t in icmpv6 type nd-neighbor-solicit drop \
+         && nft add chain ip6 t out '{ type filter hook output priority 0; }' \
+         && nft add rule ip6 t out icmpv6 type '{ nd-neighbor-solicit, nd-neighbor-advert }' drop",
+    );
+    t.r.exec("ip neigh flush dev rb && ip -6 neigh flush dev rb");
+    let (code, r) = t.trace(&b, &[]);
+    assert_eq!(code, 1);
+    for fam in [4, 6] {
+        let v = verdict(&r, fam);
+        assert_cause(v, "dropped", "netfilter_drop", &t.b.name);
+        assert_eq!(v["reason"], "NETFILTER_DROP", "{v:#}");
+        let summary = v["summary"].as_str().unwrap();
+        assert!(summary.contains("never answered"), "{v:#}");
+        let what = if fam == 4 {
+            "ARP request"
+        } else {
+            "neighbour solicitation"
+        };
+        assert!(summary.contains(what), "{v:#}");
+        let evidence = v["evidence"].to_string();
+        assert!(evidence.contains("held by"), "{v:#}");
+    }
 }
 
 fn bad_input_is_one_line_and_exit_2() {

@@ -30,6 +30,7 @@ pub fn scope_to(s: &Scope) -> proto::OpenStreamRequest {
         routes: s.routes,
         ring_bytes: s.ring_bytes,
         functions: s.functions.clone().unwrap_or_default(),
+        non_ip: s.non_ip,
     }
 }
 
@@ -54,6 +55,7 @@ pub fn scope_from(r: proto::OpenStreamRequest) -> Result<Scope, Status> {
             .map(|p| Place::new(p.node, p.netns))
             .collect(),
         addrs,
+        non_ip: r.non_ip,
         drops: r.drops,
         routes: r.routes,
         ring_bytes: r.ring_bytes,
@@ -81,6 +83,7 @@ mod tests {
                 "10.244.1.2".parse().unwrap(),
                 "fd00:10:244:1::2".parse().unwrap(),
             ],
+            non_ip: true,
             drops: true,
             routes: false,
             ring_bytes: 1 << 16,
@@ -94,6 +97,7 @@ mod tests {
         let mut r = scope_to(&Scope {
             places: vec![],
             addrs: vec![],
+            non_ip: false,
             drops: true,
             routes: true,
             ring_bytes: 4096,

@@ -102,6 +102,9 @@ pub struct Scope {
     pub places: Vec<Place>,
     /// Packets from or to these addresses (filtered in the kernel).
     pub addrs: Vec<IpAddr>,
+    /// Also packets without an IP header (ARP), for a look at neighbour resolution; the
+    /// address filter cannot tell whose they are.
+    pub non_ip: bool,
     /// Kernel drops with their reason.
     pub drops: bool,
     /// The kernel's route lookups for these packets.

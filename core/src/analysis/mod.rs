@@ -2,6 +2,7 @@
 //! [`crate::world`] traits.
 pub mod diagnose;
 pub mod differential;
+pub mod nexthop;
 pub mod path;
 pub mod session;
 

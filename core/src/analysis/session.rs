@@ -228,6 +228,7 @@ pub async fn trace(
         let scope = Scope {
             places,
             addrs: from.addrs().collect(),
+            non_ip: false,
             drops: true,
             routes: true,
             ring_bytes: config.ring_bytes,
@@ -339,6 +340,15 @@ pub async fn trace(
     }
     reports.sort_by_key(|r| r.family);
     super::differential::compare_families(&mut reports, &from, &to, world.inspector).await;
+    super::nexthop::follow_unanswered_next_hops(
+        &mut reports,
+        world,
+        &to,
+        &node_of,
+        config.ring_bytes,
+        config.run_id,
+    )
+    .await;
     if lost > 0 {
         for r in &mut reports {
             note_lost(r, lost);

@@ -85,6 +85,8 @@ pub enum Proto {
     Gre,
     Ipip,
     Ipv6,
+    /// An ARP packet (no IP header; `src`/`dst` are its sender and target addresses).
+    Arp,
     /// No transport header (not IP, or a flow key without one).
     None,
     Other,
@@ -123,7 +125,7 @@ impl Proto {
             Proto::Gre => 47,
             Proto::Ipip => 4,
             Proto::Ipv6 => 41,
-            Proto::None | Proto::Other => 0,
+            Proto::Arp | Proto::None | Proto::Other => 0,
         }
     }
 
@@ -137,6 +139,7 @@ impl Proto {
             Proto::Gre => "gre",
             Proto::Ipip => "ipip",
             Proto::Ipv6 => "ipv6",
+            Proto::Arp => "arp",
             Proto::None => "none",
             Proto::Other => "other",
         }

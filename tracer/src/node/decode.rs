@@ -279,6 +279,9 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
     }
     let parsed = parse_raw(raw, extra_vxlan_port);
     let f = *parsed.innermost();
+    let arp = (parsed.ethertype == ETH_P_ARP)
+        .then(|| arp_fields(&ethernet_frame(raw)))
+        .flatten();
     let tunnel = tunnel_kind(parsed.tunnel).and_then(|kind| {
         Some(Tunnel {
             kind,
@@ -318,16 +321,22 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
             _ => Direction::None,
         },
         hook: hook_of(raw.hook),
-        flow: FlowKey {
-            family: Family::from_number(f.family),
-            src: addr(f.family, &f.src),
-            dst: addr(f.family, &f.dst),
-            proto: Proto::from_number(f.proto),
-            sport: ports.then_some(f.sport),
-            dport: ports.then_some(f.dport),
+        flow: match arp {
+            Some((_, ref flow)) => flow.clone(),
+            None => FlowKey {
+                family: Family::from_number(f.family),
+                src: addr(f.family, &f.src),
+                dst: addr(f.family, &f.dst),
+                proto: Proto::from_number(f.proto),
+                sport: ports.then_some(f.sport),
+                dport: ports.then_some(f.dport),
+            },
         },
         packet: Some(PacketSection {
-            icmp: icmp_name(&f),
+            icmp: match arp {
+                Some((op, _)) => Some(op.to_string()),
+                None => icmp_name(&f),
+            },
             len: raw.skb_len,
             pkt_id: format!("{:016x}", packet_id(&parsed)),
             tunnel,
@@ -353,6 +362,43 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
         route: None,
         neigh: None,
     }
+}
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// An ARP packet's operation (`arp-request`, `arp-reply`) and its sender and target IPv4
+/// addresses as a flow key (family 4, protocol `arp`), from an Ethernet frame (VLAN tags
+/// skipped). None when it is not ARP over Ethernet for IPv4, or is cut short.
+pub fn arp_fields(frame: &[u8]) -> Option<(&'static str, FlowKey)> {
+    let mut off = 12;
+    while matches!(frame.get(off..off + 2)?, [0x81, 0x00] | [0x88, 0xa8]) {
+        off += 4;
+    }
+    if frame.get(off..off + 2)? != [0x08, 0x06] {
+        return None;
+    }
+    let arp = frame.get(off + 2..off + 2 + 28)?;
+    // Ethernet hardware (1), IPv4 protocol (0x0800), 6- and 4-byte addresses.
+    if arp[..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        return None;
+    }
+    let op = match u16::from_be_bytes([arp[6], arp[7]]) {
+        1 => "arp-request",
+        2 => "arp-reply",
+        _ => "arp",
+    };
+    let ip = |b: &[u8]| Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?));
+    Some((
+        op,
+        FlowKey {
+            family: Some(Family::Ipv4),
+            src: ip(&arp[14..18]),
+            dst: ip(&arp[24..28]),
+            proto: Proto::Arp,
+            sport: None,
+            dport: None,
+        },
+    ))
 }
 
 /// Route and neighbour events: no packet, a flow key or an address instead.
@@ -525,6 +571,32 @@ mod tests {
         let ev = decode(&raw, "n", 0, &mut FixedNames);
         assert_eq!(&ethernet_frame(&raw)[12..14], &[0x86, 0xdd]);
         assert_eq!(ev.flow.family, Some(Family::Ipv6));
+    }
+
+    #[test]
+    fn arp_packets_name_their_operation_and_addresses() {
+        let mut frame = vec![0xff; 6];
+        frame.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        frame.extend([2, 0, 0, 0, 0, 1, 10, 77, 2, 1]);
+        frame.extend([0; 6]);
+        frame.extend([10, 77, 2, 2]);
+        let ev = decode(&raw_with(&frame, true, 0x0806), "n", 0, &mut FixedNames);
+        assert_eq!(ev.flow.proto, Proto::Arp);
+        assert_eq!(
+            (
+                ev.flow.src.unwrap().to_string(),
+                ev.flow.dst.unwrap().to_string()
+            ),
+            ("10.77.2.1".into(), "10.77.2.2".into())
+        );
+        assert_eq!(ev.packet.unwrap().icmp.as_deref(), Some("arp-request"));
+        // Behind a VLAN tag, and cut short.
+        let mut tagged = frame[..12].to_vec();
+        tagged.extend([0x81, 0, 0, 5]);
+        tagged.extend(&frame[12..]);
+        assert_eq!(arp_fields(&tagged).unwrap().0, "arp-request");
+        assert!(arp_fields(&frame[..30]).is_none());
+        assert!(arp_fields(&[0u8; 60]).is_none());
     }
 
     #[test]

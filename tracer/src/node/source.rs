@@ -59,7 +59,10 @@ pub fn spec_for(scope: &Scope) -> TracerSpec {
         routes: scope.routes,
         // Neighbour state is read from the namespace when it matters (fewer programs to verify).
         neigh: false,
-        filter: filter_for(&scope.addrs),
+        filter: FilterConfig {
+            non_ip_passes: u8::from(scope.non_ip),
+            ..filter_for(&scope.addrs)
+        },
         ring_bytes: scope.ring_bytes,
         functions: scope.functions.clone(),
         ..TracerSpec::default()
