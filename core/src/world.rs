@@ -11,7 +11,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::model::{Endpoint, Event, Family, IfAddr, Place, Probe, ProbeOutcome, RouteAnswer};
+use crate::model::{
+    Endpoint, Event, Family, IfAddr, NameAnswer, Place, Probe, ProbeOutcome, RouteAnswer,
+};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ResolveError {
@@ -92,6 +94,14 @@ pub trait Prober: Send + Sync {
         timeout: Duration,
         cancel: Cancel,
     ) -> Result<ProbeOutcome, WorldError>;
+
+    /// Looks `name` up (A and AAAA) as a process in `from` would, with its resolver settings.
+    async fn lookup(&self, from: &Place, name: &str) -> Result<NameAnswer, WorldError> {
+        let _ = (from, name);
+        Err(WorldError::Other(
+            "name lookups are not available through this prober".into(),
+        ))
+    }
 }
 
 /// What a trace wants to see: the packets of its endpoints, wherever they go.

@@ -19,8 +19,9 @@ use crate::{
         path::{rebuild, ProbeMatch},
     },
     model::{
-        Cause, Endpoint, EndpointKind, Event, EventKind, Family, FamilyReport, Place, Probe,
-        ProbeKind, ProbeOutcome, Proto, TraceReport, Verdict,
+        looks_like_a_dns_name, Cause, Endpoint, EndpointKind, Event, EventKind, Family,
+        FamilyReport, NameAnswer, Place, Probe, ProbeKind, ProbeOutcome, Proto, TraceReport,
+        Verdict,
     },
     world::{Cancel, ResolveError, Scope, StreamItem, World, WorldError},
 };
@@ -103,10 +104,11 @@ struct Planned {
 }
 
 /// Families to ask: `--family`, else both; a bare address is one family.
-fn families(config: &TraceConfig, to: &Endpoint) -> Vec<Family> {
+fn families(config: &TraceConfig, to: &Endpoint, named: bool) -> Vec<Family> {
     match config.family {
         Some(f) => vec![f],
-        None if to.kind == EndpointKind::Address => {
+        // A DNS name is asked in both families: one it has no record of is an answer too.
+        None if to.kind == EndpointKind::Address && !named => {
             to.addrs().map(|a| Family::of(&a)).take(1).collect()
         }
         None => Family::BOTH.to_vec(),
@@ -159,7 +161,6 @@ pub async fn trace(
 ) -> Result<Traced, TraceError> {
     let started = Instant::now();
     let from = world.resolver.resolve(&config.from).await?;
-    let to = world.resolver.resolve(&config.to).await?;
     let Some(src_place) = from.place() else {
         return Err(TraceError::Invalid(format!(
             "{} is not in a network namespace here: FROM must be a pod, a node, netns:NAME or an \
@@ -173,12 +174,22 @@ pub async fn trace(
             from.name
         )));
     }
+    let (to, named) = resolve_destination(world, config, &src_place).await?;
     let kind = kind_of(config, &to);
 
     // Families a side has no address for are answered without probing.
     let mut reports: Vec<FamilyReport> = Vec::new();
     let mut planned: Vec<Planned> = Vec::new();
-    for (i, family) in families(config, &to).into_iter().enumerate() {
+    for (i, family) in families(config, &to, named.is_some())
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(name) = &named {
+            if to.addr(family).is_none() {
+                reports.push(name_lacks_family(family, name));
+                continue;
+            }
+        }
         if let Some(r) = unprobed(family, &from, &to, world.inspector).await {
             reports.push(r);
             continue;
@@ -339,6 +350,11 @@ pub async fn trace(
         reports.push(analyze(&t, &events, world.inspector).await);
     }
     reports.sort_by_key(|r| r.family);
+    if let Some(name) = &named {
+        for r in &mut reports {
+            r.evidence.push(name_evidence(&name.answer));
+        }
+    }
     super::differential::compare_families(&mut reports, &from, &to, world.inspector).await;
     super::nexthop::follow_unanswered_next_hops(
         &mut reports,
@@ -366,6 +382,138 @@ pub async fn trace(
         },
         streams,
     })
+}
+
+/// A destination given as a DNS name: what the source's resolver answered, and what the
+/// resolver of names here knows of the first address (a pod, a Service).
+struct Named {
+    answer: NameAnswer,
+    /// The endpoint the name points at as known here, before the name's own families were
+    /// applied (its addresses of both families, a Service's ClusterIPs).
+    known: Option<Endpoint>,
+}
+
+/// Resolves TO; a DNS name nothing here knows is looked up as the source would look it up.
+async fn resolve_destination(
+    world: World<'_>,
+    config: &TraceConfig,
+    src_place: &Place,
+) -> Result<(Endpoint, Option<Named>), TraceError> {
+    let unknown = match world.resolver.resolve(&config.to).await {
+        Ok(to) => return Ok((to, None)),
+        Err(e @ ResolveError::Unknown { .. }) if looks_like_a_dns_name(&config.to) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let answer = match world.prober.lookup(src_place, &config.to).await {
+        Ok(a) if !a.addrs.is_empty() => a,
+        Ok(a) => {
+            return Err(TraceError::Invalid(format!(
+                "{unknown}; as a DNS name from {}: {} has no A or AAAA record ({} from {})",
+                src_place.netns, a.name, a.rcode, a.server
+            )))
+        }
+        Err(e) => {
+            return Err(TraceError::Invalid(format!(
+                "{unknown}; as a DNS name from {}: {e}",
+                src_place.netns
+            )))
+        }
+    };
+    let known = match answer.addrs.first() {
+        Some(a) => world.resolver.resolve(&a.to_string()).await.ok(),
+        None => None,
+    };
+    let mut to = known.clone().unwrap_or_else(|| Endpoint {
+        name: config.to.clone(),
+        kind: EndpointKind::Address,
+        netns: None,
+        node: None,
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        port: None,
+        backends: Vec::new(),
+        stale_of: None,
+    });
+    // The name's records decide the families, whatever the endpoint behind them has.
+    to.name = config.to.clone();
+    to.ipv4 = answer
+        .addrs
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    to.ipv6 = answer
+        .addrs
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(v) => Some(*v),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    Ok((to, Some(Named { answer, known })))
+}
+
+fn name_evidence(a: &NameAnswer) -> String {
+    let addrs: Vec<String> = a.addrs.iter().map(|a| a.to_string()).collect();
+    format!(
+        "dns: {} -> {} ({} from {})",
+        a.name,
+        if addrs.is_empty() {
+            "nothing".to_string()
+        } else {
+            addrs.join(", ")
+        },
+        a.rcode,
+        a.server
+    )
+}
+
+/// A family the destination's name has no record of: the wrong family for this name, with
+/// why (a single-stack Service, or a record missing for an address that exists).
+fn name_lacks_family(family: Family, name: &Named) -> FamilyReport {
+    let (fam, record) = match family {
+        Family::Ipv4 => (family.name(), "A"),
+        Family::Ipv6 => (family.name(), "AAAA"),
+    };
+    let n = &name.answer.name;
+    let mut summary = format!(
+        "{n} has no {record} record ({} answered {} with {} only)",
+        name.answer.server,
+        name.answer.rcode,
+        family.other().name()
+    );
+    let hint = match &name.known {
+        Some(k) if k.kind == EndpointKind::Service && k.addr(family).is_none() => {
+            summary.push_str(&format!(
+                ": the Service {} is single-stack ({} only)",
+                k.name,
+                family.other().name()
+            ));
+            format!(
+                "make the Service dual-stack (ipFamilyPolicy: PreferDualStack) so that its name \
+                 gets an {record} record"
+            )
+        }
+        Some(k) if k.addr(family).is_some() => {
+            let addr = k.addr(family).map(|a| a.to_string()).unwrap_or_default();
+            summary.push_str(&format!(
+                ", yet {} has the {fam} address {addr}: the record is missing",
+                k.name
+            ));
+            format!("add an {record} record for {n} -> {addr}")
+        }
+        _ => format!(
+            "add an {record} record for {n}, or use {} towards it",
+            family.other().name()
+        ),
+    };
+    let mut r = FamilyReport::new(family, Verdict::WrongFamily, summary);
+    r.cause = Some(Cause::WrongFamily);
+    r.hint = Some(hint);
+    r.evidence.push(name_evidence(&name.answer));
+    r
 }
 
 /// Events the tracer lost (its ring buffer was full) may have been this packet's: every
@@ -531,6 +679,56 @@ mod tests {
         },
         world::{EventSource, EventStream, Inspector, Prober, Resolver},
     };
+
+    #[test]
+    fn a_family_a_name_lacks_says_whether_the_service_or_the_record_is_at_fault() {
+        let answer = NameAnswer {
+            name: "web.default.svc.cluster.local".into(),
+            server: "10.96.0.10".parse().unwrap(),
+            rcode: "NOERROR".into(),
+            addrs: vec!["10.96.0.20".parse().unwrap()],
+        };
+        let service = |v6: &[&str]| Endpoint {
+            name: "svc/web".into(),
+            kind: EndpointKind::Service,
+            netns: None,
+            node: None,
+            ipv4: vec!["10.96.0.20".parse().unwrap()],
+            ipv6: v6.iter().map(|a| a.parse().unwrap()).collect(),
+            port: Some(80),
+            backends: vec![],
+            stale_of: None,
+        };
+        let single = Named {
+            answer: answer.clone(),
+            known: Some(service(&[])),
+        };
+        let r = name_lacks_family(Family::Ipv6, &single);
+        assert_eq!(
+            (r.verdict, r.cause),
+            (Verdict::WrongFamily, Some(Cause::WrongFamily))
+        );
+        assert!(r.summary.contains("has no AAAA record"), "{}", r.summary);
+        assert!(
+            r.summary.contains("single-stack (IPv4 only)"),
+            "{}",
+            r.summary
+        );
+        assert!(r.hint.unwrap().contains("PreferDualStack"));
+        let dual = Named {
+            answer: answer.clone(),
+            known: Some(service(&["fd00:10:96::20"])),
+        };
+        let r = name_lacks_family(Family::Ipv6, &dual);
+        assert!(r.summary.contains("the record is missing"), "{}", r.summary);
+        assert!(r.hint.unwrap().contains("fd00:10:96::20"));
+        let unknown = Named {
+            answer,
+            known: None,
+        };
+        let r = name_lacks_family(Family::Ipv6, &unknown);
+        assert!(r.evidence[0].starts_with("dns: web.default.svc.cluster.local -> 10.96.0.20"));
+    }
 
     /// pod-a (np-pod-a on node-1) and pod-c (np-pod-c on node-2); pod-d has IPv4 only.
     struct Names;

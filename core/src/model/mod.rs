@@ -16,5 +16,5 @@ pub use event::{
 pub use family::Family;
 pub use inspect::{prefix_contains, IfAddr, RouteAnswer};
 pub use path::{Hop, PacketPath};
-pub use probe::{Probe, ProbeKind, ProbeOutcome, Reply};
+pub use probe::{looks_like_a_dns_name, NameAnswer, Probe, ProbeKind, ProbeOutcome, Reply};
 pub use report::{Cause, Comparison, FamilyReport, TraceReport, Verdict, Where};

@@ -94,3 +94,32 @@ pub struct ProbeOutcome {
     /// Round-trip time of the reply.
     pub rtt_us: Option<u64>,
 }
+
+/// What a name server answered for a name's A and AAAA records, asked as the source would ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameAnswer {
+    /// The name that was answered (after the resolver's search domains).
+    pub name: String,
+    pub server: IpAddr,
+    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
+    pub rcode: String,
+    /// Every A and AAAA address in the answers.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Is `s` a DNS name to look up (at least two labels, not an address, not a `kind:name` or
+/// `kind/name` spec)? Single labels stay lab and Kubernetes names.
+pub fn looks_like_a_dns_name(s: &str) -> bool {
+    let s = s.trim_end_matches('.');
+    !s.is_empty()
+        && s.len() <= 253
+        && s.contains('.')
+        && s.parse::<IpAddr>().is_err()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+        })
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+}

@@ -12,6 +12,7 @@ pub mod btf;
 pub mod caps;
 pub mod cleanup;
 pub mod decode;
+pub mod dns;
 pub mod features;
 pub mod functions;
 pub mod hooks;

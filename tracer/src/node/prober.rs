@@ -15,7 +15,7 @@ use std::{
 
 use async_trait::async_trait;
 use netpath_core::{
-    model::{Probe, ProbeKind, ProbeOutcome, Reply},
+    model::{NameAnswer, Place, Probe, ProbeKind, ProbeOutcome, Reply},
     world::{Cancel, Prober, WorldError},
 };
 
@@ -39,6 +39,14 @@ impl Prober for LocalProber {
             .await
             .map_err(|e| WorldError::Other(format!("probe task: {e}")))?
             .map_err(|e| WorldError::Other(e.to_string()))
+    }
+
+    async fn lookup(&self, from: &Place, name: &str) -> Result<NameAnswer, WorldError> {
+        let (netns, name) = (from.netns.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || super::dns::lookup(&netns, &name))
+            .await
+            .map_err(|e| WorldError::Other(format!("lookup task: {e}")))?
+            .map_err(WorldError::Other)
     }
 }
 
