@@ -531,6 +531,13 @@ fn note_lost(r: &mut FamilyReport, lost: u64) {
     ));
 }
 
+/// After the last probe, events still arriving are waited for at least this long...
+const SETTLE_MIN: Duration = Duration::from_millis(120);
+/// ...and until none came for this long...
+const SETTLE_QUIET: Duration = Duration::from_millis(150);
+/// ...but no longer than this.
+const SETTLE_MAX: Duration = Duration::from_millis(1000);
+
 /// Sends the probes and gathers events until every family is decided (an answer, or a drop
 /// that settles it) and the trailing events are in, or the wait is over.
 async fn collect(
@@ -545,8 +552,17 @@ async fn collect(
     let started = Instant::now();
     let mut probes = send_probes(world, planned, config.timeout);
     let deadline = tokio::time::Instant::now() + config.timeout + Duration::from_millis(300);
-    let mut settle: Option<tokio::time::Instant> = None;
+    // Once the probes are done: when the trailing events are in. At least SETTLE_MIN after
+    // the last probe, and until no event came for SETTLE_QUIET (a remote agent's stream, or a
+    // busy node, delivers later than a local ring buffer), but never past SETTLE_MAX.
+    let mut probes_done: Option<tokio::time::Instant> = None;
+    let mut last_event = tokio::time::Instant::now();
     loop {
+        let settle = probes_done.map(|done| {
+            (done + SETTLE_MIN)
+                .max(last_event + SETTLE_QUIET)
+                .min(done + SETTLE_MAX)
+        });
         let wake = settle.unwrap_or(deadline).min(deadline);
         tokio::select! {
             item = stream.next() => match item {
@@ -563,6 +579,7 @@ async fn collect(
                         }
                     }
                     events.push(*ev);
+                    last_event = tokio::time::Instant::now();
                 }
                 Some(StreamItem::Lost { count, .. }) => *lost += count,
                 None => break,
@@ -577,7 +594,7 @@ async fn collect(
                 tracing::debug!("probe done after {} ms", started.elapsed().as_millis());
                 if probes.is_empty() {
                     // Trailing events (the answer's last hops) are still on their way.
-                    settle = Some(tokio::time::Instant::now() + Duration::from_millis(120));
+                    probes_done = Some(tokio::time::Instant::now());
                 }
             },
             _ = tokio::time::sleep_until(wake) => break,
