@@ -253,8 +253,42 @@ async fn next_hop(
             "{} has no {family} address on {dev} to ask from",
             asker.netns
         ))?;
-    // Who holds the next hop's address: the destination first (it often is the next hop),
-    // then every namespace of the nodes the resolver knows.
+    let owner = match holder(world, to, node_of, nh).await {
+        Some((p, dev)) => {
+            r.evidence.push(format!(
+                "next hop {nh}: held by {}",
+                place_text(&Where {
+                    node: p.node.clone(),
+                    netns: p.netns.clone(),
+                    ifname: dev,
+                    location: None,
+                })
+            ));
+            Some(p)
+        }
+        None => {
+            r.evidence
+                .push(format!("next hop {nh}: no traced namespace holds it"));
+            None
+        }
+    };
+    Ok(Stuck {
+        report,
+        asker,
+        nh,
+        src,
+        owner,
+    })
+}
+
+/// The namespace holding `nh` and its device there: the destination first (it often is the
+/// next hop), then every namespace of the nodes the resolver knows.
+async fn holder(
+    world: World<'_>,
+    to: &Endpoint,
+    node_of: &HashMap<String, String>,
+    nh: IpAddr,
+) -> Option<(Place, String)> {
     let mut places: Vec<Place> = node_of
         .iter()
         .map(|(ns, node)| Place::new(node.clone(), ns.clone()))
@@ -263,38 +297,78 @@ async fn next_hop(
     if let Some(p) = to.place() {
         places.insert(0, p);
     }
-    let mut owner = None;
-    for p in places.iter().take(MAX_OWNER_SEARCH) {
-        if let Some(a) = inspect
-            .addresses(p)
+    for p in places.into_iter().take(MAX_OWNER_SEARCH) {
+        if let Some(a) = world
+            .inspector
+            .addresses(&p)
             .await
             .into_iter()
             .find(|a| a.addr == nh)
         {
-            r.evidence.push(format!(
-                "next hop {nh}: held by {}",
-                place_text(&Where {
-                    node: p.node.clone(),
-                    netns: p.netns.clone(),
-                    ifname: a.dev,
-                    location: None,
-                })
-            ));
-            owner = Some(p.clone());
-            break;
+            return Some((p, a.dev));
         }
     }
-    if owner.is_none() {
-        r.evidence
-            .push(format!("next hop {nh}: no traced namespace holds it"));
+    None
+}
+
+/// A probe that left a namespace and was never seen again: the namespace holding its next
+/// hop is where it should have arrived. Every namespace the resolver knows was traced, so
+/// when that one is among them, it saw nothing of the probe arriving.
+pub async fn name_the_silent_receiver(
+    reports: &mut [FamilyReport],
+    world: World<'_>,
+    to: &Endpoint,
+    node_of: &HashMap<String, String>,
+) {
+    for r in reports.iter_mut() {
+        if r.verdict != Verdict::LostInTransit {
+            continue;
+        }
+        let left = r
+            .hops
+            .iter()
+            .rev()
+            .find(|h| h.kind == EventKind::Hop)
+            .filter(|h| h.dir == Direction::Egress)
+            .cloned();
+        let (Some(last), Some(dst)) = (left, r.dst) else {
+            continue;
+        };
+        let at = Place::new(last.node.clone(), last.netns.clone());
+        let Some(route) = world
+            .inspector
+            .route_get(&at, last.dst.unwrap_or(dst), None, None)
+            .await
+            .filter(|a| !a.failed())
+        else {
+            continue;
+        };
+        let nh = route.gateway.unwrap_or(last.dst.unwrap_or(dst));
+        match holder(world, to, node_of, nh).await {
+            Some((p, dev)) if p.netns != at.netns || p.node != at.node => {
+                let receiver = place_text(&Where {
+                    node: p.node.clone(),
+                    netns: p.netns.clone(),
+                    ifname: dev,
+                    location: None,
+                });
+                r.summary.push_str(&format!(
+                    "; its next hop {nh} is {receiver}, which was traced and saw nothing of it \
+                     arrive"
+                ));
+                r.hint = Some(format!(
+                    "the link between {} ({}) and {receiver} lost it without the kernel \
+                     reporting a drop on either side: check that link (cabling, the underlay, \
+                     a switch or a NIC dropping in hardware: ip -s link)",
+                    last.netns, last.ifname
+                ));
+            }
+            Some(_) => {}
+            None => r.evidence.push(format!(
+                "next hop {nh}: no traced namespace holds it (the next node is not traced here)"
+            )),
+        }
     }
-    Ok(Stuck {
-        report,
-        asker,
-        nh,
-        src,
-        owner,
-    })
 }
 
 /// One stream scoped to every next hop's address and solicitations (ARP for IPv4), and one
@@ -458,6 +532,129 @@ async fn apply(r: &mut FamilyReport, s: &Stuck, fate: Fate, world: World<'_>) {
 mod tests {
     use super::*;
     use crate::model::{DropSection, FlowKey, Hook, PacketIdent, PacketSection};
+
+    /// A world where `np-r` routes everything via 10.0.2.2 on `rb`, which `np-b` (node-2)
+    /// holds on `vb`; nothing else is known, and nothing may be probed or streamed.
+    struct Fixed;
+
+    #[async_trait::async_trait]
+    impl crate::world::Inspector for Fixed {
+        async fn route_get(
+            &self,
+            at: &Place,
+            dst: IpAddr,
+            _: Option<IpAddr>,
+            _: Option<&str>,
+        ) -> Option<crate::model::RouteAnswer> {
+            (at.netns == "np-r").then(|| crate::model::RouteAnswer {
+                netns: at.netns.clone(),
+                dst: dst.to_string(),
+                kind: crate::model::RouteType::from_name("unicast").unwrap(),
+                gateway: Some("10.0.2.2".parse().unwrap()),
+                dev: Some("rb".into()),
+                error: None,
+                prefix: None,
+            })
+        }
+        async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
+            None
+        }
+        async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn addresses(&self, at: &Place) -> Vec<crate::model::IfAddr> {
+            if at.netns != "np-b" {
+                return Vec::new();
+            }
+            vec![crate::model::IfAddr {
+                dev: "vb".into(),
+                addr: "10.0.2.2".parse().unwrap(),
+                prefix_len: 24,
+                dad_failed: false,
+            }]
+        }
+        async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
+            None
+        }
+        async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
+            None
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::world::Resolver for Fixed {
+        async fn resolve(&self, spec: &str) -> Result<Endpoint, crate::world::ResolveError> {
+            Err(crate::world::ResolveError::Invalid {
+                spec: spec.into(),
+                reason: "not in this test".into(),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::world::Prober for Fixed {
+        async fn send(
+            &self,
+            _: &Probe,
+            _: Duration,
+            _: crate::world::Cancel,
+        ) -> Result<crate::model::ProbeOutcome, crate::world::WorldError> {
+            panic!("nothing is probed here")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::world::EventSource for Fixed {
+        async fn open(
+            &self,
+            _: &Scope,
+        ) -> Result<Box<dyn crate::world::EventStream>, crate::world::WorldError> {
+            panic!("nothing is streamed here")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_probe_names_the_next_hop_that_saw_nothing() {
+        let world = World {
+            resolver: &Fixed,
+            inspector: &Fixed,
+            prober: &Fixed,
+            events: &Fixed,
+        };
+        let mut left = ev(
+            EventKind::Hop,
+            "np-r",
+            Direction::Egress,
+            "echo-request",
+            "fd77:1::2",
+            "fd77:9::1",
+        );
+        left.flow.src = Some("10.0.1.2".parse().unwrap());
+        left.flow.dst = Some("10.0.9.9".parse().unwrap());
+        let mut r = FamilyReport::new(Family::Ipv4, Verdict::LostInTransit, "lost".into());
+        r.dst = Some("10.0.9.9".parse().unwrap());
+        r.hops = vec![crate::model::Hop::from_event(&left)];
+        let node_of: HashMap<String, String> = [
+            ("np-r".to_string(), "node-1".to_string()),
+            ("np-b".to_string(), "node-2".to_string()),
+        ]
+        .into();
+        let to = Endpoint::new("10.0.9.9", crate::model::EndpointKind::Address);
+        let mut reports = [r];
+        name_the_silent_receiver(&mut reports, world, &to, &node_of).await;
+        let r = &reports[0];
+        assert!(
+            r.summary.contains(
+                "its next hop 10.0.2.2 is node-2 (np-b, vb), which was traced and saw nothing"
+            ),
+            "{}",
+            r.summary
+        );
+        assert!(r.hint.as_deref().unwrap().contains("between np-r (eth0)"));
+    }
 
     #[test]
     fn solicited_node_addresses_keep_the_last_24_bits() {

@@ -356,6 +356,7 @@ pub async fn trace(
         }
     }
     super::differential::compare_families(&mut reports, &from, &to, world.inspector).await;
+    super::nexthop::name_the_silent_receiver(&mut reports, world, &to, &node_of).await;
     super::nexthop::follow_unanswered_next_hops(
         &mut reports,
         world,
