@@ -244,6 +244,33 @@ fn addresses_and_links_are_what_ip_lists() {
         "a veth's peer is in another namespace"
     );
     assert_eq!(sys::link(&ns, "nosuchdev").unwrap(), None);
+
+    // State and counters as `ip -s link` has them; the peer going down shows on this end.
+    a.exec("ping -c2 -i0.2 -W1 10.1.0.2 >/dev/null");
+    let state = inspect::LiveInspector.link_state_in(&a.name, "va").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&ip(&a, &["-j", "-s", "link", "show", "va"]).stdout).unwrap();
+    let rx = &v[0]["stats64"]["rx"];
+    assert_eq!(state.operstate, "UP");
+    assert!(state.rx_packets >= 2, "{state:?}");
+    assert_eq!(
+        (state.rx_packets, state.rx_dropped, state.rx_errors),
+        (
+            rx["packets"].as_u64().unwrap(),
+            rx["dropped"].as_u64().unwrap(),
+            rx["errors"].as_u64().unwrap()
+        )
+    );
+    _b.exec("ip link set vb down");
+    let state = inspect::LiveInspector.link_state_in(&a.name, "va").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&ip(&a, &["-j", "link", "show", "va"]).stdout).unwrap();
+    assert_eq!(state.operstate, v[0]["operstate"].as_str().unwrap());
+    assert!(state.is_down(), "{state:?}");
+    assert_eq!(
+        inspect::LiveInspector.link_state_in(&a.name, "nosuchdev"),
+        None
+    );
 }
 
 fn neighbour_states_are_what_ip_neigh_shows() {

@@ -540,7 +540,9 @@ fn a_next_hop_that_never_answers_is_followed_to_its_side() {
          && nft add rule ip6 t out icmpv6 type '{ nd-neighbor-solicit, nd-neighbor-advert }' drop",
     );
     t.r.exec("ip neigh flush dev rb && ip -6 neigh flush dev rb");
-    let (code, r) = t.trace(&b, &[]);
+    // A second's wait is enough for the neighbour entries to be left incomplete; the second
+    // look (another stream, another second at most) comes on top.
+    let (code, r) = t.trace(&b, &["--timeout", "1"]);
     assert_eq!(code, 1);
     for fam in [4, 6] {
         let v = verdict(&r, fam);

@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 use netpath_core::{
-    model::{Event, Family, IfAddr, Place, Probe, ProbeKind, ProbeOutcome, RouteAnswer},
+    model::{Event, Family, IfAddr, LinkState, Place, Probe, ProbeKind, ProbeOutcome, RouteAnswer},
     world::{Cancel, EventSource, EventStream, Inspector, Prober, Scope, StreamItem, WorldError},
 };
 use serde::de::DeserializeOwned;
@@ -321,6 +321,11 @@ impl Inspector for RemoteWorld {
             addr: addr.to_string(),
         });
         self.ask::<Option<String>>(at, q).await.flatten()
+    }
+
+    async fn link_state(&self, at: &Place, dev: &str) -> Option<LinkState> {
+        let q = Question::LinkState(proto::Mtu { dev: dev.into() });
+        self.ask::<Option<LinkState>>(at, q).await.flatten()
     }
 }
 

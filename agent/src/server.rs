@@ -334,6 +334,7 @@ impl Agent for NodeServer {
             Question::NeighbourState(q) => {
                 wire::to_json(&i.neighbour_state(&at, ip(&q.addr)?).await)
             }
+            Question::LinkState(q) => wire::to_json(&i.link_state(&at, &q.dev).await),
         };
         Ok(Response::new(proto::InspectReply {
             answer_json: answer,

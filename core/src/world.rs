@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 
 use crate::model::{
-    Endpoint, Event, Family, IfAddr, NameAnswer, Place, Probe, ProbeOutcome, RouteAnswer,
+    Endpoint, Event, Family, IfAddr, LinkState, NameAnswer, Place, Probe, ProbeOutcome, RouteAnswer,
 };
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -65,6 +65,11 @@ pub trait Inspector: Send + Sync {
     async fn mtu(&self, at: &Place, dev: &str) -> Option<u32>;
     /// Neighbour-table state of `addr` (`REACHABLE`, `INCOMPLETE`, `FAILED`, ...), if present.
     async fn neighbour_state(&self, at: &Place, addr: IpAddr) -> Option<String>;
+    /// State and packet counters of device `dev` (None: unknown, or not asked of this world).
+    async fn link_state(&self, at: &Place, dev: &str) -> Option<LinkState> {
+        let _ = (at, dev);
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -349,19 +349,38 @@ pub async fn name_the_silent_receiver(
                 let receiver = place_text(&Where {
                     node: p.node.clone(),
                     netns: p.netns.clone(),
-                    ifname: dev,
+                    ifname: dev.clone(),
                     location: None,
                 });
+                // What both ends of the link say of themselves.
+                let sender = world.inspector.link_state(&at, &last.ifname).await;
+                let receiving = world.inspector.link_state(&p, &dev).await;
+                for (end, state) in [(&at, &sender), (&p, &receiving)] {
+                    if let Some(s) = state {
+                        r.evidence
+                            .push(format!("link in {}: {}", end.netns, s.describe()));
+                    }
+                }
+                let down = [&sender, &receiving]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.is_down());
                 r.summary.push_str(&format!(
                     "; its next hop {nh} is {receiver}, which was traced and saw nothing of it \
                      arrive"
                 ));
-                r.hint = Some(format!(
-                    "the link between {} ({}) and {receiver} lost it without the kernel \
-                     reporting a drop on either side: check that link (cabling, the underlay, \
-                     a switch or a NIC dropping in hardware: ip -s link)",
-                    last.netns, last.ifname
-                ));
+                r.hint = Some(match down {
+                    Some(s) => format!(
+                        "{} is {}: bring the link between {} ({}) and {receiver} up",
+                        s.dev, s.operstate, last.netns, last.ifname
+                    ),
+                    None => format!(
+                        "the link between {} ({}) and {receiver} lost it without the kernel \
+                         reporting a drop on either side: check that link (cabling, the \
+                         underlay, a switch or a NIC dropping in hardware: ip -s link)",
+                        last.netns, last.ifname
+                    ),
+                });
             }
             Some(_) => {}
             None => r.evidence.push(format!(
@@ -582,6 +601,16 @@ mod tests {
         async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
             None
         }
+        async fn link_state(&self, at: &Place, dev: &str) -> Option<crate::model::LinkState> {
+            (at.netns == "np-b").then(|| crate::model::LinkState {
+                dev: dev.into(),
+                operstate: "LOWERLAYERDOWN".into(),
+                rx_packets: 10,
+                rx_dropped: 0,
+                rx_errors: 0,
+                tx_dropped: 0,
+            })
+        }
     }
 
     #[async_trait::async_trait]
@@ -653,7 +682,17 @@ mod tests {
             "{}",
             r.summary
         );
-        assert!(r.hint.as_deref().unwrap().contains("between np-r (eth0)"));
+        assert_eq!(
+            r.hint.as_deref(),
+            Some(
+                "vb is LOWERLAYERDOWN: bring the link between np-r (eth0) and node-2 (np-b, vb) up"
+            )
+        );
+        assert!(
+            r.evidence[0].starts_with("link in np-b: vb: LOWERLAYERDOWN, 10 packets received"),
+            "{:?}",
+            r.evidence
+        );
     }
 
     #[test]

@@ -134,3 +134,32 @@ mod tests {
         );
     }
 }
+
+/// A device's state and packet counters, as `ip -s link` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    pub dev: String,
+    /// `UP`, `DOWN`, `LOWERLAYERDOWN`, `UNKNOWN`, ...
+    pub operstate: String,
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub rx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+impl LinkState {
+    /// Down, or its lower layer (the other end of a veth, the cable) is.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self.operstate.as_str(),
+            "DOWN" | "LOWERLAYERDOWN" | "NOTPRESENT"
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {}, {} packets received, {} dropped and {} in error on receive, {} dropped on send",
+            self.dev, self.operstate, self.rx_packets, self.rx_dropped, self.rx_errors, self.tx_dropped
+        )
+    }
+}

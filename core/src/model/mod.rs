@@ -14,7 +14,7 @@ pub use event::{
     PacketSection, Proto, RouteLookup, RouteType, Tunnel, TunnelKind,
 };
 pub use family::Family;
-pub use inspect::{prefix_contains, IfAddr, RouteAnswer};
+pub use inspect::{prefix_contains, IfAddr, LinkState, RouteAnswer};
 pub use path::{Hop, PacketPath};
 pub use probe::{looks_like_a_dns_name, NameAnswer, Probe, ProbeKind, ProbeOutcome, Reply};
 pub use report::{Cause, Comparison, FamilyReport, TraceReport, Verdict, Where};

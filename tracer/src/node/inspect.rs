@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use netpath_core::{
-    model::{Family, IfAddr, Place, RouteAnswer, RouteType},
+    model::{Family, IfAddr, LinkState, Place, RouteAnswer, RouteType},
     world::Inspector,
 };
 
@@ -80,6 +80,18 @@ impl LiveInspector {
         logged("link", netns, sys::link(&ns_ref(netns)?, dev))??.mtu
     }
 
+    pub fn link_state_in(&self, netns: &str, dev: &str) -> Option<LinkState> {
+        let l = logged("link", netns, sys::link(&ns_ref(netns)?, dev))??;
+        Some(LinkState {
+            dev: l.name,
+            operstate: l.operstate,
+            rx_packets: l.rx_packets,
+            rx_dropped: l.rx_dropped,
+            rx_errors: l.rx_errors,
+            tx_dropped: l.tx_dropped,
+        })
+    }
+
     pub fn neighbour_state_in(&self, netns: &str, addr: IpAddr) -> Option<String> {
         logged(
             "neighbours",
@@ -133,6 +145,10 @@ impl Inspector for LiveInspector {
     async fn neighbour_state(&self, at: &Place, addr: IpAddr) -> Option<String> {
         let ns = at.netns.clone();
         blocking(move || LiveInspector.neighbour_state_in(&ns, addr)).await
+    }
+    async fn link_state(&self, at: &Place, dev: &str) -> Option<LinkState> {
+        let (ns, dev) = (at.netns.clone(), dev.to_string());
+        blocking(move || LiveInspector.link_state_in(&ns, &dev)).await
     }
 }
 

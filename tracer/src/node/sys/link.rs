@@ -32,6 +32,12 @@ pub struct Link {
     /// The id, in this namespace, of the namespace the other end lives in (veth peer, tunnel
     /// underlay), when that is another namespace.
     pub link_netnsid: Option<i32>,
+    /// Packet counters (IFLA_STATS64): received, and dropped or in error on receive, dropped
+    /// on transmit.
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub rx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// An address configured on a device.
@@ -110,6 +116,10 @@ pub fn parse_link(payload: &[u8]) -> Result<Link, SysError> {
         operstate: "UNKNOWN".into(),
         link_type: u16::from(msg.header.link_layer_type),
         link_netnsid: None,
+        rx_packets: 0,
+        rx_dropped: 0,
+        rx_errors: 0,
+        tx_dropped: 0,
     };
     for attr in &msg.attributes {
         match attr {
@@ -117,6 +127,14 @@ pub fn parse_link(payload: &[u8]) -> Result<Link, SysError> {
             LinkAttribute::Mtu(m) => link.mtu = Some(*m),
             LinkAttribute::OperState(s) => link.operstate = operstate_name(*s),
             LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
+            LinkAttribute::Stats64(st) => {
+                (
+                    link.rx_packets,
+                    link.rx_dropped,
+                    link.rx_errors,
+                    link.tx_dropped,
+                ) = (st.rx_packets, st.rx_dropped, st.rx_errors, st.tx_dropped)
+            }
             LinkAttribute::LinkInfo(infos) => {
                 link.kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -232,6 +250,10 @@ mod tests {
                 operstate: "UP".into(),
                 link_type: 1,
                 link_netnsid: Some(0),
+                rx_packets: 0,
+                rx_dropped: 0,
+                rx_errors: 0,
+                tx_dropped: 0,
             }
         );
 
