@@ -22,9 +22,13 @@ use crate::{
     world::{Scope, StreamItem, World},
 };
 
-/// How long the second look solicits: the kernel sends its first solicitation at once and
-/// retries every second.
-const LOOK: Duration = Duration::from_millis(1500);
+/// How long the second look solicits: long enough for a neighbour entry still being resolved
+/// from the trace's probe (the kernel retries every second, three times) to fail and start
+/// again.
+const LOOK: Duration = Duration::from_millis(2500);
+
+/// How often the second look pings each next hop.
+const PING_EVERY: Duration = Duration::from_millis(500);
 
 /// Events still on their way after the last one that mattered.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -422,24 +426,25 @@ async fn second_look(
         functions: None,
     };
     let mut stream = world.events.open(&scope).await.map_err(|e| e.to_string())?;
-    let probes: Vec<Probe> = stuck
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Probe {
+    // A ping every PING_EVERY: a neighbour entry still being resolved from the trace's own
+    // probe sends nothing new for a queued packet, but once it has failed the next packet
+    // makes the kernel solicit again at once.
+    let probe = |i: usize, seq: u16| {
+        let s = &stuck[i];
+        Probe {
             from: s.asker.clone(),
             src: s.src,
             dst: s.nh,
             kind: ProbeKind::Icmp,
             echo_id: run_id ^ 0x4e48 ^ i as u16,
-            echo_seq: 1,
+            echo_seq: seq,
             sport: 0,
             size: 56,
-        })
-        .collect();
-    let mut sends: FuturesUnordered<_> = probes
-        .iter()
-        .map(|p| world.prober.send(p, LOOK, Arc::new(AtomicBool::new(false))))
-        .collect();
+        }
+    };
+    let mut sends = FuturesUnordered::new();
+    let mut ticks = tokio::time::interval(PING_EVERY);
+    let mut seq = 0u16;
     let mut events = Vec::new();
     let mut deadline = tokio::time::Instant::now() + LOOK + SETTLE;
     loop {
@@ -463,6 +468,15 @@ async fn second_look(
                 Some(StreamItem::Lost { .. }) => {}
                 None => break,
             },
+            _ = ticks.tick() => {
+                seq += 1;
+                for i in 0..stuck.len() {
+                    let (p, prober) = (probe(i, seq), world.prober);
+                    sends.push(async move {
+                        prober.send(&p, PING_EVERY, Arc::new(AtomicBool::new(false))).await
+                    });
+                }
+            }
             _ = sends.next(), if !sends.is_empty() => {}
             _ = tokio::time::sleep_until(deadline) => break,
         }
