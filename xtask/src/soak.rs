@@ -472,7 +472,7 @@ struct Residue {
 }
 
 /// Names of the kernel programs (tracer-ebpf), as bpftool shows them (15 characters).
-const PROGRAM_NAMES: [&str; 21] = [
+const PROGRAM_NAMES: [&str; 22] = [
     "fib6_table_lookup",
     "fib_table_lookup",
     "kfree_skb",
@@ -490,19 +490,18 @@ const PROGRAM_NAMES: [&str; 21] = [
     "netpath_tc_eg3",
     "netpath_tc_in",
     "netpath_tc_in3",
+    "pcap_filter",
     "probe_fentry",
     "probe_kprobe",
     "softirq_exit",
     "tc_pcap_matched",
 ];
 
-/// Program ids some process holds open, directly or through a link (fdinfo `prog_id`).
-fn held_program_ids() -> BTreeSet<u64> {
+/// Program ids something live holds: a process's fd (a program or a link: fdinfo `prog_id`)
+/// or a program array (capture's translated filter is tail-called from one).
+fn held_program_ids() -> Result<BTreeSet<u64>> {
     let mut ids = BTreeSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return ids;
-    };
-    for p in procs.flatten() {
+    for p in std::fs::read_dir("/proc")?.flatten() {
         let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
             continue;
         };
@@ -515,13 +514,42 @@ fn held_program_ids() -> BTreeSet<u64> {
             }
         }
     }
-    ids
+    let maps: serde_json::Value = serde_json::from_str(&sh("bpftool -j map show")?)?;
+    for m in maps.as_array().into_iter().flatten() {
+        if m["type"] != "prog_array" {
+            continue;
+        }
+        let Some(id) = m["id"].as_u64() else { continue };
+        // Gone since the listing: nothing to hold.
+        let Ok(dump) = sh(&format!("bpftool -j map dump id {id}")) else {
+            continue;
+        };
+        let entries: serde_json::Value = serde_json::from_str(&dump)?;
+        ids.extend(
+            entries
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| prog_array_value(&e["value"])),
+        );
+    }
+    Ok(ids)
+}
+
+/// A program array entry's value as bpftool prints it: the program id as little-endian hex
+/// bytes (`["0xbf","0x11","0x00","0x00"]`).
+fn prog_array_value(v: &serde_json::Value) -> Option<u64> {
+    let bytes = v.as_array()?;
+    bytes.iter().rev().try_fold(0u64, |acc, b| {
+        let b = u64::from_str_radix(b.as_str()?.strip_prefix("0x")?, 16).ok()?;
+        Some(acc << 8 | b)
+    })
 }
 
 fn orphan_programs() -> Result<BTreeSet<String>> {
     let out = sh("bpftool -j prog show")?;
     let progs: serde_json::Value = serde_json::from_str(&out).context("bpftool json")?;
-    let held = held_program_ids();
+    let held = held_program_ids()?;
     let ours: BTreeSet<&str> = PROGRAM_NAMES
         .iter()
         .map(|n| &n[..n.len().min(15)])
@@ -544,9 +572,10 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
-                todo.push(p.clone());
+                todo.push(p);
+            } else {
+                out.insert(p.display().to_string());
             }
-            out.insert(p.display().to_string());
         }
     }
     out
@@ -654,11 +683,18 @@ fn leftovers(before: &Residue, after: &Residue) -> Vec<String> {
     out
 }
 
+/// The process a leftover clsact record (`/run/netpath/clsact/PID`) was written by.
+fn record_pid(leftover: &str) -> Option<u32> {
+    leftover.rsplit_once("/run/netpath/clsact/")?.1.parse().ok()
+}
+
 /// Ends of runs, per (command, ending).
 #[derive(Default)]
 struct Tally {
     runs: usize,
     during_startup: usize,
+    /// Ended by the signal's default action: sent before netpath's handlers were in place.
+    before_handlers: usize,
     cleanups: usize,
     leftovers: usize,
     bad_exits: usize,
@@ -683,6 +719,7 @@ fn residue(n: usize, seed: u64) -> Result<()> {
     let mut rng = Rng(seed.max(1));
     let mut table: BTreeMap<(&str, Ending), Tally> = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut our_pids = BTreeSet::new();
     let started = Instant::now();
     for run in 0..n {
         check_stop()?;
@@ -750,7 +787,18 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             Ending::Kill => status.is_some_and(|s| {
                 std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGKILL)
             }),
-            e => status.and_then(|s| s.code()) == e.signal().map(|s| 128 + s),
+            e => {
+                let by_signal =
+                    status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+                // Sent within the first milliseconds, before netpath installed its handlers:
+                // the default action ends it, with nothing attached yet (the checks below).
+                if by_signal.is_some() && by_signal == e.signal() {
+                    tally.before_handlers += 1;
+                    true
+                } else {
+                    status.and_then(|s| s.code()) == e.signal().map(|s| 128 + s)
+                }
+            }
         };
         if !expected {
             tally.bad_exits += 1;
@@ -760,6 +808,7 @@ fn residue(n: usize, seed: u64) -> Result<()> {
                 p.stderr_tail()
             ));
         }
+        let pid = p.child.id();
         drop(p);
         let _ = std::fs::remove_file(&out_file);
         let mut now = settled_residue(&before, &pair, &stem, &temp.path)?;
@@ -769,7 +818,13 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             tally.cleanups += 1;
             now = settled_residue(&before, &pair, &stem, &temp.path)?;
         }
-        let left = leftovers(&before, &now);
+        our_pids.insert(pid);
+        let (left, others): (Vec<String>, Vec<String>) = leftovers(&before, &now)
+            .into_iter()
+            .partition(|l| record_pid(l).is_none_or(|p| our_pids.contains(&p)));
+        for o in others {
+            println!("  run {run}: not this soak's (another netpath on the machine): {o}");
+        }
         if !left.is_empty() {
             tally.leftovers += left.len();
             problems.push(format!(
@@ -786,8 +841,15 @@ fn residue(n: usize, seed: u64) -> Result<()> {
         }
     }
     println!(
-        "{:<8} {:<8} {:>5} {:>15} {:>9} {:>10} {:>10}",
-        "command", "ending", "runs", "during start-up", "cleanups", "bad exits", "leftovers"
+        "{:<8} {:<8} {:>5} {:>15} {:>15} {:>9} {:>10} {:>10}",
+        "command",
+        "ending",
+        "runs",
+        "during start-up",
+        "before handlers",
+        "cleanups",
+        "bad exits",
+        "leftovers"
     );
     let mut total = Tally::default();
     for ((command, ending), t) in &table {
@@ -795,26 +857,29 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             continue;
         }
         println!(
-            "{command:<8} {:<8} {:>5} {:>15} {:>9} {:>10} {:>10}",
+            "{command:<8} {:<8} {:>5} {:>15} {:>15} {:>9} {:>10} {:>10}",
             ending.name(),
             t.runs,
             t.during_startup,
+            t.before_handlers,
             t.cleanups,
             t.bad_exits,
             t.leftovers
         );
         total.runs += t.runs;
         total.during_startup += t.during_startup;
+        total.before_handlers += t.before_handlers;
         total.cleanups += t.cleanups;
         total.bad_exits += t.bad_exits;
         total.leftovers += t.leftovers;
     }
     println!(
-        "residue: {} runs in {:.0} s (seed {seed}): {} ended during start-up, {} needed \
-         `netpath cleanup`, bad exits = {}, leftovers = {}",
+        "residue: {} runs in {:.0} s (seed {seed}): {} ended during start-up ({} before the \
+         signal handlers), {} needed `netpath cleanup`, bad exits = {}, leftovers = {}",
         total.runs,
         started.elapsed().as_secs_f64(),
         total.during_startup,
+        total.before_handlers,
         total.cleanups,
         total.bad_exits,
         total.leftovers
@@ -909,11 +974,12 @@ fn fuzz(args: &[&str]) -> Result<()> {
         std::fs::create_dir_all(&work)?;
         let seeds = fuzz_dir.join("corpus").join(target);
         let started = Instant::now();
-        let out = Command::new(env!("CARGO"))
+        // cargo-fuzz needs nightly (sanitizer flags); rustup picks it for this command only.
+        let out = Command::new("rustup")
             .current_dir(&fuzz_dir)
             // The kernel object is not needed to decode bytes.
             .env("AYA_BUILD_SKIP", "1")
-            .args(["+nightly", "fuzz", "run", target])
+            .args(["run", "nightly", "cargo", "fuzz", "run", target])
             .arg(&work)
             .arg(&seeds)
             .args(["--", &format!("-runs={runs}"), "-print_final_stats=1"])
@@ -924,7 +990,7 @@ fn fuzz(args: &[&str]) -> Result<()> {
         if !out.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             bail!(
-                "fuzz target {target} failed (a crasher is in fuzz/artifacts/{target}/):\n{}",
+                "fuzz target {target} failed (a crasher goes to fuzz/artifacts/{target}/):\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
@@ -1008,6 +1074,22 @@ mod tests {
         let left = leftovers(&before, &snap(&["prog 1", "prog 7"], "qdisc clsact"));
         assert_eq!(left.len(), 2, "{left:?}");
         assert_eq!(left[0], "program: prog 7");
+    }
+
+    #[test]
+    fn clsact_records_name_their_process() {
+        assert_eq!(
+            record_pid("/run/netpath: /run/netpath/clsact/16784"),
+            Some(16784)
+        );
+        assert_eq!(record_pid("/run/netpath: /run/netpath/lab.json"), None);
+    }
+
+    #[test]
+    fn program_array_values_are_program_ids() {
+        let v = serde_json::json!(["0xbf", "0x11", "0x00", "0x00"]);
+        assert_eq!(prog_array_value(&v), Some(4543));
+        assert_eq!(prog_array_value(&serde_json::json!(["zz"])), None);
     }
 
     #[test]
