@@ -86,21 +86,25 @@ fn event_seeds(frames: &[Vec<u8>]) {
             &record(&packet_event(f, k, i % 2 == 0)),
         );
     }
-    let mut route = RouteRaw::default();
-    route.family = 4;
+    let mut route = RouteRaw {
+        family: 4,
+        nh_ifindex: 2,
+        table: 254,
+        ..Default::default()
+    };
     route.dst[..4].copy_from_slice(&[10, 0, 0, 2]);
     route.oif_name[..4].copy_from_slice(b"eth0");
-    route.nh_ifindex = 2;
-    route.table = 254;
     write(
         "event_record",
         "route",
         &record(&meta_event(kind::ROUTE, route)),
     );
-    let mut neigh = NeighRaw::default();
-    neigh.family = 6;
-    neigh.addr = fixtures::B6;
-    neigh.state = tracer_common::nud::REACHABLE;
+    let neigh = NeighRaw {
+        family: 6,
+        addr: fixtures::B6,
+        state: tracer_common::nud::REACHABLE,
+        ..Default::default()
+    };
     write(
         "event_record",
         "neigh",

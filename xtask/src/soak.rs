@@ -975,7 +975,18 @@ fn fuzz(args: &[&str]) -> Result<()> {
         let seeds = fuzz_dir.join("corpus").join(target);
         let started = Instant::now();
         // cargo-fuzz needs nightly (sanitizer flags); rustup picks it for this command only.
-        let out = Command::new("rustup")
+        let mut cmd = Command::new("rustup");
+        // Not the variables `cargo xtask` was given (CARGO_MANIFEST_DIR, CARGO_PKG_*...):
+        // build scripts that read them would rebuild everything, unlike a shell's
+        // `cargo +nightly fuzz run`.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str()
+                .is_some_and(|k| k.starts_with("CARGO") && k != "CARGO_HOME")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
             .current_dir(&fuzz_dir)
             // The kernel object is not needed to decode bytes.
             .env("AYA_BUILD_SKIP", "1")
