@@ -695,6 +695,8 @@ struct Tally {
     during_startup: usize,
     /// Ended by the signal's default action: sent before netpath's handlers were in place.
     before_handlers: usize,
+    /// A probing trace that exited with its verdict's code: the signal came as it finished.
+    finished_first: usize,
     cleanups: usize,
     leftovers: usize,
     bad_exits: usize,
@@ -726,6 +728,7 @@ fn residue(n: usize, seed: u64) -> Result<()> {
         let command = COMMANDS[rng.below(3) as usize];
         let mut ending = Ending::ALL[rng.below(5) as usize];
         let delay = Duration::from_millis(rng.below(5000));
+        let mut passive = false;
         let mut args: Vec<String> = match command {
             "watch" => ["watch", "--netns", &pair.b.name, "--iface", "*", "--json"]
                 .map(String::from)
@@ -752,6 +755,7 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             // A probing trace is over in a few seconds; half the signalled ones wait for
             // real traffic instead, so signals also reach a trace well under way.
             ("trace", e) if e != Ending::Normal && rng.below(2) == 0 => {
+                passive = true;
                 args.extend(["--passive", "--timeout", "30"].map(String::from))
             }
             _ => {}
@@ -772,7 +776,9 @@ fn residue(n: usize, seed: u64) -> Result<()> {
                     Some(st)
                 }
                 None => {
-                    let startup = !ready.iter().any(|l| p.stderr_has(l));
+                    // A probing trace prints no ready line when stderr is not a terminal.
+                    let says_ready = command != "trace" || passive;
+                    let startup = says_ready && !ready.iter().any(|l| p.stderr_has(l));
                     table.entry((command, ending)).or_default().during_startup +=
                         usize::from(startup);
                     p.signal(sig);
@@ -792,8 +798,15 @@ fn residue(n: usize, seed: u64) -> Result<()> {
                     status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
                 // Sent within the first milliseconds, before netpath installed its handlers:
                 // the default action ends it, with nothing attached yet (the checks below).
+                let code = status.and_then(|s| s.code());
                 if by_signal.is_some() && by_signal == e.signal() {
                     tally.before_handlers += 1;
+                    true
+                } else if command == "trace" && !passive && matches!(code, Some(0 | 1)) {
+                    // A probing trace stops watching signals once its session is over
+                    // (everything detached): one that came while the report was printed
+                    // leaves the verdict's exit code.
+                    tally.finished_first += 1;
                     true
                 } else {
                     status.and_then(|s| s.code()) == e.signal().map(|s| 128 + s)
@@ -841,12 +854,13 @@ fn residue(n: usize, seed: u64) -> Result<()> {
         }
     }
     println!(
-        "{:<8} {:<8} {:>5} {:>15} {:>15} {:>9} {:>10} {:>10}",
+        "{:<8} {:<8} {:>5} {:>15} {:>15} {:>14} {:>9} {:>10} {:>10}",
         "command",
         "ending",
         "runs",
         "during start-up",
         "before handlers",
+        "finished first",
         "cleanups",
         "bad exits",
         "leftovers"
@@ -857,11 +871,12 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             continue;
         }
         println!(
-            "{command:<8} {:<8} {:>5} {:>15} {:>15} {:>9} {:>10} {:>10}",
+            "{command:<8} {:<8} {:>5} {:>15} {:>15} {:>14} {:>9} {:>10} {:>10}",
             ending.name(),
             t.runs,
             t.during_startup,
             t.before_handlers,
+            t.finished_first,
             t.cleanups,
             t.bad_exits,
             t.leftovers
@@ -869,17 +884,20 @@ fn residue(n: usize, seed: u64) -> Result<()> {
         total.runs += t.runs;
         total.during_startup += t.during_startup;
         total.before_handlers += t.before_handlers;
+        total.finished_first += t.finished_first;
         total.cleanups += t.cleanups;
         total.bad_exits += t.bad_exits;
         total.leftovers += t.leftovers;
     }
     println!(
         "residue: {} runs in {:.0} s (seed {seed}): {} ended during start-up ({} before the \
-         signal handlers), {} needed `netpath cleanup`, bad exits = {}, leftovers = {}",
+         signal handlers), {} traces finished as the signal came, {} needed `netpath cleanup`, \
+         bad exits = {}, leftovers = {}",
         total.runs,
         started.elapsed().as_secs_f64(),
         total.during_startup,
         total.before_handlers,
+        total.finished_first,
         total.cleanups,
         total.bad_exits,
         total.leftovers
