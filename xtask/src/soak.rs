@@ -985,6 +985,7 @@ fn fuzz(args: &[&str]) -> Result<()> {
     ensure_cargo_fuzz()?;
     let fuzz_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut table = Vec::new();
+    let mut failed = Vec::new();
     for target in targets {
         check_stop()?;
         // New inputs go to a work corpus under target/; the committed seeds stay as they are.
@@ -1017,11 +1018,18 @@ fn fuzz(args: &[&str]) -> Result<()> {
             .output()?;
         let log = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            bail!(
-                "fuzz target {target} failed (a crasher goes to fuzz/artifacts/{target}/):\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            // The panic (or sanitizer report) and where libFuzzer wrote the input; the other
+            // targets still run.
+            let lines: Vec<&str> = log.lines().collect();
+            let start = lines
+                .iter()
+                .position(|l| l.contains("panicked at") || l.contains("ERROR: "))
+                .unwrap_or(lines.len().saturating_sub(20));
+            let mut why: Vec<&str> = lines[start..].iter().take(4).copied().collect();
+            why.extend(lines.iter().filter(|l| l.contains("Test unit written to")));
+            println!("fuzz: {target} FAILED:\n{}", why.join("\n"));
+            failed.push(target);
+            continue;
         }
         let stats = log
             .lines()
@@ -1045,6 +1053,9 @@ fn fuzz(args: &[&str]) -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for row in &table {
         println!("| {} |", row.join(" | "));
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets that found a crash: {failed:?} (inputs in fuzz/artifacts/)");
     }
     Ok(())
 }
