@@ -26,7 +26,8 @@ use anyhow::{bail, Context, Result};
 pub const USAGE: &str =
     "  churn [N]              N pod namespaces (default 200) come and go under one watch --all
   residue [N] [--seed S] N runs (default 100) of watch/capture/trace ended at random moments
-  fuzz [RUNS] [TARGET..] every fuzz target (or those named) for RUNS inputs (default 2000000)";
+  fuzz [--seconds S] [RUNS] [TARGET..]
+                         every fuzz target (or those named) for RUNS inputs (default 2000000)";
 
 pub fn run(args: &[&str]) -> Result<()> {
     catch_stop_signals();
@@ -947,8 +948,8 @@ fn ensure_cargo_fuzz() -> Result<()> {
 /// libFuzzer's last status line: `#RUNS DONE cov: C ft: F corp: N/SIZE ... exec/s: E ...`.
 fn fuzz_stats(line: &str) -> Option<BTreeMap<&str, &str>> {
     let rest = line.strip_prefix('#')?;
-    let (runs, rest) = rest.split_once(' ')?;
-    let rest = rest.strip_prefix("DONE")?;
+    let (runs, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start().strip_prefix("DONE")?;
     let mut fields: BTreeMap<&str, &str> = rest
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -960,6 +961,17 @@ fn fuzz_stats(line: &str) -> Option<BTreeMap<&str, &str>> {
 }
 
 fn fuzz(args: &[&str]) -> Result<()> {
+    // `--seconds S`: also stop each target after S seconds (libFuzzer's -max_total_time).
+    let (seconds, args) = match args {
+        ["--seconds", s, rest @ ..] => (
+            Some(
+                s.parse::<u64>()
+                    .with_context(|| format!("{s:?} is not seconds"))?,
+            ),
+            rest,
+        ),
+        _ => (None, args),
+    };
     let (runs, targets): (u64, Vec<&str>) = match args {
         [] => (2_000_000, FUZZ_TARGETS.to_vec()),
         [n, names @ ..] => {
@@ -1013,10 +1025,13 @@ fn fuzz(args: &[&str]) -> Result<()> {
             .arg(&work)
             .arg(&seeds)
             .args(["--", &format!("-runs={runs}"), "-print_final_stats=1"])
+            .args(seconds.map(|s| format!("-max_total_time={s}")))
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .output()?;
         let log = String::from_utf8_lossy(&out.stderr);
+        // Kept for the record (the coverage and corpus lines, a crash's report).
+        std::fs::write(fuzz_dir.join(format!("target/{target}.log")), &*log)?;
         if !out.status.success() {
             // The panic (or sanitizer report) and where libFuzzer wrote the input; the other
             // targets still run.
