@@ -7,7 +7,7 @@
 pub mod certs;
 pub mod client;
 pub mod server;
-mod wire;
+pub mod wire;
 
 /// The generated protocol types and gRPC stubs.
 #[allow(clippy::all, missing_docs)]

@@ -1,9 +1,11 @@
-//! Developer tasks: `cargo xtask bench <name>`.
+//! Developer tasks: `cargo xtask bench <name>`, `cargo xtask soak <suite>`, `cargo xtask fuzz`.
 mod bench;
+mod soak;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask bench <name>
+const USAGE: &str = "usage: cargo xtask bench <name> | cargo xtask soak <suite>
+soak suites: churn [N], residue [N] [--seed S], fuzz [RUNS] [TARGET..] (docs/reliability.md)
 benchmarks:
   capture   netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
   overhead  UDP flood pps with no tracer / tracer matching nothing / an event per packet per hop";
@@ -17,6 +19,7 @@ fn main() -> Result<()> {
         .as_slice()
     {
         ["bench", name] => bench::run(name),
+        ["soak", rest @ ..] => soak::run(rest),
         // Internal: the UDP sender, re-executed inside a namespace by a benchmark.
         [bench::FLOOD_CMD, rest @ ..] => bench::flood(rest),
         ["help" | "--help" | "-h"] | [] => {

@@ -7,8 +7,8 @@ use std::fmt::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    ArpPacketSlice, Icmpv4Slice, Icmpv6Slice, Ipv6ExtensionSlice, LaxIpSlice, TcpOptionElement,
-    TcpSlice, UdpSlice,
+    ArpPacketSlice, Icmpv4Slice, Icmpv6Slice, Ipv6ExtensionSlice, Ipv6ExtensionsSlice, LaxIpSlice,
+    TcpOptionElement, TcpSlice, UdpSlice,
 };
 
 use super::{pcapng::LinkType, CapturedPacket, Direction};
@@ -384,6 +384,27 @@ fn write_arp(s: &mut String, d: &[u8], wire_len: usize, named: bool) -> fmt::Res
     write!(s, ", length {wire_len}")
 }
 
+/// The extension headers the lax parser kept. etherparse's iterator (0.21) goes on past them
+/// when the parser stopped at a bad header (e.g. a hop-by-hop header not first), reading out
+/// of bounds: stop at the end of the kept bytes.
+fn ipv6_extensions<'a>(exts: &Ipv6ExtensionsSlice<'a>) -> Vec<Ipv6ExtensionSlice<'a>> {
+    let (total, mut used) = (exts.slice().len(), 0);
+    let mut headers = exts.clone().into_iter();
+    let mut out = Vec::new();
+    while used < total {
+        let Some(e) = headers.next() else { break };
+        used += match &e {
+            Ipv6ExtensionSlice::HopByHop(h)
+            | Ipv6ExtensionSlice::DestinationOptions(h)
+            | Ipv6ExtensionSlice::Routing(h) => h.slice().len(),
+            Ipv6ExtensionSlice::Fragment(f) => f.slice().len(),
+            Ipv6ExtensionSlice::Authentication(a) => a.slice().len(),
+        };
+        out.push(e);
+    }
+    out
+}
+
 fn write_ip(s: &mut String, d: &[u8], opts: &TextOptions, named: bool, depth: u8) -> fmt::Result {
     let ip = match LaxIpSlice::from_slice(d) {
         Ok((ip, _)) => ip,
@@ -448,10 +469,12 @@ fn write_ip(s: &mut String, d: &[u8], opts: &TextOptions, named: bool, depth: u8
                 )?;
             }
             // Only the first fragment carries the transport header.
-            let first = v6.extensions().clone().into_iter().all(|e| match e {
-                Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
-                _ => true,
-            });
+            let first = ipv6_extensions(v6.extensions())
+                .into_iter()
+                .all(|e| match e {
+                    Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+                    _ => true,
+                });
             (40 + usize::from(h.payload_length()), first)
         }
     };
@@ -469,7 +492,7 @@ fn write_ip(s: &mut String, d: &[u8], opts: &TextOptions, named: bool, depth: u8
         // Like tcpdump: addresses, then the extension headers, then the transport ports.
         if !v6.extensions().is_empty() {
             write!(s, "{} > {}:", ends.src, ends.dst)?;
-            for e in v6.extensions().clone() {
+            for e in ipv6_extensions(v6.extensions()) {
                 s.push_str(match e {
                     Ipv6ExtensionSlice::HopByHop(_) => " HBH",
                     Ipv6ExtensionSlice::DestinationOptions(_) => " DSTOPT",
@@ -753,6 +776,25 @@ mod tests {
         verbose: false,
         link_headers: false,
     };
+
+    #[test]
+    fn a_bad_extension_header_chain_stops_at_the_kept_headers() {
+        // Found by fuzzing (capture -r): a destination-options header whose next header is
+        // hop-by-hop (allowed only first) made etherparse's iterator read past the headers
+        // the lax parser kept.
+        let mut frame = build(|v| {
+            PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv6(V6A, V6B, 64)
+                .udp(1000, 53)
+                .write(v, &[0u8; 8])
+                .unwrap()
+        });
+        frame[14 + 6] = 60; // next header: destination options
+        let ext = 14 + 40;
+        frame[ext..ext + 8].copy_from_slice(&[0, 0, 1, 4, 0, 0, 0, 0]); // then hop-by-hop
+        let out = text(&frame, PLAIN);
+        assert!(out.starts_with("IP6 fd00::1 > fd00::2: DSTOPT"), "{out}");
+    }
 
     #[test]
     fn icmp_echo_like_tcpdump() {

@@ -40,7 +40,8 @@ pub fn hook_of(v: u8) -> Hook {
 
 /// Kernel errno names for the values routing and probing produce.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    Some(match errno.abs() {
+    // unsigned_abs: a record's error field can hold i32::MIN, whose abs() overflows.
+    Some(match errno.unsigned_abs() {
         1 => "EPERM",
         2 => "ENOENT",
         11 => "EAGAIN",
@@ -630,6 +631,28 @@ mod tests {
         raw.data[..n].copy_from_slice(bytes);
         raw.data_len = n as u16;
         raw
+    }
+
+    #[test]
+    fn any_route_error_value_decodes() {
+        // Found by fuzzing (fuzz/artifacts/event_record/): i32::MIN made errno_name's abs()
+        // overflow, a panic in debug builds.
+        for err in [i32::MIN, i32::MIN + 1, -101, 101, i32::MAX] {
+            let rr = RouteRaw {
+                family: 4,
+                err,
+                ..RouteRaw::default()
+            };
+            let ev = decode(&with_route(route_raw(4), rr), "n", 0, &mut FixedNames);
+            let route = ev.route.expect("a route section");
+            assert_eq!(route.err, err);
+            let want = if err.unsigned_abs() == 101 {
+                "ENETUNREACH".to_string()
+            } else {
+                format!("errno{err}")
+            };
+            assert_eq!(route.error.as_deref(), Some(want.as_str()));
+        }
     }
 
     #[test]
