@@ -3,7 +3,7 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use netpath_core::world::StreamItem;
+use netpath_core::{model::Event, world::StreamItem};
 use tracer::node::kernel::{DeviceSelector, NodeTracer, TracerSpec};
 
 use super::filter::FilterArgs;
@@ -95,6 +95,19 @@ impl WatchArgs {
     }
 }
 
+/// One event as `watch` prints it (a JSON object or a text line, with its newline), into
+/// `line` (cleared first; reused across events).
+pub fn event_line(ev: &Event, json: bool, line: &mut String) -> Result<()> {
+    line.clear();
+    if json {
+        line.push_str(&serde_json::to_string(ev)?);
+    } else {
+        let _ = super::render::event_line(ev, line);
+    }
+    line.push('\n');
+    Ok(())
+}
+
 /// Said when tc programs went through clsact: what a user must know if netpath is killed.
 pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
 or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
@@ -141,13 +154,7 @@ pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32>
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
-                    line.clear();
-                    if args.json {
-                        line.push_str(&serde_json::to_string(&ev)?);
-                    } else {
-                        let _ = super::render::event_line(&ev, &mut line);
-                    }
-                    line.push('\n');
+                    event_line(&ev, args.json, &mut line)?;
                     let written = out.write_all(line.as_bytes())
                         .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
                     if written.is_err() {
