@@ -95,17 +95,24 @@ impl WatchArgs {
     }
 }
 
-/// One event as `watch` prints it (a JSON object or a text line, with its newline), into
-/// `line` (cleared first; reused across events).
-pub fn event_line(ev: &Event, json: bool, line: &mut String) -> Result<()> {
-    line.clear();
+/// Writes one event as `watch` prints it (a JSON object or a text line, with its newline):
+/// JSON straight into `out`, text through `scratch` (reused across events, so neither form
+/// allocates a line per event).
+pub fn write_event(
+    out: &mut impl Write,
+    ev: &Event,
+    json: bool,
+    scratch: &mut String,
+) -> std::io::Result<()> {
     if json {
-        line.push_str(&serde_json::to_string(ev)?);
+        serde_json::to_writer(&mut *out, ev)?;
+        out.write_all(b"\n")
     } else {
-        let _ = super::render::event_line(ev, line);
+        scratch.clear();
+        let _ = super::render::event_line(ev, scratch);
+        scratch.push('\n');
+        out.write_all(scratch.as_bytes())
     }
-    line.push('\n');
-    Ok(())
 }
 
 /// Said when tc programs went through clsact: what a user must know if netpath is killed.
@@ -154,8 +161,7 @@ pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32>
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
-                    event_line(&ev, args.json, &mut line)?;
-                    let written = out.write_all(line.as_bytes())
+                    let written = write_event(&mut out, &ev, args.json, &mut line)
                         .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
                     if written.is_err() {
                         break; // stdout closed (| head)

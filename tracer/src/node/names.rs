@@ -1,16 +1,19 @@
 //! Names for the numbers in kernel events, read from the live system and cached.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use super::{btf::DropReasons, decode::Namer, ksyms::Kallsyms, netns};
 
 /// [`Namer`] over the running system: namespaces from /run/netns and /proc, devices through
 /// the namespaces themselves, drop reasons from BTF, symbols from kallsyms.
+///
+/// Asked once or twice per event: the lookups are hash maps, and the clock that tells when
+/// to read again is the coarse monotonic one (a few ns, millisecond resolution).
 pub struct LiveNamer {
     namespaces: Vec<netns::Netns>,
-    ns_refreshed: Instant,
+    /// Name of each namespace in `namespaces`, by inode.
+    ns_names: HashMap<u32, String>,
+    /// When `namespaces` was read ([`coarse_now`]).
+    ns_refreshed: Duration,
     /// Device names per namespace inode, with when they were read.
     devices: HashMap<u32, Devices>,
     reasons: DropReasons,
@@ -26,10 +29,23 @@ const REFRESH_EVERY: Duration = Duration::from_millis(200);
 /// devices with them.
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// The device names of one namespace, as read at `read`.
+/// The device names of one namespace, as read at `read` ([`coarse_now`]).
 struct Devices {
     names: HashMap<u32, String>,
-    read: Instant,
+    read: Duration,
+}
+
+/// CLOCK_MONOTONIC_COARSE: the last tick's time, read without a full clock read (names are
+/// refreshed on a scale of 200 ms to 1 s, so a few ms of resolution are plenty).
+fn coarse_now() -> Duration {
+    Duration::from_nanos(clock_ns(libc::CLOCK_MONOTONIC_COARSE))
+}
+
+fn names_by_inode(namespaces: &[netns::Netns]) -> HashMap<u32, String> {
+    namespaces
+        .iter()
+        .map(|n| (n.inode, n.name.clone()))
+        .collect()
 }
 
 impl LiveNamer {
@@ -39,9 +55,11 @@ impl LiveNamer {
 
     /// With symbols loaded elsewhere (in parallel with program verification).
     pub fn with_kallsyms(reasons: DropReasons, kallsyms: Kallsyms) -> Self {
+        let namespaces = netns::all();
         LiveNamer {
-            namespaces: netns::all(),
-            ns_refreshed: Instant::now(),
+            ns_names: names_by_inode(&namespaces),
+            namespaces,
+            ns_refreshed: coarse_now(),
             devices: HashMap::new(),
             reasons,
             kallsyms,
@@ -49,29 +67,24 @@ impl LiveNamer {
         }
     }
 
-    fn refresh_namespaces(&mut self) {
-        if self.ns_refreshed.elapsed() >= REFRESH_EVERY {
-            let before = std::mem::replace(&mut self.namespaces, netns::all());
-            self.ns_refreshed = Instant::now();
+    fn refresh_namespaces(&mut self, now: Duration) {
+        if now.saturating_sub(self.ns_refreshed) >= REFRESH_EVERY {
+            self.namespaces = netns::all();
+            let before = std::mem::replace(&mut self.ns_names, names_by_inode(&self.namespaces));
+            self.ns_refreshed = now;
             // A namespace gone, or renamed (its inode reused by a new one): its devices go.
-            let now = &self.namespaces;
-            self.devices.retain(|inode, _| {
-                let name = |list: &[netns::Netns]| {
-                    list.iter()
-                        .find(|n| n.inode == *inode)
-                        .map(|n| n.name.clone())
-                };
-                name(now).is_some() && name(now) == name(&before)
-            });
+            let now = &self.ns_names;
+            self.devices
+                .retain(|inode, _| now.get(inode).is_some_and(|n| before.get(inode) == Some(n)));
         }
     }
 
     /// Rescans the namespaces when `inode` is not among them, or when the list is stale.
-    fn know_namespace(&mut self, inode: u32) {
-        if self.ns_refreshed.elapsed() >= STALE_AFTER
-            || !self.namespaces.iter().any(|n| n.inode == inode)
+    fn know_namespace(&mut self, inode: u32, now: Duration) {
+        if now.saturating_sub(self.ns_refreshed) >= STALE_AFTER
+            || !self.ns_names.contains_key(&inode)
         {
-            self.refresh_namespaces();
+            self.refresh_namespaces(now);
         }
     }
 
@@ -94,27 +107,30 @@ impl LiveNamer {
 
 impl Namer for LiveNamer {
     fn netns_name(&mut self, inode: u32) -> String {
-        self.know_namespace(inode);
-        netns::name_of(inode, &self.namespaces)
+        self.know_namespace(inode, coarse_now());
+        match self.ns_names.get(&inode) {
+            Some(name) => name.clone(),
+            None => netns::name_of(inode, &[]),
+        }
     }
 
     fn ifname(&mut self, netns_inode: u32, ifindex: u32) -> String {
+        let now = coarse_now();
         let known = self
             .devices
             .get(&netns_inode)
-            .filter(|d| d.read.elapsed() < STALE_AFTER)
-            .and_then(|d| d.names.get(&ifindex))
-            .cloned();
+            .filter(|d| now.saturating_sub(d.read) < STALE_AFTER)
+            .and_then(|d| d.names.get(&ifindex));
         if let Some(name) = known {
-            return name;
+            return name.clone();
         }
-        self.know_namespace(netns_inode);
+        self.know_namespace(netns_inode, now);
         match self.namespaces.iter().find(|n| n.inode == netns_inode) {
             Some(ns) => {
                 if let Ok(devs) = netns::devices(ns) {
                     let names = devs.into_iter().collect();
-                    let read = Instant::now();
-                    self.devices.insert(netns_inode, Devices { names, read });
+                    self.devices
+                        .insert(netns_inode, Devices { names, read: now });
                 }
             }
             None => {
