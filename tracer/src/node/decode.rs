@@ -280,17 +280,18 @@ pub fn parse_raw(raw: &RawEvent, extra_vxlan_port: u16) -> Parsed {
     )
 }
 
-/// `value` in lower-case hex, at least `width` digits (zero-padded): what `{:0width$x}` gives,
-/// without the formatting machinery (two of these per event).
+/// `value` in lower-case hex, at least `width` digits (zero-padded, at most 16): what
+/// `{:0width$x}` gives, without the formatting machinery (two of these per event).
 fn hex(value: u64, width: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digits = (16 - value.leading_zeros() as usize / 4).max(width).max(1);
-    let mut out = String::with_capacity(digits);
-    for i in (0..digits).rev() {
-        let nibble = if i < 16 { (value >> (i * 4)) & 0xf } else { 0 };
-        out.push(DIGITS[nibble as usize] as char);
+    let mut buf = [b'0'; 16];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((value >> ((15 - i) * 4)) & 0xf) as usize];
     }
-    out
+    let digits = (16 - value.leading_zeros() as usize / 4).clamp(width.clamp(1, 16), 16);
+    std::str::from_utf8(&buf[16 - digits..])
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Decodes one raw event into an [`Event`]. Pure apart from the names `namer` gives.

@@ -1,5 +1,9 @@
 //! Names for the numbers in kernel events, read from the live system and cached.
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    time::Duration,
+};
 
 use super::{btf::DropReasons, decode::Namer, ksyms::Kallsyms, netns};
 
@@ -11,14 +15,40 @@ use super::{btf::DropReasons, decode::Namer, ksyms::Kallsyms, netns};
 pub struct LiveNamer {
     namespaces: Vec<netns::Netns>,
     /// Name of each namespace in `namespaces`, by inode.
-    ns_names: HashMap<u32, String>,
+    ns_names: ByNumber<String>,
     /// When `namespaces` was read ([`coarse_now`]).
     ns_refreshed: Duration,
     /// Device names per namespace inode, with when they were read.
-    devices: HashMap<u32, Devices>,
+    devices: ByNumber<Devices>,
     reasons: DropReasons,
     kallsyms: Kallsyms,
     boot_offset_ns: u64,
+}
+
+/// Maps keyed by the kernel's numbers (namespace inodes, ifindexes), looked up for every
+/// event: hashed with one multiplication instead of SipHash (the keys come from the kernel,
+/// not from the packets).
+type ByNumber<V> = HashMap<u32, V, BuildHasherDefault<NumberHasher>>;
+
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every key bit.
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Rescans at most this often when an unknown namespace or device shows up.
@@ -31,7 +61,7 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// The device names of one namespace, as read at `read` ([`coarse_now`]).
 struct Devices {
-    names: HashMap<u32, String>,
+    names: ByNumber<String>,
     read: Duration,
 }
 
@@ -41,7 +71,7 @@ fn coarse_now() -> Duration {
     Duration::from_nanos(clock_ns(libc::CLOCK_MONOTONIC_COARSE))
 }
 
-fn names_by_inode(namespaces: &[netns::Netns]) -> HashMap<u32, String> {
+fn names_by_inode(namespaces: &[netns::Netns]) -> ByNumber<String> {
     namespaces
         .iter()
         .map(|n| (n.inode, n.name.clone()))
@@ -60,7 +90,7 @@ impl LiveNamer {
             ns_names: names_by_inode(&namespaces),
             namespaces,
             ns_refreshed: coarse_now(),
-            devices: HashMap::new(),
+            devices: ByNumber::default(),
             reasons,
             kallsyms,
             boot_offset_ns: boot_offset_ns(),
@@ -170,4 +200,23 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// UNIX epoch ns minus kernel monotonic ns (bpf_ktime_get_ns).
 pub fn boot_offset_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{collections::HashSet, hash::BuildHasher};
+
+    #[test]
+    fn number_hashes_spread_over_the_bits_the_map_uses() {
+        let build = BuildHasherDefault::<NumberHasher>::default();
+        // Consecutive inodes and ifindexes, as the kernel hands them out.
+        let hashes: Vec<u64> = (4_026_531_840u32..4_026_532_864)
+            .map(|k| build.hash_one(k))
+            .collect();
+        let low: HashSet<u64> = hashes.iter().map(|h| h & 0x3ff).collect();
+        let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(low.len() > 600, "bucket bits: {} of 1024", low.len());
+        assert!(top.len() > 100, "control bits: {} of 128", top.len());
+    }
 }
