@@ -139,7 +139,7 @@ fn replay(
     let mut cycle = records.iter().cycle();
     while done < total {
         let n = BATCH.min(total - done);
-        let mut batch = Vec::with_capacity(64);
+        let mut batch = Vec::with_capacity(BATCH);
         for bytes in cycle.by_ref().take(n) {
             let raw = decode::raw_from_bytes(bytes)?;
             let ev = decode::decode(&raw, "node-1", 0, namer);
