@@ -573,10 +573,11 @@ impl NodeTracer {
             };
             for (ifindex, ifname, result) in outcomes {
                 match result {
-                    Ok(links) => {
+                    Ok(Some(links)) => {
                         self.attached.insert((cookie, ifindex), links);
                         added += 1;
                     }
+                    Ok(None) => tracing::debug!("{}/{ifname} went away", ns.name),
                     // A device that vanished between listing and attaching is not an error.
                     Err(e) if !strict => tracing::debug!("skipping {}/{ifname}: {e}", ns.name),
                     Err(e) => return Err(e),
@@ -627,11 +628,16 @@ impl NodeTracer {
                     if fallback.created_qdisc || !fallback.programs.0.is_empty() {
                         netlink.push(fallback);
                     }
-                    let result = result.map_err(|reason| TracerError::Attach {
-                        netns: ns.name.clone(),
-                        ifname: ifname.clone(),
-                        reason,
-                    });
+                    let result = match result {
+                        Ok(links) => Ok(Some(links)),
+                        // Gone since it was listed (pod churn): nothing to attach to.
+                        Err(_) if netns::link_type_here(&ifname).is_none() => Ok(None),
+                        Err(reason) => Err(TracerError::Attach {
+                            netns: ns.name.clone(),
+                            ifname: ifname.clone(),
+                            reason,
+                        }),
+                    };
                     (ifindex, ifname, result)
                 })
                 .collect::<Vec<_>>()
@@ -643,8 +649,9 @@ impl NodeTracer {
 /// A device of a namespace: (ifindex, name).
 type Device = (u32, String);
 
-/// A device's (ifindex, name) and how attaching to it went: its tcx links, if any.
-type DeviceOutcome = (u32, String, Result<Vec<OwnedFd>, TracerError>);
+/// A device's (ifindex, name) and how attaching to it went: its tcx links (none with
+/// clsact), or `None` when the device went away in the meantime.
+type DeviceOutcome = (u32, String, Result<Option<Vec<OwnedFd>>, TracerError>);
 
 /// What the clsact fallback needs once per namespace rather than per device.
 #[derive(Default)]
