@@ -797,7 +797,7 @@ fn raise_open_files_limit() {
 
 /// From this many devices in one pass, attaching (and detaching) runs with expedited RCU
 /// grace periods.
-const EXPEDITE_FROM_DEVICES: usize = 32;
+const EXPEDITE_FROM_DEVICES: usize = 8;
 
 /// `/sys/kernel/rcu_expedited` set to 1 while it lives, when it was 0.
 ///

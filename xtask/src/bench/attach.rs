@@ -1,8 +1,8 @@
 //! `cargo xtask bench attach [N]`: how long `netpath watch --all` takes from start to its
 //! ready line ("watching D device(s)") with N devices more than the machine has, all veth
-//! ends in one namespace of their own. Measured once as the machine is (the fixed cost:
-//! loading and verifying the programs, the machine's own devices) and once with the N
-//! devices; the difference per device is the attach cost. The namespace, and with it every
+//! ends in one namespace of their own. Measured as the machine is (the fixed cost: loading
+//! and verifying the programs, the machine's own devices) and with the N devices, the median
+//! of three runs each; the difference per device is the attach cost. The namespace, and with it every
 //! device, is deleted at the end, on errors and on Ctrl-C.
 use std::{
     io::Write,
@@ -84,6 +84,30 @@ fn watch_all(netpath: &str) -> Result<(f64, u64, f64)> {
     Ok((ready, devices, stopping.elapsed().as_secs_f64()))
 }
 
+/// Runs of `watch --all` for each figure: start-up (loading and verifying the programs)
+/// varies by more than attaching 1,000 devices now costs.
+const RUNS: usize = 3;
+
+/// [`watch_all`] [`RUNS`] times: the median of each figure (devices: the last run's), and
+/// the range of the start-up times.
+fn median_of_runs(netpath: &str) -> Result<(f64, u64, f64, String)> {
+    let (mut ready, mut stop, mut devices) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..RUNS {
+        let (r, d, s) = watch_all(netpath)?;
+        check_interrupted()?;
+        ready.push(r);
+        stop.push(s);
+        devices = d;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ready_median = median(&mut ready);
+    let range = format!("{:.2}-{:.2} s", ready[0], ready[ready.len() - 1]);
+    Ok((ready_median, devices, median(&mut stop), range))
+}
+
 pub fn run(args: &[&str]) -> Result<()> {
     let n: usize = match args {
         [] => 1000,
@@ -103,10 +127,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     let netpath = super::netpath_release()?;
     let netpath = netpath.to_str().context("netpath path")?;
     println!("load average before: {}", super::load_average());
-    let (base_s, base_devices, base_stop) = watch_all(netpath)?;
-    check_interrupted()?;
+    let (base_s, base_devices, base_stop, base_range) = median_of_runs(netpath)?;
     println!(
-        "as the machine is: {base_devices} devices, ready after {base_s:.2} s, stopped in {base_stop:.2} s"
+        "as the machine is: {base_devices} devices, ready after {base_s:.2} s ({base_range}), stopped in {base_stop:.2} s"
     );
     let created = Instant::now();
     let ns = DeviceNs::new(n.div_ceil(2))?;
@@ -116,10 +139,11 @@ pub fn run(args: &[&str]) -> Result<()> {
         ns.0,
         created.elapsed().as_secs_f64()
     );
-    let (s, devices, stop) = watch_all(netpath)?;
-    check_interrupted()?;
+    let (s, devices, stop, range) = median_of_runs(netpath)?;
     let added = devices.saturating_sub(base_devices).max(1);
-    println!("with them: {devices} devices, ready after {s:.2} s, stopped in {stop:.2} s");
+    println!(
+        "with them: {devices} devices, ready after {s:.2} s ({range}), stopped in {stop:.2} s"
+    );
     println!(
         "attach: {:.2} ms per device ({added} devices more took {:.2} s more)",
         (s - base_s) * 1000.0 / added as f64,
