@@ -72,6 +72,7 @@ fn main() {
             cli::Command::Agent(args) => cli::agent::run(args).await,
             cli::Command::Certs(args) => cli::certs::run(args),
             cli::Command::Cleanup(args) => cli::cleanup::run(args),
+            cli::Command::BenchDecode(args) => cli::bench::run(args),
         }
     });
     match result {

@@ -4,11 +4,13 @@ mod soak;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask bench <name> | cargo xtask soak <suite>
+const USAGE: &str = "usage: cargo xtask bench <name> [args] | cargo xtask soak <suite>
 soak suites: churn [N], residue [N] [--seed S], fuzz [RUNS] [TARGET..] (docs/reliability.md)
 benchmarks:
-  capture   netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
-  overhead  UDP flood pps with no tracer / tracer matching nothing / an event per packet per hop";
+  attach [N]       `netpath watch --all`, start to ready, with N devices more (default 1000)
+  capture          netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
+  decode [EVENTS]  events/s one core decodes into JSON lines, text and the trace's matcher
+  overhead         UDP flood pps with no tracer / tracer matching nothing / an event per packet per hop";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,7 +20,7 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["bench", name] => bench::run(name),
+        ["bench", name, rest @ ..] => bench::run(name, rest),
         ["soak", rest @ ..] => soak::run(rest),
         // Internal: the UDP sender, re-executed inside a namespace by a benchmark.
         [bench::FLOOD_CMD, rest @ ..] => bench::flood(rest),

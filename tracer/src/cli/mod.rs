@@ -1,5 +1,6 @@
 //! Command-line interface: flags are parsed and validated here, then handed to the library.
 pub mod agent;
+pub mod bench;
 pub mod capture;
 pub mod certs;
 pub mod check;
@@ -126,6 +127,10 @@ pub enum Command {
     /// Remove what a killed netpath left in the kernel (clsact filters and qdiscs on kernels
     /// without tcx); never another tool's.
     Cleanup(cleanup::CleanupArgs),
+    /// Decoding speed on one core, records replayed into each output (`cargo xtask bench
+    /// decode`).
+    #[command(hide = true)]
+    BenchDecode(bench::BenchDecodeArgs),
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use netpath_core::world::StreamItem;
+use netpath_core::{model::Event, world::StreamItem};
 use tracer::node::kernel::{DeviceSelector, NodeTracer, TracerSpec};
 
 use super::filter::FilterArgs;
@@ -95,6 +95,26 @@ impl WatchArgs {
     }
 }
 
+/// Writes one event as `watch` prints it (a JSON object or a text line, with its newline):
+/// JSON straight into `out`, text through `scratch` (reused across events, so neither form
+/// allocates a line per event).
+pub fn write_event(
+    out: &mut impl Write,
+    ev: &Event,
+    json: bool,
+    scratch: &mut String,
+) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, ev)?;
+        out.write_all(b"\n")
+    } else {
+        scratch.clear();
+        let _ = super::render::event_line(ev, scratch);
+        scratch.push('\n');
+        out.write_all(scratch.as_bytes())
+    }
+}
+
 /// Said when tc programs went through clsact: what a user must know if netpath is killed.
 pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
 or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
@@ -141,14 +161,7 @@ pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32>
             item = stream.next() => match item {
                 Some(StreamItem::Event(ev)) => {
                     seen += 1;
-                    line.clear();
-                    if args.json {
-                        line.push_str(&serde_json::to_string(&ev)?);
-                    } else {
-                        let _ = super::render::event_line(&ev, &mut line);
-                    }
-                    line.push('\n');
-                    let written = out.write_all(line.as_bytes())
+                    let written = write_event(&mut out, &ev, args.json, &mut line)
                         .and_then(|_| if stream.is_empty() { out.flush() } else { Ok(()) });
                     if written.is_err() {
                         break; // stdout closed (| head)

@@ -83,10 +83,14 @@ pub(crate) fn stale_filters(
 }
 
 /// Removes stale netpath filters from one device (the clsact fallback does this before it
-/// attaches, so a killed run's filters never stack up). Returns how many went.
-pub(crate) fn remove_stale_on(nl: &mut Netlink, ifindex: u32) -> Result<usize, SysError> {
-    let live = live_prog_ids();
-    let stale = stale_filters(nl, ifindex, &live)?;
+/// attaches, so a killed run's filters never stack up), `live` being [`live_prog_ids`] (read
+/// once for many devices: it reads every process's fds). Returns how many went.
+pub(crate) fn remove_stale_on(
+    nl: &mut Netlink,
+    ifindex: u32,
+    live: &HashSet<u32>,
+) -> Result<usize, SysError> {
+    let stale = stale_filters(nl, ifindex, live)?;
     for f in &stale {
         tc::delete_filter(nl, f)?;
     }
@@ -97,28 +101,36 @@ pub(crate) fn remove_stale_on(nl: &mut Netlink, ifindex: u32) -> Result<usize, S
 /// qdisc (`NETNS_INODE IFINDEX IFNAME`), removed when the process ends normally.
 pub(crate) struct QdiscRecord {
     path: PathBuf,
-    lines: Vec<String>,
+    /// Lines written so far.
+    lines: usize,
 }
 
 impl QdiscRecord {
     pub(crate) fn new() -> Self {
         Self {
             path: Path::new(RECORD_DIR).join(std::process::id().to_string()),
-            lines: Vec::new(),
+            lines: 0,
         }
     }
 
-    /// Adds a qdisc before it is created, so a kill right after still finds it.
+    /// Adds a qdisc before it is created, so a kill right after still finds it. One line
+    /// appended per qdisc (one write each, so a line is whole or absent), not the file
+    /// rewritten: thousands of devices would make that quadratic.
     pub(crate) fn add(&mut self, netns_inode: u32, ifindex: u32, ifname: &str) {
-        self.lines.push(format!("{netns_inode} {ifindex} {ifname}"));
+        let line = format!("{netns_inode} {ifindex} {ifname}\n");
+        let first = self.lines == 0;
+        self.lines += 1;
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(RECORD_DIR)?;
-            let tmp = self.path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            for l in &self.lines {
-                writeln!(f, "{l}")?;
-            }
-            std::fs::rename(&tmp, &self.path)
+            // The first line starts the file afresh (a file of an earlier process that had
+            // this pid is not ours).
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(!first)
+                .truncate(first)
+                .open(&self.path)?;
+            f.write_all(line.as_bytes())
         };
         if let Err(e) = write() {
             tracing::debug!("cannot record the clsact qdisc on {ifname}: {e}");
@@ -128,7 +140,7 @@ impl QdiscRecord {
 
 impl Drop for QdiscRecord {
     fn drop(&mut self) {
-        if !self.lines.is_empty() {
+        if self.lines > 0 {
             let _ = std::fs::remove_file(&self.path);
             // The directory too, once no netpath has a record in it (fails otherwise).
             let _ = std::fs::remove_dir(RECORD_DIR);

@@ -12,7 +12,7 @@ use netpath_core::model::{
 use tracer_common::{
     dir, flags, hook, kind, nud,
     parse::{self, tunnel, Flow, Parsed},
-    NeighRaw, RawEvent, RouteRaw,
+    NeighRaw, RawEvent, RouteRaw, SNAP_LEN,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -252,24 +252,47 @@ pub fn packet_id(p: &Parsed) -> u64 {
     h
 }
 
-/// Puts an Ethernet header in front of data that starts at the network header, so every
-/// packet a consumer sees is an Ethernet frame.
-fn ethernet_frame(raw: &RawEvent) -> std::borrow::Cow<'_, [u8]> {
+/// Ethernet header length: what [`ethernet_frame`] puts in front of data without one.
+const ETH_HLEN: usize = 14;
+
+/// A record's packet as an Ethernet frame, so every packet a consumer sees is one: the data
+/// itself when the kernel copied from the link-layer header, else the data behind a zeroed
+/// Ethernet header built in `buf` (on the caller's stack: no allocation per event).
+fn ethernet_frame<'a>(raw: &'a RawEvent, buf: &'a mut [u8; ETH_HLEN + SNAP_LEN]) -> &'a [u8] {
     let len = (raw.data_len as usize).min(raw.data.len());
     let data = &raw.data[..len];
     if raw.flags & flags::DATA_FROM_MAC != 0 {
-        return std::borrow::Cow::Borrowed(data);
+        return data;
     }
-    let mut v = Vec::with_capacity(14 + len);
-    v.extend_from_slice(&[0; 12]);
-    v.extend_from_slice(&raw.protocol.to_be_bytes());
-    v.extend_from_slice(data);
-    std::borrow::Cow::Owned(v)
+    buf[..12].fill(0);
+    buf[12..ETH_HLEN].copy_from_slice(&raw.protocol.to_be_bytes());
+    buf[ETH_HLEN..ETH_HLEN + len].copy_from_slice(data);
+    &buf[..ETH_HLEN + len]
 }
 
 /// The parser's view of a packet record's bytes (what the kernel parsed in place, redone).
 pub fn parse_raw(raw: &RawEvent, extra_vxlan_port: u16) -> Parsed {
-    parse::parse(&ethernet_frame(raw), true, raw.protocol, extra_vxlan_port)
+    let mut buf = [0; ETH_HLEN + SNAP_LEN];
+    parse::parse(
+        ethernet_frame(raw, &mut buf),
+        true,
+        raw.protocol,
+        extra_vxlan_port,
+    )
+}
+
+/// `value` in lower-case hex, at least `width` digits (zero-padded, at most 16): what
+/// `{:0width$x}` gives, without the formatting machinery (two of these per event).
+fn hex(value: u64, width: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [b'0'; 16];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((value >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    let digits = (16 - value.leading_zeros() as usize / 4).clamp(width.clamp(1, 16), 16);
+    std::str::from_utf8(&buf[16 - digits..])
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Decodes one raw event into an [`Event`]. Pure apart from the names `namer` gives.
@@ -281,7 +304,7 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
     let parsed = parse_raw(raw, extra_vxlan_port);
     let f = *parsed.innermost();
     let arp = (parsed.ethertype == ETH_P_ARP)
-        .then(|| arp_fields(&ethernet_frame(raw)))
+        .then(|| arp_fields(ethernet_frame(raw, &mut [0; ETH_HLEN + SNAP_LEN])))
         .flatten();
     let tunnel = tunnel_kind(parsed.tunnel).and_then(|kind| {
         Some(Tunnel {
@@ -339,9 +362,9 @@ pub fn decode(raw: &RawEvent, node: &str, extra_vxlan_port: u16, namer: &mut dyn
                 None => icmp_name(&f),
             },
             len: raw.skb_len,
-            pkt_id: format!("{:016x}", packet_id(&parsed)),
+            pkt_id: hex(packet_id(&parsed), 16),
             tunnel,
-            skb: format!("{:x}", raw.skb),
+            skb: hex(raw.skb, 1),
             ident: PacketIdent {
                 ttl: f.ttl,
                 ip_id: f.ip_id,
@@ -570,7 +593,14 @@ mod tests {
         let frame = icmp6_echo(1);
         let raw = raw_with(&frame[14..], false, 0x86dd);
         let ev = decode(&raw, "n", 0, &mut FixedNames);
-        assert_eq!(&ethernet_frame(&raw)[12..14], &[0x86, 0xdd]);
+        let mut buf = [0xff; ETH_HLEN + SNAP_LEN];
+        let eth = ethernet_frame(&raw, &mut buf);
+        assert_eq!(eth.len(), frame.len());
+        assert_eq!(
+            &eth[..14],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd]
+        );
+        assert_eq!(&eth[14..], &frame[14..]);
         assert_eq!(ev.flow.family, Some(Family::Ipv6));
     }
 
@@ -778,6 +808,23 @@ mod tests {
         let raw = raw_from_bytes(bytes).unwrap();
         assert_eq!(raw.data[..], full.data[..]);
         assert_eq!(raw.skb_len, full.skb_len);
+    }
+
+    #[test]
+    fn hex_matches_the_formatter() {
+        for v in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            0xffff_8880_1234_5600,
+            u64::MAX,
+        ] {
+            assert_eq!(hex(v, 16), format!("{v:016x}"));
+            assert_eq!(hex(v, 1), format!("{v:x}"));
+            assert_eq!(hex(v, 4), format!("{v:04x}"));
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Benchmarks, one module each; shared pieces (namespaces, the UDP sender, process CPU time)
 //! live here.
+mod attach;
 mod capture;
+mod decode;
 mod empty_tc;
 mod overhead;
 
@@ -17,12 +19,24 @@ use anyhow::{bail, Context, Result};
 /// Hidden command name for the sender run inside a namespace.
 pub const FLOOD_CMD: &str = "__udp-flood";
 
-pub fn run(name: &str) -> Result<()> {
-    match name {
-        "capture" => capture::run(),
-        "overhead" => overhead::run(),
-        other => bail!("unknown benchmark {other:?} (known: capture, overhead)"),
+pub fn run(name: &str, args: &[&str]) -> Result<()> {
+    match (name, args) {
+        ("attach", args) => attach::run(args),
+        ("capture", []) => capture::run(),
+        ("decode", args) => decode::run(args),
+        ("overhead", []) => overhead::run(),
+        ("capture" | "overhead", _) => bail!("{name} takes no arguments"),
+        (other, _) => {
+            bail!("unknown benchmark {other:?} (known: attach, capture, decode, overhead)")
+        }
     }
+}
+
+/// The 1, 5 and 15 minute load averages, for the record next to a figure.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// The release `netpath` binary (`NETPATH_BIN`, else built now): benchmarks measure what users run.
