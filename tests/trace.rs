@@ -571,8 +571,9 @@ fn a_next_hop_that_never_answers_is_followed_to_its_side() {
     }
 }
 
-/// A tiny name server in a namespace: `both.np.test` has A and AAAA records, `v4.np.test`
-/// only an A record, anything else is NXDOMAIN. Stops when dropped.
+/// A tiny name server in a namespace: `both.np.test` has A and AAAA records (10.77.2.52,
+/// fd77:2::52: addresses no other test's namespaces hold, as the tests run side by side),
+/// `v4.np.test` only the A record, anything else is NXDOMAIN. Stops when dropped.
 struct NameServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -618,8 +619,8 @@ impl NameServer {
         let qtype = u16::from_be_bytes([*q.get(off + 1)?, *q.get(off + 2)?]);
         let end = off + 5;
         let name = labels.join(".");
-        let a = [10u8, 77, 2, 2];
-        let aaaa = "fd77:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let a = [10u8, 77, 2, 52];
+        let aaaa = "fd77:2::52".parse::<std::net::Ipv6Addr>().unwrap().octets();
         let (rcode, data): (u8, Option<&[u8]>) = match (name.as_str(), qtype) {
             ("both.np.test" | "v4.np.test", 1) => (0, Some(&a)),
             ("both.np.test", 28) => (0, Some(&aaaa)),
@@ -674,6 +675,7 @@ impl Drop for ResolvConfGuard {
 /// so, while the other is traced; a name nobody knows is one clear line.
 fn names_are_looked_up_as_the_source_would() {
     let t = HandMade::new();
+    t.b.exec("ip addr add 10.77.2.52/24 dev vb && ip addr add fd77:2::52/64 dev vb nodad");
     let _dns = NameServer::start(&t.b, "10.77.2.2");
     let _conf = ResolvConfGuard::new(&t.a, "search np.test\nnameserver 10.77.2.2\n");
     let (code, r) = t.trace("both.np.test", &[]);
