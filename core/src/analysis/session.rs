@@ -424,17 +424,9 @@ async fn resolve_destination(
         Some(a) => world.resolver.resolve(&a.to_string()).await.ok(),
         None => None,
     };
-    let mut to = known.clone().unwrap_or_else(|| Endpoint {
-        name: config.to.clone(),
-        kind: EndpointKind::Address,
-        netns: None,
-        node: None,
-        ipv4: Vec::new(),
-        ipv6: Vec::new(),
-        port: None,
-        backends: Vec::new(),
-        stale_of: None,
-    });
+    let mut to = known
+        .clone()
+        .unwrap_or_else(|| Endpoint::new(config.to.clone(), EndpointKind::Address));
     // The name's records decide the families, whatever the endpoint behind them has.
     to.name = config.to.clone();
     to.ipv4 = answer
@@ -706,16 +698,14 @@ mod tests {
             rcode: "NOERROR".into(),
             addrs: vec!["10.96.0.20".parse().unwrap()],
         };
-        let service = |v6: &[&str]| Endpoint {
-            name: "svc/web".into(),
-            kind: EndpointKind::Service,
-            netns: None,
-            node: None,
-            ipv4: vec!["10.96.0.20".parse().unwrap()],
-            ipv6: v6.iter().map(|a| a.parse().unwrap()).collect(),
-            port: Some(80),
-            backends: vec![],
-            stale_of: None,
+        let service = |v6: &[&str]| {
+            let mut e = Endpoint::new("svc/web", EndpointKind::Service).with_addrs(
+                std::iter::once("10.96.0.20")
+                    .chain(v6.iter().copied())
+                    .map(|a| a.parse::<IpAddr>().unwrap()),
+            );
+            e.port = Some(80);
+            e
         };
         let single = Named {
             answer: answer.clone(),
