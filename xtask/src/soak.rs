@@ -98,16 +98,7 @@ fn check_stop() -> Result<()> {
 
 // ---- small helpers ----
 
-fn sh(cmd: &str) -> Result<String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output()?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::bench::sh;
 
 /// The `netpath` binary: `NETPATH_BIN`, else the debug build (built now; soaks look for
 /// leaks and leftovers, not speed).

@@ -758,6 +758,27 @@ mod tests {
         v
     }
 
+    /// An Ethernet ARP request 10.0.0.1 asks for 10.0.0.2, broadcast.
+    fn arp_request() -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
+                .arp(
+                    ArpPacket::new(
+                        ArpHardwareId::ETHERNET,
+                        EtherType::IPV4,
+                        ArpOperation::REQUEST,
+                        &MAC_A,
+                        &[10, 0, 0, 1],
+                        &[0; 6],
+                        &[10, 0, 0, 2],
+                    )
+                    .unwrap(),
+                )
+                .write(v)
+                .unwrap()
+        })
+    }
+
     fn icmp_echo() -> Vec<u8> {
         build(|v| {
             PacketBuilder::ethernet2(MAC_A, MAC_B)
@@ -869,23 +890,7 @@ mod tests {
             text(&udp, PLAIN),
             "IP 10.0.0.1.5353 > 10.0.0.2.53: UDP, length 12"
         );
-        let arp = build(|v| {
-            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
-                .arp(
-                    ArpPacket::new(
-                        ArpHardwareId::ETHERNET,
-                        EtherType::IPV4,
-                        ArpOperation::REQUEST,
-                        &MAC_A,
-                        &[10, 0, 0, 1],
-                        &[0; 6],
-                        &[10, 0, 0, 2],
-                    )
-                    .unwrap(),
-                )
-                .write(v)
-                .unwrap()
-        });
+        let arp = arp_request();
         assert_eq!(
             text(&arp, PLAIN),
             "ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 28"
@@ -1158,23 +1163,7 @@ mod tests {
             );
         }
         // ARP and VLAN tags after a cooked header, as after Ethernet's.
-        let arp = &build(|v| {
-            PacketBuilder::ethernet2(MAC_A, [0xff; 6])
-                .arp(
-                    ArpPacket::new(
-                        ArpHardwareId::ETHERNET,
-                        EtherType::IPV4,
-                        ArpOperation::REQUEST,
-                        &MAC_A,
-                        &[10, 0, 0, 1],
-                        &[0; 6],
-                        &[10, 0, 0, 2],
-                    )
-                    .unwrap(),
-                )
-                .write(v)
-                .unwrap()
-        })[14..];
+        let arp = &arp_request()[14..];
         let f = [sll(1, 0x0806), arp.to_vec()].concat();
         assert_eq!(
             on(LinkType::LinuxSll, &f, PLAIN),

@@ -53,7 +53,8 @@ pub fn netpath_release() -> Result<std::path::PathBuf> {
     Ok(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath"))
 }
 
-fn sh(cmd: &str) -> Result<String> {
+/// Runs `cmd` with sh; its stdout, or an error with its stderr.
+pub(crate) fn sh(cmd: &str) -> Result<String> {
     let out = Command::new("sh").arg("-c").arg(cmd).output()?;
     if !out.status.success() {
         bail!(
