@@ -531,45 +531,6 @@ fn filters_select_the_same_packets_as_tcpdump() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Sends `frames` out of `dev` in namespace `ns` through an AF_PACKET socket.
-fn send_raw(ns: &NetNsGuard, dev: &str, frames: &[Vec<u8>]) {
-    let netns = tracer::node::netns::by_name(&ns.name).expect("test namespace");
-    let dev = std::ffi::CString::new(dev).unwrap();
-    tracer::node::netns::run_in(&netns, || {
-        // SAFETY: plain socket calls on a fresh fd; the address and buffers outlive each call.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = libc::if_nametoindex(dev.as_ptr()) as i32;
-            addr.sll_halen = 6;
-            for f in frames {
-                let sent = libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                assert_eq!(
-                    sent,
-                    f.len() as isize,
-                    "{}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            libc::close(fd);
-        }
-    })
-    .expect("enter the namespace");
-}
-
 /// An ICMP echo request 10.100.0.1 > 10.100.0.2 (78 bytes with a tag), tagged with VLAN `vlan`
 /// or untagged, addressed to a MAC no device has.
 fn echo(vlan: Option<u16>, seq: u16) -> Vec<u8> {
@@ -630,7 +591,7 @@ fn vlan_tagged_frames_are_captured_as_tcpdump_sees_them() {
             "listening",
             &["vlan.id", "ip.dst", "icmp.seq", "frame.len"],
             |_| true,
-            || send_raw(&a, "va", &frames),
+            || send_frames(&a, "va", frames.iter().map(Vec::as_slice)),
         );
         let tags: Vec<&str> = ours.iter().map(|r| r.split('|').next().unwrap()).collect();
         assert_eq!(tags, want_tags, "{expr:?}");
@@ -713,7 +674,7 @@ fn ipv6_extension_headers_are_selected_as_tcpdump_selects_them() {
             "filter in the kernel",
             &["ipv6.nxt", "frame.len", "frame.cap_len", "ipv6.src"],
             |r| r[3] == "fd00::1",
-            || send_raw(&a, "va", &frames),
+            || send_frames(&a, "va", frames.iter().map(Vec::as_slice)),
         );
         assert_eq!(ours.len(), want, "{expr:?}: {ours:?}");
     }
@@ -745,7 +706,7 @@ fn vlan_tags_are_put_back_at_drop_points_too() {
         "vlan and icmp",
     ]);
     np.wait_stderr("listening", Duration::from_secs(10));
-    send_raw(&a, "va", &frames);
+    send_frames(&a, "va", frames.iter().map(Vec::as_slice));
     std::thread::sleep(Duration::from_millis(300));
     np.interrupt();
     let (code, _) = np.finish();

@@ -475,41 +475,6 @@ fn quiet_pair() -> (NetNsGuard, NetNsGuard) {
     (a, b)
 }
 
-/// Sends `frames` out of `dev` in `ns` through an AF_PACKET socket, in order.
-fn send_raw(ns: &NetNsGuard, dev: &str, frames: &[(String, Vec<u8>)]) {
-    let netns = tracer::node::netns::by_name(&ns.name).expect("test namespace");
-    let dev = std::ffi::CString::new(dev).unwrap();
-    tracer::node::netns::run_in(&netns, || {
-        // SAFETY: plain socket calls on a fresh fd; the address and buffers outlive each call.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = libc::if_nametoindex(dev.as_ptr()) as i32;
-            addr.sll_halen = 6;
-            for (name, f) in frames {
-                let sent = libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                assert_eq!(
-                    sent,
-                    f.len() as isize,
-                    "{name}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            libc::close(fd);
-        }
-    })
-    .expect("enter the namespace");
-}
-
 /// A packet as both tools must agree on it: the first bytes netpath keeps, and the length on
 /// the wire.
 fn key(data: &[u8], orig_len: u32) -> (Vec<u8>, u32) {
@@ -595,7 +560,7 @@ fn replayed_frames_are_selected_as_tcpdump_selects_them() {
         );
         np.wait_stderr("listening", Duration::from_secs(10));
         td.wait_stderr("listening on", Duration::from_secs(10));
-        send_raw(&a, "va", &frames);
+        send_frames(&a, "va", frames.iter().map(|(_, f)| f.as_slice()));
         std::thread::sleep(Duration::from_millis(400));
         np.interrupt();
         td.interrupt();

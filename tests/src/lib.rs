@@ -322,3 +322,40 @@ pub fn wait_reachable(ns: &NetNsGuard, addr: &str) {
          echo '{addr} never answered' >&2; exit 1"
     ));
 }
+
+/// Sends `frames` out of `dev` in namespace `ns`, in order, through an AF_PACKET socket (raw
+/// Ethernet frames, as a NIC would hand them over).
+pub fn send_frames<'a>(ns: &NetNsGuard, dev: &str, frames: impl IntoIterator<Item = &'a [u8]>) {
+    let netns = tracer::node::netns::by_name(&ns.name).expect("test namespace");
+    let dev = std::ffi::CString::new(dev).unwrap();
+    let frames: Vec<&[u8]> = frames.into_iter().collect();
+    tracer::node::netns::run_in(&netns, || {
+        // SAFETY: plain socket calls on a fresh fd; the address and buffers outlive each call.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = libc::if_nametoindex(dev.as_ptr()) as i32;
+            addr.sll_halen = 6;
+            for (i, f) in frames.iter().enumerate() {
+                let sent = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(
+                    sent,
+                    f.len() as isize,
+                    "frame {i}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .expect("enter the namespace");
+}
