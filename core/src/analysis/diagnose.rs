@@ -469,7 +469,7 @@ pub async fn analyze(
     r
 }
 
-fn display_node(node: &str) -> &str {
+pub(crate) fn display_node(node: &str) -> &str {
     if node.is_empty() {
         "this host"
     } else {

@@ -152,16 +152,9 @@ fn cause_of_reason(reason: &str) -> Cause {
     }
 }
 
+/// `node (netns, dev)`, the way the diagnosis names places in its sentences.
 fn place_text(w: &Where) -> String {
-    let mut s = format!(
-        "{} ({}",
-        if w.node.is_empty() {
-            "this host"
-        } else {
-            &w.node
-        },
-        w.netns
-    );
+    let mut s = format!("{} ({}", super::diagnose::display_node(&w.node), w.netns);
     if !w.ifname.is_empty() {
         s.push_str(", ");
         s.push_str(&w.ifname);
