@@ -4,16 +4,10 @@
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use clap::Args;
 use netpath_agent::server::{NodeInfo, NodeServer, TlsFiles};
-use netpath_core::world::{EventSource, EventStream, Scope, WorldError};
 use tracer::node::{
-    inspect::LiveInspector,
-    kernel::{is_root, NodeTracer},
-    names,
-    prober::LocalProber,
-    source::{spec_for, LocalStream},
+    inspect::LiveInspector, kernel::is_root, names, prober::LocalProber, resident::ResidentSource,
 };
 
 #[derive(Debug, Args)]
@@ -44,28 +38,6 @@ pub struct AgentArgs {
     /// for that client and counted.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub client_queue: usize,
-}
-
-/// The local event source, stamping this node's name and keeping to its namespaces.
-struct NodeEvents {
-    node: String,
-    confine: Option<BTreeSet<String>>,
-}
-
-#[async_trait]
-impl EventSource for NodeEvents {
-    async fn open(&self, scope: &Scope) -> Result<Box<dyn EventStream>, WorldError> {
-        let mut spec = spec_for(scope);
-        spec.node.clone_from(&self.node);
-        if let Some(set) = &self.confine {
-            spec.devices.retain(|d| set.contains(&d.netns));
-        }
-        let (tracer, stream) = tokio::task::spawn_blocking(move || NodeTracer::start(spec))
-            .await
-            .map_err(|e| WorldError::Other(format!("tracer task: {e}")))?
-            .map_err(|e| WorldError::Other(e.to_string()))?;
-        Ok(Box::new(LocalStream::new(tracer, stream)))
-    }
 }
 
 fn kernel_release() -> String {
@@ -123,10 +95,19 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         kernel_release: release,
         boot_offset_ns: names::boot_offset_ns() as i64,
     };
-    let events = NodeEvents {
-        node: args.node.clone(),
-        confine: confine.clone(),
-    };
+    // The programs are loaded and attached once, here: a trace then only sets the filter.
+    let t0 = std::time::Instant::now();
+    let node = args.node.clone();
+    let scope = confine.clone();
+    let events = tokio::task::spawn_blocking(move || ResidentSource::start(&node, scope))
+        .await?
+        .context("loading the kernel programs")?;
+    eprintln!(
+        "netpath agent: node {}: programs loaded and attached to {} devices in {} ms",
+        args.node,
+        events.attached_devices(),
+        t0.elapsed().as_millis()
+    );
     let mut server = NodeServer::new(
         args.node.clone(),
         Arc::new(LiveInspector),

@@ -24,8 +24,8 @@ use super::{
 
 const AGENTS_FILE: &str = "agents.json";
 const TLS_DIR: &str = "tls";
-/// How long `lab up` waits for an agent's `listening on` line. Agents load no kernel
-/// programs at start (a session does): they listen within a second even on a loaded machine.
+/// How long `lab up` waits for an agent's `listening on` line. Agents load and attach the
+/// kernel programs first: about a second here, 10-20 s under software emulation.
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// Days the lab's certificates are valid.
 const CERT_DAYS: i64 = 30;

@@ -301,6 +301,8 @@ pub struct NodeTracer {
     /// Where [`TracerSpec::capture_filter`] runs: `None` when there is none, `Ok` in the
     /// kernel, `Err(why not)` in userspace only.
     pub capture_filter_in_kernel: Option<Result<(), String>>,
+    /// UNIX epoch ns minus kernel monotonic ns, as the events' timestamps use it.
+    pub boot_offset_ns: u64,
 }
 
 pub fn is_root() -> bool {
@@ -468,6 +470,7 @@ impl NodeTracer {
             unavailable,
             functions,
             capture_filter_in_kernel,
+            boot_offset_ns,
         };
         tracer.attach_devices(true)?;
         Ok((
@@ -493,6 +496,44 @@ impl NodeTracer {
         self.lost_total.load(Ordering::Relaxed)
     }
 
+    /// The counter behind [`NodeTracer::lost`], to read without holding the tracer.
+    pub fn lost_counter(&self) -> Arc<AtomicU64> {
+        self.lost_total.clone()
+    }
+
+    /// The events' clock now: UNIX epoch ns as the tracer stamps events (kernel monotonic
+    /// time plus the offset taken at start, so it does not drift from the events' own).
+    pub fn event_clock_ns(&self) -> u64 {
+        super::names::clock_ns(libc::CLOCK_MONOTONIC) + self.boot_offset_ns
+    }
+
+    /// Replaces the in-kernel filter while the programs run (no reload, no re-attach).
+    pub fn set_filter(&mut self, filter: FilterConfig) -> Result<(), TracerError> {
+        let map = self.ebpf.map_mut("CONFIG").expect("CONFIG map in object");
+        let mut cfg: Array<&mut MapData, Config> =
+            Array::try_from(map).map_err(|e| TracerError::Map("CONFIG", e))?;
+        let mut config = cfg.get(&0, 0).map_err(|e| TracerError::Map("CONFIG", e))?;
+        config.filter = filter;
+        cfg.set(0, config, 0)
+            .map_err(|e| TracerError::Map("CONFIG", e))?;
+        self.spec.filter = filter;
+        Ok(())
+    }
+
+    /// Also attaches, from the next [`NodeTracer::attach_devices`], to every device of these
+    /// namespaces (names as `ip netns` knows them; one that does not exist yet is skipped
+    /// until it does).
+    pub fn add_namespaces(&mut self, names: impl IntoIterator<Item = String>) {
+        for netns in names {
+            if !self.spec.devices.iter().any(|d| d.netns == netns) {
+                self.spec.devices.push(DeviceSelector {
+                    netns,
+                    pattern: "*".into(),
+                });
+            }
+        }
+    }
+
     /// Number of (namespace, device) pairs with tc programs attached.
     pub fn attached_devices(&self) -> usize {
         self.attached.len()
@@ -515,7 +556,15 @@ impl NodeTracer {
                     .push(sel.pattern.clone());
             }
             for (ns_name, patterns) in by_ns {
-                let ns = netns::by_name(&ns_name)?;
+                let ns = match netns::by_name(&ns_name) {
+                    Ok(ns) => ns,
+                    // Not there (yet, or any more): looked for again on the next pass.
+                    Err(e) if !strict => {
+                        tracing::debug!("namespace {ns_name}: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let globs = patterns
                     .iter()
                     .map(|p| glob::Pattern::new(p).map_err(|e| TracerError::Pattern(p.clone(), e)))

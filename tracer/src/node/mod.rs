@@ -7,7 +7,8 @@
 //! - [`functions`]: whether fentry/kprobes can run here.
 //! - [`features`]: what this kernel offers netpath, each tried or read from BTF (`netpath check`).
 //! - The [`netpath_core::world`] traits over the local kernel: [`resolve::LocalResolver`],
-//!   [`inspect::LiveInspector`], [`prober::LocalProber`], [`source::LocalEventSource`].
+//!   [`inspect::LiveInspector`], [`prober::LocalProber`], [`source::LocalEventSource`] (one
+//!   tracer per trace) and [`resident::ResidentSource`] (one tracer for the agent's life).
 pub mod btf;
 pub mod caps;
 pub mod cleanup;
@@ -23,6 +24,7 @@ pub mod names;
 pub mod netns;
 pub mod podns;
 pub mod prober;
+pub mod resident;
 pub mod resolve;
 pub mod source;
 pub mod sys;
