@@ -19,12 +19,22 @@ use serde_json::Value;
 
 fn main() -> std::process::ExitCode {
     integration_tests::run(vec![
-        case!(traces_through_two_agents_give_the_local_verdicts_with_events_from_both, Requires::Root),
-        case!(agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one, Requires::Root),
-        case!(a_slow_client_gets_counted_losses_and_the_agent_stays_small, Requires::Root).opt_in(
-            "not reliable yet: on a loaded machine the loss count sometimes never reaches the client, and the agent's memory under a flood is bounded only by the kernel reader's channel of 256 ring-buffer drains (docs/benchmarks.md, Agent)"
+        case!(
+            traces_through_two_agents_give_the_local_verdicts_with_events_from_both,
+            Requires::Root
         ),
-        case!(an_agent_killed_mid_trace_is_named_and_the_trace_goes_on, Requires::Root),
+        case!(
+            agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one,
+            Requires::Root
+        ),
+        case!(
+            a_slow_client_gets_counted_losses_and_the_agent_stays_small,
+            Requires::Root
+        ),
+        case!(
+            an_agent_killed_mid_trace_is_named_and_the_trace_goes_on,
+            Requires::Root
+        ),
     ])
 }
 
@@ -402,15 +412,19 @@ fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
          clients); agent RSS {rss_before} KiB idle, {rss_opened} with the stream open (kernel programs \
          loaded), {rss_during} after the flood, {rss_after} after reading"
     );
+    // Where the events were lost depends on who was slowest (the client, the agent's encoding
+    // or the kernel reader): every loss is told to the client, whoever counted it.
     assert!(lost > 0, "no loss reported to a client that did not read");
-    assert!(dropped > 0, "the agent dropped nothing for the slow client");
+    assert!(
+        dropped <= lost,
+        "the agent dropped {dropped} events for clients but told this one of {lost}"
+    );
     assert!(events > 0, "nothing delivered once the client read");
-    // The client's queue is bounded (4 messages here), but the events the kernel reader has
-    // decoded wait in its own channel (256 ring-buffer drains, each of any size) until the
-    // agent counts them away: 40-70 MiB for this flood on a loaded debug build, and more with
-    // a second one (docs/benchmarks.md, Agent). Checked here: it stays in that range.
+    // Bounded queues all the way: the client's (4 messages here), the stream's in the agent
+    // and the kernel reader's (8 ring-buffer drains). 17-20 MiB for this flood on a debug
+    // build (docs/benchmarks.md, Agent).
     let growth = rss_during.max(rss_after).saturating_sub(rss_opened);
-    assert!(growth < 128 * 1024, "agent RSS grew by {growth} KiB");
+    assert!(growth < 64 * 1024, "agent RSS grew by {growth} KiB");
 }
 
 fn an_agent_killed_mid_trace_is_named_and_the_trace_goes_on() {

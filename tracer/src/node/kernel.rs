@@ -135,6 +135,10 @@ pub struct TracerSpec {
     /// pcapng blocks ([`tracer_common::pcapng_record`]); [`RawRing::pcapng_ifaces`] then
     /// takes the interface ids. Only when the capture filter (if any) runs in the kernel.
     pub pcapng_direct: bool,
+    /// Ring-buffer drains (of up to 1,024 decoded events each) waiting for the consumer
+    /// before the reader stops reading (the kernel then counts what it cannot queue): bounds
+    /// the memory a slow consumer costs.
+    pub reader_batches: usize,
 }
 
 impl Default for TracerSpec {
@@ -154,6 +158,7 @@ impl Default for TracerSpec {
             capture_filter: Vec::new(),
             capture_filter_untagged: false,
             pcapng_direct: false,
+            reader_batches: 256,
         }
     }
 }
@@ -317,7 +322,7 @@ impl NodeTracer {
         // Reading kallsyms overlaps with the verifier's work in start_raw.
         let kallsyms = std::thread::spawn(Kallsyms::load);
         let (mut tracer, raw) = Self::start_raw(spec)?;
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(tracer.spec.reader_batches.max(1));
         let namer = match kallsyms.join() {
             Ok(k) => LiveNamer::with_kallsyms(raw.reasons, k),
             Err(_) => LiveNamer::new(raw.reasons),

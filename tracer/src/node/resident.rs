@@ -187,6 +187,9 @@ impl ResidentSource {
             drops: true,
             routes: true,
             filter: union_filter([]),
+            // The pump hands events on at once (or drops them for a full stream): a short
+            // queue bounds what a flood costs the agent's memory.
+            reader_batches: 8,
             ..TracerSpec::default()
         };
         let (mut tracer, stream) =
@@ -292,6 +295,8 @@ impl EventSource for ResidentSource {
             id,
             shared: self.shared.clone(),
             dropped,
+            dropped_told: 0,
+            node: self.node.clone(),
             lost_at_open: self.shared.lost.load(Ordering::Relaxed),
             devices: self.attached_devices(),
             unavailable: self.unavailable.clone(),
@@ -308,6 +313,9 @@ struct ResidentStream {
     id: u64,
     shared: Arc<Shared>,
     dropped: Arc<AtomicU64>,
+    /// Of `dropped`, how many went out as [`StreamItem::Lost`].
+    dropped_told: u64,
+    node: String,
     lost_at_open: u64,
     devices: usize,
     unavailable: Vec<String>,
@@ -316,6 +324,16 @@ struct ResidentStream {
 #[async_trait]
 impl EventStream for ResidentStream {
     async fn next(&mut self) -> Option<StreamItem> {
+        // What the queue had no room for is told first, as the kernel's losses are.
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > self.dropped_told {
+            let count = dropped - self.dropped_told;
+            self.dropped_told = dropped;
+            return Some(StreamItem::Lost {
+                node: self.node.clone(),
+                count,
+            });
+        }
         self.rx.recv().await
     }
 
@@ -434,7 +452,10 @@ mod tests {
         let many: Vec<String> = (1..=MAX_FILTER_ADDRS + 1)
             .map(|i| format!("10.1.0.{i}"))
             .collect();
-        let many = Want::new(&scope(&many.iter().map(String::as_str).collect::<Vec<_>>()), 0);
+        let many = Want::new(
+            &scope(&many.iter().map(String::as_str).collect::<Vec<_>>()),
+            0,
+        );
         assert_eq!(union_filter([&many]), FilterConfig::default());
     }
 
@@ -452,7 +473,10 @@ mod tests {
         let mut arp = vec![0u8; 64];
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         for frame in [&v4, &v6, &arp] {
-            assert_eq!(quick_verdict_with(&idle, frame.as_slice(), true, 0), Some(false));
+            assert_eq!(
+                quick_verdict_with(&idle, frame.as_slice(), true, 0),
+                Some(false)
+            );
         }
     }
 }
