@@ -448,6 +448,15 @@ pub async fn analyze(
         }
         Some(last) => {
             r.at = Some(where_of(last));
+            if let Some((sentence, hint)) =
+                not_on_link_unseen(t, last, inspect, &mut r.evidence).await
+            {
+                r.cause = Some(Cause::NotOnLink);
+                r.summary = sentence;
+                r.hint = Some(hint);
+                stale_service(t, &mut r);
+                return r;
+            }
             r.summary = format!(
                 "the probe left {} ({}) on {} and was never seen again, with no drop reported",
                 display_node(&last.node),
@@ -805,6 +814,64 @@ async fn not_on_link(
     ))
 }
 
+/// The seed-000 shape seen from the nodes alone (the gateway is not traced, as on a cluster
+/// whose router runs no agent): the probe left the source node towards a gateway and was
+/// never seen again, and the source node reaches the destination node through that gateway
+/// too, because its own prefix does not cover the peer. No direct route to the peer's pods
+/// was installed, and a gateway that knows no pod addresses loses the packet. The verdict
+/// stays "lost in transit" (nobody saw the drop); this names the likely cause from what the
+/// source node says of itself. Returns (sentence, hint).
+async fn not_on_link_unseen(
+    t: &FamilyTrace<'_>,
+    last: &Hop,
+    inspect: &dyn Inspector,
+    evidence: &mut Vec<String>,
+) -> Option<(String, String)> {
+    let src_node_ns = t.src_node_netns.as_deref()?;
+    let peer = t.dst_node_addr?;
+    if last.netns != src_node_ns || last.dir != Direction::Egress {
+        return None;
+    }
+    let src_node = place_of(last);
+    let dst = last.dst.unwrap_or(t.dst);
+    let to_dst = inspect.route_get(&src_node, dst, None, None).await?;
+    let gateway = to_dst.gateway?;
+    let to_peer = inspect.route_get(&src_node, peer, None, None).await?;
+    // The peer reached directly, or through another router: not this shape.
+    if gateway == peer || to_peer.gateway != Some(gateway) {
+        return None;
+    }
+    let own = inspect.addresses(&src_node).await.into_iter().find(|a| {
+        Some(a.dev.as_str()) == to_peer.dev.as_deref() && Family::of(&a.addr) == t.family
+    })?;
+    if prefix_contains(own.addr, own.prefix_len, peer) {
+        return None;
+    }
+    evidence.push(to_dst.describe());
+    evidence.push(to_peer.describe());
+    let node = display_node(&last.node);
+    let dst_node =
+        t.to.node
+            .as_deref()
+            .map(display_node)
+            .unwrap_or("the peer node");
+    Some((
+        format!(
+            "the probe left {node} ({src_node_ns}, {}) towards the gateway {gateway} and never \
+             reached {dst_node}: {node}'s route to {dst} goes via that gateway, and so does its route \
+             to the peer node {peer}, because its prefix {}/{} does not cover the peer. No direct \
+             route towards the peer's pods was installed (a routing daemon that adds them only for \
+             on-link peers, as kube-router without an overlay does), so the packet went to the \
+             gateway, which is not traced here and most likely has no route for pod addresses",
+            last.ifname, own.addr, own.prefix_len
+        ),
+        format!(
+            "give the node addresses the node network's real prefix length (so peers are on-link), \
+             or add a route to the peer's pod CIDR via {peer} in {src_node_ns}"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,6 +1088,65 @@ mod tests {
         );
         let r = analyze(&t, &dropped_at_underlay("IP_INNOROUTES", "ip_error"), &ans).await;
         assert_eq!(r.cause, Some(Cause::NoRoute));
+    }
+
+    #[tokio::test]
+    async fn lost_towards_a_gateway_the_node_needs_for_its_peer_is_not_on_link_from_the_nodes() {
+        // Seed 000 through agents: nothing traces the gateway, so the probe is last seen
+        // leaving node-1. node-1 reaches the pod and the peer node via the gateway, and its
+        // /24 does not cover the peer.
+        let (a, c) = pods();
+        let t = trace(&a, &c);
+        let pc = "10.244.2.2";
+        let events = vec![
+            echo_event("node-1", "np-pod-a", "eth0", Direction::Egress, 10, 64, pc),
+            echo_event("node-1", "np-node-1", "eth0", Direction::Egress, 20, 63, pc),
+        ];
+        let mut ans = Answers::default();
+        for dst in [pc, "198.18.2.10"] {
+            ans.routes.insert(
+                ("np-node-1".into(), dst.into()),
+                route(
+                    "np-node-1",
+                    dst,
+                    "unicast",
+                    Some("198.18.0.1"),
+                    Some("eth0"),
+                ),
+            );
+        }
+        ans.addrs.insert(
+            "np-node-1".into(),
+            vec![IfAddr {
+                dev: "eth0".into(),
+                addr: "198.18.1.10".parse().unwrap(),
+                prefix_len: 24,
+                dad_failed: false,
+            }],
+        );
+        let r = analyze(&t, &events, &ans).await;
+        assert_eq!(
+            (r.verdict, r.cause),
+            (Verdict::LostInTransit, Some(Cause::NotOnLink)),
+            "{r:#?}"
+        );
+        let at = r.at.as_ref().unwrap();
+        assert_eq!((at.node.as_str(), at.ifname.as_str()), ("node-1", "eth0"));
+        for said in [
+            "gateway 198.18.0.1",
+            "198.18.1.10/24",
+            "198.18.2.10",
+            "node-2",
+        ] {
+            assert!(r.summary.contains(said), "{said}: {}", r.summary);
+        }
+        // A prefix that covers the peer: the node could reach it directly; not this cause.
+        ans.addrs.get_mut("np-node-1").unwrap()[0].prefix_len = 16;
+        let r = analyze(&t, &events, &ans).await;
+        assert_eq!(
+            (r.verdict, r.cause),
+            (Verdict::LostInTransit, Some(Cause::NoAnswer))
+        );
     }
 
     #[tokio::test]
