@@ -457,6 +457,15 @@ pub async fn analyze(
                 stale_service(t, &mut r);
                 return r;
             }
+            if let Some((sentence, hint)) =
+                default_route_unseen(t, last, inspect, &mut r.evidence).await
+            {
+                r.cause = Some(Cause::NoRoute);
+                r.summary = sentence;
+                r.hint = Some(hint);
+                stale_service(t, &mut r);
+                return r;
+            }
             r.summary = format!(
                 "the probe left {} ({}) on {} and was never seen again, with no drop reported",
                 display_node(&last.node),
@@ -872,6 +881,47 @@ async fn not_on_link_unseen(
     ))
 }
 
+/// A probe that left the source node by its default route, towards a gateway that is not the
+/// destination's node, and was never seen again (the gateway untraced, as on a cluster whose
+/// router runs no agent): the node has no route of its own to the destination's pods, in this
+/// family. Returns (sentence, hint).
+async fn default_route_unseen(
+    t: &FamilyTrace<'_>,
+    last: &Hop,
+    inspect: &dyn Inspector,
+    evidence: &mut Vec<String>,
+) -> Option<(String, String)> {
+    let src_node_ns = t.src_node_netns.as_deref()?;
+    if last.netns != src_node_ns || last.dir != Direction::Egress {
+        return None;
+    }
+    let dst = last.dst.unwrap_or(t.dst);
+    let to_dst = inspect.route_get(&place_of(last), dst, None, None).await?;
+    let gateway = to_dst.gateway?;
+    if to_dst.prefix.as_deref() != Some("default") || Some(gateway) == t.dst_node_addr {
+        return None;
+    }
+    evidence.push(format!("{} (the default route)", to_dst.describe()));
+    let node = display_node(&last.node);
+    let dst_node = t.to.node.as_deref().map(display_node).unwrap_or("its node");
+    Some((
+        format!(
+            "the probe left {node} ({src_node_ns}, {}) by the default route towards the gateway \
+             {gateway} and never reached {dst_node}: {node} has no {} route of its own to {dst}, \
+             and the gateway, which is not traced here, did not deliver it",
+            last.ifname,
+            t.family.name()
+        ),
+        format!(
+            "add the {} route to the peer's pod CIDR in {src_node_ns} (the CNI installs it: check \
+             that its {} side is configured and running), or, if the gateway is meant to route \
+             pod addresses, give it a route to {dst}",
+            t.family.name(),
+            t.family.name()
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1147,6 +1197,19 @@ mod tests {
             (r.verdict, r.cause),
             (Verdict::LostInTransit, Some(Cause::NoAnswer))
         );
+        // ...but the pod's packet left by the default route (seed 002 from the nodes): the
+        // node lacks its own route to the peer's pods.
+        ans.routes
+            .get_mut(&("np-node-1".into(), pc.into()))
+            .unwrap()
+            .prefix = Some("default".into());
+        let r = analyze(&t, &events, &ans).await;
+        assert_eq!(
+            (r.verdict, r.cause),
+            (Verdict::LostInTransit, Some(Cause::NoRoute)),
+            "{r:#?}"
+        );
+        assert!(r.summary.contains("default route"), "{}", r.summary);
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ use super::{
 With a Kubernetes flag, names come from the cluster's API: `NAMESPACE/POD`, `pod/NAME`, \
 `svc/NAME` (`svc/NAMESPACE/NAME`), `node/NAME` or an address; with --tls-dir and no --agents, \
 the node agents are the `netpath-agent` DaemonSet's pods.
+From a lab pod or node, a trace goes through the lab's node agents (started by `lab up`), as on a cluster; --local traces with this machine's kernel instead, which also sees the lab's underlay.
 
 Exit status: 0 when every asked family was delivered, 1 when one was not, 2 on a usage or
 environment error, 130/143/129 when ended by SIGINT/SIGTERM/SIGHUP.
@@ -46,6 +47,7 @@ Examples:
   netpath trace pod-a pod-c --picture       the paths drawn after the table
   netpath trace pod-a pod-c --format svg > path.svg
   netpath trace pod-a pod-c --family 6 --json
+  netpath trace pod-a pod-c --local         this machine's kernel, not the lab's agents
   netpath trace netns:client 10.50.2.2      namespaces built by hand work the same way
   netpath trace pod-a pod-c --passive --timeout 30   wait for real traffic instead of probing
   netpath trace default/pod-a svc/web --kubeconfig /run/netpath/kubeconfig   the lab's API
@@ -109,6 +111,11 @@ pub struct TraceArgs {
     /// the agents found through the Kubernetes API).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Trace with this machine's kernel even when the lab's agents run (by default a trace
+    /// between lab pods goes through them, as on a cluster). The local view also sees the
+    /// lab's underlay, which no agent serves.
+    #[arg(long, conflicts_with_all = ["agents", "tls_dir"])]
+    pub local: bool,
     /// Also follow the packets through the kernel functions matching this glob that take an
     /// skb (kprobes, where the kernel has them): each shows in the path as `in FUNCTION()`.
     #[arg(long, value_name = "PATTERN")]
@@ -257,6 +264,47 @@ pub async fn run(args: TraceArgs, signals: super::stop::Stop) -> Result<i32> {
     }
 }
 
+/// The lab's agents, when the lab runs them and FROM is one of its nodes or pods: a lab trace
+/// goes through them by default, as one on a cluster does.
+async fn lab_agents(args: &TraceArgs, local: &LocalResolver) -> Result<Option<RemoteWorld>> {
+    let dir = LabOptions::new(args.state.clone()).state_dir;
+    let Ok(Some(rec)) = tracer::lab::agents::record(&dir) else {
+        return Ok(None);
+    };
+    let from_node = match local.resolve(&args.from).await {
+        Ok(ep) if local.lab().is_some() => ep.node,
+        _ => None,
+    };
+    let Some(node) = from_node else {
+        return Ok(None);
+    };
+    if !rec.agents.iter().any(|a| a.node == node) {
+        return Ok(None);
+    }
+    let down: Vec<&str> = rec
+        .agents
+        .iter()
+        .filter(|a| !tracer::lab::agents::running(&rec, a))
+        .map(|a| a.node.as_str())
+        .collect();
+    if !down.is_empty() {
+        bail!(
+            "the lab's agents of {} are not running: `netpath lab up` again, or trace with --local",
+            down.join(", ")
+        );
+    }
+    let tls = TlsFiles::load(&rec.tls_dir, "client").context("the lab's TLS material")?;
+    let agents: Vec<AgentAddr> = rec
+        .agents
+        .iter()
+        .map(|a| AgentAddr {
+            node: a.node.clone(),
+            addr: a.addr.to_string(),
+        })
+        .collect();
+    Ok(Some(RemoteWorld::connect(&agents, &tls).await?))
+}
+
 async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     let config = args.config()?;
     let kube_opts = args.kube.options()?;
@@ -279,8 +327,10 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
             let tls = TlsFiles::load(dir, "client").context("TLS material")?;
             Some(RemoteWorld::connect(&agents, &tls).await?)
         }
+        None if kube.is_none() && !args.local => lab_agents(&args, &local).await?,
         _ => None,
     };
+    let via_lab_agents = remote.is_some() && args.tls_dir.is_none();
     let world = match &remote {
         Some(r) => World {
             resolver,
@@ -297,6 +347,9 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
     };
     // Passive mode always says when it is ready: whoever makes the traffic waits for it.
     let chatty = args.passive || (!args.json && std::io::stderr().is_terminal());
+    if via_lab_agents && chatty {
+        eprintln!("netpath: through the lab's node agents (--local: this machine's kernel, which also sees the underlay)");
+    }
     let notify = move |n: Notice| match n {
         Notice::Unavailable(why) => eprintln!("netpath: not available on this kernel: {why}"),
         Notice::Note(note) => eprintln!("netpath: {note}"),

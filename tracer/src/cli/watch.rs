@@ -1,9 +1,16 @@
 //! `netpath watch`: live kernel events, one line (or JSON object) each.
-use std::{io::Write, time::Duration};
+use std::{io::Write, net::IpAddr, path::PathBuf, time::Duration};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use netpath_core::{model::Event, world::StreamItem};
+use netpath_agent::{
+    client::{AgentAddr, RemoteWorld},
+    server::TlsFiles,
+};
+use netpath_core::{
+    model::{Event, Family},
+    world::{EventSource, Scope, StreamItem},
+};
 use tracer::node::kernel::{DeviceSelector, NodeTracer, TracerSpec};
 
 use super::filter::FilterArgs;
@@ -14,7 +21,9 @@ use super::filter::FilterArgs;
   netpath watch --iface 'cali*' --iface eth0 --json JSON lines from Calico veths and eth0
   netpath watch --all --family 6 --count 20          first 20 IPv6 events on any device
   netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach
-  netpath watch --routes --neigh --host 10.244.2.2   route lookups and neighbour failures for one host")]
+  netpath watch --routes --neigh --host 10.244.2.2   route lookups and neighbour failures for one host
+  netpath watch --agents node-1=10.0.0.1:7101,node-2=10.0.0.2:7101 --tls-dir DIR --host 10.244.2.2
+                                                     the same from several nodes' agents, merged")]
 pub struct WatchArgs {
     /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*';
     /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
@@ -60,6 +69,20 @@ pub struct WatchArgs {
     pub ring_kib: u32,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Take the events from these node agents (`netpath agent`) instead of this machine's
+    /// kernel: every device each agent serves, merged, each event with its node. Filters:
+    /// --host (addresses), --family; with `netpath lab up`, `lab status` prints the lab's.
+    #[arg(
+        long,
+        value_name = "NODE=ADDR:PORT,...",
+        value_delimiter = ',',
+        requires = "tls_dir",
+        conflicts_with_all = ["ifaces", "all", "dev_hops", "neigh"]
+    )]
+    pub agents: Vec<AgentAddr>,
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
+    #[arg(long, value_name = "DIR", requires = "agents")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl WatchArgs {
@@ -95,6 +118,59 @@ impl WatchArgs {
     }
 }
 
+impl WatchArgs {
+    /// What to ask the agents for: packets of the --host addresses (all when none), drops and
+    /// route lookups as asked. The agents filter by address only: the family is checked here,
+    /// and the other filters are refused rather than ignored.
+    fn agent_scope(&self) -> Result<Scope> {
+        super::check_secs("--duration", self.duration)?;
+        let f = &self.filter;
+        if f.port.is_some() || f.proto.is_some() || f.vxlan_port.is_some() {
+            bail!("with --agents only --host and --family filter (the agents filter by address)");
+        }
+        let addrs = f
+            .hosts
+            .iter()
+            .map(|h| {
+                let (addr, len) = h.split_once('/').unwrap_or((h, ""));
+                let ip: IpAddr = addr.parse().with_context(|| format!("bad address {h:?}"))?;
+                let full = if ip.is_ipv4() { "32" } else { "128" };
+                if !len.is_empty() && len != full {
+                    bail!("--host {h}: with --agents, addresses only (no prefixes)");
+                }
+                Ok(ip)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Scope {
+            places: Vec::new(),
+            addrs,
+            non_ip: false,
+            drops: !self.no_drops,
+            routes: self.routes,
+            ring_bytes: super::ring_bytes("--ring-kib", self.ring_kib)?,
+            functions: self.functions.clone(),
+        })
+    }
+
+    /// --family, for events from agents.
+    fn family_matches(&self, ev: &Event) -> bool {
+        let Some(want) = self.filter.family.as_deref() else {
+            return true;
+        };
+        let want = if want == "4" {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
+        let outer = ev
+            .packet
+            .as_ref()
+            .and_then(|p| p.tunnel.as_ref())
+            .map(|t| Family::of(&t.outer_src));
+        ev.flow.family == Some(want) || outer == Some(want)
+    }
+}
+
 /// Writes one event as `watch` prints it (a JSON object or a text line, with its newline):
 /// JSON straight into `out`, text through `scratch` (reused across events, so neither form
 /// allocates a line per event).
@@ -119,7 +195,76 @@ pub fn write_event(
 pub const CLSACT_NOTE: &str = "tc programs attached as clsact filters (this kernel has no tcx, \
 or NETPATH_TC_ATTACH=clsact): if netpath is killed, `netpath cleanup` removes them";
 
-pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32> {
+/// Writes a loss report as `watch` prints it.
+fn write_lost(out: &mut impl Write, json: bool, node: &str, count: u64) -> std::io::Result<()> {
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"kind": "lost", "node": node, "count": count})
+        )
+    } else {
+        writeln!(out, "lost {count} events on {node} (ring buffer full)")
+    }
+}
+
+/// `watch --agents`: the merged streams of several nodes' agents.
+async fn run_agents(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32> {
+    let scope = args.agent_scope()?;
+    let dir = args.tls_dir.as_ref().expect("clap requires --tls-dir");
+    let tls = TlsFiles::load(dir, "client").context("TLS material")?;
+    let world = RemoteWorld::connect(&args.agents, &tls).await?;
+    let mut stream = world.open(&scope).await?;
+    for why in stream.unavailable() {
+        eprintln!("netpath: not available: {why}");
+    }
+    eprintln!(
+        "netpath: watching {} device(s) through {} node agent(s); Ctrl-C to stop",
+        stream.devices(),
+        args.agents.len()
+    );
+    let deadline = super::deadline(args.duration);
+    let (mut seen, mut lost, mut code) = (0u64, 0u64, 0);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut line = String::with_capacity(256);
+    loop {
+        let sleep = super::until(deadline);
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(StreamItem::Event(ev)) => {
+                    if !args.family_matches(&ev) {
+                        continue;
+                    }
+                    seen += 1;
+                    if write_event(&mut out, &ev, args.json, &mut line).and_then(|_| out.flush()).is_err() {
+                        break;
+                    }
+                    if args.count.is_some_and(|c| seen >= c) { break; }
+                }
+                Some(StreamItem::Lost { node, count }) => {
+                    lost += count;
+                    let _ = write_lost(&mut out, args.json, &node, count).and_then(|_| out.flush());
+                }
+                None => break,
+            },
+            _ = sleep => break,
+            signalled = signals.recv() => { code = signalled; break; }
+        }
+    }
+    drop(stream);
+    for problem in world.problems() {
+        eprintln!("netpath: {problem}");
+    }
+    eprintln!("netpath: {seen} events, {lost} lost");
+    Ok(code)
+}
+
+pub async fn run(args: WatchArgs, signals: super::stop::Stop) -> Result<i32> {
+    if !args.agents.is_empty() {
+        return run_agents(args, signals).await;
+    }
+    let mut signals = signals;
     let spec = args.spec()?;
     let (mut tracer, mut stream) = NodeTracer::start(spec)?;
     for why in &tracer.unavailable {
@@ -170,12 +315,7 @@ pub async fn run(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i32>
                 }
                 Some(StreamItem::Lost { node, count }) => {
                     lost += count;
-                    if args.json {
-                        let _ = writeln!(out, "{}", serde_json::json!({"kind": "lost", "node": node, "count": count}));
-                    } else {
-                        let _ = writeln!(out, "lost {count} events on {node} (ring buffer full)");
-                    }
-                    let _ = out.flush();
+                    let _ = write_lost(&mut out, args.json, &node, count).and_then(|_| out.flush());
                 }
                 None => break,
             },

@@ -61,6 +61,15 @@ pub fn route_get(
                 Some(i) => link_by_index(&mut nl, i)?.map(|l| l.name),
                 None => None,
             };
+            // The route that matched (`ip route get fibmatch`): whether the packet left by the
+            // default route or one of its own is what a diagnosis from the nodes alone needs.
+            let prefix = match iif_index {
+                None => lookup(&mut nl, dst, None, None, true)
+                    .ok()
+                    .and_then(|m| matched_route(&mut nl, &m).ok())
+                    .map(|r| r.prefix),
+                Some(_) => None,
+            };
             Ok(RouteAnswer {
                 netns,
                 dst: dst.to_string(),
@@ -68,7 +77,7 @@ pub fn route_get(
                 gateway,
                 dev,
                 error: None,
-                prefix: None,
+                prefix,
             })
         }
         Err(SysError::Kernel(_)) if iif_index.is_some() => route_get(ns, dst, None, None),
