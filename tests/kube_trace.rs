@@ -173,7 +173,9 @@ fn same_by_api_names(
     let kubeconfig = lab.kubeconfig();
     let mut reports = BTreeMap::new();
     for (from, to) in flows {
-        let (lab_code, by_lab) = trace(&[&from, &to, "--state", lab.state()]);
+        // Both with this machine's kernel: the names are what is compared here (traces through
+        // the agents found by the API are below).
+        let (lab_code, by_lab) = trace(&[&from, &to, "--state", lab.state(), "--local"]);
         let (api_from, api_to) = (api_name(&from), api_name(&to));
         let (api_code, by_api) = trace(&[
             &api_from,
