@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 const USAGE: &str = "usage: cargo xtask bench <name> [args] | cargo xtask soak <suite>
 soak suites: churn [N], residue [N] [--seed S], fuzz [RUNS] [TARGET..] (docs/reliability.md)
 benchmarks:
+  agent [TRACES]   the lab through its node agents: time to verdict vs --local, idle agent, stream rate
   attach [N]       `netpath watch --all`, start to ready, with N devices more (default 1000)
   capture          netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
   decode [EVENTS]  events/s one core decodes into JSON lines, text and the trace's matcher

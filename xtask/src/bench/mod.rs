@@ -1,5 +1,6 @@
 //! Benchmarks, one module each; shared pieces (namespaces, the UDP sender, process CPU time)
 //! live here.
+mod agent;
 mod attach;
 mod capture;
 mod decode;
@@ -21,13 +22,14 @@ pub const FLOOD_CMD: &str = "__udp-flood";
 
 pub fn run(name: &str, args: &[&str]) -> Result<()> {
     match (name, args) {
+        ("agent", args) => agent::run(args),
         ("attach", args) => attach::run(args),
         ("capture", []) => capture::run(),
         ("decode", args) => decode::run(args),
         ("overhead", []) => overhead::run(),
         ("capture" | "overhead", _) => bail!("{name} takes no arguments"),
         (other, _) => {
-            bail!("unknown benchmark {other:?} (known: attach, capture, decode, overhead)")
+            bail!("unknown benchmark {other:?} (known: agent, attach, capture, decode, overhead)")
         }
     }
 }
