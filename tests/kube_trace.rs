@@ -310,16 +310,13 @@ fn bad_kubernetes_input_is_one_line_and_exit_2() {
         !stderr.contains("not available"),
         "every agent found through the API opened its stream: {stderr}"
     );
-    // Known defect (issues 16/17), not asserted: in a fresh clone under CI this trace's
-    // events from the agents found through the API were missing (none, or node-1's only)
-    // although the streams opened, while in the working tree they came from both nodes. The
-    // likely cause, a fixed 120 ms wait for trailing events after the probes (remote streams
-    // on a busy machine deliver later), is now a wait for the stream to go quiet; this stays
-    // a warning until CI runs show it gone. tests/lab_agents checks events from both agents
-    // given by --agents.
-    if !(nodes.contains("node-1") && nodes.contains("node-2")) {
-        eprintln!("warning: events from only {nodes:?} in the trace through the API's agents");
-    }
+    // Once a defect of fresh clones under CI (events of one agent only, when the agents were
+    // still loading programs per stream and the trailing wait was fixed): agents now load
+    // once at start and the trace waits for the streams to go quiet.
+    assert!(
+        nodes.contains("node-1") && nodes.contains("node-2"),
+        "events from only {nodes:?} in the trace through the API's agents"
+    );
     // Without the client's certificate: one line.
     let (code, err) = fails(&[
         "trace",

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{case, netpath, unique, Requires};
+use integration_tests::{case, netpath, unique, NetpathProcess, Requires};
 use serde_json::Value;
 use tracer::lab::{self, agents::AgentsRecord, LabState};
 
@@ -269,16 +269,24 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
         assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
     }
 
-    // A trace through the agents gives the verdicts of a trace without them.
-    let (local, _, local_took) = trace(&lab, &[]);
+    // A trace through the agents gives the verdicts of a trace without them. By default a lab
+    // trace goes through them: no agent serves the underlay, so its hops are missing there and
+    // present in the local trace.
+    let (local, local_seen, local_took) = trace(&lab, &["--local"]);
     let agents = rec.agents_arg();
     let tls = rec.tls_dir.to_str().unwrap();
     let (remote, seen_on, remote_took) = trace(&lab, &["--agents", &agents, "--tls-dir", tls]);
+    let (default, default_seen, default_took) = trace(&lab, &[]);
     eprintln!(
-        "trace pod-a pod-c: {:.2} s on this kernel, {:.2} s through the agents",
+        "trace pod-a pod-c: {:.2} s on this kernel, {:.2} s through the agents (--agents), \
+         {:.2} s by default (the lab's agents); the agents load their programs at start",
         local_took.as_secs_f64(),
-        remote_took.as_secs_f64()
+        remote_took.as_secs_f64(),
+        default_took.as_secs_f64()
     );
+    assert!(local_seen.contains("underlay"), "{local_seen:?}");
+    assert!(!default_seen.contains("underlay"), "{default_seen:?}");
+    assert_eq!(default, local, "by default through the lab's agents");
     assert_eq!(local.len(), 2, "both families: {local:?}");
     assert!(
         local.iter().all(|(_, v, _)| v == "delivered"),
@@ -289,6 +297,69 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
     assert!(
         both.is_subset(&seen_on),
         "events from both nodes' agents: {seen_on:?}"
+    );
+
+    // `watch --agents`: both nodes' events, merged, each with its node.
+    let mut watch = NetpathProcess::spawn(&[
+        "watch",
+        "--agents",
+        &agents,
+        "--tls-dir",
+        tls,
+        "--json",
+        "--host",
+        "10.244.1.2",
+        "--host",
+        "10.99.1.2",
+        "--duration",
+        "5",
+    ]);
+    watch.wait_stderr("watching", Duration::from_secs(30));
+    integration_tests::sh(&format!(
+        "ip netns exec {}-pod-a ping -c 2 -i 0.2 -W 1 10.244.2.2 >/dev/null 2>&1 || true",
+        lab.prefix
+    ));
+    // A device made while the agents run (a new pod's, say) is attached when the kernel
+    // announces it: hops on it, with no stream opened since. (The namespaces go with the lab.)
+    let p = &lab.prefix;
+    integration_tests::sh(&format!(
+        "ip -n {p}-node-1 link add npn0 type veth peer name npn1 netns {p}-pod-a && \
+         ip -n {p}-node-1 addr add 10.99.1.1/24 dev npn0 && ip -n {p}-node-1 link set npn0 up && \
+         ip -n {p}-pod-a addr add 10.99.1.2/24 dev npn1 && ip -n {p}-pod-a link set npn1 up"
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    integration_tests::sh(&format!(
+        "ip netns exec {p}-pod-a ping -c 2 -i 0.2 -W 1 10.99.1.1 >/dev/null 2>&1 || true"
+    ));
+    let (code, out, stderr) = watch.finish_with_stderr();
+    assert_eq!(code, Some(0), "watch --agents: {stderr:?}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let watched: BTreeSet<&str> = events.iter().filter_map(|e| e["node"].as_str()).collect();
+    assert!(
+        watched.contains("node-1") && watched.contains("node-2") && !watched.contains("underlay"),
+        "watch --agents: events from {watched:?}"
+    );
+    let ours = |e: &Value| {
+        ["10.244.1.2", "10.99.1.2"]
+            .iter()
+            .any(|a| e["src"] == *a || e["dst"] == *a)
+    };
+    assert!(
+        events.iter().all(|e| ours(e) || e["kind"] == "lost"),
+        "only pod-a's packets"
+    );
+    let new_dev: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "hop")
+        .filter_map(|e| e["ifname"].as_str())
+        .filter(|d| d.starts_with("npn"))
+        .collect();
+    assert!(
+        new_dev.contains("npn0") && new_dev.contains("npn1"),
+        "hops on the devices made while the agents ran: {new_dev:?}"
     );
 
     // `lab down`: no agent, no file, no namespace.

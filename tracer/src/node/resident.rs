@@ -6,8 +6,10 @@
 //! streams' scopes (none open: a filter nothing passes, so an idle node pays only the filter's
 //! first test per packet); one pump reads the tracer and hands each stream the events its own
 //! scope selects, into a bounded queue per stream (a slow stream loses events, counted, and
-//! never holds up the others). New namespaces and devices are attached when a stream opens
-//! and, while streams are open, by a rescan every few seconds.
+//! never holds up the others). New devices (and the namespaces of new pods) are attached when
+//! the kernel announces a device created in a namespace the source serves (netlink link
+//! notifications, one listener per namespace: the node's own when it serves all of them,
+//! since a pod's veth appears there), and again whenever a stream opens.
 //!
 //! A scope asking for kernel functions (`--functions`) gets a tracer of its own, as without an
 //! agent: function probes are loaded per pattern.
@@ -38,8 +40,10 @@ use super::{
 const NO_FAMILY: u8 = 0xff;
 /// Items queued per stream before its events are dropped (and counted).
 const STREAM_QUEUE: usize = 4096;
-/// How often new namespaces and devices are looked for while streams are open.
-const RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// Longest a link-notification listener blocks before it checks whether the source is gone.
+const LINK_TICK: Duration = Duration::from_secs(1);
+/// A pod brings several devices at once: one rescan once their announcements settled.
+const LINK_SETTLE: Duration = Duration::from_millis(50);
 
 /// What one stream wants of the shared tracer's events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +217,15 @@ impl ResidentSource {
             confine,
         });
         tokio::spawn(pump(Arc::downgrade(&shared), stream));
-        tokio::spawn(rescan_loop(Arc::downgrade(&shared)));
+        let listen: Vec<String> = match &shared.confine {
+            Some(set) => set.iter().cloned().collect(),
+            None => vec!["root".into()],
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        for netns in listen {
+            listen_for_links(Arc::downgrade(&shared), netns, tx.clone());
+        }
+        tokio::spawn(rescan_on_links(Arc::downgrade(&shared), rx));
         Ok(ResidentSource {
             shared,
             node: node.to_string(),
@@ -251,18 +263,44 @@ async fn pump(shared: Weak<Shared>, mut stream: KernelStream) {
     }
 }
 
-async fn rescan_loop(shared: Weak<Shared>) {
-    let mut tick = tokio::time::interval(RESCAN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+/// A thread that tells `tx` whenever a device is created or removed in `netns`, for as long
+/// as the source lives. A namespace that cannot be listened to is said once and left to the
+/// rescan each stream's opening does.
+fn listen_for_links(shared: Weak<Shared>, netns: String, tx: mpsc::UnboundedSender<()>) {
+    let events = super::netns::NetnsRef::parse(&netns)
+        .map_err(|e| e.to_string())
+        .and_then(|ns| super::sys::LinkEvents::open(&ns, LINK_TICK).map_err(|e| e.to_string()));
+    let mut events = match events {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::warn!("no device notifications from {netns}: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        while shared.strong_count() > 0 && !tx.is_closed() {
+            match events.wait() {
+                Ok(true) => {
+                    let _ = tx.send(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("device notifications from {netns}: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Attaches to new devices when their announcements have settled.
+async fn rescan_on_links(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<()>) {
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(LINK_SETTLE).await;
+        while rx.try_recv().is_ok() {}
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        // Idle, nothing needs new devices: opening a stream looks for them anyway.
-        if lock(&shared.streams).is_empty() {
-            continue;
-        }
         let _ = tokio::task::spawn_blocking(move || shared.rescan()).await;
     }
 }

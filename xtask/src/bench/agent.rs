@@ -94,7 +94,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         state: state.clone(),
     };
     let up = sh(&format!(
-        "{} lab up --scenario flannel --prefix {PREFIX} --state {}",
+        "{} lab up --scenario flannel --prefix {PREFIX} --state {} 2>&1",
         np.display(),
         state.display()
     ))?;

@@ -223,6 +223,74 @@ pub fn parse_address(payload: &[u8]) -> Result<Option<Address>, SysError> {
     }))
 }
 
+/// RTMGRP_LINK: the multicast group of link announcements.
+const RTMGRP_LINK: u32 = 1;
+const RTM_DELLINK: u16 = 17;
+
+/// A socket that hears the kernel announce devices created and removed in one namespace, so
+/// that a long-running tracer attaches to a new pod's devices when they appear rather than
+/// by rescanning on a timer.
+pub struct LinkEvents {
+    sock: netlink_sys::Socket,
+}
+
+impl LinkEvents {
+    /// Subscribes in `ns`; [`LinkEvents::wait`] then returns after at most `tick`, so that
+    /// its reader can notice it should stop.
+    pub fn open(ns: &NetnsRef, tick: std::time::Duration) -> Result<Self, SysError> {
+        let sock = ns
+            .run(move || -> std::io::Result<netlink_sys::Socket> {
+                let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+                sock.bind(&netlink_sys::SocketAddr::new(0, RTMGRP_LINK))?;
+                let tv = libc::timeval {
+                    tv_sec: tick.as_secs() as libc::time_t,
+                    tv_usec: tick.subsec_micros() as libc::suseconds_t,
+                };
+                // SAFETY: a valid fd and a timeval of the size given.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&sock),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&tv as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                    )
+                };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(sock)
+            })?
+            .map_err(|source| SysError::Socket {
+                netns: ns.to_string(),
+                source,
+            })?;
+        Ok(LinkEvents { sock })
+    }
+
+    /// Waits for announcements: `Ok(true)` when a device was created or removed, `Ok(false)`
+    /// when the tick passed or only a change of an existing device came.
+    pub fn wait(&mut self) -> std::io::Result<bool> {
+        match self.sock.recv_from_full() {
+            Ok((buf, _)) => Ok(super::split(&buf)
+                .map(|msgs| {
+                    msgs.iter()
+                        .any(|(h, _)| h.kind == RTM_NEWLINK || h.kind == RTM_DELLINK)
+                })
+                .unwrap_or(true)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ mod route;
 mod sysctl;
 pub mod tc;
 
-pub use link::{addresses, link, links, parse_address, parse_link, Address, Link};
+pub use link::{addresses, link, links, parse_address, parse_link, Address, Link, LinkEvents};
 pub(crate) use link::{dump_links, link_by_index, link_by_name};
 pub use neigh::{neighbour_state, neighbours, nud_state_names, Neighbour};
 pub use nft::{decode_rule, drop_rules, Discard, DropRule, NftChain, NftRule};
