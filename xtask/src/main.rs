@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask bench <name>`, `cargo xtask soak <suite>`, `cargo xtask fuzz`.
 mod bench;
+mod interrupt;
 mod soak;
 
 use anyhow::{bail, Result};
@@ -21,7 +22,13 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["bench", name, rest @ ..] => bench::run(name, rest),
+        ["bench", name, rest @ ..] => {
+            // (attach stops at its next step on a signal, its guards cleaning up.)
+            if *name != "attach" {
+                interrupt::install();
+            }
+            bench::run(name, rest)
+        }
         ["soak", rest @ ..] => soak::run(rest),
         // Internal: the UDP sender, re-executed inside a namespace by a benchmark.
         [bench::FLOOD_CMD, rest @ ..] => bench::flood(rest),

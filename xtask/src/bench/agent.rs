@@ -22,6 +22,7 @@ const PREFIX: &str = "npba";
 struct Lab {
     np: PathBuf,
     state: PathBuf,
+    _interrupted: crate::interrupt::Cleanup,
 }
 
 impl Drop for Lab {
@@ -90,6 +91,12 @@ pub fn run(args: &[&str]) -> Result<()> {
     let np = netpath_release()?;
     let state = std::env::temp_dir().join(format!("netpath-bench-agent.{}", std::process::id()));
     let lab = Lab {
+        _interrupted: crate::interrupt::on_interrupt(format!(
+            "{} lab down --state {}; rm -rf {}",
+            np.display(),
+            state.display(),
+            state.display()
+        )),
         np: np.clone(),
         state: state.clone(),
     };

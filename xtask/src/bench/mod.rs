@@ -71,14 +71,19 @@ pub(crate) fn sh(cmd: &str) -> Result<String> {
 pub struct VethPair {
     pub a: String,
     pub b: String,
+    _interrupted: crate::interrupt::Cleanup,
 }
 
 impl VethPair {
     pub fn new(tag: &str) -> Result<Self> {
         let id = std::process::id() % 100_000;
+        let (a, b) = (format!("npb{tag}a{id}"), format!("npb{tag}b{id}"));
         let pair = VethPair {
-            a: format!("npb{tag}a{id}"),
-            b: format!("npb{tag}b{id}"),
+            _interrupted: crate::interrupt::on_interrupt(format!(
+                "ip netns del {a}; ip netns del {b}"
+            )),
+            a,
+            b,
         };
         // Created before the commands so a failure half-way still deletes what exists.
         sh(&format!("ip netns add {}", pair.a))?;
