@@ -85,7 +85,15 @@ fn ip_route_get(ns: &NetNsGuard, dst: IpAddr, from_iif: Option<(IpAddr, &str)>) 
     }
     let out = ip(ns, &args);
     if out.status.success() {
-        return inspect::parse_route_get(&ns.name, &d, &out.stdout).expect("ip -j route get");
+        let mut answer =
+            inspect::parse_route_get(&ns.name, &d, &out.stdout).expect("ip -j route get");
+        // The route that matched, as `ip route get fibmatch` shows it (asked without iif).
+        if from_iif.is_none() {
+            let matched = ip(ns, &["-j", "route", "get", "fibmatch", d.as_str()]);
+            let v: serde_json::Value = serde_json::from_slice(&matched.stdout).unwrap();
+            answer.prefix = v[0]["dst"].as_str().map(String::from);
+        }
+        return answer;
     }
     assert!(from_iif.is_none(), "the fixtures' iif lookups succeed");
     let err = String::from_utf8_lossy(&out.stderr)
