@@ -11,7 +11,7 @@ use integration_tests::{
 };
 use netpath_agent::{
     certs::{Ca, Validity},
-    client::{channel, describe, AgentAddr},
+    client::{channel, describe, AgentAddr, AgentsResolver, RemoteWorld},
     proto::{self, agent_client::AgentClient, stream_message::Item},
     server::TlsFiles,
 };
@@ -22,6 +22,11 @@ fn main() -> std::process::ExitCode {
         case!(
             traces_through_two_agents_give_the_local_verdicts_with_events_from_both,
             Requires::Root
+        ),
+        case!(
+            addresses_this_machine_cannot_place_resolve_through_the_agent_that_holds_them,
+            Requires::Root,
+            Requires::Tool("unshare")
         ),
         case!(
             agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one,
@@ -261,6 +266,176 @@ fn traces_through_two_agents_give_the_local_verdicts_with_events_from_both() {
     let at = report["verdicts"][1]["where"].clone();
     assert_eq!(at["node"], "node-a", "{report:#}");
     assert_eq!(at["netns"], t.r.name.as_str(), "{report:#}");
+}
+
+/// `netpath trace ARGS --json` as from a machine that sees none of the namespaces: in a mount
+/// namespace of its own where /run/netns is empty (what the CLI sees of another node's pods).
+fn trace_from_elsewhere(state: &Path, args: &[&str]) -> (i32, Value, String) {
+    let bin = integration_tests::netpath_bin();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs netpath-test /run/netns && exec \"$0\" \"$@\"",
+        ])
+        .arg(&bin)
+        .args(["trace", "--json", "--state", state.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("spawn unshare");
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("netpath trace {args:?} (exit {code}) printed no JSON ({e}): {stdout}\n{stderr}")
+    });
+    (code, report, stderr)
+}
+
+/// A resolver for a machine that knows no namespace: addresses are bare, names unknown.
+struct Nowhere;
+
+/// (node, netns) of an endpoint, or the error resolving it.
+type Placed = Result<(Option<String>, Option<String>), String>;
+
+/// (node, netns) of each spec as the agents resolve it for a machine that knows nothing.
+fn resolve_through(agents: &[AgentAddr], tls: &TlsFiles, specs: &[&str]) -> Vec<Placed> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(resolve_through_async(agents, tls, specs))
+}
+
+async fn resolve_through_async(
+    agents: &[AgentAddr],
+    tls: &TlsFiles,
+    specs: &[&str],
+) -> Vec<Placed> {
+    use netpath_core::world::Resolver;
+    let world = RemoteWorld::connect(agents, tls).await.unwrap();
+    let local = tracer::node::resolve::LocalResolver::new(None);
+    let r = AgentsResolver::new(&Nowhere, &world);
+    let mut out = Vec::new();
+    for spec in specs {
+        // What this (shared-kernel) machine would say itself: the address is in a named
+        // namespace, without a node.
+        if let Ok(e) = local.lookup(spec) {
+            assert_eq!(e.node, None, "{spec}: {e:?}");
+        }
+        out.push(
+            r.resolve(spec)
+                .await
+                .map(|e| (e.node, e.netns))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl netpath_core::world::Resolver for Nowhere {
+    async fn resolve(
+        &self,
+        spec: &str,
+    ) -> Result<netpath_core::model::Endpoint, netpath_core::world::ResolveError> {
+        use netpath_core::model::{Endpoint, EndpointKind};
+        match spec.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(Endpoint::new(spec, EndpointKind::Address).with_addrs([ip])),
+            Err(_) => Err(netpath_core::world::ResolveError::Unknown {
+                spec: spec.into(),
+                known: "nothing".into(),
+            }),
+        }
+    }
+}
+
+fn addresses_this_machine_cannot_place_resolve_through_the_agent_that_holds_them() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let cluster = Cluster::start(&t, &[]);
+    let tls = cluster.tls.path().to_str().unwrap().to_string();
+    let agents = cluster.agents_arg();
+    let state = cluster.state.path();
+
+    // Each agent answers for its own namespaces only, though both see the whole kernel.
+    let c_ns = format!("netns:{}", t.c.name);
+    let s_ns = format!("netns:{}", t.s.name);
+    let specs = [
+        "10.1.0.1",
+        "ip:10.1.0.2",
+        "fd00:2::2",
+        "[fd00:1::1]:80",
+        &s_ns,
+        &c_ns,
+        "10.77.77.77",
+    ];
+    let answers = resolve_through(
+        &[cluster.a.at(), cluster.b.at()],
+        &tls_files(cluster.tls.path(), "client"),
+        &specs,
+    );
+    let some = |node: &str, ns: &NetNsGuard| Ok((Some(node.to_string()), Some(ns.name.clone())));
+    assert_eq!(
+        answers,
+        vec![
+            some("node-a", &t.c),
+            some("node-a", &t.r),
+            some("node-b", &t.s),
+            some("node-a", &t.c),
+            some("node-b", &t.s),
+            some("node-a", &t.c),
+            // Nobody's: the bare address, as without agents.
+            Ok((None, None)),
+        ],
+        "{specs:?}"
+    );
+
+    // The CLI sees no namespace at all: both ends are found by their node's agent, and the
+    // trace gives what the local one gives.
+    let (code_local, local, _) = trace(state, &[&c_ns, &s_ns]);
+    let (code, report, stderr) = trace_from_elsewhere(
+        state,
+        &[
+            "10.1.0.1",
+            "10.2.0.2",
+            "--agents",
+            &agents,
+            "--tls-dir",
+            &tls,
+        ],
+    );
+    assert_eq!((code_local, code), (0, 0), "{report:#}\n{stderr}");
+    assert_eq!(verdicts(&report), verdicts(&local), "{report:#}");
+    assert_eq!(
+        (&report["from"]["node"], &report["from"]["netns"]),
+        (&Value::from("node-a"), &Value::from(t.c.name.as_str())),
+        "{report:#}"
+    );
+    assert_eq!(
+        (&report["to"]["node"], &report["to"]["netns"]),
+        (&Value::from("node-b"), &Value::from(t.s.name.as_str())),
+        "{report:#}"
+    );
+    // Dual-stack: an IPv4 address names the namespace, both families are traced.
+    assert_eq!(
+        report["verdicts"].as_array().map(Vec::len),
+        Some(2),
+        "{report:#}"
+    );
+    // Without agents the same CLI cannot place the source.
+    let (code, report, _) = trace_from_elsewhere(state, &["10.1.0.1", "10.2.0.2"]);
+    assert_eq!(code, 2, "{report:#}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not in a network namespace here")),
+        "{report:#}"
+    );
 }
 
 fn tls_files(dir: &Path, name: &str) -> TlsFiles {

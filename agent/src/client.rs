@@ -4,6 +4,7 @@
 //! away mid-trace, is named (see [`RemoteWorld::problems`]) and the trace goes on with the
 //! others.
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -14,12 +15,18 @@ use std::{
 
 use async_trait::async_trait;
 use netpath_core::{
-    model::{Event, Family, IfAddr, LinkState, Place, Probe, ProbeKind, ProbeOutcome, RouteAnswer},
-    world::{Cancel, EventSource, EventStream, Inspector, Prober, Scope, StreamItem, WorldError},
+    model::{
+        Endpoint, EndpointKind, Event, Family, IfAddr, LinkState, Place, Probe, ProbeKind,
+        ProbeOutcome, RouteAnswer,
+    },
+    world::{
+        Cancel, EventSource, EventStream, Inspector, Prober, ResolveError, Resolver, Scope,
+        StreamItem, WorldError,
+    },
 };
 use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc, task::JoinHandle};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint as Dial, Identity};
 
 use crate::{
     proto::{self, agent_client::AgentClient, inspect_request::Question, stream_message::Item},
@@ -87,7 +94,7 @@ pub fn channel(agent: &AgentAddr, tls: &TlsFiles) -> Result<Channel, ClientError
     if !tls.cert_pem.is_empty() {
         config = config.identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
     }
-    Ok(Endpoint::from_shared(format!("https://{}", agent.addr))
+    Ok(Dial::from_shared(format!("https://{}", agent.addr))
         .map_err(|e| err(e.to_string()))?
         .tls_config(config)
         .map_err(|e| err(e.to_string()))?
@@ -255,6 +262,187 @@ impl RemoteWorld {
                 None
             }
         }
+    }
+}
+
+/// What the agents said to one `Resolve`, asked of all of them at once.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// (node, endpoint) of every agent that holds it.
+    pub found: Vec<(String, Endpoint)>,
+    /// Agents that could not be asked, one line each.
+    pub failed: Vec<String>,
+}
+
+impl RemoteWorld {
+    /// Asks every agent's `Resolve` about `spec` at once. An agent that does not hold it
+    /// (or resolves no names) is silent; one that cannot be asked is in `failed`.
+    pub async fn resolve_everywhere(&self, spec: &str) -> Resolved {
+        let answers = futures_util::future::join_all(self.agents.iter().map(|a| {
+            let mut client = a.client.clone();
+            let req = proto::ResolveRequest { spec: spec.into() };
+            async move { tokio::time::timeout(ASK_TIMEOUT, client.resolve(req)).await }
+        }))
+        .await;
+        let mut out = Resolved::default();
+        for (agent, answer) in self.agents.iter().zip(answers) {
+            let who = format!("agent {} at {}", agent.at.node, agent.at.addr);
+            match answer {
+                Ok(Ok(reply)) => {
+                    match serde_json::from_slice::<Endpoint>(&reply.into_inner().endpoint_json) {
+                        Ok(mut e) => {
+                            // An agent answers for its own node.
+                            if e.netns.is_some() {
+                                e.node = Some(agent.at.node.clone());
+                            }
+                            out.found.push((agent.at.node.clone(), e));
+                        }
+                        Err(e) => out.failed.push(format!("{who}: bad answer: {e}")),
+                    }
+                }
+                Ok(Err(status))
+                    if matches!(
+                        status.code(),
+                        tonic::Code::NotFound
+                            | tonic::Code::Unimplemented
+                            | tonic::Code::InvalidArgument
+                    ) =>
+                {
+                    tracing::debug!("{who}: {spec}: {}", status.message());
+                }
+                Ok(Err(status)) => out.failed.push(format!("{who}: {}", describe(&status))),
+                Err(_) => out
+                    .failed
+                    .push(format!("{who}: no answer in {} s", ASK_TIMEOUT.as_secs())),
+            }
+        }
+        out
+    }
+}
+
+/// Can a node's agent resolve `spec`? Addresses (`10.0.0.1`, `[fd00::1]:80`, `ip:ADDR`) and
+/// `netns:NAME`.
+pub fn agents_resolve(spec: &str) -> bool {
+    let spec = spec.trim();
+    spec.starts_with("netns:")
+        || spec.starts_with("ip:")
+        || spec.parse::<IpAddr>().is_ok()
+        || spec.parse::<std::net::SocketAddr>().is_ok()
+}
+
+/// Names resolved here first (`local`: the lab, this machine's namespaces), then by the node
+/// agents: an address no namespace here holds, or a `netns:NAME` not here, is asked of every
+/// agent at once and is the endpoint of the one node that holds it (two nodes holding it is
+/// an error naming both). Answers are kept for the rest of the trace.
+pub struct AgentsResolver<'a> {
+    local: &'a dyn Resolver,
+    agents: &'a RemoteWorld,
+    cache: Mutex<HashMap<String, Result<Endpoint, ResolveError>>>,
+}
+
+impl<'a> AgentsResolver<'a> {
+    pub fn new(local: &'a dyn Resolver, agents: &'a RemoteWorld) -> Self {
+        AgentsResolver {
+            local,
+            agents,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The one agent's endpoint for `spec`; `Ok(None)` when no agent holds it.
+    async fn ask_agents(&self, spec: &str) -> Result<Option<Endpoint>, ResolveError> {
+        let Resolved { found, failed } = self.agents.resolve_everywhere(spec).await;
+        match found.len() {
+            0 => {
+                for line in failed {
+                    self.agents.note(format!("{line} (asked where {spec} is)"));
+                }
+                Ok(None)
+            }
+            1 => Ok(found.into_iter().next().map(|(_, e)| e)),
+            _ => Err(ResolveError::Invalid {
+                spec: spec.into(),
+                reason: format!(
+                    "more than one node holds it: {}",
+                    found
+                        .iter()
+                        .map(|(node, e)| format!("{node} ({})", e.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// `e`, saying that the agents were asked too.
+    fn nowhere(&self, e: ResolveError) -> ResolveError {
+        let asked = format!(
+            "nor does any agent's node ({})",
+            self.agents
+                .agents
+                .iter()
+                .map(|a| a.at.node.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match e {
+            ResolveError::Unknown { spec, known } => ResolveError::Unknown {
+                spec,
+                known: format!("{known} ({asked} hold it)"),
+            },
+            ResolveError::Netns { name, detail } => ResolveError::Netns {
+                name,
+                detail: format!("{detail}; {asked} have it"),
+            },
+            other => other,
+        }
+    }
+
+    async fn lookup(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        let local = self.local.resolve(spec).await;
+        if !agents_resolve(spec) {
+            return local;
+        }
+        match local {
+            // An address nothing here places: maybe a pod of another node.
+            Ok(e) if is_bare_address(&e) => Ok(self.ask_agents(spec).await?.unwrap_or(e)),
+            Err(e @ (ResolveError::Unknown { .. } | ResolveError::Netns { .. })) => {
+                match self.ask_agents(spec).await? {
+                    Some(found) => Ok(found),
+                    None => Err(self.nowhere(e)),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// An address endpoint without a namespace or node (what a resolver makes of an address it
+/// does not know).
+fn is_bare_address(e: &Endpoint) -> bool {
+    e.kind == EndpointKind::Address
+        && e.netns.is_none()
+        && e.node.is_none()
+        && e.stale_of.is_none()
+        && e.backends.is_empty()
+}
+
+#[async_trait]
+impl Resolver for AgentsResolver<'_> {
+    async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        if let Some(known) = self.cache.lock().expect("cache lock").get(spec) {
+            return known.clone();
+        }
+        let answer = self.lookup(spec).await;
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(spec.to_string(), answer.clone());
+        answer
+    }
+
+    async fn node_namespaces(&self) -> Vec<(String, String)> {
+        self.local.node_namespaces().await
     }
 }
 
@@ -553,6 +741,254 @@ impl EventStream for MergedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        certs::{Ca, NodeCert, Validity},
+        server::{NodeInfo, NodeServer},
+    };
+    use netpath_core::model::NameAnswer;
+
+    /// A node world that answers nothing but names.
+    struct Quiet;
+
+    #[async_trait]
+    impl Inspector for Quiet {
+        async fn route_get(
+            &self,
+            _: &Place,
+            _: IpAddr,
+            _: Option<IpAddr>,
+            _: Option<&str>,
+        ) -> Option<RouteAnswer> {
+            None
+        }
+        async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
+            None
+        }
+        async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn addresses(&self, _: &Place) -> Vec<IfAddr> {
+            Vec::new()
+        }
+        async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
+            Vec::new()
+        }
+        async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
+            None
+        }
+        async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
+            None
+        }
+    }
+
+    #[async_trait]
+    impl Prober for Quiet {
+        async fn send(
+            &self,
+            _: &Probe,
+            _: Duration,
+            _: Cancel,
+        ) -> Result<ProbeOutcome, WorldError> {
+            Err(WorldError::Other("no probes here".into()))
+        }
+        async fn lookup(&self, _: &Place, _: &str) -> Result<NameAnswer, WorldError> {
+            Err(WorldError::Other("no names here".into()))
+        }
+    }
+
+    #[async_trait]
+    impl EventSource for Quiet {
+        async fn open(&self, _: &Scope) -> Result<Box<dyn EventStream>, WorldError> {
+            Err(WorldError::Other("no events here".into()))
+        }
+    }
+
+    /// Names: `spec` -> an endpoint in namespace `netns` (node left empty, as a node's
+    /// resolver may); anything else is not known.
+    struct Names(Vec<(&'static str, &'static str)>);
+
+    fn netns_endpoint(netns: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            netns: Some(netns.into()),
+            ..Endpoint::new(format!("netns:{netns}"), EndpointKind::Netns)
+        }
+        .with_addrs([addr.parse().unwrap()])
+    }
+
+    #[async_trait]
+    impl Resolver for Names {
+        async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+            match self.0.iter().find(|(s, _)| *s == spec) {
+                Some((_, ns)) => Ok(netns_endpoint(ns, "10.7.0.1")),
+                None => Err(ResolveError::Invalid {
+                    spec: spec.into(),
+                    reason: "not here".into(),
+                }),
+            }
+        }
+    }
+
+    /// What this machine knows (the CLI's side): `netns:here` and, as bare addresses,
+    /// every address; nothing else.
+    struct Local;
+
+    #[async_trait]
+    impl Resolver for Local {
+        async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+            if spec == "netns:here" {
+                return Ok(netns_endpoint("here", "10.0.0.1"));
+            }
+            match spec.parse::<IpAddr>() {
+                Ok(ip) => Ok(Endpoint::new(spec, EndpointKind::Address).with_addrs([ip])),
+                Err(_) if spec.starts_with("netns:") => Err(ResolveError::Netns {
+                    name: spec[6..].into(),
+                    detail: "not found".into(),
+                }),
+                Err(_) => Err(ResolveError::Unknown {
+                    spec: spec.into(),
+                    known: "netns:here".into(),
+                }),
+            }
+        }
+    }
+
+    /// Serves `server` on a loopback port with a certificate for `node`; returns its address.
+    async fn serve(ca: &Ca, node: &str, server: NodeServer) -> AgentAddr {
+        let v = Validity::days(1);
+        let issued = ca
+            .agent(
+                &NodeCert {
+                    name: node.into(),
+                    ips: vec!["127.0.0.1".parse().unwrap()],
+                },
+                v,
+            )
+            .unwrap();
+        let tls = TlsFiles {
+            ca_pem: ca.issued.cert_pem.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            server
+                .serve(listener, &tls, std::future::pending())
+                .await
+                .unwrap()
+        });
+        AgentAddr {
+            node: node.into(),
+            addr,
+        }
+    }
+
+    fn node(name: &str, names: Option<Names>) -> NodeServer {
+        let q = Arc::new(Quiet);
+        let server = NodeServer::new(name, q.clone(), q.clone(), q, NodeInfo::default());
+        match names {
+            Some(n) => server.with_resolver(Arc::new(n)),
+            None => server,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_this_machine_cannot_place_is_the_one_agent_that_holds_it() {
+        let ca = Ca::new(Validity::days(1)).unwrap();
+        let a = serve(
+            &ca,
+            "node-a",
+            node(
+                "node-a",
+                Some(Names(vec![
+                    ("10.1.0.1", "pod-a"),
+                    ("ip:10.1.0.1", "pod-a"),
+                    ("10.3.0.3", "twin"),
+                    ("netns:pod-a", "pod-a"),
+                    ("netns:here", "here"),
+                    ("10.4.0.4", "secret"),
+                ])),
+            )
+            // Confined: its resolver's answer outside pod-a/twin/here is not given out.
+            .confine(["pod-a".to_string(), "twin".into(), "here".into()]),
+        )
+        .await;
+        let b = serve(
+            &ca,
+            "node-b",
+            node(
+                "node-b",
+                Some(Names(vec![("10.2.0.2", "pod-b"), ("10.3.0.3", "twin")])),
+            ),
+        )
+        .await;
+        // An agent without names, and one that is not there at all.
+        let c = serve(&ca, "node-c", node("node-c", None)).await;
+        let gone = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            AgentAddr {
+                node: "node-d".into(),
+                addr: l.local_addr().unwrap().to_string(),
+            }
+        };
+        let client = ca.client("cli", Validity::days(1)).unwrap();
+        let tls = TlsFiles {
+            ca_pem: ca.issued.cert_pem.clone(),
+            cert_pem: client.cert_pem,
+            key_pem: client.key_pem,
+        };
+        let world = RemoteWorld::connect(&[a, b, c, gone], &tls).await.unwrap();
+        let r = AgentsResolver::new(&Local, &world);
+
+        for (spec, node, netns) in [
+            ("10.1.0.1", "node-a", "pod-a"),
+            ("ip:10.1.0.1", "node-a", "pod-a"),
+            ("netns:pod-a", "node-a", "pod-a"),
+            ("10.2.0.2", "node-b", "pod-b"),
+        ] {
+            let e = r
+                .resolve(spec)
+                .await
+                .unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(
+                (e.node.as_deref(), e.netns.as_deref()),
+                (Some(node), Some(netns)),
+                "{spec}: {e:?}"
+            );
+        }
+        // Known here: answered here, whatever the agents hold.
+        let here = r.resolve("netns:here").await.unwrap();
+        assert_eq!((here.node, here.netns.as_deref()), (None, Some("here")));
+        // Two nodes hold it: an error naming both.
+        let twin = r.resolve("10.3.0.3").await.unwrap_err().to_string();
+        assert!(
+            twin.contains("node-a (netns:twin)") && twin.contains("node-b (netns:twin)"),
+            "{twin}"
+        );
+        // Nobody places it: the bare address, as without agents.
+        let bare = r.resolve("10.9.9.9").await.unwrap();
+        assert_eq!((bare.kind, bare.netns), (EndpointKind::Address, None));
+        // Outside node-a's confinement: not given out.
+        let secret = r.resolve("10.4.0.4").await.unwrap();
+        assert_eq!(secret.kind, EndpointKind::Address, "{secret:?}");
+        // Names agents do not resolve are not asked; a namespace nowhere says so.
+        let unknown = r.resolve("pod-z").await.unwrap_err().to_string();
+        assert!(!unknown.contains("agent"), "{unknown}");
+        let nowhere = r.resolve("netns:nowhere").await.unwrap_err().to_string();
+        assert!(
+            nowhere.contains("nor does any agent's node (node-a, node-b, node-c, node-d)"),
+            "{nowhere}"
+        );
+        // The agent that is not there is named once, with what it was asked.
+        assert!(
+            world
+                .problems()
+                .iter()
+                .any(|p| p.contains("agent node-d") && p.contains("asked where 10.9.9.9 is")),
+            "{:?}",
+            world.problems()
+        );
+    }
 
     #[test]
     fn agent_addresses_parse() {

@@ -21,7 +21,9 @@ use std::{
 use futures_util::{FutureExt, Stream};
 use netpath_core::{
     model::{Family, Place, Probe},
-    world::{EventSource, EventStream, Inspector, Prober, Resolver, StreamItem, WorldError},
+    world::{
+        EventSource, EventStream, Inspector, Prober, ResolveError, Resolver, StreamItem, WorldError,
+    },
 };
 use tokio::sync::mpsc;
 use tonic::{
@@ -348,10 +350,21 @@ impl Agent for NodeServer {
         let Some(resolver) = &self.resolver else {
             return Err(Status::unimplemented("this agent resolves no names"));
         };
-        let endpoint = resolver
+        let mut endpoint = resolver
             .resolve(&req.into_inner().spec)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(|e| match e {
+                ResolveError::Unavailable(_) => Status::unavailable(e.to_string()),
+                // Not here (another node's, or nobody's): the client asks every agent.
+                _ => Status::not_found(e.to_string()),
+            })?;
+        // An endpoint in a namespace is this node's, and one this agent may use.
+        if let Some(ns) = &endpoint.netns {
+            let place = Place::new(self.node.clone(), ns.clone());
+            self.check(&place)
+                .map_err(|s| Status::not_found(s.message().to_string()))?;
+            endpoint.node = Some(self.node.clone());
+        }
         Ok(Response::new(proto::ResolveReply {
             endpoint_json: wire::to_json(&endpoint),
         }))

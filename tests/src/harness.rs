@@ -31,6 +31,9 @@ pub enum Requires {
     Kernel(Feature),
     /// A kernel that lacks this feature (the test checks what netpath says about its absence).
     KernelWithout(Feature),
+    /// Guest kernels of two different releases to boot under qemu (scripts/setup puts
+    /// Debian's 6.1 and 6.12 in target/vm-kernels; see [`crate::guest_kernels`]).
+    GuestKernels,
 }
 
 /// An optional kernel feature, found by trying it (never assumed from the kernel version).
@@ -69,14 +72,21 @@ impl Requires {
             Requires::KernelWithout(feature) => feature.probe().ok().map(|how| {
                 format!("checks a kernel without {feature}; this one allows it ({how})")
             }),
+            Requires::GuestKernels => (crate::guest_kernels().len() < 2).then(|| {
+                format!(
+                    "needs two guest kernels in {} (scripts/setup fetches them)",
+                    crate::vm_kernels_dir().display()
+                )
+            }),
         }
     }
 
     /// Whether CI's set-up provides this: missing under CI is then a failure, not a skip.
     fn provided_by_ci(&self) -> bool {
         match self {
-            // .ci/run runs as root, after scripts/setup installed every tool the tests use.
-            Requires::Root | Requires::Tool(_) => true,
+            // .ci/run runs as root, after scripts/setup installed every tool the tests use
+            // and the guest kernels.
+            Requires::Root | Requires::Tool(_) | Requires::GuestKernels => true,
             // The kernel is whatever the machine boots; see the module doc.
             Requires::Kernel(_) | Requires::KernelWithout(_) => false,
         }

@@ -91,6 +91,39 @@ pub fn netpath_bin() -> PathBuf {
     bin
 }
 
+/// Where scripts/setup puts the guest kernels (`NETPATH_VM_KERNELS`, else target/vm-kernels
+/// of the target directory this test binary is in).
+pub fn vm_kernels_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETPATH_VM_KERNELS") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.ancestors()
+        .nth(3)
+        .map(|target| target.join("vm-kernels"))
+        .unwrap_or_else(|| PathBuf::from("target/vm-kernels"))
+}
+
+/// The guest kernels there, as its `versions` file lists them: (release, kernel image), only
+/// those whose image exists.
+pub fn guest_kernels() -> Vec<(String, PathBuf)> {
+    let dir = vm_kernels_dir();
+    std::fs::read_to_string(dir.join("versions"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            (
+                v.to_string(),
+                dir.join(v).join("boot").join(format!("vmlinuz-{v}")),
+            )
+        })
+        .filter(|(_, image)| image.is_file())
+        .collect()
+}
+
 /// Runs `netpath ARGS` to completion.
 pub fn netpath(args: &[&str]) -> Output {
     Command::new(netpath_bin())

@@ -262,12 +262,17 @@ pub async fn trace(
             passive: config.passive,
             wait: config.timeout,
         });
+        let nodes = Nodes {
+            of_netns: &node_of,
+            src: from.node.clone(),
+            dst: to.node.clone(),
+        };
         collect(
             world,
             config,
+            &nodes,
             &mut planned,
             stream.as_mut(),
-            &node_of,
             &mut events,
             &mut lost,
         )
@@ -536,37 +541,49 @@ const SETTLE_MAX: Duration = Duration::from_millis(1000);
 async fn collect(
     world: World<'_>,
     config: &TraceConfig,
+    nodes: &Nodes<'_>,
     planned: &mut [Planned],
     stream: &mut dyn crate::world::EventStream,
-    node_of: &HashMap<String, String>,
     events: &mut Vec<Event>,
     lost: &mut u64,
 ) -> Result<(), TraceError> {
     let started = Instant::now();
     let mut probes = send_probes(world, planned, config.timeout);
     let deadline = tokio::time::Instant::now() + config.timeout + Duration::from_millis(300);
-    // Once the probes are done: when the trailing events are in. At least SETTLE_MIN after
-    // the last probe, and until no event came for SETTLE_QUIET (a remote agent's stream, or a
-    // busy node, delivers later than a local ring buffer), but never past SETTLE_MAX.
-    let mut probes_done: Option<tokio::time::Instant> = None;
+    // Once the probes are done and each sent probe's packets have been seen on the nodes they
+    // must have crossed: when the trailing events are in. At least SETTLE_MIN after that, and
+    // until no event came for SETTLE_QUIET (a remote agent's stream, or a busy node, delivers
+    // later than a local ring buffer), but never past SETTLE_MAX. A probe that went out with
+    // none of its events in yet from the source's node, or that was answered with none in yet
+    // from the destination's node, has them still on the way (an agent whose first events
+    // take seconds, as one under emulation does): they are waited for until the deadline.
+    let mut seen = vec![Seen::default(); planned.len()];
+    // (Passive traces send nothing: they wait for traffic until the deadline.)
+    let mut probes_done = false;
+    let mut caught_up: Option<tokio::time::Instant> = None;
     let mut last_event = tokio::time::Instant::now();
     loop {
-        let settle = probes_done.map(|done| {
-            (done + SETTLE_MIN)
+        if caught_up.is_none() && probes_done && !awaiting_events(planned, &seen, nodes) {
+            caught_up = Some(tokio::time::Instant::now());
+        }
+        let settle = caught_up.map(|from| {
+            (from + SETTLE_MIN)
                 .max(last_event + SETTLE_QUIET)
-                .min(done + SETTLE_MAX)
+                .min(from + SETTLE_MAX)
         });
         let wake = settle.unwrap_or(deadline).min(deadline);
         tokio::select! {
             item = stream.next() => match item {
                 Some(StreamItem::Event(mut ev)) => {
                     // Events of namespaces the resolver places on a node are that node's.
-                    if let Some(node) = node_of.get(&ev.netns) {
+                    if let Some(node) = nodes.of_netns.get(&ev.netns) {
                         ev.node = node.clone();
                     }
-                    if settles(&ev) {
-                        for p in planned.iter() {
-                            if p.matcher.is_some_and(|m| m.is_request(&ev) || m.is_reply(&ev)) {
+                    let settling = settles(&ev);
+                    for (p, seen) in planned.iter().zip(seen.iter_mut()) {
+                        if p.matcher.is_some_and(|m| m.is_request(&ev) || m.is_reply(&ev)) {
+                            seen.note(&ev, nodes);
+                            if settling {
                                 p.cancel.store(true, Ordering::Relaxed);
                             }
                         }
@@ -585,10 +602,7 @@ async fn collect(
                     })?;
                 }
                 tracing::debug!("probe done after {} ms", started.elapsed().as_millis());
-                if probes.is_empty() {
-                    // Trailing events (the answer's last hops) are still on their way.
-                    probes_done = Some(tokio::time::Instant::now());
-                }
+                probes_done = probes.is_empty();
             },
             _ = tokio::time::sleep_until(wake) => break,
         }
@@ -597,6 +611,42 @@ async fn collect(
         p.cancel.store(true, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Nodes as the resolver knows them: of namespaces (their events are that node's), and of
+/// the trace's ends (when it placed them).
+struct Nodes<'a> {
+    of_netns: &'a HashMap<String, String>,
+    src: Option<String>,
+    dst: Option<String>,
+}
+
+/// Where a probe's packets have been seen so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    /// On the source's node (anywhere, when its node is not known).
+    src: bool,
+    /// On the destination's node.
+    dst: bool,
+}
+
+impl Seen {
+    fn note(&mut self, ev: &Event, nodes: &Nodes) {
+        let on = |node: &Option<String>| node.as_deref().is_none_or(|n| n == ev.node);
+        self.src |= on(&nodes.src);
+        self.dst |= nodes.dst.is_some() && on(&nodes.dst);
+    }
+}
+
+/// A probe went out (it has a matcher and no send error) and its packets have not been seen
+/// yet on the source's node, or it was answered and they have not been seen yet on the
+/// destination's node: those nodes' events are still on their way.
+fn awaiting_events(planned: &[Planned], seen: &[Seen], nodes: &Nodes) -> bool {
+    planned.iter().zip(seen).any(|(p, seen)| {
+        let sent = p.probe.is_some() && p.matcher.is_some() && p.outcome.send_error.is_none();
+        let answered = p.outcome.reply.as_ref().is_some_and(|r| r.is_answer());
+        sent && (!seen.src || (answered && nodes.dst.is_some() && !seen.dst))
+    })
 }
 
 type ProbeFuture<'a> = std::pin::Pin<
@@ -809,6 +859,11 @@ mod tests {
         tx: Mutex<Option<mpsc::UnboundedSender<StreamItem>>>,
         rx: Mutex<Option<mpsc::UnboundedReceiver<StreamItem>>>,
         sent: Mutex<Vec<Probe>>,
+        /// The IPv4 probe's events after the first reach the stream this long after its
+        /// answer (an agent whose first events take seconds)...
+        late: Option<Duration>,
+        /// ...and the first too.
+        late_first: bool,
     }
 
     impl Network {
@@ -818,6 +873,8 @@ mod tests {
                 tx: Mutex::new(Some(tx)),
                 rx: Mutex::new(Some(rx)),
                 sent: Mutex::new(Vec::new()),
+                late: None,
+                late_first: false,
             }
         }
     }
@@ -882,10 +939,30 @@ mod tests {
             self.sent.lock().unwrap().push(probe.clone());
             let tx = self.tx.lock().unwrap().clone().unwrap();
             let out = |e: Event| tx.send(StreamItem::Event(Box::new(e))).unwrap();
-            out(packet(probe, "np-pod-a", 64, false));
+            let first = packet(probe, "np-pod-a", 64, false);
+            let late_first = self.late_first && probe.src.is_ipv4();
+            if !late_first {
+                out(first.clone());
+            }
             if probe.src.is_ipv4() {
-                out(packet(probe, "np-pod-c", 63, false));
-                out(packet(probe, "np-pod-a", 63, true));
+                let mut trailing = vec![
+                    packet(probe, "np-pod-c", 63, false),
+                    packet(probe, "np-pod-a", 63, true),
+                ];
+                if late_first {
+                    trailing.insert(0, first);
+                }
+                match self.late {
+                    Some(after) => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            for e in trailing {
+                                let _ = tx.send(StreamItem::Event(Box::new(e)));
+                            }
+                        });
+                    }
+                    None => trailing.into_iter().for_each(out),
+                }
                 return Ok(ProbeOutcome {
                     reply: Some(Reply::EchoReply),
                     rtt_us: Some(100),
@@ -1006,6 +1083,38 @@ mod tests {
         assert_eq!(notices[0], Notice::Unavailable("fentry: EPERM".into()));
         assert!(matches!(notices[1], Notice::Tracing { devices: 4, .. }));
         assert_eq!(r.exit_code(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_whose_events_are_late_is_waited_for_until_they_come() {
+        // Late from both nodes, then only from the destination's.
+        for late_first in [true, false] {
+            let net = Network {
+                late: Some(Duration::from_secs(3)),
+                late_first,
+                ..Network::new()
+            };
+            let world = World {
+                resolver: &Names,
+                inspector: &NoAnswers,
+                prober: &net,
+                events: &net,
+            };
+            let mut c = config("pod-c");
+            c.family = Some(Family::Ipv4);
+            let started = tokio::time::Instant::now();
+            let r = trace(world, &c, &|_| {}).await.unwrap().report;
+            let v4 = &r.verdicts[0];
+            assert_eq!(v4.verdict, Verdict::Delivered);
+            assert_eq!(v4.hops.len(), 2, "late_first {late_first}: {v4:#?}");
+            assert_eq!(v4.reply_hops.len(), 1, "late_first {late_first}: {v4:#?}");
+            // Waited for them, and not for the whole timeout once they were in.
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_secs(3) && took < c.timeout,
+                "{took:?}"
+            );
+        }
     }
 
     #[tokio::test]

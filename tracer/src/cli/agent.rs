@@ -8,6 +8,7 @@ use clap::Args;
 use netpath_agent::server::{NodeInfo, NodeServer, TlsFiles};
 use tracer::node::{
     inspect::LiveInspector, kernel::is_root, names, prober::LocalProber, resident::ResidentSource,
+    resolve::NodeResolver,
 };
 
 #[derive(Debug, Args)]
@@ -115,7 +116,11 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         Arc::new(events),
         info,
     )
-    .with_queue(args.client_queue);
+    .with_queue(args.client_queue)
+    .with_resolver(Arc::new(NodeResolver::new(
+        args.node.clone(),
+        confine.clone(),
+    )));
     if let Some(set) = confine {
         server = server.confine(set);
     }

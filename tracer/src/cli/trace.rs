@@ -5,7 +5,7 @@ use std::{io::IsTerminal, net::IpAddr, path::PathBuf, time::Duration};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use netpath_agent::{
-    client::{AgentAddr, RemoteWorld},
+    client::{AgentAddr, AgentsResolver, RemoteWorld},
     server::TlsFiles,
 };
 use netpath_core::{
@@ -30,7 +30,8 @@ use super::{
 #[command(
     after_help = "FROM and TO: a lab pod (`pod-a`, `node-1/pod-b`), a lab node (`node-2`), a Service \
 (`svc/web`), `netns:NAME` for any network namespace, or an address (`10.244.2.3`, \
-`[fd00:10:96::10]:80`); an address is looked up in the lab, then in every named namespace.
+`[fd00:10:96::10]:80`); an address is looked up in the lab, then in every named namespace, \
+then (with --agents) by the agents: the namespace of the node that holds it.
 With a Kubernetes flag, names come from the cluster's API: `NAMESPACE/POD`, `pod/NAME`, \
 `svc/NAME` (`svc/NAMESPACE/NAME`), `node/NAME` or an address; with --tls-dir and no --agents, \
 the node agents are the `netpath-agent` DaemonSet's pods.
@@ -318,10 +319,6 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
         (Some((_, k)), Some(_)) if args.agents.is_empty() => super::kube::agents(k).await?,
         _ => args.agents.clone(),
     };
-    let resolver: &dyn Resolver = match &kube {
-        Some((r, _)) => r,
-        None => &local,
-    };
     let remote = match &args.tls_dir {
         Some(dir) if !agents.is_empty() => {
             let tls = TlsFiles::load(dir, "client").context("TLS material")?;
@@ -331,6 +328,16 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
         _ => None,
     };
     let via_lab_agents = remote.is_some() && args.tls_dir.is_none();
+    // With agents, what this machine cannot place (another node's namespace) the agents may.
+    let with_agents = match (&kube, &remote) {
+        (None, Some(r)) => Some(AgentsResolver::new(&local, r)),
+        _ => None,
+    };
+    let resolver: &dyn Resolver = match (&kube, &with_agents) {
+        (Some((r, _)), _) => r,
+        (None, Some(w)) => w,
+        (None, None) => &local,
+    };
     let world = match &remote {
         Some(r) => World {
             resolver,

@@ -14,7 +14,12 @@ use super::{
 
 /// The addresses of one namespace (every device, loopback included).
 fn addrs_of(ns: &netns::Netns) -> Vec<IpAddr> {
-    NetnsRef::parse(&ns.name)
+    addrs_named(&ns.name)
+}
+
+/// The addresses of the namespace called `name` (none when it cannot be read).
+fn addrs_named(name: &str) -> Vec<IpAddr> {
+    NetnsRef::parse(name)
         .ok()
         .and_then(|r| sys::addresses(&r).ok())
         .map(|all| all.into_iter().map(|a| a.addr).collect())
@@ -49,6 +54,22 @@ pub fn holding(addrs: &[IpAddr]) -> Option<String> {
         .into_iter()
         .find(|ns| addrs_of(ns).iter().any(|a| wanted.contains(a)))
         .map(|ns| ns.name)
+}
+
+/// [`holding`] among these namespaces only, in their order (an agent confined to them must
+/// not claim another node's namespace of the same kernel).
+pub fn holding_among<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    addrs: &[IpAddr],
+) -> Option<String> {
+    let wanted: Vec<IpAddr> = addrs.iter().copied().filter(searchable).collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    names
+        .into_iter()
+        .find(|name| addrs_named(name).iter().any(|a| wanted.contains(a)))
+        .map(str::to_string)
 }
 
 /// [`netpath_k8s::client::NetnsLocator`] over this machine: every namespace's addresses, read

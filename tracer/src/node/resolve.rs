@@ -330,6 +330,101 @@ impl LocalResolver {
     }
 }
 
+/// What a node's agent answers `Resolve` with (`netpath agent`): an address (`10.244.1.2`,
+/// `[fd00::2]:80`, `ip:10.244.1.2`) is the namespace of this node holding it, searched as
+/// [`super::podns::holding`] does (only among the namespaces the agent is confined to, when it
+/// is); `netns:NAME` is that namespace of this node. Either is an endpoint placed on the node,
+/// with the namespace's addresses of both families (the one asked for first); the node's own
+/// namespace is the node.
+#[derive(Debug, Clone)]
+pub struct NodeResolver {
+    node: String,
+    confine: Option<std::collections::BTreeSet<String>>,
+}
+
+impl NodeResolver {
+    pub fn new(
+        node: impl Into<String>,
+        confine: Option<std::collections::BTreeSet<String>>,
+    ) -> Self {
+        NodeResolver {
+            node: node.into(),
+            confine,
+        }
+    }
+
+    /// [`Resolver::resolve`], on the calling thread (it reads namespaces).
+    pub fn lookup(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        let spec = spec.trim();
+        let not_here = |what: String| ResolveError::Invalid {
+            spec: spec.into(),
+            reason: format!("{what} on node {}", self.node),
+        };
+        if let Some(name) = spec.strip_prefix("netns:") {
+            if self.confine.as_ref().is_some_and(|set| !set.contains(name)) {
+                return Err(not_here(format!(
+                    "{name} is not one of the namespaces the agent may use"
+                )));
+            }
+            let addrs = netns_addrs(name).map_err(|e| not_here(e.to_string()))?;
+            return Ok(self.endpoint(name, addrs, None, None));
+        }
+        let addr = match spec.strip_prefix("ip:") {
+            Some(a) => a.parse::<IpAddr>().ok().map(|ip| (ip, None)),
+            None => parse_addr(spec),
+        };
+        let Some((ip, port)) = addr else {
+            return Err(ResolveError::Invalid {
+                spec: spec.into(),
+                reason: "a node's agent resolves addresses (ADDR, ip:ADDR) and netns:NAME".into(),
+            });
+        };
+        let holder = match &self.confine {
+            Some(set) => super::podns::holding_among(set.iter().map(String::as_str), &[ip]),
+            None => super::podns::holding(&[ip]),
+        };
+        let ns = holder.ok_or_else(|| not_here("no network namespace holds it".into()))?;
+        // The namespace may go away meanwhile: it then holds just what was asked.
+        let addrs = netns_addrs(&ns).unwrap_or_default();
+        Ok(self.endpoint(&ns, addrs, Some(ip), port))
+    }
+
+    fn endpoint(
+        &self,
+        ns: &str,
+        addrs: Vec<IpAddr>,
+        first: Option<IpAddr>,
+        port: Option<u16>,
+    ) -> Endpoint {
+        let (name, kind) = if ns == "root" {
+            (self.node.clone(), EndpointKind::Node)
+        } else {
+            (format!("netns:{ns}"), EndpointKind::Netns)
+        };
+        // The address asked for is the one its family is traced to (a loopback address is
+        // not among netns_addrs' but is the namespace's all the same).
+        let mut ordered: Vec<IpAddr> = first.into_iter().collect();
+        ordered.extend(addrs.into_iter().filter(|a| Some(*a) != first));
+        Endpoint {
+            netns: Some(ns.to_string()),
+            node: Some(self.node.clone()),
+            port,
+            ..Endpoint::new(name, kind)
+        }
+        .with_addrs(ordered)
+    }
+}
+
+#[async_trait]
+impl Resolver for NodeResolver {
+    async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
+        let (me, spec) = (self.clone(), spec.to_string());
+        tokio::task::spawn_blocking(move || me.lookup(&spec))
+            .await
+            .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +498,28 @@ mod tests {
             "{map:?}"
         );
         assert!(map.contains(&("np-underlay".into(), UNDERLAY_NODE.into())));
+    }
+
+    #[test]
+    fn a_node_resolves_addresses_and_namespaces_only_within_its_confinement() {
+        let confined = NodeResolver::new("node-a", Some(["pod-a".to_string()].into()));
+        let outside = confined.lookup("netns:pod-b").unwrap_err().to_string();
+        assert!(
+            outside.contains("not one of the namespaces the agent may use on node node-a"),
+            "{outside}"
+        );
+        // Confined to a namespace that does not exist: nothing holds the address.
+        let nowhere = confined.lookup("ip:10.99.0.1").unwrap_err().to_string();
+        assert!(
+            nowhere.contains("no network namespace holds it"),
+            "{nowhere}"
+        );
+        for bad in ["pod-a", "ip:nope", "svc/web"] {
+            assert!(
+                matches!(confined.lookup(bad), Err(ResolveError::Invalid { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
