@@ -7,7 +7,8 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use integration_tests::{
-    case, netpath, sh, unique, wait_reachable, NetNsGuard, NetpathProcess, Requires,
+    case, netpath, sh, unique, wait_reachable, NameServer, NetNsGuard, NetpathProcess, Requires,
+    ResolvConfGuard,
 };
 use netpath_agent::{
     certs::{Ca, Validity},
@@ -21,6 +22,10 @@ fn main() -> std::process::ExitCode {
     integration_tests::run(vec![
         case!(
             traces_through_two_agents_give_the_local_verdicts_with_events_from_both,
+            Requires::Root
+        ),
+        case!(
+            names_are_looked_up_by_the_source_nodes_agent,
             Requires::Root
         ),
         case!(
@@ -645,4 +650,57 @@ fn an_agent_killed_mid_trace_is_named_and_the_trace_goes_on() {
         out.contains("IPv4") || out.contains("ipv4"),
         "no verdict printed: {all}"
     );
+}
+
+/// A DNS name as TO is looked up by the source node's agent, inside the source namespace with
+/// its resolver settings (the CLI's machine need not resolve it): both families traced, the
+/// answer in the evidence; a name nobody knows is one line with the server's answer.
+fn names_are_looked_up_by_the_source_nodes_agent() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    // Addresses no other test's namespaces hold (an address resolves to the first holder).
+    t.s.exec("ip addr add 10.77.3.53/24 dev vd && ip addr add fd77:3::53/64 dev vd nodad");
+    t.r.exec("ip route add 10.77.3.0/24 via 10.2.0.2 && ip -6 route add fd77:3::/64 via fd00:2::2");
+    let _dns = NameServer::start(&t.s, "10.2.0.2", "10.77.3.53", "fd77:3::53");
+    let _conf = ResolvConfGuard::new(&t.c, "search np.test\nnameserver 10.2.0.2\n");
+    let cluster = Cluster::start(&t, &[]);
+    let from = format!("netns:{}", t.c.name);
+    let tls = cluster.tls.path().to_str().unwrap().to_string();
+    let agents = cluster.agents_arg();
+    let state = cluster.state.path();
+    let (code, report, stderr) = trace(
+        state,
+        &[
+            &from,
+            "both.np.test",
+            "--agents",
+            &agents,
+            "--tls-dir",
+            &tls,
+        ],
+    );
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    for v in report["verdicts"].as_array().unwrap() {
+        assert_eq!(v["verdict"], "delivered", "{v:#}");
+        assert!(
+            v["evidence"].to_string().contains("dns: both.np.test"),
+            "{v:#}"
+        );
+    }
+    let nodes = hop_nodes(&report);
+    assert!(nodes.contains("node-b"), "{nodes:?}");
+    let out = netpath(&[
+        "trace",
+        &from,
+        "nosuch.np.test",
+        "--agents",
+        &agents,
+        "--tls-dir",
+        &tls,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("NXDOMAIN"), "{err}");
 }

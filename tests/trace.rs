@@ -1,9 +1,11 @@
 //! `netpath trace` on the real kernel: every lab scenario's documented flows get the right
 //! verdict, place and cause in each family; faults built by hand with ip/nft/sysctl (no lab)
 //! get the same causes; bad input is one line and exit 2.
-use std::{collections::BTreeMap, path::PathBuf, sync::Mutex, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
-use integration_tests::{case, netpath, sh, unique, wait_reachable, NetNsGuard, Requires};
+use integration_tests::{
+    case, netpath, sh, unique, wait_reachable, NameServer, NetNsGuard, Requires, ResolvConfGuard,
+};
 use serde_json::Value;
 use tracer::lab::{self, Family, LabOptions, Outcome};
 
@@ -619,112 +621,13 @@ fn a_next_hop_that_never_answers_is_followed_to_its_side() {
     }
 }
 
-/// A tiny name server in a namespace: `both.np.test` has A and AAAA records (10.77.2.52,
-/// fd77:2::52: addresses no other test's namespaces hold, as the tests run side by side),
-/// `v4.np.test` only the A record, anything else is NXDOMAIN. Stops when dropped.
-struct NameServer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NameServer {
-    fn start(ns: &NetNsGuard, addr: &str) -> Self {
-        let netns = tracer::node::netns::by_name(&ns.name).expect("namespace");
-        let addr: std::net::SocketAddr = format!("{addr}:53").parse().unwrap();
-        let sock = tracer::node::netns::run_in(&netns, move || std::net::UdpSocket::bind(addr))
-            .expect("enter the namespace")
-            .expect("bind port 53");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(reply) = Self::answer(&buf[..n]) {
-                    let _ = sock.send_to(&reply, peer);
-                }
-            }
-        });
-        NameServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The reply to one query: the question echoed, then the records.
-    fn answer(q: &[u8]) -> Option<Vec<u8>> {
-        let mut off = 12;
-        let mut labels = Vec::new();
-        while *q.get(off)? != 0 {
-            let len = usize::from(q[off]);
-            labels.push(String::from_utf8_lossy(q.get(off + 1..off + 1 + len)?).into_owned());
-            off += 1 + len;
-        }
-        let qtype = u16::from_be_bytes([*q.get(off + 1)?, *q.get(off + 2)?]);
-        let end = off + 5;
-        let name = labels.join(".");
-        let a = [10u8, 77, 2, 52];
-        let aaaa = "fd77:2::52".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let (rcode, data): (u8, Option<&[u8]>) = match (name.as_str(), qtype) {
-            ("both.np.test" | "v4.np.test", 1) => (0, Some(&a)),
-            ("both.np.test", 28) => (0, Some(&aaaa)),
-            ("v4.np.test", 28) => (0, None),
-            _ => (3, None),
-        };
-        let mut r = q.get(..end)?.to_vec();
-        r[2] = 0x81;
-        r[3] = 0x80 | rcode;
-        r[6] = 0;
-        r[7] = u8::from(data.is_some());
-        if let Some(d) = data {
-            r.extend([0xc0, 12]);
-            r.extend(qtype.to_be_bytes());
-            r.extend([0, 1, 0, 0, 0, 30, 0, d.len() as u8]);
-            r.extend(d);
-        }
-        Some(r)
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// `/etc/netns/NAME/resolv.conf`, what `ip netns exec NAME` shows as /etc/resolv.conf;
-/// removed when dropped.
-struct ResolvConfGuard(PathBuf);
-
-impl ResolvConfGuard {
-    fn new(ns: &NetNsGuard, text: &str) -> Self {
-        let dir = PathBuf::from(format!("/etc/netns/{}", ns.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), text).unwrap();
-        ResolvConfGuard(dir)
-    }
-}
-
-impl Drop for ResolvConfGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A destination given as a DNS name is looked up from the source, with its resolver: both
 /// families when the name has both records; the family it lacks is the wrong family, said
 /// so, while the other is traced; a name nobody knows is one clear line.
 fn names_are_looked_up_as_the_source_would() {
     let t = HandMade::new();
     t.b.exec("ip addr add 10.77.2.52/24 dev vb && ip addr add fd77:2::52/64 dev vb nodad");
-    let _dns = NameServer::start(&t.b, "10.77.2.2");
+    let _dns = NameServer::start(&t.b, "10.77.2.2", "10.77.2.52", "fd77:2::52");
     let _conf = ResolvConfGuard::new(&t.a, "search np.test\nnameserver 10.77.2.2\n");
     let (code, r) = t.trace("both.np.test", &[]);
     assert_eq!(code, 0, "{r:#}");

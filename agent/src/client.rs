@@ -16,8 +16,8 @@ use std::{
 use async_trait::async_trait;
 use netpath_core::{
     model::{
-        Endpoint, EndpointKind, Event, Family, IfAddr, LinkState, Place, Probe, ProbeKind,
-        ProbeOutcome, RouteAnswer,
+        Endpoint, EndpointKind, Event, Family, IfAddr, LinkState, NameAnswer, Place, Probe,
+        ProbeKind, ProbeOutcome, RouteAnswer,
     },
     world::{
         Cancel, EventSource, EventStream, Inspector, Prober, ResolveError, Resolver, Scope,
@@ -560,6 +560,19 @@ impl Prober for RemoteWorld {
                 sport: matches!(probe.kind, ProbeKind::Tcp { .. } | ProbeKind::Udp { .. })
                     .then_some(probe.sport),
                 ..ProbeOutcome::default()
+            }),
+        }
+    }
+
+    /// Looked up by `from`'s node, in `from`, with its resolver settings.
+    async fn lookup(&self, from: &Place, name: &str) -> Result<NameAnswer, WorldError> {
+        let q = Question::LookupName(proto::LookupName { name: name.into() });
+        match self.ask::<Result<NameAnswer, String>>(from, q).await {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(why)) => Err(WorldError::Other(why)),
+            None => Err(WorldError::Node {
+                node: from.node.clone(),
+                detail: format!("its agent could not look up {name}"),
             }),
         }
     }

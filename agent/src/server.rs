@@ -337,6 +337,14 @@ impl Agent for NodeServer {
                 wire::to_json(&i.neighbour_state(&at, ip(&q.addr)?).await)
             }
             Question::LinkState(q) => wire::to_json(&i.link_state(&at, &q.dev).await),
+            Question::LookupName(q) => {
+                let answer = self
+                    .prober
+                    .lookup(&at, &q.name)
+                    .await
+                    .map_err(|e| e.to_string());
+                wire::to_json(&answer)
+            }
         };
         Ok(Response::new(proto::InspectReply {
             answer_json: answer,

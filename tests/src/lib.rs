@@ -392,3 +392,104 @@ pub fn send_frames<'a>(ns: &NetNsGuard, dev: &str, frames: impl IntoIterator<Ite
     })
     .expect("enter the namespace");
 }
+
+/// A tiny name server in a namespace: `both.np.test` has A and AAAA records (give it
+/// addresses no other test's namespaces hold, as the tests run side by side and an address is
+/// resolved to the first namespace holding it), `v4.np.test` only the A record, anything else
+/// is NXDOMAIN. Stops when dropped.
+pub struct NameServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NameServer {
+    /// Serves on `listen`:53 in `ns`, answering `a` and `aaaa`.
+    pub fn start(ns: &NetNsGuard, listen: &str, a: &str, aaaa: &str) -> Self {
+        let a: std::net::Ipv4Addr = a.parse().expect("an IPv4 address");
+        let aaaa: std::net::Ipv6Addr = aaaa.parse().expect("an IPv6 address");
+        let netns = tracer::node::netns::by_name(&ns.name).expect("namespace");
+        let addr: std::net::SocketAddr = format!("{listen}:53").parse().unwrap();
+        let sock = tracer::node::netns::run_in(&netns, move || std::net::UdpSocket::bind(addr))
+            .expect("enter the namespace")
+            .expect("bind port 53");
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(reply) = Self::answer(&buf[..n], a.octets(), aaaa.octets()) {
+                    let _ = sock.send_to(&reply, peer);
+                }
+            }
+        });
+        NameServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The reply to one query: the question echoed, then the records.
+    fn answer(q: &[u8], a: [u8; 4], aaaa: [u8; 16]) -> Option<Vec<u8>> {
+        let mut off = 12;
+        let mut labels = Vec::new();
+        while *q.get(off)? != 0 {
+            let len = usize::from(q[off]);
+            labels.push(String::from_utf8_lossy(q.get(off + 1..off + 1 + len)?).into_owned());
+            off += 1 + len;
+        }
+        let qtype = u16::from_be_bytes([*q.get(off + 1)?, *q.get(off + 2)?]);
+        let end = off + 5;
+        let name = labels.join(".");
+        let (rcode, data): (u8, Option<&[u8]>) = match (name.as_str(), qtype) {
+            ("both.np.test" | "v4.np.test", 1) => (0, Some(&a)),
+            ("both.np.test", 28) => (0, Some(&aaaa)),
+            ("v4.np.test", 28) => (0, None),
+            _ => (3, None),
+        };
+        let mut r = q.get(..end)?.to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80 | rcode;
+        r[6] = 0;
+        r[7] = u8::from(data.is_some());
+        if let Some(d) = data {
+            r.extend([0xc0, 12]);
+            r.extend(qtype.to_be_bytes());
+            r.extend([0, 1, 0, 0, 0, 30, 0, d.len() as u8]);
+            r.extend(d);
+        }
+        Some(r)
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `/etc/netns/NAME/resolv.conf`, what `ip netns exec NAME` shows as /etc/resolv.conf;
+/// removed when dropped.
+pub struct ResolvConfGuard(std::path::PathBuf);
+
+impl ResolvConfGuard {
+    pub fn new(ns: &NetNsGuard, text: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!("/etc/netns/{}", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+        ResolvConfGuard(dir)
+    }
+}
+
+impl Drop for ResolvConfGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

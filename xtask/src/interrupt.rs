@@ -31,25 +31,47 @@ pub fn on_interrupt(cmd: String) -> Cleanup {
     Cleanup(id)
 }
 
-/// Call first in `main`, before any thread starts: the signals are blocked in every thread
-/// and taken by one waiter.
-pub fn install() {
-    // SAFETY: sigset operations on a local set; pthread_sigmask on the calling thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// The write end of the pipe the signal handler writes the signal number to.
+static PIPE_WRITE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let byte = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd is the pipe's write end (or -1: EBADF).
+    unsafe {
+        libc::write(
+            PIPE_WRITE.load(std::sync::atomic::Ordering::Relaxed),
+            (&byte as *const u8).cast(),
+            1,
+        )
     };
+}
+
+/// Call first in `main`. A handler (not a blocked mask, which children would inherit and then
+/// never see Ctrl-C) hands the signal to one waiting thread through a pipe.
+pub fn install() {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return;
+    }
+    PIPE_WRITE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only calls write(2).
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+    let read_fd = fds[0];
     std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is a valid signal set; sigwait writes the signal number.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+        let mut byte = 0u8;
+        // SAFETY: reading one byte into a local from the pipe's read end.
+        if unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) } != 1 {
             return;
         }
+        let sig = libc::c_int::from(byte);
         eprintln!("xtask: interrupted, cleaning up");
         let me = std::process::id();
         let _ = std::process::Command::new("pkill")
