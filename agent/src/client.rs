@@ -764,37 +764,6 @@ mod tests {
     struct Quiet;
 
     #[async_trait]
-    impl Inspector for Quiet {
-        async fn route_get(
-            &self,
-            _: &Place,
-            _: IpAddr,
-            _: Option<IpAddr>,
-            _: Option<&str>,
-        ) -> Option<RouteAnswer> {
-            None
-        }
-        async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
-            None
-        }
-        async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
-            Vec::new()
-        }
-        async fn addresses(&self, _: &Place) -> Vec<IfAddr> {
-            Vec::new()
-        }
-        async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
-            Vec::new()
-        }
-        async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
-            None
-        }
-        async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
-            None
-        }
-    }
-
-    #[async_trait]
     impl Prober for Quiet {
         async fn send(
             &self,
@@ -898,7 +867,8 @@ mod tests {
 
     fn node(name: &str, names: Option<Names>) -> NodeServer {
         let q = Arc::new(Quiet);
-        let server = NodeServer::new(name, q.clone(), q.clone(), q, NodeInfo::default());
+        let inspector = Arc::new(netpath_core::world::Unknowing);
+        let server = NodeServer::new(name, inspector, q.clone(), q, NodeInfo::default());
         match names {
             Some(n) => server.with_resolver(Arc::new(n)),
             None => server,

@@ -72,6 +72,42 @@ pub trait Inspector: Send + Sync {
     }
 }
 
+/// An inspector that knows nothing about any namespace: every answer is "unknown". For a
+/// world that cannot be inspected, and for tests of what does not depend on the answers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unknowing;
+
+#[async_trait]
+impl Inspector for Unknowing {
+    async fn route_get(
+        &self,
+        _: &Place,
+        _: IpAddr,
+        _: Option<IpAddr>,
+        _: Option<&str>,
+    ) -> Option<RouteAnswer> {
+        None
+    }
+    async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
+        None
+    }
+    async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
+        Vec::new()
+    }
+    async fn addresses(&self, _: &Place) -> Vec<IfAddr> {
+        Vec::new()
+    }
+    async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
+        Vec::new()
+    }
+    async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
+        None
+    }
+    async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
+        None
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
     /// The place named does not exist (any more) on its node.

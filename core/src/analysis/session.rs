@@ -733,11 +733,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::{
-            Direction, DropSection, FlowKey, Hook, IfAddr, PacketIdent, PacketSection, Reply,
-            RouteAnswer,
-        },
-        world::{EventSource, EventStream, Inspector, Prober, Resolver},
+        model::{Direction, DropSection, FlowKey, Hook, PacketIdent, PacketSection, Reply},
+        world::{EventSource, EventStream, Prober, Resolver},
     };
 
     #[test]
@@ -817,39 +814,6 @@ mod tests {
                 ("np-pod-a".into(), "node-1".into()),
                 ("np-pod-c".into(), "node-2".into()),
             ]
-        }
-    }
-
-    struct NoAnswers;
-
-    #[async_trait]
-    impl Inspector for NoAnswers {
-        async fn route_get(
-            &self,
-            _: &Place,
-            _: IpAddr,
-            _: Option<IpAddr>,
-            _: Option<&str>,
-        ) -> Option<RouteAnswer> {
-            None
-        }
-        async fn forwarding(&self, _: &Place, _: Family) -> Option<bool> {
-            None
-        }
-        async fn ipv6_disabled_devices(&self, _: &Place) -> Vec<String> {
-            Vec::new()
-        }
-        async fn addresses(&self, _: &Place) -> Vec<IfAddr> {
-            Vec::new()
-        }
-        async fn nft_drop_rules(&self, _: &Place) -> Vec<String> {
-            Vec::new()
-        }
-        async fn mtu(&self, _: &Place, _: &str) -> Option<u32> {
-            None
-        }
-        async fn neighbour_state(&self, _: &Place, _: IpAddr) -> Option<String> {
-            None
         }
     }
 
@@ -1043,7 +1007,7 @@ mod tests {
         let net = Network::new();
         let world = World {
             resolver: &Names,
-            inspector: &NoAnswers,
+            inspector: &crate::world::Unknowing,
             prober: &net,
             events: &net,
         };
@@ -1096,7 +1060,7 @@ mod tests {
             };
             let world = World {
                 resolver: &Names,
-                inspector: &NoAnswers,
+                inspector: &crate::world::Unknowing,
                 prober: &net,
                 events: &net,
             };
@@ -1128,7 +1092,7 @@ mod tests {
         .unwrap();
         let world = World {
             resolver: &Names,
-            inspector: &NoAnswers,
+            inspector: &crate::world::Unknowing,
             prober: &net,
             events: &net,
         };
@@ -1156,7 +1120,7 @@ mod tests {
         let net = Network::new();
         let world = World {
             resolver: &Names,
-            inspector: &NoAnswers,
+            inspector: &crate::world::Unknowing,
             prober: &net,
             events: &net,
         };
