@@ -140,10 +140,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Writes the union of the open streams' filters into the kernel.
+    /// Writes the union of the open streams' filters into the kernel. The union is taken and
+    /// written under the tracer's lock: a stream closing while another opens (the last trace's
+    /// stream goes when the agent notices its client left, maybe after the next one opened)
+    /// must not write a union computed before the other's change after it, which would leave
+    /// the new stream's packets filtered out.
     fn refilter(&self) -> Result<(), WorldError> {
+        let mut tracer = lock(&self.tracer);
         let filter = union_filter(lock(&self.streams).values().map(|s| &s.want));
-        lock(&self.tracer)
+        tracer
             .set_filter(filter)
             .map_err(|e| WorldError::Other(e.to_string()))
     }
