@@ -448,19 +448,15 @@ pub async fn analyze(
         }
         Some(last) => {
             r.at = Some(where_of(last));
-            if let Some((sentence, hint)) =
-                not_on_link_unseen(t, last, inspect, &mut r.evidence).await
-            {
-                r.cause = Some(Cause::NotOnLink);
-                r.summary = sentence;
-                r.hint = Some(hint);
-                stale_service(t, &mut r);
-                return r;
-            }
-            if let Some((sentence, hint)) =
-                default_route_unseen(t, last, inspect, &mut r.evidence).await
-            {
-                r.cause = Some(Cause::NoRoute);
+            // Left the source node towards an untraced gateway: why, from the node alone.
+            let unseen = match not_on_link_unseen(t, last, inspect, &mut r.evidence).await {
+                Some(found) => Some((Cause::NotOnLink, found)),
+                None => default_route_unseen(t, last, inspect, &mut r.evidence)
+                    .await
+                    .map(|found| (Cause::NoRoute, found)),
+            };
+            if let Some((cause, (sentence, hint))) = unseen {
+                r.cause = Some(cause);
                 r.summary = sentence;
                 r.hint = Some(hint);
                 stale_service(t, &mut r);
