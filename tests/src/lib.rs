@@ -491,5 +491,10 @@ impl ResolvConfGuard {
 impl Drop for ResolvConfGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // /etc/netns itself too, once no other namespace's settings are in it (remove_dir
+        // leaves a directory that is not empty).
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
