@@ -793,9 +793,7 @@ async fn not_on_link(
     }
     evidence.push(from_src.describe());
     evidence.push(at_gw.describe());
-    let own = inspect.addresses(&src_node).await.into_iter().find(|a| {
-        Some(a.dev.as_str()) == from_src.dev.as_deref() && Family::of(&a.addr) == t.family
-    });
+    let own = own_address(inspect, &src_node, from_src.dev.as_deref(), t.family).await;
     let prefix = own
         .as_ref()
         .map(|a| format!("{}/{}", a.addr, a.prefix_len))
@@ -812,11 +810,29 @@ async fn not_on_link(
              peer's pods) was installed and the packet went to the gateway, which has no route for it",
             drop.ifname, t.dst
         ),
-        format!(
-            "give the node addresses the node network's real prefix length (so peers are on-link), or \
-             add a route to the peer's pod CIDR via {peer} in {src_node_ns}"
-        ),
+        not_on_link_hint(peer, src_node_ns),
     ))
+}
+
+/// The node's own address of `family` on `dev` (the device its route to the peer uses).
+async fn own_address(
+    inspect: &dyn Inspector,
+    node: &Place,
+    dev: Option<&str>,
+    family: Family,
+) -> Option<crate::model::IfAddr> {
+    inspect
+        .addresses(node)
+        .await
+        .into_iter()
+        .find(|a| Some(a.dev.as_str()) == dev && Family::of(&a.addr) == family)
+}
+
+fn not_on_link_hint(peer: IpAddr, src_node_ns: &str) -> String {
+    format!(
+        "give the node addresses the node network's real prefix length (so peers are on-link), or \
+         add a route to the peer's pod CIDR via {peer} in {src_node_ns}"
+    )
 }
 
 /// The seed-000 shape seen from the nodes alone (the gateway is not traced, as on a cluster
@@ -846,9 +862,7 @@ async fn not_on_link_unseen(
     if gateway == peer || to_peer.gateway != Some(gateway) {
         return None;
     }
-    let own = inspect.addresses(&src_node).await.into_iter().find(|a| {
-        Some(a.dev.as_str()) == to_peer.dev.as_deref() && Family::of(&a.addr) == t.family
-    })?;
+    let own = own_address(inspect, &src_node, to_peer.dev.as_deref(), t.family).await?;
     if prefix_contains(own.addr, own.prefix_len, peer) {
         return None;
     }
@@ -870,10 +884,7 @@ async fn not_on_link_unseen(
              gateway, which is not traced here and most likely has no route for pod addresses",
             last.ifname, own.addr, own.prefix_len
         ),
-        format!(
-            "give the node addresses the node network's real prefix length (so peers are on-link), \
-             or add a route to the peer's pod CIDR via {peer} in {src_node_ns}"
-        ),
+        not_on_link_hint(peer, src_node_ns),
     ))
 }
 
