@@ -163,14 +163,23 @@ impl Shared {
     /// Hands `item` to every stream that selects it.
     fn dispatch(&self, item: StreamItem) {
         let streams = lock(&self.streams);
-        for s in streams.values() {
-            let wanted = match &item {
-                StreamItem::Event(ev) => s.want.selects(ev),
-                StreamItem::Lost { .. } => true,
-            };
-            if wanted && s.tx.try_send(item.clone()).is_err() {
-                s.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut takers = streams.values().filter(|s| match &item {
+            StreamItem::Event(ev) => s.want.selects(ev),
+            StreamItem::Lost { .. } => true,
+        });
+        // A copy for every taker but the last, which gets the item itself: with one stream
+        // open (the usual case) an event is not copied at all.
+        let Some(mut current) = takers.next() else {
+            return;
+        };
+        for next in takers {
+            if current.tx.try_send(item.clone()).is_err() {
+                current.dropped.fetch_add(1, Ordering::Relaxed);
             }
+            current = next;
+        }
+        if current.tx.try_send(item).is_err() {
+            current.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
