@@ -137,10 +137,7 @@ impl Agent {
     }
 
     fn at(&self) -> AgentAddr {
-        AgentAddr {
-            node: self.node.clone(),
-            addr: self.addr.clone(),
-        }
+        AgentAddr::new(&self.node, &self.addr)
     }
 }
 

@@ -192,8 +192,21 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
             a.node,
             a.pid
         );
-        assert!(a.addr.ip().is_loopback(), "{}", a.addr);
+        // As on a cluster: the agent runs in its node's namespace (what `ps` and
+        // `ip netns identify PID` show) and listens on the node's underlay address.
         let node = st.node(&a.node).unwrap();
+        assert_eq!(a.addr.ip(), node.underlay_v4, "{}", a.node);
+        assert_eq!(a.via_netns.as_deref(), Some(st.underlay.netns.as_str()));
+        let identify = Command::new("ip")
+            .args(["netns", "identify", &a.pid.to_string()])
+            .output()
+            .expect("ip netns identify");
+        assert_eq!(
+            String::from_utf8_lossy(&identify.stdout).trim(),
+            node.netns,
+            "agent of {} runs in its node's namespace",
+            a.node
+        );
         let mut scope = vec![node.netns.clone()];
         scope.extend(
             st.pods
@@ -228,7 +241,8 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
         );
     }
 
-    // The lab's API: the DaemonSet's pods Running on 127.0.0.1 with their real ports.
+    // The lab's API: the DaemonSet's pods Running on their nodes' addresses, reached from the
+    // underlay.
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(lab.dir.join("kubeconfig"))
@@ -260,8 +274,12 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
             .find(|p| p["spec"]["nodeName"] == a.node.as_str())
             .unwrap_or_else(|| panic!("no agent pod on {}", a.node));
         assert_eq!(pod["status"]["phase"], "Running", "{}", a.node);
-        assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
-        assert_eq!(pod["status"]["podIP"], "127.0.0.1");
+        assert_eq!(pod["status"]["hostIP"], a.addr.ip().to_string());
+        assert_eq!(pod["status"]["podIP"], a.addr.ip().to_string());
+        assert_eq!(
+            pod["metadata"]["annotations"]["lab.netpath.dev/dial-netns"],
+            st.underlay.netns.as_str()
+        );
         assert_eq!(
             pod["metadata"]["annotations"]["netpath.io/agent-port"],
             a.addr.port().to_string()

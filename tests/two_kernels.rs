@@ -376,14 +376,8 @@ fn two_guests_of_different_kernels_are_traced_as_two_nodes() {
 
     let agents = format!("node-a=127.0.0.1:{port_a},node-b=127.0.0.1:{port_b}");
     let addrs = [
-        AgentAddr {
-            node: "node-a".into(),
-            addr: format!("127.0.0.1:{port_a}"),
-        },
-        AgentAddr {
-            node: "node-b".into(),
-            addr: format!("127.0.0.1:{port_b}"),
-        },
+        AgentAddr::new("node-a", format!("127.0.0.1:{port_a}")),
+        AgentAddr::new("node-b", format!("127.0.0.1:{port_b}")),
     ];
     let tls = TlsFiles::load(&dir.path().join("tls"), "client").unwrap();
     assert_eq!(

@@ -34,6 +34,8 @@ use crate::{
     wire, PROTOCOL_VERSION,
 };
 
+/// How long connecting to an agent may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a question to an agent may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an agent may take to open a stream: it loads (verifies) and attaches kernel
@@ -45,7 +47,7 @@ const MERGE_QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0:?}: expected NODE=HOST:PORT")]
+    #[error("{0:?}: expected NODE=HOST:PORT or NODE=HOST:PORT@NETNS")]
     BadAgent(String),
     #[error("agent {node} at {addr}: {detail}")]
     Agent {
@@ -55,27 +57,73 @@ pub enum ClientError {
     },
 }
 
-/// `NODE=HOST:PORT`: where a node's agent listens.
+/// `NODE=HOST:PORT[@NETNS]`: where a node's agent listens, and the `ip netns` namespace to
+/// dial it from when it is not reachable from ours (the lab's agents listen on their nodes'
+/// underlay addresses, which only the lab's underlay namespace reaches).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentAddr {
     pub node: String,
     pub addr: String,
+    pub via_netns: Option<String>,
+}
+
+impl AgentAddr {
+    pub fn new(node: impl Into<String>, addr: impl Into<String>) -> Self {
+        AgentAddr {
+            node: node.into(),
+            addr: addr.into(),
+            via_netns: None,
+        }
+    }
+
+    pub fn via(mut self, netns: impl Into<String>) -> Self {
+        self.via_netns = Some(netns.into());
+        self
+    }
+}
+
+impl std::fmt::Display for AgentAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.node, self.addr)?;
+        match &self.via_netns {
+            Some(ns) => write!(f, "@{ns}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An `ip netns` name: what `ip` accepts and no path.
+fn is_netns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl std::str::FromStr for AgentAddr {
     type Err = ClientError;
     fn from_str(s: &str) -> Result<Self, ClientError> {
-        match s.split_once('=') {
-            Some((node, addr))
-                if crate::certs::check_name(node).is_ok() && addr.rsplit_once(':').is_some() =>
-            {
-                Ok(AgentAddr {
-                    node: node.into(),
-                    addr: addr.into(),
-                })
-            }
-            _ => Err(ClientError::BadAgent(s.into())),
+        let bad = || ClientError::BadAgent(s.into());
+        let (node, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (addr, via) = match rest.rsplit_once('@') {
+            Some((addr, ns)) if is_netns_name(ns) => (addr, Some(ns.to_string())),
+            Some(_) => return Err(bad()),
+            None => (rest, None),
+        };
+        if crate::certs::check_name(node).is_err()
+            || !addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(bad());
         }
+        Ok(AgentAddr {
+            node: node.into(),
+            addr: addr.into(),
+            via_netns: via,
+        })
     }
 }
 
@@ -94,13 +142,31 @@ pub fn channel(agent: &AgentAddr, tls: &TlsFiles) -> Result<Channel, ClientError
     if !tls.cert_pem.is_empty() {
         config = config.identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
     }
-    Ok(Dial::from_shared(format!("https://{}", agent.addr))
+    let dial = Dial::from_shared(format!("https://{}", agent.addr))
         .map_err(|e| err(e.to_string()))?
         .tls_config(config)
         .map_err(|e| err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(match &agent.via_netns {
+        None => dial.connect_lazy(),
+        Some(netns) => {
+            let (addr, netns) = (agent.addr.clone(), netns.clone());
+            dial.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let (addr, netns) = (addr.clone(), netns.clone());
+                async move {
+                    let stream = tokio::task::spawn_blocking(move || {
+                        crate::netns::connect_from(&netns, &addr, CONNECT_TIMEOUT)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
+                    stream.set_nonblocking(true)?;
+                    let stream = tokio::net::TcpStream::from_std(stream)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+        }
+    })
 }
 
 /// A status as one line (the transport's cause included: TLS refusals hide there).
@@ -859,10 +925,7 @@ mod tests {
                 .await
                 .unwrap()
         });
-        AgentAddr {
-            node: node.into(),
-            addr,
-        }
+        AgentAddr::new(node, addr)
     }
 
     fn node(name: &str, names: Option<Names>) -> NodeServer {
@@ -909,10 +972,7 @@ mod tests {
         let c = serve(&ca, "node-c", node("node-c", None)).await;
         let gone = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            AgentAddr {
-                node: "node-d".into(),
-                addr: l.local_addr().unwrap().to_string(),
-            }
+            AgentAddr::new("node-d", l.local_addr().unwrap().to_string())
         };
         let client = ca.client("cli", Validity::days(1)).unwrap();
         let tls = TlsFiles {
@@ -985,5 +1045,13 @@ mod tests {
         assert!("node-1".parse::<AgentAddr>().is_err());
         assert!("=1.2.3.4:5".parse::<AgentAddr>().is_err());
         assert!("n=nohost".parse::<AgentAddr>().is_err());
+        assert!("n=1.2.3.4:notaport".parse::<AgentAddr>().is_err());
+        // Dialed from a namespace: the lab's agents.
+        let c: AgentAddr = "node-1=[fd00::1]:7101@np-underlay".parse().unwrap();
+        assert_eq!(c.addr, "[fd00::1]:7101");
+        assert_eq!(c.via_netns.as_deref(), Some("np-underlay"));
+        assert_eq!(c.to_string(), "node-1=[fd00::1]:7101@np-underlay");
+        assert!("n=1.2.3.4:5@".parse::<AgentAddr>().is_err());
+        assert!("n=1.2.3.4:5@../etc".parse::<AgentAddr>().is_err());
     }
 }

@@ -1,11 +1,14 @@
 //! Soak suites: long runs that find what breaks slowly or only sometimes (docs/reliability.md).
 //!
-//! - `churn [N]`: N pod-like namespaces made and deleted one after another under one
-//!   `netpath watch --all --json`; every pod's pings must be seen by its own names, and the
-//!   watch process's memory must stay flat.
-//! - `residue [N] [--seed S]`: N runs of watch, capture and trace, each ended at a random moment
-//!   by its own end, SIGINT, SIGTERM, SIGHUP or SIGKILL; after each, nothing netpath made may
-//!   remain (programs, tc filters and qdiscs, namespaces, /run/netpath, temporary files).
+//! - `churn [N] [--agent]`: N pod-like namespaces made and deleted one after another under one
+//!   `netpath watch --all --json` (with `--agent`: a `netpath agent` in the node's namespace,
+//!   as on a node, and `watch --agents` reading it); every pod's pings must be seen by its own
+//!   names, and the memory of watch (and of the agent) must stay flat.
+//! - `residue [N] [--seed S]`: N runs of watch, capture, trace and agent, each ended at a
+//!   random moment by its own end, SIGINT, SIGTERM, SIGHUP or SIGKILL (an agent, which has no
+//!   end of its own, sometimes while a `watch --agents` reads it); after each, nothing netpath
+//!   made may remain (programs, tc filters and qdiscs, namespaces, /run/netpath, temporary
+//!   files).
 //!
 //! Everything a suite makes is removed by guards, also when it fails or gets Ctrl-C.
 use std::{
@@ -24,15 +27,20 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub const USAGE: &str =
-    "  churn [N]              N pod namespaces (default 200) come and go under one watch --all
-  residue [N] [--seed S] N runs (default 100) of watch/capture/trace ended at random moments
+    "  churn [N] [--agent]    N pod namespaces (default 200) come and go under one watch --all
+                         (--agent: under a node agent read by watch --agents)
+  residue [N] [--seed S] N runs (default 100) of watch/capture/trace/agent ended at random moments
   fuzz [--seconds S] [RUNS] [TARGET..]
                          every fuzz target (or those named) for RUNS inputs (default 2000000)";
 
 pub fn run(args: &[&str]) -> Result<()> {
     catch_stop_signals();
     match args {
-        ["churn", rest @ ..] => churn(count(rest, 200)?),
+        ["churn", rest @ ..] => {
+            let agent = rest.contains(&"--agent");
+            let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--agent").collect();
+            churn(count(&rest, 200)?, agent)
+        }
         ["residue", rest @ ..] => {
             let (n, seed) = residue_args(rest)?;
             residue(n, seed)
@@ -259,17 +267,54 @@ fn pod_addrs(i: usize) -> ([String; 2], [String; 2]) {
     )
 }
 
-fn churn(n: usize) -> Result<()> {
+/// The node agent of `churn --agent`: in the node's namespace (where the pods' veths appear,
+/// as on a node), unconfined, on 127.0.0.1 there.
+fn churn_agent(bin: &Path, node: &Netns, tls: &Path) -> Result<Proc> {
+    sh(&format!(
+        "{} certs --out {} --nodes soak=127.0.0.1 --days 1",
+        bin.display(),
+        tls.display()
+    ))?;
+    let (mut agent, _) = Proc::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &node.name])
+            .arg(bin)
+            .args(["agent", "--node", "soak", "--listen", "127.0.0.1:7101"])
+            .arg("--tls-dir")
+            .arg(tls)
+            .stdout(Stdio::null()),
+    )?;
+    wait_ready(&mut agent, "listening on", Duration::from_secs(120))?;
+    Ok(agent)
+}
+
+fn churn(n: usize, through_agent: bool) -> Result<()> {
     let bin = netpath_bin()?;
     let stem = format!("npsc{}", std::process::id());
     let node = Netns::new(format!("{stem}node"))?;
-    let (mut watch, stdout) = Proc::spawn(
-        Command::new(&bin)
-            .args(["watch", "--all", "--json", "--no-drops"])
+    let temp = tempdir(&stem)?;
+    let tls = temp.path.join("tls");
+    // Declared before watch: dropped (killed) after it.
+    let mut agent = if through_agent {
+        Some(churn_agent(&bin, &node, &tls)?)
+    } else {
+        None
+    };
+    let mut watch_cmd = Command::new(&bin);
+    watch_cmd.args(["watch", "--json"]);
+    if agent.is_some() {
+        // The agent serves only the soak's namespaces' traffic here: no filter needed.
+        watch_cmd
+            .args(["--agents", &format!("soak=127.0.0.1:7101@{}", node.name)])
+            .arg("--tls-dir")
+            .arg(&tls);
+    } else {
+        watch_cmd
+            .args(["--all", "--no-drops"])
             // Only the pods' addresses: other traffic on the machine stays out of the stream.
-            .args(["--host", "10.80.0.0/12", "--host", "fd00:80::/32"])
-            .stdout(Stdio::piped()),
-    )?;
+            .args(["--host", "10.80.0.0/12", "--host", "fd00:80::/32"]);
+    }
+    let (mut watch, stdout) = Proc::spawn(watch_cmd.stdout(Stdio::piped()))?;
     wait_ready(&mut watch, "watching", Duration::from_secs(60))?;
     let (tx, events) = mpsc::channel::<serde_json::Value>();
     let stdout = stdout.context("watch stdout")?;
@@ -282,11 +327,22 @@ fn churn(n: usize) -> Result<()> {
             }
         }
     });
-    println!(
-        "churn: {n} pods under `netpath watch --all --json` (pid {})",
-        watch.pid()
-    );
+    match &agent {
+        Some(a) => println!(
+            "churn: {n} pods under `netpath agent` (pid {}) in {}, read by `netpath watch \
+             --agents --json` (pid {})",
+            a.pid(),
+            node.name,
+            watch.pid()
+        ),
+        None => println!(
+            "churn: {n} pods under `netpath watch --all --json` (pid {})",
+            watch.pid()
+        ),
+    }
+    let agent_rss = |a: &Option<Proc>| a.as_ref().map(|a| rss_kib(a.pid())).transpose();
     let mut rss = vec![(0, rss_kib(watch.pid())?)];
+    let mut rss_agent = vec![(0, agent_rss(&agent)?)];
     let (mut missed, mut slowest, mut inodes, mut reused) =
         (Vec::new(), Duration::ZERO, BTreeSet::new(), 0);
     let started = Instant::now();
@@ -346,35 +402,47 @@ fn churn(n: usize) -> Result<()> {
         drop(pod);
         if (i + 1) % 10 == 0 {
             rss.push((i + 1, rss_kib(watch.pid())?));
+            rss_agent.push((i + 1, agent_rss(&agent)?));
         }
         if let Some(st) = watch.child.try_wait()? {
             bail!("watch exited ({st}) at pod {i}: {}", watch.stderr_tail());
+        }
+        if let Some(a) = &mut agent {
+            if let Some(st) = a.child.try_wait()? {
+                bail!("the agent exited ({st}) at pod {i}: {}", a.stderr_tail());
+            }
         }
     }
     let elapsed = started.elapsed();
     watch.signal(libc::SIGINT);
     let status = watch.wait_for(Duration::from_secs(20))?;
-    println!("RSS of watch (KiB) after each 10 pods:");
-    for chunk in rss.chunks(10) {
-        let line: Vec<String> = chunk.iter().map(|(c, k)| format!("{c}:{k}")).collect();
-        println!("  {}", line.join(" "));
-    }
-    let first = rss[0].1;
-    let last = rss[rss.len() - 1].1;
-    let max = rss.iter().map(|r| r.1).max().unwrap_or(0);
-    // After warm-up (the first 10 pods) memory must not keep growing with the pods gone.
-    let warm = rss.get(1).map_or(first, |r| r.1);
-    let growth = last.saturating_sub(warm);
+    let growth = rss_growth("watch", &rss);
     println!(
         "churn: {n} pods in {:.0} s, {reused} reused an earlier pod's inode; missed {} of {} \
-         pings; slowest first sight {:.1} s; RSS first {first} KiB, after 10 pods {warm} KiB, \
-         last {last} KiB, max {max} KiB (growth after warm-up {growth} KiB); watch exit {}",
+         pings; slowest first sight {:.1} s; watch exit {}",
         elapsed.as_secs_f64(),
         missed.len(),
         2 * n,
         slowest.as_secs_f64(),
         status.map_or("hung".into(), |s| s.to_string())
     );
+    let agent_end = match &mut agent {
+        Some(a) => {
+            let rss: Vec<(usize, u64)> = rss_agent
+                .iter()
+                .filter_map(|(c, k)| Some((*c, (*k)?)))
+                .collect();
+            let growth = rss_growth("agent", &rss);
+            a.signal(libc::SIGTERM);
+            let st = a.wait_for(Duration::from_secs(20))?;
+            println!(
+                "churn: agent exit {}",
+                st.map_or("hung".into(), |s| s.to_string())
+            );
+            Some((growth, st))
+        }
+        None => None,
+    };
     if !missed.is_empty() {
         bail!("never seen by their names: {missed:?}");
     }
@@ -384,8 +452,38 @@ fn churn(n: usize) -> Result<()> {
     if status.map(|s| s.code()) != Some(Some(130)) {
         bail!("watch did not end on SIGINT with 130: {status:?}");
     }
+    if let Some((growth, st)) = agent_end {
+        if growth > RSS_GROWTH_LIMIT_KIB {
+            bail!(
+                "the agent grew by {growth} KiB after warm-up (limit {RSS_GROWTH_LIMIT_KIB} KiB)"
+            );
+        }
+        if st.map(|s| s.code()) != Some(Some(0)) {
+            bail!("the agent did not end on SIGTERM with 0: {st:?}");
+        }
+    }
     println!("churn: PASS");
     Ok(())
+}
+
+/// Prints a process's RSS samples (KiB, after each 10 pods) and returns its growth after the
+/// warm-up (the first 10 pods): with the pods gone, memory must not keep growing.
+fn rss_growth(who: &str, rss: &[(usize, u64)]) -> u64 {
+    println!("RSS of {who} (KiB) after each 10 pods:");
+    for chunk in rss.chunks(10) {
+        let line: Vec<String> = chunk.iter().map(|(c, k)| format!("{c}:{k}")).collect();
+        println!("  {}", line.join(" "));
+    }
+    let first = rss.first().map_or(0, |r| r.1);
+    let last = rss.last().map_or(0, |r| r.1);
+    let max = rss.iter().map(|r| r.1).max().unwrap_or(0);
+    let warm = rss.get(1).map_or(first, |r| r.1);
+    let growth = last.saturating_sub(warm);
+    println!(
+        "  {who}: first {first} KiB, after 10 pods {warm} KiB, last {last} KiB, max {max} KiB \
+         (growth after warm-up {growth} KiB)"
+    );
+    growth
 }
 
 /// Growth of watch's RSS allowed over a churn run after its first 10 pods: well above the

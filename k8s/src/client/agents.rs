@@ -10,6 +10,9 @@ pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=netpath-agent";
 pub const AGENT_PORT_ANNOTATION: &str = "netpath.io/agent-port";
 /// The same, as the lab's API server writes it.
 pub const LAB_AGENT_PORT_ANNOTATION: &str = "lab.netpath.dev/agent-port";
+/// Pod annotation of the lab's API: the `ip netns` namespace on this machine that reaches the
+/// agent's host IP (the lab's underlay). A real cluster's nodes are reached directly.
+pub const LAB_DIAL_NETNS_ANNOTATION: &str = "lab.netpath.dev/dial-netns";
 /// The agent's port when neither the annotation nor a container port says.
 pub const DEFAULT_AGENT_PORT: u16 = 7101;
 /// Name of the agent's container port, preferred over other ports.
@@ -21,6 +24,8 @@ pub struct AgentEndpoint {
     pub node: String,
     /// `HOST:PORT` (`[v6]:PORT`).
     pub addr: String,
+    /// The namespace to dial from ([`LAB_DIAL_NETNS_ANNOTATION`]), `None`: this one.
+    pub via_netns: Option<String>,
 }
 
 /// The agents of `pods` (the DaemonSet's pods), and one line per pod that cannot be used
@@ -69,9 +74,16 @@ pub fn agent_endpoints(pods: &[Pod]) -> (Vec<AgentEndpoint>, Vec<String>) {
             ));
             continue;
         }
+        let via_netns = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LAB_DIAL_NETNS_ANNOTATION))
+            .cloned();
         found.push(AgentEndpoint {
             node: node.to_string(),
             addr: std::net::SocketAddr::new(host_ip, port).to_string(),
+            via_netns,
         });
     }
     found.sort_by(|a, b| a.node.cmp(&b.node));
@@ -158,21 +170,29 @@ mod tests {
         let a2 = agent("node-2", "fd00:198:18::2");
         let mut bare = agent("node-3", "198.18.0.3");
         bare.spec.as_mut().unwrap().containers[0].ports = None;
+        // The lab's: reached from its underlay namespace.
+        bare.metadata.annotations = Some(BTreeMap::from([(
+            LAB_DIAL_NETNS_ANNOTATION.into(),
+            "np-underlay".into(),
+        )]));
         let (found, problems) = agent_endpoints(&[a2, a1, bare]);
         assert_eq!(
             found,
             vec![
                 AgentEndpoint {
                     node: "node-1".into(),
-                    addr: "198.18.0.1:7200".into()
+                    addr: "198.18.0.1:7200".into(),
+                    via_netns: None,
                 },
                 AgentEndpoint {
                     node: "node-2".into(),
-                    addr: "[fd00:198:18::2]:7102".into()
+                    addr: "[fd00:198:18::2]:7102".into(),
+                    via_netns: None,
                 },
                 AgentEndpoint {
                     node: "node-3".into(),
-                    addr: "198.18.0.3:7101".into()
+                    addr: "198.18.0.3:7101".into(),
+                    via_netns: Some("np-underlay".into()),
                 },
             ]
         );

@@ -109,6 +109,11 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         events.attached_devices(),
         t0.elapsed().as_millis()
     );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let listening = listener.local_addr()?;
+    events.exclude_own_traffic(listening);
     let mut server = NodeServer::new(
         args.node.clone(),
         Arc::new(LiveInspector),
@@ -124,20 +129,19 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
     if let Some(set) = confine {
         server = server.confine(set);
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
     eprintln!(
-        "netpath agent: node {} listening on {} (mutual TLS)",
-        args.node,
-        listener.local_addr()?
+        "netpath agent: node {} listening on {listening} (mutual TLS)",
+        args.node
     );
+    // SIGHUP too: an agent started from a shell that goes away must still detach everything.
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         eprintln!("netpath agent: node {} stopping", args.node);
     };

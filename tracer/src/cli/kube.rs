@@ -120,6 +120,7 @@ pub async fn agents(kube: &Kube) -> Result<Vec<AgentAddr>> {
         .map(|a| AgentAddr {
             node: a.node,
             addr: a.addr,
+            via_netns: a.via_netns,
         })
         .collect())
 }

@@ -100,10 +100,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub ring_kib: u32,
     /// Ask these node agents instead of this machine's kernel (`netpath agent`): probes go
-    /// through the source node's agent, events come from all of them.
+    /// through the source node's agent, events come from all of them. `@NETNS` after an
+    /// address dials it from that `ip netns` namespace (the lab's agents: `lab status`).
     #[arg(
         long,
-        value_name = "NODE=ADDR:PORT,...",
+        value_name = "NODE=ADDR:PORT[@NETNS],...",
         value_delimiter = ',',
         requires = "tls_dir"
     )]
@@ -295,14 +296,7 @@ async fn lab_agents(args: &TraceArgs, local: &LocalResolver) -> Result<Option<Re
         );
     }
     let tls = TlsFiles::load(&rec.tls_dir, "client").context("the lab's TLS material")?;
-    let agents: Vec<AgentAddr> = rec
-        .agents
-        .iter()
-        .map(|a| AgentAddr {
-            node: a.node.clone(),
-            addr: a.addr.to_string(),
-        })
-        .collect();
+    let agents: Vec<AgentAddr> = rec.agents.iter().map(|a| a.dial()).collect();
     Ok(Some(RemoteWorld::connect(&agents, &tls).await?))
 }
 

@@ -74,7 +74,7 @@ pub struct WatchArgs {
     /// --host (addresses), --family; with `netpath lab up`, `lab status` prints the lab's.
     #[arg(
         long,
-        value_name = "NODE=ADDR:PORT,...",
+        value_name = "NODE=ADDR:PORT[@NETNS],...",
         value_delimiter = ',',
         requires = "tls_dir",
         conflicts_with_all = ["ifaces", "all", "dev_hops", "neigh"]

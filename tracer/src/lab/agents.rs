@@ -1,7 +1,10 @@
 //! The lab's node agents: `netpath lab up` makes mutual-TLS material in `DIR/tls` and starts
-//! one detached `netpath agent` per lab node on 127.0.0.1 (an ephemeral port), confined to
-//! that node's namespaces (the node's own and its pods'; not the underlay, not other nodes),
-//! and records them in `agents.json`. `lab down` stops them and removes their files.
+//! one detached `netpath agent` per lab node, as a cluster runs them: inside the node's
+//! namespace, listening on the node's underlay address (port 7101), confined to that node's
+//! namespaces (the node's own and its pods'; not the underlay, not other nodes). It records
+//! them in `agents.json`. Only the lab's underlay namespace reaches the nodes' underlay
+//! addresses, so the CLI dials them from there (`NODE=ADDR@UNDERLAY`). `lab down` stops them
+//! and removes their files.
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -14,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_agent::certs::{generate, NodeCert, Validity};
+use netpath_agent::{
+    certs::{generate, NodeCert, Validity},
+    client::AgentAddr,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -29,6 +35,8 @@ const TLS_DIR: &str = "tls";
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// Days the lab's certificates are valid.
 const CERT_DAYS: i64 = 30;
+/// The port every lab agent listens on, on its node's underlay address (a real node's too).
+const AGENT_PORT: u16 = 7101;
 /// What an agent prints on stderr once it listens.
 const LISTENING: &str = "listening on ";
 
@@ -39,6 +47,9 @@ pub struct AgentRecord {
     pub node: String,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// The namespace the agent is reached from (the lab's underlay).
+    #[serde(default)]
+    pub via_netns: Option<String>,
     /// The `ip netns` names it may trace, probe from and inspect.
     pub netns_scope: Vec<String>,
     pub log: PathBuf,
@@ -61,13 +72,24 @@ impl AgentsRecord {
             .collect()
     }
 
-    /// `node-1=ADDR,node-2=ADDR`: the value of `trace --agents`.
+    /// `node-1=ADDR@NETNS,node-2=ADDR@NETNS`: the value of `trace --agents`.
     pub fn agents_arg(&self) -> String {
         self.agents
             .iter()
-            .map(|a| format!("{}={}", a.node, a.addr))
+            .map(|a| a.dial().to_string())
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+impl AgentRecord {
+    /// Where the CLI connects to this agent.
+    pub fn dial(&self) -> AgentAddr {
+        AgentAddr {
+            node: self.node.clone(),
+            addr: self.addr.to_string(),
+            via_netns: self.via_netns.clone(),
+        }
     }
 }
 
@@ -168,7 +190,8 @@ pub fn start(exe: &Path, dir: &Path, st: &LabState) -> Result<(AgentsRecord, Dur
     let _ = stop(dir, Some(st));
     let dir = std::path::absolute(dir).map_err(io_err(dir))?;
     let mut children: Vec<(String, Vec<String>, PathBuf, Child)> = Vec::new();
-    let started = launch(exe, &dir, st, &mut children).and_then(|()| wait(&mut children));
+    let started =
+        launch(exe, &dir, st, &mut children).and_then(|()| wait(&mut children, &st.underlay.netns));
     let result = started.and_then(|agents| {
         let rec = AgentsRecord {
             tls_dir: tls_dir(&dir),
@@ -209,7 +232,7 @@ fn launch(
     let nodes = st
         .nodes
         .iter()
-        .map(|n| NodeCert::parse(&format!("{}=127.0.0.1", n.name)))
+        .map(|n| NodeCert::parse(&format!("{}={}", n.name, n.underlay_v4)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| failed("lab agent certificates", e.to_string()))?;
     generate(&tls, &nodes, false, Validity::days(CERT_DAYS))
@@ -224,22 +247,34 @@ fn launch(
             .mode(0o600)
             .open(&log_path)
             .map_err(io_err(&log_path))?;
-        let child = Command::new(exe)
-            .args([
-                "agent",
-                "--node",
-                &node,
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-dir",
-            ])
+        let n = st.node(&node).expect("scopes are of the state's nodes");
+        let listen = SocketAddr::new(n.underlay_v4, AGENT_PORT);
+        // The agent runs in its node's namespace, entered between fork and exec.
+        let netns_path = Path::new("/run/netns").join(&n.netns);
+        let netns = std::fs::File::open(&netns_path).map_err(io_err(&netns_path))?;
+        let mut command = Command::new(exe);
+        command
+            .args(["agent", "--node", &node, "--listen", &listen.to_string()])
+            .arg("--tls-dir")
             .arg(&tls)
             .arg("--netns-scope")
             .arg(scope.join(","))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .process_group(0)
+            .process_group(0);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+        // SAFETY: only setns(2), async-signal-safe, runs in the child before exec; `netns`
+        // outlives the spawn.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .map_err(|e| failed(format!("starting {} agent", exe.display()), e.to_string()))?;
         children.push((node, scope, log_path, child));
@@ -250,6 +285,7 @@ fn launch(
 /// Waits until every agent printed its address.
 fn wait(
     children: &mut [(String, Vec<String>, PathBuf, Child)],
+    underlay: &str,
 ) -> Result<Vec<AgentRecord>, LabError> {
     let deadline = Instant::now() + START_LIMIT;
     let mut addrs: Vec<Option<SocketAddr>> = vec![None; children.len()];
@@ -291,6 +327,7 @@ fn wait(
             node: node.clone(),
             pid: child.id(),
             addr: addr.expect("every agent listens"),
+            via_netns: Some(underlay.to_string()),
             netns_scope: scope.clone(),
             log: log.clone(),
         })

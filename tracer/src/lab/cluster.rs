@@ -42,6 +42,8 @@ pub const NETNS_ANNOTATION: &str = "lab.netpath.dev/netns";
 pub const HOST_IFACE_ANNOTATION: &str = "lab.netpath.dev/host-interface";
 pub const STALE_IPS_ANNOTATION: &str = "lab.netpath.dev/stale-cluster-ips";
 pub const AGENT_PORT_ANNOTATION: &str = "lab.netpath.dev/agent-port";
+/// The namespace on this machine that reaches a running lab agent (the underlay).
+pub const DIAL_NETNS_ANNOTATION: &str = netpath_k8s::client::agents::LAB_DIAL_NETNS_ANNOTATION;
 /// The agent-port annotation of the DaemonSet's pod template in deploy/ (a real cluster's).
 pub const DEPLOYED_AGENT_PORT_ANNOTATION: &str = "netpath.io/agent-port";
 const NOTE_ANNOTATION: &str = "lab.netpath.dev/note";
@@ -560,12 +562,19 @@ impl Builder<'_> {
         Pod {
             metadata: ObjectMeta {
                 labels: Some(map(&[(AGENT_LABEL, AGENT_NAME)])),
-                annotations: Some(map(&[
-                    (AGENT_PORT_ANNOTATION, &port),
-                    (DEPLOYED_AGENT_PORT_ANNOTATION, &port),
-                    (NETNS_ANNOTATION, &netns),
-                    (NOTE_ANNOTATION, note),
-                ])),
+                annotations: Some({
+                    let mut a = map(&[
+                        (AGENT_PORT_ANNOTATION, &port),
+                        (DEPLOYED_AGENT_PORT_ANNOTATION, &port),
+                        (NETNS_ANNOTATION, &netns),
+                        (NOTE_ANNOTATION, note),
+                    ]);
+                    // Only the lab's underlay namespace reaches its nodes' addresses.
+                    if running.is_some() {
+                        a.insert(DIAL_NETNS_ANNOTATION.into(), self.st.underlay.netns.clone());
+                    }
+                    a
+                }),
                 owner_references: Some(vec![owner]),
                 ..self.meta("Pod", Some(AGENT_NAMESPACE), &name)
             },
@@ -617,8 +626,9 @@ impl Builder<'_> {
     }
 }
 
-const RUNNING_NOTE: &str = "the lab runs this node's agent on 127.0.0.1 (its port in the \
-                            annotation; gRPC, mutual TLS with the lab's tls/ directory)";
+const RUNNING_NOTE: &str = "the lab runs this node's agent in the node's namespace on hostIP \
+                            (its port in the annotation; gRPC, mutual TLS with the lab's tls/ \
+                            directory), reached from the lab's underlay namespace";
 const AGENT_NOTE: &str = "the lab runs no agent: on a real node this pod's agent listens on \
                           hostIP:7101 (gRPC, mutual TLS)";
 
@@ -870,8 +880,8 @@ mod tests {
     #[test]
     fn agent_pods_run_where_the_lab_runs_agents_and_wait_elsewhere() {
         let (st, _) = set_of("flannel", 1);
-        let agents: BTreeMap<String, SocketAddr> =
-            [("node-1".to_string(), "127.0.0.1:40123".parse().unwrap())].into();
+        let at = SocketAddr::new(st.nodes[0].underlay_v4, 7101);
+        let agents: BTreeMap<String, SocketAddr> = [("node-1".to_string(), at)].into();
         let set =
             objects_with_agents(&st, "2026-11-29T10:00:00Z".parse().unwrap(), &agents).unwrap();
         let pod = |node: &str| {
@@ -884,11 +894,15 @@ mod tests {
         };
         let up = pod("node-1");
         assert_eq!(up["status"]["phase"], "Running");
-        assert_eq!(up["status"]["hostIP"], "127.0.0.1");
-        assert_eq!(up["status"]["podIP"], "127.0.0.1");
+        assert_eq!(up["status"]["hostIP"], at.ip().to_string());
+        assert_eq!(up["status"]["podIP"], at.ip().to_string());
         assert_eq!(
             up["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
-            "40123"
+            "7101"
+        );
+        assert_eq!(
+            up["metadata"]["annotations"][DIAL_NETNS_ANNOTATION],
+            st.underlay.netns
         );
         assert_eq!(up["status"]["containerStatuses"][0]["ready"], true);
         assert!(up["status"]["containerStatuses"][0]["state"]["running"].is_object());
@@ -909,6 +923,7 @@ mod tests {
             down["metadata"]["annotations"][DEPLOYED_AGENT_PORT_ANNOTATION],
             "7101"
         );
+        assert!(down["metadata"]["annotations"][DIAL_NETNS_ANNOTATION].is_null());
         assert_eq!(
             down["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
             "LabRunsNoAgent"

@@ -49,15 +49,37 @@ fn inode_of(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
 }
 
-/// The namespace of this process (the "root" namespace when run on a node).
+/// The namespace of this process: the "root" namespace when run on a node, or its `ip netns`
+/// name when it has one (the lab runs each node's agent in that node's namespace).
 pub fn current() -> Result<Netns, NetnsError> {
     let path = PathBuf::from("/proc/self/ns/net");
     let inode = inode_of(&path).ok_or_else(|| NetnsError::NotFound("self".into()))?;
+    if let Some(name) = ip_netns_name(inode) {
+        return Ok(Netns {
+            inode,
+            path: Path::new(NETNS_RUN_DIR).join(&name),
+            name,
+        });
+    }
     Ok(Netns {
         inode,
         name: "root".into(),
         path: PathBuf::from("/proc/1/ns/net"),
     })
+}
+
+/// The `ip netns` name of the namespace with this inode, if it has one.
+fn ip_netns_name(inode: u32) -> Option<String> {
+    let mut names: Vec<_> = std::fs::read_dir(NETNS_RUN_DIR)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .find(|n| inode_of(&Path::new(NETNS_RUN_DIR).join(n)) == Some(inode))
 }
 
 /// Resolves a namespace spec: an `ip netns` name, `root`/empty for the current namespace,

@@ -15,7 +15,7 @@
 //! agent: function probes are loaded per pattern.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, Weak,
@@ -25,7 +25,7 @@ use std::{
 
 use async_trait::async_trait;
 use netpath_core::{
-    model::{Event, EventKind},
+    model::{Event, EventKind, Proto},
     world::{EventSource, EventStream, Scope, StreamItem, WorldError},
 };
 use tokio::sync::mpsc;
@@ -90,6 +90,18 @@ impl Want {
     }
 }
 
+/// Whether `ev` is a TCP packet to or from `own` (any local address when `own` is the
+/// unspecified address).
+pub fn is_own_traffic(ev: &Event, own: SocketAddr) -> bool {
+    if ev.flow.proto != Proto::Tcp {
+        return false;
+    }
+    let ours = |ip: Option<IpAddr>, port: Option<u16>| {
+        port == Some(own.port()) && (own.ip().is_unspecified() || ip == Some(own.ip()))
+    };
+    ours(ev.flow.src, ev.flow.sport) || ours(ev.flow.dst, ev.flow.dport)
+}
+
 /// The kernel filter that passes what any of `wants` selects: their addresses together (all
 /// packets when one wants all, or when there are more than the kernel holds); nothing at all
 /// when there is no want.
@@ -132,6 +144,9 @@ struct Shared {
     lost: Arc<AtomicU64>,
     /// Namespaces to keep to (the lab's agents); `None`: every namespace of the node.
     confine: Option<BTreeSet<String>>,
+    /// The agent's own listening socket: its gRPC traffic crosses the node's devices too, and
+    /// streaming events about the packets that carry events would feed itself.
+    own: std::sync::OnceLock<SocketAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +177,11 @@ impl Shared {
 
     /// Hands `item` to every stream that selects it.
     fn dispatch(&self, item: StreamItem) {
+        if let (StreamItem::Event(ev), Some(own)) = (&item, self.own.get()) {
+            if is_own_traffic(ev, *own) {
+                return;
+            }
+        }
         let streams = lock(&self.streams);
         let mut takers = streams.values().filter(|s| match &item {
             StreamItem::Event(ev) => s.want.selects(ev),
@@ -229,6 +249,7 @@ impl ResidentSource {
             streams: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             confine,
+            own: std::sync::OnceLock::new(),
         });
         tokio::spawn(pump(Arc::downgrade(&shared), stream));
         let listen: Vec<String> = match &shared.confine {
@@ -245,6 +266,12 @@ impl ResidentSource {
             node: node.to_string(),
             unavailable,
         })
+    }
+
+    /// Leaves out the packets of the agent's own connections (listening on `addr`): they
+    /// cross the node's devices when the agent listens on the node's address.
+    pub fn exclude_own_traffic(&self, addr: SocketAddr) {
+        let _ = self.shared.own.set(addr);
     }
 
     /// Devices with the programs attached now.
@@ -459,6 +486,41 @@ mod tests {
             },
             ..ev
         }
+    }
+
+    #[test]
+    fn the_agents_own_connections_are_left_out() {
+        let tcp = |src: &str, sport: u16, dst: &str, dport: u16| {
+            let mut ev = event(EventKind::Hop, 1, src, dst);
+            ev.flow.proto = Proto::Tcp;
+            (ev.flow.sport, ev.flow.dport) = (Some(sport), Some(dport));
+            ev
+        };
+        let own: SocketAddr = "198.18.0.2:7101".parse().unwrap();
+        assert!(is_own_traffic(
+            &tcp("198.18.0.2", 7101, "198.18.0.1", 40000),
+            own
+        ));
+        assert!(is_own_traffic(
+            &tcp("198.18.0.1", 40000, "198.18.0.2", 7101),
+            own
+        ));
+        // The same port on another address, another port, another protocol: a workload's.
+        assert!(!is_own_traffic(
+            &tcp("10.0.0.1", 7101, "10.0.0.2", 40000),
+            own
+        ));
+        assert!(!is_own_traffic(
+            &tcp("198.18.0.2", 7102, "198.18.0.1", 40000),
+            own
+        ));
+        assert!(!is_own_traffic(
+            &event(EventKind::Hop, 1, "198.18.0.2", "198.18.0.1"),
+            own
+        ));
+        // Listening on every address: the port alone says it.
+        let any: SocketAddr = "[::]:7101".parse().unwrap();
+        assert!(is_own_traffic(&tcp("fd00::1", 7101, "fd00::2", 1), any));
     }
 
     #[test]
