@@ -7,8 +7,8 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use integration_tests::{
-    case, netpath, sh, unique, wait_reachable, NameServer, NetNsGuard, NetpathProcess, Requires,
-    ResolvConfGuard,
+    case, netpath, sh, tc_programs, unique, wait_reachable, NameServer, NetNsGuard, NetpathProcess,
+    Requires, ResolvConfGuard,
 };
 use netpath_agent::{
     certs::{Ca, Validity},
@@ -43,6 +43,10 @@ fn main() -> std::process::ExitCode {
         ),
         case!(
             an_agent_killed_mid_trace_is_named_and_the_trace_goes_on,
+            Requires::Root
+        ),
+        case!(
+            an_agent_stopped_with_a_stream_open_ends_it_and_detaches,
             Requires::Root
         ),
     ])
@@ -700,4 +704,50 @@ fn names_are_looked_up_by_the_source_nodes_agent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("NXDOMAIN"), "{err}");
+}
+
+/// Waits up to `limit` for `p` to exit; its exit code (`None`: killed by a signal), or a
+/// panic naming `what` (the process is killed by its guard).
+fn exits_within(p: &mut NetpathProcess, limit: Duration, what: &str) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} still runs after {limit:?}: {:?}",
+            p.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM to an agent while a client reads its stream (a DaemonSet pod being stopped): the
+/// stream ends with the agent's word, the agent exits 0 within seconds (the server's graceful
+/// shutdown does not wait for a client that never leaves), its programs are detached, and the
+/// client ends by itself.
+fn an_agent_stopped_with_a_stream_open_ends_it_and_detaches() {
+    let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Topology::new();
+    let mut cluster = Cluster::start(&t, &[]);
+    assert!(tc_programs(&t.s.name, "vd") > 0, "node-b's agent attached");
+    let tls = cluster.tls.path().to_str().unwrap().to_string();
+    let mut watch = NetpathProcess::spawn(&[
+        "watch",
+        "--json",
+        "--agents",
+        &format!("node-b={}", cluster.b.addr),
+        "--tls-dir",
+        &tls,
+    ]);
+    watch.wait_stderr("watching", Duration::from_secs(30));
+    cluster.b.process.signal(libc::SIGTERM);
+    let code = exits_within(&mut cluster.b.process, Duration::from_secs(10), "the agent");
+    assert_eq!(code, Some(0), "{:?}", cluster.b.process.stderr_so_far());
+    assert_eq!(tc_programs(&t.s.name, "vd"), 0, "programs left on vd");
+    let code = exits_within(&mut watch, Duration::from_secs(15), "watch --agents");
+    let stderr = watch.stderr_so_far().join("\n");
+    eprintln!("watch ended ({code:?}): {stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
 }

@@ -72,6 +72,10 @@ pub struct NodeServer {
     pub queue: usize,
     started: Instant,
     stats: Arc<Stats>,
+    /// Turns true when the agent stops: open streams end, so the server's graceful shutdown
+    /// (which waits for every call to finish) is not held up by a client that never leaves.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl NodeServer {
@@ -82,6 +86,7 @@ impl NodeServer {
         events: Arc<dyn EventSource>,
         info: NodeInfo,
     ) -> Self {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         NodeServer {
             node: node.into(),
             inspector,
@@ -93,6 +98,8 @@ impl NodeServer {
             queue: 64,
             started: Instant::now(),
             stats: Default::default(),
+            stopping,
+            stop: Arc::new(stop),
         }
     }
 
@@ -161,6 +168,11 @@ impl NodeServer {
             .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
             .client_ca_root(Certificate::from_pem(&tls.ca_pem))
             .timeout(Duration::from_secs(5));
+        let stop = self.stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
         Server::builder()
             .tls_config(config)?
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -268,6 +280,7 @@ impl Agent for NodeServer {
         };
         tx.try_send(Ok(opened)).expect("a new queue has room");
         let pump = Pump {
+            stopping: self.stopping.clone(),
             node: self.node.clone(),
             confine: self.confine.clone(),
             stats: self.stats.clone(),
@@ -382,6 +395,8 @@ impl Agent for NodeServer {
 /// Moves one stream's events from the node to one client's queue, never waiting for the
 /// client.
 struct Pump {
+    /// The agent is stopping: end the stream.
+    stopping: tokio::sync::watch::Receiver<bool>,
     node: String,
     confine: Option<Arc<BTreeSet<String>>>,
     stats: Arc<Stats>,
@@ -393,6 +408,7 @@ struct Pump {
 impl Pump {
     async fn run(mut self, mut stream: Box<dyn EventStream>) {
         self.stats.open_streams.fetch_add(1, Ordering::Relaxed);
+        let mut stopping = self.stopping.clone();
         loop {
             let first = tokio::select! {
                 item = stream.next() => item,
@@ -405,6 +421,13 @@ impl Pump {
                     continue;
                 }
                 _ = self.tx.closed() => break,
+                _ = stopping.wait_for(|s| *s) => {
+                    let _ = self.tx.try_send(Err(Status::unavailable(format!(
+                        "agent {} is stopping",
+                        self.node
+                    ))));
+                    break;
+                }
             };
             let Some(first) = first else {
                 // The node's stream ended: tell the client what it lost, then end.

@@ -190,6 +190,15 @@ impl Proc {
             .unwrap_or(false)
     }
 
+    /// The word after `needle` on the first stderr line that has it.
+    fn stderr_find(&self, needle: &str) -> Option<String> {
+        let lines = self.stderr.lock().ok()?;
+        lines.iter().find_map(|l| {
+            let (_, rest) = l.split_once(needle)?;
+            rest.split_whitespace().next().map(String::from)
+        })
+    }
+
     fn stderr_tail(&self) -> String {
         self.stderr
             .lock()
@@ -547,7 +556,7 @@ impl Ending {
     }
 }
 
-const COMMANDS: [&str; 3] = ["watch", "capture", "trace"];
+const COMMANDS: [&str; 4] = ["watch", "capture", "trace", "agent"];
 
 /// What netpath could leave behind, as text to compare with the state before the soak.
 #[derive(Debug, PartialEq, Eq)]
@@ -734,6 +743,31 @@ fn residue_now(pair: &Pair, stem: &str, temp: &Path) -> Result<Residue> {
     })
 }
 
+/// For an agent run: once the agent listens (within `delay`), a `watch --agents` reading it,
+/// so the signal comes while a stream is open. `None` when the agent was not listening yet.
+fn agent_reader(bin: &Path, agent: &mut Proc, tls: &Path, delay: Duration) -> Result<Option<Proc>> {
+    let until = Instant::now() + delay;
+    let addr = loop {
+        if let Some(addr) = agent.stderr_find("listening on ") {
+            break addr;
+        }
+        if Instant::now() >= until || agent.child.try_wait()?.is_some() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut watch, _) = Proc::spawn(
+        Command::new(bin)
+            .args(["watch", "--json", "--agents", &format!("soak={addr}")])
+            .arg("--tls-dir")
+            .arg(tls)
+            .stdout(Stdio::null()),
+    )?;
+    // Its stream open (or its failure) before the agent's signal.
+    let _ = wait_ready(&mut watch, "watching", Duration::from_secs(10));
+    Ok(Some(watch))
+}
+
 /// The residue once the kernel has had time to free what the exit released: a program is
 /// freed after an RCU grace period, so right after the exit it can still be listed, unheld.
 fn settled_residue(before: &Residue, pair: &Pair, stem: &str, temp: &Path) -> Result<Residue> {
@@ -800,6 +834,13 @@ fn residue(n: usize, seed: u64) -> Result<()> {
     // (TMPDIR points netpath's temporary files here too).
     let temp = tempdir(&stem)?;
     let out_file = temp.path.join("out.pcapng");
+    // The agent runs' TLS material, made before the first look at what is left.
+    let tls = temp.path.join("tls");
+    sh(&format!(
+        "{} certs --out {} --nodes soak=127.0.0.1 --days 1",
+        bin.display(),
+        tls.display()
+    ))?;
     let before = residue_now(&pair, &stem, &temp.path)?;
     if !before.orphan_programs.is_empty() {
         println!(
@@ -815,8 +856,14 @@ fn residue(n: usize, seed: u64) -> Result<()> {
     let started = Instant::now();
     for run in 0..n {
         check_stop()?;
-        let command = COMMANDS[rng.below(3) as usize];
+        let command = COMMANDS[rng.below(COMMANDS.len() as u64) as usize];
         let mut ending = Ending::ALL[rng.below(5) as usize];
+        if command == "agent" && ending == Ending::Normal {
+            // An agent has no end of its own: what stops a DaemonSet's pod.
+            ending = Ending::Term;
+        }
+        // Half the agents are read by a `watch --agents` when their signal comes.
+        let agent_client = command == "agent" && rng.below(2) == 0;
         let delay = Duration::from_millis(rng.below(5000));
         let mut passive = false;
         let mut args: Vec<String> = match command {
@@ -828,6 +875,20 @@ fn residue(n: usize, seed: u64) -> Result<()> {
                 .into_iter()
                 .chain([out_file.display().to_string()])
                 .collect(),
+            "agent" => [
+                "agent",
+                "--node",
+                "soak",
+                "--listen",
+                "127.0.0.1:0",
+                "--netns-scope",
+                &format!("{},{}", pair.a.name, pair.b.name),
+                "--tls-dir",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain([tls.display().to_string()])
+            .collect(),
             _ => vec![
                 "trace".into(),
                 format!("netns:{}", pair.a.name),
@@ -857,6 +918,10 @@ fn residue(n: usize, seed: u64) -> Result<()> {
                 .stdout(Stdio::null()),
         )?;
         let ready = ["watching", "listening", "tracing"];
+        let mut client = None;
+        if agent_client {
+            client = agent_reader(&bin, &mut p, &tls, delay)?;
+        }
         let status = match ending.signal() {
             None => p.wait_for(Duration::from_secs(60))?,
             Some(sig) => match p.wait_for(delay)? {
@@ -883,6 +948,18 @@ fn residue(n: usize, seed: u64) -> Result<()> {
             Ending::Kill => status.is_some_and(|s| {
                 std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGKILL)
             }),
+            // An agent stops cleanly on SIGINT, SIGTERM and SIGHUP and exits 0 (a daemon's
+            // stop, not an interruption); or by the default action before its handlers.
+            e if command == "agent" => {
+                let by_signal =
+                    status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+                if by_signal.is_some() && by_signal == e.signal() {
+                    tally.before_handlers += 1;
+                    true
+                } else {
+                    status.and_then(|s| s.code()) == Some(0)
+                }
+            }
             e => {
                 let by_signal =
                     status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
@@ -913,6 +990,17 @@ fn residue(n: usize, seed: u64) -> Result<()> {
         }
         let pid = p.child.id();
         drop(p);
+        if let Some(mut c) = client.take() {
+            // The reader of a stopped agent ends by itself (its only agent went away).
+            if c.wait_for(Duration::from_secs(15))?.is_none() {
+                tally.bad_exits += 1;
+                problems.push(format!(
+                    "run {run}: watch --agents still runs 15 s after its agent stopped: {}",
+                    c.stderr_tail()
+                ));
+            }
+            our_pids.insert(c.child.id());
+        }
         let _ = std::fs::remove_file(&out_file);
         let mut now = settled_residue(&before, &pair, &stem, &temp.path)?;
         if ending == Ending::Kill && now != before {
