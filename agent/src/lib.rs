@@ -6,6 +6,7 @@
 //! No kernel code here: the node side plugs its implementations into [`server::NodeServer`].
 pub mod certs;
 pub mod client;
+pub mod cri;
 pub mod server;
 pub mod wire;
 
