@@ -386,6 +386,32 @@ impl RemoteWorld {
     }
 }
 
+impl RemoteWorld {
+    /// Asks `node`'s agent alone to resolve `spec`: its endpoint (placed on `node`) and how
+    /// it found it (`found_by`), or why not, one line.
+    pub async fn resolve_on(&self, node: &str, spec: &str) -> Result<(Endpoint, String), String> {
+        let agent = self
+            .agents
+            .iter()
+            .find(|a| a.at.node == node)
+            .ok_or_else(|| format!("no agent for node {node}"))?;
+        let who = format!("agent {} at {}", agent.at.node, agent.at.addr);
+        let mut client = agent.client.clone();
+        let req = proto::ResolveRequest { spec: spec.into() };
+        let reply = match tokio::time::timeout(ASK_TIMEOUT, client.resolve(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => return Err(format!("{who}: {}", describe(&status))),
+            Err(_) => return Err(format!("{who}: no answer in {} s", ASK_TIMEOUT.as_secs())),
+        };
+        let mut e: Endpoint = serde_json::from_slice(&reply.endpoint_json)
+            .map_err(|e| format!("{who}: bad answer: {e}"))?;
+        if e.netns.is_some() {
+            e.node = Some(agent.at.node.clone());
+        }
+        Ok((e, reply.found_by))
+    }
+}
+
 /// Can a node's agent resolve `spec`? Addresses (`10.0.0.1`, `[fd00::1]:80`, `ip:ADDR`) and
 /// `netns:NAME`.
 pub fn agents_resolve(spec: &str) -> bool {

@@ -3,9 +3,11 @@
 //! clients, and the client that turns a set of node agents into a [`netpath_core::world`] for
 //! the trace session. Mutual TLS with a cluster CA ([`certs`]) on both sides.
 //!
-//! No kernel code here (but entering a namespace to dial from it): the node side plugs its implementations into [`server::NodeServer`].
+//! No kernel code here (but entering a namespace to dial from it): the node side plugs its
+//! implementations into [`server::NodeServer`].
 pub mod certs;
 pub mod client;
+pub mod cri;
 pub mod netns;
 pub mod server;
 pub mod wire;

@@ -371,14 +371,15 @@ impl Agent for NodeServer {
         let Some(resolver) = &self.resolver else {
             return Err(Status::unimplemented("this agent resolves no names"));
         };
-        let mut endpoint = resolver
-            .resolve(&req.into_inner().spec)
-            .await
-            .map_err(|e| match e {
-                ResolveError::Unavailable(_) => Status::unavailable(e.to_string()),
-                // Not here (another node's, or nobody's): the client asks every agent.
-                _ => Status::not_found(e.to_string()),
-            })?;
+        let (mut endpoint, found_by) =
+            resolver
+                .resolve_how(&req.into_inner().spec)
+                .await
+                .map_err(|e| match e {
+                    ResolveError::Unavailable(_) => Status::unavailable(e.to_string()),
+                    // Not here (another node's, or nobody's): the client asks every agent.
+                    _ => Status::not_found(e.to_string()),
+                })?;
         // An endpoint in a namespace is this node's, and one this agent may use.
         if let Some(ns) = &endpoint.netns {
             let place = Place::new(self.node.clone(), ns.clone());
@@ -388,6 +389,7 @@ impl Agent for NodeServer {
         }
         Ok(Response::new(proto::ResolveReply {
             endpoint_json: wire::to_json(&endpoint),
+            found_by: found_by.unwrap_or_default(),
         }))
     }
 }

@@ -40,6 +40,12 @@ pub trait Resolver: Send + Sync {
     async fn node_namespaces(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// [`Resolver::resolve`], and how the endpoint's place was found when the resolver can
+    /// tell (a node agent: the container runtime, or the address search).
+    async fn resolve_how(&self, spec: &str) -> Result<(Endpoint, Option<String>), ResolveError> {
+        self.resolve(spec).await.map(|e| (e, None))
+    }
 }
 
 /// Questions the diagnosis asks a namespace once the packets told it where to look.

@@ -286,6 +286,7 @@ fn agent_seeds(events_json: Vec<Vec<u8>>) {
         6,
         &proto::ResolveReply {
             endpoint_json: wire::to_json(&endpoint),
+            found_by: String::new(),
         },
     );
 }

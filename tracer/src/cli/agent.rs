@@ -5,7 +5,10 @@ use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use netpath_agent::server::{NodeInfo, NodeServer, TlsFiles};
+use netpath_agent::{
+    cri::Cri,
+    server::{NodeInfo, NodeServer, TlsFiles},
+};
 use tracer::node::{
     inspect::LiveInspector, kernel::is_root, names, prober::LocalProber, resident::ResidentSource,
     resolve::NodeResolver,
@@ -39,6 +42,15 @@ pub struct AgentArgs {
     /// for that client and counted.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub client_queue: usize,
+    /// The container runtime's CRI socket: pods (`NS/POD`) are found by their sandbox there
+    /// first, then by their addresses [default: the first of /run/containerd/containerd.sock,
+    /// /run/crio/crio.sock, /run/k3s/containerd/containerd.sock that exists; none: addresses
+    /// only].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cri")]
+    pub cri_socket: Option<PathBuf>,
+    /// Do not ask the container runtime: pods are found by their addresses only.
+    #[arg(long)]
+    pub no_cri: bool,
 }
 
 fn kernel_release() -> String {
@@ -74,6 +86,50 @@ fn features(release: &str) -> Vec<(String, bool, String)> {
     ]
 }
 
+/// The container runtime to ask about pods (`--cri-socket`, else the first usual socket
+/// there is), said once in the log, and the `cri` feature for `Info`. A socket given that is
+/// not one, or does not answer, is an error.
+async fn container_runtime(args: &AgentArgs) -> Result<(Option<Cri>, (String, bool, String))> {
+    let node = &args.node;
+    let cri = match &args.cri_socket {
+        Some(path) => Some(Cri::new(path).map_err(|e| anyhow::anyhow!("--cri-socket: {e}"))?),
+        None if args.no_cri => None,
+        None => Cri::probe(),
+    };
+    let Some(cri) = cri else {
+        let why = if args.no_cri {
+            "--no-cri".to_string()
+        } else {
+            format!(
+                "no container runtime socket ({})",
+                netpath_agent::cri::DEFAULT_SOCKETS.join(", ")
+            )
+        };
+        eprintln!("netpath agent: node {node}: {why}: pods are found by their addresses only");
+        return Ok((
+            None,
+            ("cri".into(), false, format!("{why}: address search only")),
+        ));
+    };
+    let path = cri.path().display().to_string();
+    match cri.version().await {
+        Ok(v) => {
+            eprintln!(
+                "netpath agent: node {node}: pods are found through CRI at {path} ({v}), then by their addresses"
+            );
+            Ok((Some(cri), ("cri".into(), true, format!("{path}: {v}"))))
+        }
+        Err(e) if args.cri_socket.is_some() => Err(anyhow::anyhow!("--cri-socket: {e}")),
+        Err(e) => {
+            // Found, but not answering now: asked again at each pod (it may be restarting).
+            eprintln!(
+                "netpath agent: node {node}: {e}: pods are found by their addresses until it answers"
+            );
+            Ok((Some(cri), ("cri".into(), false, e.to_string())))
+        }
+    }
+}
+
 pub async fn run(args: AgentArgs) -> Result<i32> {
     netpath_agent::certs::check_name(&args.node)?;
     // Capabilities, not the user id: the agent enters namespaces (CAP_SYS_ADMIN) and sends
@@ -91,8 +147,11 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
     let confine = (!args.netns_scope.is_empty())
         .then(|| args.netns_scope.iter().cloned().collect::<BTreeSet<_>>());
     let release = kernel_release();
+    let (cri, cri_feature) = container_runtime(&args).await?;
+    let mut features = features(&release);
+    features.push(cri_feature);
     let info = NodeInfo {
-        features: features(&release),
+        features,
         kernel_release: release,
         boot_offset_ns: names::boot_offset_ns() as i64,
     };
@@ -122,10 +181,10 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         info,
     )
     .with_queue(args.client_queue)
-    .with_resolver(Arc::new(NodeResolver::new(
-        args.node.clone(),
-        confine.clone(),
-    )));
+    .with_resolver(Arc::new(match cri {
+        Some(cri) => NodeResolver::new(args.node.clone(), confine.clone()).with_cri(cri),
+        None => NodeResolver::new(args.node.clone(), confine.clone()),
+    }));
     if let Some(set) = confine {
         server = server.confine(set);
     }

@@ -97,6 +97,58 @@ pub async fn resolver(
     Ok((resolver, kube))
 }
 
+/// [`KubeResolver`] with node agents: a pod the API places on a node (by its address,
+/// `ip:ADDR`) is asked of that node's agent (`pod:NS/POD@ADDR,...`), which finds its
+/// namespace through the container runtime, else by the address; the endpoint then names the
+/// namespace the agent found. An agent that cannot say leaves the address search to each
+/// question, as without this.
+pub struct PodsOnAgents<'a> {
+    pub kube: &'a KubeResolver,
+    pub agents: &'a netpath_agent::client::RemoteWorld,
+}
+
+#[async_trait::async_trait]
+impl netpath_core::world::Resolver for PodsOnAgents<'_> {
+    async fn resolve(
+        &self,
+        spec: &str,
+    ) -> Result<netpath_core::model::Endpoint, netpath_core::world::ResolveError> {
+        use netpath_core::model::EndpointKind;
+        let mut e = self.kube.resolve(spec).await?;
+        let (Some(node), Some(ns)) = (e.node.clone(), e.netns.as_deref()) else {
+            return Ok(e);
+        };
+        if e.kind != EndpointKind::Pod || !ns.starts_with("ip:") {
+            return Ok(e);
+        }
+        let Some((namespace, name)) = e.name.split_once('/') else {
+            return Ok(e);
+        };
+        let pod = tracer::node::resolve::PodSpec {
+            namespace: namespace.into(),
+            name: name.into(),
+            addrs: e.addrs().collect(),
+        };
+        match self.agents.resolve_on(&node, &pod.to_spec()).await {
+            Ok((found, how)) if found.netns.is_some() => {
+                tracing::info!(
+                    "{}: network namespace {} on {node} (found by {how})",
+                    e.name,
+                    found.netns.as_deref().unwrap_or_default()
+                );
+                e.netns = found.netns;
+            }
+            Ok(_) => {}
+            Err(why) => tracing::info!("{}: {why}", e.name),
+        }
+        Ok(e)
+    }
+
+    async fn node_namespaces(&self) -> Vec<(String, String)> {
+        self.kube.node_namespaces().await
+    }
+}
+
 /// The node agents, from the agent DaemonSet's pods; unusable ones are named on stderr (in
 /// the error's one line when none is usable).
 pub async fn agents(kube: &Kube) -> Result<Vec<AgentAddr>> {

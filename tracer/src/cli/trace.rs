@@ -327,7 +327,13 @@ async fn trace(args: TraceArgs, mut signals: super::stop::Stop) -> Result<i32> {
         (None, Some(r)) => Some(AgentsResolver::new(&local, r)),
         _ => None,
     };
+    // Through the API with agents: each pod's namespace as its node's agent finds it.
+    let pods_on_agents = match (&kube, &remote) {
+        (Some((kube, _)), Some(agents)) => Some(super::kube::PodsOnAgents { kube, agents }),
+        _ => None,
+    };
     let resolver: &dyn Resolver = match (&kube, &with_agents) {
+        (Some(_), _) if pods_on_agents.is_some() => pods_on_agents.as_ref().expect("checked"),
         (Some((r, _)), _) => r,
         (None, Some(w)) => w,
         (None, None) => &local,

@@ -259,6 +259,9 @@ fn launch(
             .arg(&tls)
             .arg("--netns-scope")
             .arg(scope.join(","))
+            // The lab's container runtime for this node (`lab up` starts it first).
+            .arg("--cri-socket")
+            .arg(super::cri::socket(dir, &node))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

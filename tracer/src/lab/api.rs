@@ -246,7 +246,7 @@ pub fn running(dir: &Path, rec: &ApiRecord) -> bool {
 }
 
 /// Runs `f` to completion on a runtime of its own (callable from inside another runtime).
-fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+pub(super) fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {

@@ -58,12 +58,23 @@ pub enum LabCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Serve the recorded lab's pod sandboxes over CRI (started by `lab up`, stopped by
+    /// `lab down`).
+    #[command(hide = true, name = "serve-cri")]
+    ServeCri {
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 impl LabCommand {
-    /// The long-running server behind `lab up` (`lab serve-api`), not a one-shot command.
+    /// A long-running server behind `lab up` (`lab serve-api`, `lab serve-cri`), not a
+    /// one-shot command.
     pub fn is_server(&self) -> bool {
-        matches!(self, LabCommand::ServeApi { .. })
+        matches!(
+            self,
+            LabCommand::ServeApi { .. } | LabCommand::ServeCri { .. }
+        )
     }
 }
 
@@ -114,7 +125,19 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             print_summary(st);
             // The lab as a Kubernetes cluster: its API server, and a kubeconfig for it.
             let exe = std::env::current_exe().context("lab up: the netpath binary")?;
-            // One agent per node first: the API server shows them as the DaemonSet's pods.
+            // Each node's container runtime (CRI) first: the agents find pods through it.
+            match super::cri::start(&exe, &opts.state_dir) {
+                Ok((rec, took)) => eprintln!(
+                    "lab up: container runtime (CRI) for {} nodes in {:.2} s",
+                    rec.sockets.len(),
+                    took.as_secs_f64()
+                ),
+                Err(e) => {
+                    let _ = super::down(&opts);
+                    return Err(e).context(format!("lab up {scenario}"));
+                }
+            }
+            // One agent per node: the API server shows them as the DaemonSet's pods.
             match super::agents::start(&exe, &opts.state_dir, st) {
                 Ok((rec, took)) => {
                     eprintln!(
@@ -149,6 +172,10 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
             super::api::serve(&state.options().state_dir).context("lab serve-api")?;
             Ok(0)
         }
+        LabCommand::ServeCri { state } => {
+            super::cri::serve(&state.options().state_dir).context("lab serve-cri")?;
+            Ok(0)
+        }
         LabCommand::Down { state } => {
             let opts = state.options();
             let report = super::down(&opts).context("lab down")?;
@@ -174,6 +201,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<i32> {
                 print_summary(&status.state);
                 print_agents(&opts.state_dir);
                 print_api(&opts.state_dir);
+                print_cri(&opts.state_dir);
                 if !status.state.complete {
                     println!("INCOMPLETE: `lab up` did not finish; run `netpath lab down`");
                 }
@@ -231,6 +259,22 @@ fn print_api(dir: &std::path::Path) {
             api.pid
         ),
         Ok(None) => eprintln!("warning: the lab's Kubernetes API is not running"),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+}
+
+fn print_cri(dir: &std::path::Path) {
+    match super::cri::record(dir) {
+        Ok(Some(rec)) if super::cri::running(dir, &rec) => {
+            for (node, socket) in &rec.sockets {
+                println!("  CRI {node:<9} {} (pid {})", socket.display(), rec.pid);
+            }
+        }
+        Ok(Some(rec)) => eprintln!(
+            "warning: the lab's container runtime (pid {}) is not running; `netpath lab down` cleans up",
+            rec.pid
+        ),
+        Ok(None) => eprintln!("warning: the lab's container runtime is not running"),
         Err(e) => eprintln!("warning: {e}"),
     }
 }

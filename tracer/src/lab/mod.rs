@@ -10,6 +10,7 @@ pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod cri;
 mod exec;
 pub mod scenarios;
 pub mod state;
@@ -215,6 +216,7 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     // The lab's Kubernetes API server first (also one left without a state); a failure to
     // stop it is reported once the namespaces are gone.
     let api = api::stop(&opts.state_dir);
+    let cri = cri::stop(&opts.state_dir);
     let recorded = state::load(&opts.state_dir);
     let agents = agents::stop(
         &opts.state_dir,
@@ -222,6 +224,7 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     );
     let Some(st) = recorded? else {
         api?;
+        cri?;
         agents?;
         return Ok(DownReport {
             scenario: None,
@@ -232,6 +235,7 @@ pub fn down(opts: &LabOptions) -> Result<DownReport, LabError> {
     let removed = exec::delete_namespaces(&ours(&st))?;
     state::remove(&opts.state_dir)?;
     api?;
+    cri?;
     agents?;
     Ok(DownReport {
         scenario: Some(st.scenario),

@@ -103,3 +103,77 @@ impl netpath_k8s::client::NetnsLocator for LocalNetnsLocator {
             .map(|(name, _)| name.clone())
     }
 }
+
+/// The namespace of a container runtime's pod sandbox ([`netpath_agent::cri::SandboxInfo`]):
+/// /proc/PID/ns/net of its process, else the network namespace path of its OCI spec. Named
+/// as the node side accepts it and as the agent serves it: the one of `among` (an agent's
+/// confinement) with the same inode; unconfined, `root` (a host-network pod), its
+/// /run/netns name (`cni-...`), else `pid:PID` (or the spec's path). Returns the name and how
+/// it was reached (`pid 1234`, `netns path ...`).
+pub fn of_sandbox(
+    info: &netpath_agent::cri::SandboxInfo,
+    among: Option<&std::collections::BTreeSet<String>>,
+) -> Result<(String, String), String> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    let mut tried: Vec<(PathBuf, String, Option<String>)> = Vec::new();
+    if let Some(pid) = info.pid {
+        tried.push((
+            PathBuf::from(format!("/proc/{pid}/ns/net")),
+            format!("pid {pid}"),
+            Some(format!("pid:{pid}")),
+        ));
+    }
+    if let Some(path) = &info.netns_path {
+        tried.push((
+            path.into(),
+            format!("netns path {path}"),
+            Some(path.clone()),
+        ));
+        // /var/run is /run on the node; an agent's container may only have the latter.
+        if let Some(rest) = path.strip_prefix("/var/run/") {
+            tried.push((
+                PathBuf::from("/run").join(rest),
+                format!("netns path {path}"),
+                Some(format!("/run/{rest}")),
+            ));
+        }
+    }
+    if tried.is_empty() {
+        return Err("the runtime gave neither the sandbox's pid nor its netns path".into());
+    }
+    let mut problems = Vec::new();
+    let found = tried
+        .into_iter()
+        .find_map(|(path, via, name)| match std::fs::metadata(&path) {
+            Ok(m) => Some((m.ino() as u32, via, name)),
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                None
+            }
+        });
+    let Some((inode, via, name)) = found else {
+        return Err(format!(
+            "the sandbox's namespace cannot be opened ({})",
+            problems.join("; ")
+        ));
+    };
+    let same = |n: &str| NetnsRef::parse(n).and_then(|r| r.inode()).ok() == Some(inode);
+    if let Some(set) = among {
+        return set
+            .iter()
+            .find(|n| same(n))
+            .map(|n| (n.clone(), via.clone()))
+            .ok_or_else(|| format!("its namespace ({via}) is not one of those the agent may use"));
+    }
+    if same("root") {
+        return Ok(("root".into(), via));
+    }
+    let named = std::fs::read_dir(netns::NETNS_RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|n| same(n));
+    Ok((named.or(name).unwrap_or_default(), via))
+}

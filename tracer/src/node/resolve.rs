@@ -336,10 +336,77 @@ impl LocalResolver {
 /// is); `netns:NAME` is that namespace of this node. Either is an endpoint placed on the node,
 /// with the namespace's addresses of both families (the one asked for first); the node's own
 /// namespace is the node.
+///
+/// A pod (`NS/POD`, `pod:NS/POD`, optionally `@ADDR,ADDR`) is asked of the container runtime
+/// first (CRI: its sandbox, whose process or netns path is the namespace; see
+/// [`super::podns::of_sandbox`]), then searched by its addresses; the answer says which found
+/// it ([`Resolver::resolve_how`]).
 #[derive(Debug, Clone)]
 pub struct NodeResolver {
     node: String,
     confine: Option<std::collections::BTreeSet<String>>,
+    cri: Option<netpath_agent::cri::Cri>,
+}
+
+/// A pod as an agent is asked about it: namespace, name and the addresses to search for when
+/// the runtime does not know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// A Kubernetes object name: lowercase letters, digits, '-' and '.', at most 253.
+fn k8s_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+impl PodSpec {
+    /// `pod:NS/POD[@ADDR,...]` or `NS/POD[@ADDR,...]`; `None` when `spec` is not a pod.
+    pub fn parse(spec: &str) -> Option<Result<PodSpec, String>> {
+        let explicit = spec.strip_prefix("pod:");
+        let body = explicit.unwrap_or(spec);
+        let (pod, addrs) = match body.split_once('@') {
+            Some((pod, addrs)) => (pod, Some(addrs)),
+            None => (body, None),
+        };
+        let (namespace, name) = pod.split_once('/')?;
+        if explicit.is_none() && (namespace.contains(':') || name.contains('/')) {
+            return None;
+        }
+        if !k8s_name(namespace) || !k8s_name(name) {
+            return Some(Err(format!(
+                "{pod:?} is not NAMESPACE/POD (lowercase letters, digits, '-', '.')"
+            )));
+        }
+        let addrs = match addrs {
+            None => Vec::new(),
+            Some(list) => match list.split(',').map(str::parse).collect() {
+                Ok(a) => a,
+                Err(_) => return Some(Err(format!("{list:?} is not a list of addresses"))),
+            },
+        };
+        Some(Ok(PodSpec {
+            namespace: namespace.into(),
+            name: name.into(),
+            addrs,
+        }))
+    }
+
+    /// As the agent is asked: `pod:NS/POD@ADDR,...`.
+    pub fn to_spec(&self) -> String {
+        let mut s = format!("pod:{}/{}", self.namespace, self.name);
+        if !self.addrs.is_empty() {
+            let list: Vec<String> = self.addrs.iter().map(IpAddr::to_string).collect();
+            s.push('@');
+            s.push_str(&list.join(","));
+        }
+        s
+    }
 }
 
 impl NodeResolver {
@@ -350,10 +417,18 @@ impl NodeResolver {
         NodeResolver {
             node: node.into(),
             confine,
+            cri: None,
         }
     }
 
-    /// [`Resolver::resolve`], on the calling thread (it reads namespaces).
+    /// Pods are asked of this container runtime first.
+    pub fn with_cri(mut self, cri: netpath_agent::cri::Cri) -> Self {
+        self.cri = Some(cri);
+        self
+    }
+
+    /// [`Resolver::resolve`], on the calling thread (it reads namespaces), for everything but
+    /// pods (see [`Self::lookup_pod`]).
     pub fn lookup(&self, spec: &str) -> Result<Endpoint, ResolveError> {
         let spec = spec.trim();
         let not_here = |what: String| ResolveError::Invalid {
@@ -376,17 +451,99 @@ impl NodeResolver {
         let Some((ip, port)) = addr else {
             return Err(ResolveError::Invalid {
                 spec: spec.into(),
-                reason: "a node's agent resolves addresses (ADDR, ip:ADDR) and netns:NAME".into(),
+                reason: "a node's agent resolves addresses (ADDR, ip:ADDR), netns:NAME and pods (NS/POD, pod:NS/POD@ADDR)".into(),
             });
         };
-        let holder = match &self.confine {
-            Some(set) => super::podns::holding_among(set.iter().map(String::as_str), &[ip]),
-            None => super::podns::holding(&[ip]),
-        };
-        let ns = holder.ok_or_else(|| not_here("no network namespace holds it".into()))?;
+        let ns = self
+            .search(&[ip])
+            .ok_or_else(|| not_here("no network namespace holds it".into()))?;
         // The namespace may go away meanwhile: it then holds just what was asked.
         let addrs = netns_addrs(&ns).unwrap_or_default();
         Ok(self.endpoint(&ns, addrs, Some(ip), port))
+    }
+
+    /// The address search, among the agent's namespaces when it is confined.
+    fn search(&self, addrs: &[IpAddr]) -> Option<String> {
+        match &self.confine {
+            Some(set) => super::podns::holding_among(set.iter().map(String::as_str), addrs),
+            None => super::podns::holding(addrs),
+        }
+    }
+
+    /// A pod: its sandbox through CRI, else the namespace holding one of its addresses. The
+    /// endpoint and how it was found.
+    pub async fn lookup_pod(
+        &self,
+        spec: &str,
+        pod: &PodSpec,
+    ) -> Result<(Endpoint, String), ResolveError> {
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        let cri_said = match &self.cri {
+            None => "no container runtime socket".to_string(),
+            Some(cri) => match cri.find_pod(&pod.namespace, &pod.name).await {
+                Ok(Some(sandbox)) => {
+                    let (me, info) = (self.clone(), sandbox.info.clone());
+                    let placed = tokio::task::spawn_blocking(move || {
+                        super::podns::of_sandbox(&info, me.confine.as_ref())
+                            .map(|(ns, via)| (netns_addrs(&ns).unwrap_or_default(), ns, via))
+                    })
+                    .await
+                    .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))?;
+                    match placed {
+                        Ok((addrs, ns, via)) => {
+                            let short: String = sandbox.id.chars().take(13).collect();
+                            let how =
+                                format!("CRI ({}: sandbox {short}, {via})", cri.path().display());
+                            let first = pod.addrs.iter().copied().find(|a| addrs.contains(a));
+                            return Ok((self.pod_endpoint(&who, &ns, addrs, first), how));
+                        }
+                        Err(why) => format!("CRI sandbox {}: {why}", sandbox.id),
+                    }
+                }
+                Ok(None) => format!("CRI: no ready sandbox of {who}"),
+                Err(e) => e.to_string(),
+            },
+        };
+        let not_here = |reason: String| ResolveError::Invalid {
+            spec: spec.into(),
+            reason: format!("{reason} on node {}", self.node),
+        };
+        if pod.addrs.is_empty() {
+            return Err(not_here(format!(
+                "{cri_said}, and no address to search for"
+            )));
+        }
+        let (me, addrs) = (self.clone(), pod.addrs.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            me.search(&addrs)
+                .map(|ns| (netns_addrs(&ns).unwrap_or_default(), ns))
+        })
+        .await
+        .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))?;
+        let (addrs, ns) = found.ok_or_else(|| {
+            not_here(format!(
+                "{cri_said}, and no network namespace holds its addresses"
+            ))
+        })?;
+        let first = pod.addrs.iter().copied().find(|a| addrs.contains(a));
+        Ok((
+            self.pod_endpoint(&who, &ns, addrs, first),
+            format!("address search ({cri_said})"),
+        ))
+    }
+
+    fn pod_endpoint(
+        &self,
+        name: &str,
+        ns: &str,
+        addrs: Vec<IpAddr>,
+        first: Option<IpAddr>,
+    ) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            kind: EndpointKind::Pod,
+            ..self.endpoint(ns, addrs, first, None)
+        }
     }
 
     fn endpoint(
@@ -418,10 +575,36 @@ impl NodeResolver {
 #[async_trait]
 impl Resolver for NodeResolver {
     async fn resolve(&self, spec: &str) -> Result<Endpoint, ResolveError> {
-        let (me, spec) = (self.clone(), spec.to_string());
-        tokio::task::spawn_blocking(move || me.lookup(&spec))
+        self.resolve_how(spec).await.map(|(e, _)| e)
+    }
+
+    async fn resolve_how(&self, spec: &str) -> Result<(Endpoint, Option<String>), ResolveError> {
+        let spec = spec.trim();
+        if let Some(pod) = PodSpec::parse(spec) {
+            let pod = pod.map_err(|reason| ResolveError::Invalid {
+                spec: spec.into(),
+                reason,
+            })?;
+            let answer = self.lookup_pod(spec, &pod).await;
+            match &answer {
+                Ok((e, how)) => eprintln!(
+                    "netpath agent: node {}: {}/{} is in {} (found by {how})",
+                    self.node,
+                    pod.namespace,
+                    pod.name,
+                    e.netns.as_deref().unwrap_or_default()
+                ),
+                Err(e) => eprintln!("netpath agent: node {}: {e}", self.node),
+            }
+            return answer.map(|(e, how)| (e, Some(how)));
+        }
+        let (me, owned) = (self.clone(), spec.to_string());
+        let e = tokio::task::spawn_blocking(move || me.lookup(&owned))
             .await
-            .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))?
+            .map_err(|e| ResolveError::Unavailable(format!("resolver task: {e}")))??;
+        let how = (spec.starts_with("ip:") || parse_addr(spec).is_some())
+            .then(|| "address search".to_string());
+        Ok((e, how))
     }
 }
 
@@ -518,6 +701,43 @@ mod tests {
             assert!(
                 matches!(confined.lookup(bad), Err(ResolveError::Invalid { .. })),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pods_as_an_agent_is_asked_about_them() {
+        let pod = PodSpec::parse("pod:shop/web-0@10.244.1.7,fd00::7")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str(), pod.addrs.len()),
+            ("shop", "web-0", 2)
+        );
+        assert_eq!(pod.to_spec(), "pod:shop/web-0@10.244.1.7,fd00::7");
+        let bare = PodSpec::parse("default/pod-a").unwrap().unwrap();
+        assert_eq!(bare.to_spec(), "pod:default/pod-a");
+        // Not pods: addresses, namespaces, names without a namespace.
+        for other in [
+            "10.0.0.1",
+            "[fd00::1]:80",
+            "netns:x",
+            "ip:10.0.0.1",
+            "pod-a",
+        ] {
+            assert!(PodSpec::parse(other).is_none(), "{other}");
+        }
+        for bad in [
+            "pod:Shop/web",
+            "pod:shop/",
+            "shop/web@nope",
+            "a/b/c",
+            "pod:x",
+        ] {
+            assert!(
+                !matches!(PodSpec::parse(bad), Some(Ok(_))),
+                "{bad}: {:?}",
+                PodSpec::parse(bad)
             );
         }
     }
