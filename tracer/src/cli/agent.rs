@@ -130,7 +130,25 @@ async fn container_runtime(args: &AgentArgs) -> Result<(Option<Cri>, (String, bo
     }
 }
 
+/// Resolves on SIGINT, SIGTERM or SIGHUP (an agent started from a shell that goes away must
+/// still detach everything). The handlers are in place from the call on.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
+}
+
 pub async fn run(args: AgentArgs) -> Result<i32> {
+    // First: a signal while the programs load must still detach them.
+    let mut stop = Box::pin(stop_signals()?);
     netpath_agent::certs::check_name(&args.node)?;
     // Capabilities, not the user id: the agent enters namespaces (CAP_SYS_ADMIN) and sends
     // probes (CAP_NET_RAW) on top of tracing.
@@ -159,9 +177,16 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
     let t0 = std::time::Instant::now();
     let node = args.node.clone();
     let scope = confine.clone();
-    let events = tokio::task::spawn_blocking(move || ResidentSource::start(&node, scope))
-        .await?
-        .context("loading the kernel programs")?;
+    let mut loading = tokio::task::spawn_blocking(move || ResidentSource::start(&node, scope));
+    let events = tokio::select! {
+        loaded = &mut loading => loaded?.context("loading the kernel programs")?,
+        () = &mut stop => {
+            // Loading cannot be cut short: let it finish, then detach what it attached.
+            eprintln!("netpath agent: node {}: stopping once the programs are loaded", args.node);
+            drop(loading.await);
+            return Ok(0);
+        }
+    };
     eprintln!(
         "netpath agent: node {}: programs loaded and attached to {} devices in {} ms",
         args.node,
@@ -192,17 +217,10 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         "netpath agent: node {} listening on {listening} (mutual TLS)",
         args.node
     );
-    // SIGHUP too: an agent started from a shell that goes away must still detach everything.
-    let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
-        }
-        eprintln!("netpath agent: node {} stopping", args.node);
+    let node = args.node.clone();
+    let shutdown = async move {
+        stop.await;
+        eprintln!("netpath agent: node {node} stopping");
     };
     server.serve(listener, &tls, shutdown).await?;
     Ok(0)
