@@ -113,13 +113,10 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// A client of one agent, with `tls`'s client certificate.
+/// A client of one agent (`addr`: `HOST:PORT[@NETNS]`), with `tls`'s client certificate.
 fn agent(node: &str, addr: &str, tls: &Path) -> AgentClient<tonic::transport::Channel> {
     let files = TlsFiles::load(tls, "client").unwrap();
-    let at = AgentAddr {
-        node: node.into(),
-        addr: addr.into(),
-    };
+    let at: AgentAddr = format!("{node}={addr}").parse().unwrap();
     AgentClient::new(channel(&at, &files).unwrap())
 }
 
@@ -204,7 +201,14 @@ fn the_labs_agents_find_pods_through_its_container_runtime() {
             .unwrap()
             .iter()
             .find(|a| a["node"] == node)
-            .map(|a| a["addr"].as_str().unwrap().to_string())
+            .map(|a| {
+                // The lab's agents are reached from its underlay namespace.
+                let addr = a["addr"].as_str().unwrap();
+                match a["via_netns"].as_str() {
+                    Some(ns) => format!("{addr}@{ns}"),
+                    None => addr.to_string(),
+                }
+            })
             .unwrap()
     };
     let (addr1, addr2) = (addr_of("node-1"), addr_of("node-2"));
