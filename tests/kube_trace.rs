@@ -191,8 +191,41 @@ fn same_by_api_names(
         assert_eq!(lab_code, api_code, "{ctx}");
         assert_eq!(by_api["from"]["name"], api_from.as_str(), "{ctx}");
         assert_eq!(by_lab["from"]["netns"], by_api["from"]["netns"], "{ctx}");
+        // As on a real cluster: the agents found through the API, each pod placed by its
+        // node's agent (through the lab's container runtime), not by the lab's annotations.
+        let tls = lab.dir.join("tls");
+        let (agents_code, by_agents) = trace(&[
+            &api_from,
+            &api_to,
+            "--kubeconfig",
+            &kubeconfig,
+            "--tls-dir",
+            tls.to_str().unwrap(),
+            "--state",
+            lab.state(),
+        ]);
+        // Compared with the trace by lab names through the same agents (a drop in the
+        // underlay, which no agent serves, is seen by --local only).
+        let (lab_agents_code, by_lab_agents) = trace(&[&from, &to, "--state", lab.state()]);
+        assert_eq!(
+            outcome(&by_lab_agents),
+            outcome(&by_agents),
+            "{ctx}, with agents"
+        );
+        assert_eq!(lab_agents_code, agents_code, "{ctx}, with agents");
+        assert_eq!(by_lab["from"]["netns"], by_agents["from"]["netns"], "{ctx}");
         reports.insert((from, to), by_api);
     }
+    // The agents said how they placed the pods.
+    let logs: String = state
+        .nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(lab.dir.join(format!("agent-{}.log", n.name))).unwrap())
+        .collect();
+    assert!(
+        logs.contains("default/pod-a is in") && logs.contains("found by CRI"),
+        "{scenario}: the agents did not place pod-a through CRI: {logs}"
+    );
     (lab, reports)
 }
 

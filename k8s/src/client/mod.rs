@@ -250,7 +250,11 @@ impl KubeResolver {
     async fn netns_of(&self, snap: &Snapshot, found: Found<'_>) -> Option<String> {
         let (addrs, root) = match found {
             Found::Pod(p) => {
-                if let Some(ns) = convert::annotated_netns(&p.metadata) {
+                // With agents a pod is placed by its node's agent (the container runtime,
+                // else its addresses), as on any cluster, even where an annotation says where
+                // it is (the lab's).
+                let by_agents = matches!(self.placement, Placement::Agents);
+                if let Some(ns) = convert::annotated_netns(&p.metadata).filter(|_| !by_agents) {
                     return Some(ns);
                 }
                 if convert::host_network(p) {
