@@ -4,6 +4,7 @@
 //! the trace session. Mutual TLS with a cluster CA ([`certs`]) on both sides.
 //!
 //! No kernel code here: the node side plugs its implementations into [`server::NodeServer`].
+pub mod capture;
 pub mod certs;
 pub mod client;
 pub mod server;

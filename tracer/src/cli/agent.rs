@@ -6,9 +6,12 @@ use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use netpath_agent::server::{NodeInfo, NodeServer, TlsFiles};
-use tracer::node::{
-    inspect::LiveInspector, kernel::is_root, names, prober::LocalProber, resident::ResidentSource,
-    resolve::NodeResolver,
+use tracer::{
+    capture::serve::NodePackets,
+    node::{
+        inspect::LiveInspector, kernel::is_root, names, prober::LocalProber,
+        resident::ResidentSource, resolve::NodeResolver,
+    },
 };
 
 #[derive(Debug, Args)]
@@ -117,6 +120,7 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         info,
     )
     .with_queue(args.client_queue)
+    .with_packets(Arc::new(NodePackets::new(&args.node)))
     .with_resolver(Arc::new(NodeResolver::new(
         args.node.clone(),
         confine.clone(),
