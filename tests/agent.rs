@@ -7,8 +7,8 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use integration_tests::{
-    case, netpath, sh, tc_programs, unique, wait_reachable, NameServer, NetNsGuard, NetpathProcess,
-    Requires, ResolvConfGuard,
+    case, exits_within, netpath, sh, tc_programs, unique, wait_reachable, NameServer, NetNsGuard,
+    NetpathProcess, Requires, ResolvConfGuard,
 };
 use netpath_agent::{
     certs::{Ca, Validity},
@@ -704,23 +704,6 @@ fn names_are_looked_up_by_the_source_nodes_agent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("NXDOMAIN"), "{err}");
-}
-
-/// Waits up to `limit` for `p` to exit; its exit code (`None`: killed by a signal), or a
-/// panic naming `what` (the process is killed by its guard).
-fn exits_within(p: &mut NetpathProcess, limit: Duration, what: &str) -> Option<i32> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            return st.code();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} still runs after {limit:?}: {:?}",
-            p.stderr_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// SIGTERM to an agent while a client reads its stream (a DaemonSet pod being stopped): the

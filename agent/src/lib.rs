@@ -5,6 +5,7 @@
 //!
 //! No kernel code here (but entering a namespace to dial from it): the node side plugs its
 //! implementations into [`server::NodeServer`].
+pub mod capture;
 pub mod certs;
 pub mod client;
 pub mod cri;

@@ -32,6 +32,7 @@ use tonic::{
 };
 
 use crate::{
+    capture::{Batcher, CaptureSpec, PacketSource},
     proto::{self, agent_server::Agent, inspect_request::Question, stream_message::Item},
     wire, PROTOCOL_VERSION,
 };
@@ -53,9 +54,11 @@ pub struct NodeInfo {
 }
 
 #[derive(Default)]
-struct Stats {
-    open_streams: AtomicU32,
-    dropped: AtomicU64,
+pub(crate) struct Stats {
+    /// Event streams and captures.
+    pub(crate) open_streams: AtomicU32,
+    /// Events and packets dropped for slow clients.
+    pub(crate) dropped: AtomicU64,
 }
 
 /// One node's world, served.
@@ -66,6 +69,7 @@ pub struct NodeServer {
     prober: Arc<dyn Prober>,
     events: Arc<dyn EventSource>,
     resolver: Option<Arc<dyn Resolver>>,
+    packets: Option<Arc<dyn PacketSource>>,
     info: NodeInfo,
     confine: Option<Arc<BTreeSet<String>>>,
     /// Stream messages queued per client before events are dropped for it.
@@ -93,6 +97,7 @@ impl NodeServer {
             prober,
             events,
             resolver: None,
+            packets: None,
             info,
             confine: None,
             queue: 64,
@@ -112,6 +117,12 @@ impl NodeServer {
 
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = Some(resolver);
+        self
+    }
+
+    /// Serves `Capture` from `packets`.
+    pub fn with_packets(mut self, packets: Arc<dyn PacketSource>) -> Self {
+        self.packets = Some(packets);
         self
     }
 
@@ -224,6 +235,7 @@ impl Drop for CancelOnDrop {
 }
 
 type EventReply = Pin<Box<dyn Stream<Item = Result<proto::StreamMessage, Status>> + Send>>;
+type CaptureReply = Pin<Box<dyn Stream<Item = Result<proto::CaptureMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Agent for NodeServer {
@@ -364,6 +376,38 @@ impl Agent for NodeServer {
         }))
     }
 
+    type CaptureStream = CaptureReply;
+
+    async fn capture(
+        &self,
+        req: Request<proto::CaptureRequest>,
+    ) -> Result<Response<CaptureReply>, Status> {
+        let Some(packets) = self.packets.clone() else {
+            return Err(Status::unimplemented("this agent captures no packets"));
+        };
+        let spec = CaptureSpec::from(req.into_inner());
+        if let Some(ns) = &spec.netns {
+            self.check(&Place::new(self.node.clone(), ns.clone()))?;
+        }
+        let confine = self.confine.clone();
+        // Loading and attaching the programs blocks for a while.
+        let capture = tokio::task::spawn_blocking(move || packets.start(&spec, confine.as_deref()))
+            .await
+            .map_err(|e| Status::internal(format!("capture task: {e}")))??;
+        let (tx, rx) = mpsc::channel(self.queue);
+        let started = proto::CaptureMessage {
+            item: Some(proto::capture_message::Item::Started(capture.started())),
+        };
+        tx.try_send(Ok(started)).expect("a new queue has room");
+        let out = Batcher::new(self.node.clone(), tx, self.stats.clone());
+        tokio::task::spawn_blocking(move || capture.run(out));
+        Ok(Response::new(Box::pin(until_stopping(
+            rx,
+            self.stopping.clone(),
+            self.node.clone(),
+        ))))
+    }
+
     async fn resolve(
         &self,
         req: Request<proto::ResolveRequest>,
@@ -392,6 +436,33 @@ impl Agent for NodeServer {
             found_by: found_by.unwrap_or_default(),
         }))
     }
+}
+
+/// A client's queue as a stream that ends, with `UNAVAILABLE`, when the agent stops (else the
+/// server's graceful shutdown would wait for a client that never leaves). The stream's end
+/// drops the queue, which tells its producer to stop.
+fn until_stopping<T: Send + 'static>(
+    rx: mpsc::Receiver<Result<T, Status>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    node: String,
+) -> impl Stream<Item = Result<T, Status>> {
+    futures_util::stream::unfold(Some((rx, stopping)), move |state| {
+        let node = node.clone();
+        async move {
+            let (mut rx, mut stopping) = state?;
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                Ok(_) = stopping.wait_for(|s| *s) => Some(Err(Status::unavailable(format!(
+                    "agent {node} is stopping"
+                )))),
+            };
+            match item {
+                Some(Err(status)) => Some((Err(status), None)),
+                Some(ok) => Some((ok, Some((rx, stopping)))),
+                None => None,
+            }
+        }
+    })
 }
 
 /// Moves one stream's events from the node to one client's queue, never waiting for the

@@ -498,3 +498,20 @@ impl Drop for ResolvConfGuard {
         }
     }
 }
+
+/// Waits up to `limit` for `p` to exit; its exit code (`None`: killed by a signal), or a
+/// panic naming `what` (the process is killed by its guard).
+pub fn exits_within(p: &mut NetpathProcess, limit: std::time::Duration, what: &str) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} still runs after {limit:?}: {:?}",
+            p.stderr_so_far()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -11,6 +11,7 @@ benchmarks:
   agent [TRACES]   the lab through its node agents: time to verdict vs --local, idle agent, stream rate
   attach [N]       `netpath watch --all`, start to ready, with N devices more (default 1000)
   capture          netpath capture vs tcpdump: highest UDP rate with <= 0.1 % loss, CPU per packet
+  capture --agent  the same, netpath capture here vs through a netpath agent (capture --agents)
   decode [EVENTS]  events/s one core decodes into JSON lines, text and the trace's matcher
   overhead         UDP flood pps with no tracer / tracer matching nothing / an event per packet per hop";
 

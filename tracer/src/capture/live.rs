@@ -4,11 +4,15 @@
 //! names are looked up once per (namespace inode, ifindex) and cached with their pcapng
 //! interface id. (Packets the kernel wrote as pcapng itself, `tracer_common::pcapng_record`,
 //! do not come here: the capture command writes runs of them from the ring as they are.)
-use std::{collections::HashMap, io::Write, mem::offset_of};
+//! Also what `netpath capture` and the agent's capture ([`super::serve`]) share: the
+//! in-kernel copy of the filter and the ring buffer's wake-ups.
+use std::{collections::HashMap, io::Write, mem::offset_of, os::fd::AsRawFd};
 
-use tracer_common::{dir, flags, kind, RawEvent, SNAP_LEN};
+use tracer_common::{
+    dir, flags, kind, AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN,
+};
 
-use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo};
+use super::{CaptureError, CaptureSink, CapturedPacket, Direction, DropInfo, KernelHint};
 use crate::node::decode::Namer;
 
 /// The fields of one ring-buffer record that capture needs, read in place.
@@ -109,7 +113,8 @@ pub struct IfaceSlot {
     /// Namespace name; the root namespace is named after the node.
     pub netns: String,
     pub ifname: String,
-    /// Interface id in the pcapng output, set by the sink on first use.
+    /// Interface id in the output (pcapng, or [`super::PacketOut`]), set by the sink on first
+    /// use.
     pub pcapng_id: Option<u32>,
 }
 
@@ -267,6 +272,84 @@ impl<N: Namer> RecordDecoder<N> {
         };
         self.last = Some((key, i));
         i
+    }
+}
+
+/// Bytes of each packet the kernel programs copy; `-s` cannot go beyond it.
+pub const KERNEL_SNAPLEN: u32 = SNAP_LEN as u32;
+const IPPROTO_UDP: u8 = 17;
+/// The kernel copies at least this much of each packet whatever `-s` says: userspace tells
+/// drops without a MAC header by their first 12 bytes being zero.
+pub const MIN_KERNEL_COPY: u32 = 16;
+
+/// Coarse in-kernel copy of the filter. It must admit a superset of what the expression
+/// accepts: the kernel matches hosts as "any of", family on outer or inner headers, and the
+/// protocol on the innermost header, so UDP is not pushed down (a VXLAN packet is UDP to
+/// libpcap but its innermost protocol is not).
+pub fn kernel_filter(hint: Option<&KernelHint>) -> FilterConfig {
+    let mut cfg = FilterConfig::default();
+    let Some(hint) = hint else {
+        return cfg;
+    };
+    cfg.family = hint.family.unwrap_or(0);
+    cfg.proto = hint.proto.filter(|p| *p != IPPROTO_UDP).unwrap_or(0);
+    cfg.port = hint.port.unwrap_or(0);
+    // libpcap's `host`/`net` without a protocol also match ARP and RARP addresses.
+    cfg.non_ip_passes =
+        u8::from(hint.family.is_none() && hint.proto.is_none() && hint.port.is_none());
+    if hint.hosts.len() <= MAX_FILTER_ADDRS {
+        for (slot, h) in cfg.addrs.iter_mut().zip(&hint.hosts) {
+            let (family, addr) = match h.addr {
+                std::net::IpAddr::V4(a) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    (4, b)
+                }
+                std::net::IpAddr::V6(a) => (6, a.octets()),
+            };
+            *slot = AddrPrefix::new(family, addr, h.prefix);
+        }
+        cfg.n_addrs = hint.hosts.len() as u8;
+    }
+    cfg
+}
+
+/// An edge-triggered epoll set with one fd.
+pub struct Epoll(std::os::fd::OwnedFd);
+
+impl Epoll {
+    pub fn new(fd: std::os::fd::RawFd) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the new fd is owned by the returned value.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ep = std::os::fd::OwnedFd::from_raw_fd(ep);
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Epoll(ep))
+        }
+    }
+
+    /// Waits for a wake-up or `timeout_ms`.
+    pub fn wait(&self, timeout_ms: i32) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one-element output buffer, valid for the call.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, timeout_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -433,5 +516,18 @@ mod tests {
         let line = String::from_utf8(out).unwrap();
         assert!(line.contains("node-1/if3"), "{line}");
         assert!(line.contains("10.0.0.1.1000 > 10.0.0.2.9999"), "{line}");
+    }
+
+    #[test]
+    fn kernel_filter_keeps_a_superset() {
+        let f = PacketFilter::compile("udp and host 10.1.0.1 and port 53").unwrap();
+        let cfg = kernel_filter(f.kernel_hint());
+        assert_eq!((cfg.proto, cfg.port, cfg.n_addrs), (0, 53, 1));
+        assert_eq!(&cfg.addrs[0].addr_bytes()[..4], &[10, 1, 0, 1]);
+        let f = PacketFilter::compile("icmp6").unwrap();
+        let cfg = kernel_filter(f.kernel_hint());
+        assert_eq!((cfg.family, cfg.proto), (6, 58));
+        let f = PacketFilter::compile("udp or icmp").unwrap();
+        assert_eq!(kernel_filter(f.kernel_hint()), FilterConfig::default());
     }
 }

@@ -13,6 +13,7 @@ pub mod live;
 pub mod packet;
 pub mod pcapng;
 pub mod ring;
+pub mod serve;
 
 pub use filter::{IpPrefix, KernelHint, PacketFilter, FILTER_HELP};
 pub use format::{format_packet, TextOptions};
@@ -62,6 +63,18 @@ pub enum CaptureOutput<W: Write> {
     Pcapng(PcapngWriter<W>),
     /// One tcpdump-like line per packet.
     Text { out: W, opts: TextOptions },
+    /// Packets as they are, to a consumer (the agent's capture for a remote client).
+    Packets(Box<dyn PacketOut + Send>),
+}
+
+/// Takes captured packets as they are, for [`CaptureOutput::Packets`].
+pub trait PacketOut {
+    /// The id of a device (named as in [`IfaceSlot`]), asked once per device.
+    fn interface(&mut self, node: &str, netns: &str, ifname: &str) -> u32;
+    /// One packet on a device of [`PacketOut::interface`].
+    fn packet(&mut self, iface: u32, pkt: &PacketRef<'_>);
+    /// Hands on what is held.
+    fn flush(&mut self) -> std::io::Result<()>;
 }
 
 /// Counters for the end-of-capture summary.
@@ -122,6 +135,19 @@ impl<W: Write> CaptureSink<W> {
                 writeln!(out, "{}", format_packet(pkt, opts))?;
                 out.flush()?;
             }
+            CaptureOutput::Packets(out) => {
+                let id = out.interface(&pkt.node, &pkt.netns, &pkt.ifname);
+                out.packet(
+                    id,
+                    &PacketRef {
+                        ts_ns: pkt.ts_ns,
+                        dir: pkt.dir,
+                        data: &pkt.data,
+                        orig_len: pkt.orig_len,
+                        drop: pkt.drop.as_ref(),
+                    },
+                );
+            }
         }
         self.count(pkt.drop.is_some());
         Ok(true)
@@ -169,6 +195,12 @@ impl<W: Write> CaptureSink<W> {
             CaptureOutput::Text { out, opts } => {
                 writeln!(out, "{}", format_packet(&pkt.to_owned(iface), opts))?;
             }
+            CaptureOutput::Packets(out) => {
+                let id = *iface
+                    .pcapng_id
+                    .get_or_insert_with(|| out.interface(&iface.node, &iface.netns, &iface.ifname));
+                out.packet(id, pkt);
+            }
         }
         self.count(pkt.drop.is_some());
         Ok(())
@@ -180,9 +212,9 @@ impl<W: Write> CaptureSink<W> {
     pub fn write_kernel_records(&mut self, run: &[u8], packets: u64) -> Result<(), CaptureError> {
         match &mut self.output {
             CaptureOutput::Pcapng(w) => w.write_kernel_records(run)?,
-            CaptureOutput::Text { .. } => {
+            CaptureOutput::Text { .. } | CaptureOutput::Packets(_) => {
                 return Err(CaptureError::BadFile(
-                    "kernel pcapng records for text output".into(),
+                    "kernel pcapng records for text or packet output".into(),
                 ))
             }
         }
@@ -202,6 +234,7 @@ impl<W: Write> CaptureSink<W> {
         match &mut self.output {
             CaptureOutput::Pcapng(w) => w.flush()?,
             CaptureOutput::Text { out, .. } => out.flush()?,
+            CaptureOutput::Packets(out) => out.flush()?,
         }
         Ok(())
     }

@@ -56,10 +56,12 @@ pub fn interface_name(node: &str, netns: &str, ifname: &str) -> String {
 }
 
 /// Splits an interface name written by [`CapturedPacket::interface_name`] back into
-/// `(netns, ifname)`. Names without a `/` (files from other tools) have no namespace.
+/// `(netns, ifname)`. Names without a `/` (files from other tools) have no namespace; a capture
+/// through agents names its interfaces `node/netns/ifname`, whose namespace part is then
+/// `node/netns`.
 pub fn split_interface_name(name: &str) -> (String, String) {
     // Neither namespace names (file names) nor device names can contain '/'.
-    match name.split_once('/') {
+    match name.rsplit_once('/') {
         Some((ns, dev)) => (ns.to_string(), dev.to_string()),
         None => (String::new(), name.to_string()),
     }
@@ -89,5 +91,9 @@ mod tests {
         p.netns.clear();
         assert_eq!(p.interface_name(), "node-1/eth0");
         assert_eq!(split_interface_name("eth0"), (String::new(), "eth0".into()));
+        assert_eq!(
+            split_interface_name("node-1/pod-a/eth0"),
+            ("node-1/pod-a".into(), "eth0".into())
+        );
     }
 }

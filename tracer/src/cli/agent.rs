@@ -9,9 +9,12 @@ use netpath_agent::{
     cri::Cri,
     server::{NodeInfo, NodeServer, TlsFiles},
 };
-use tracer::node::{
-    inspect::LiveInspector, kernel::is_root, names, prober::LocalProber, resident::ResidentSource,
-    resolve::NodeResolver,
+use tracer::{
+    capture::serve::NodePackets,
+    node::{
+        inspect::LiveInspector, kernel::is_root, names, prober::LocalProber,
+        resident::ResidentSource, resolve::NodeResolver,
+    },
 };
 
 #[derive(Debug, Args)]
@@ -206,6 +209,7 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         info,
     )
     .with_queue(args.client_queue)
+    .with_packets(Arc::new(NodePackets::new(&args.node)))
     .with_resolver(Arc::new(match cri {
         Some(cri) => NodeResolver::new(args.node.clone(), confine.clone()).with_cri(cri),
         None => NodeResolver::new(args.node.clone(), confine.clone()),

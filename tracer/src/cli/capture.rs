@@ -13,13 +13,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result};
 use clap::Args;
+use netpath_agent::client::AgentAddr;
 use tracer::{
     capture::{
-        filter::FileFilter, format::format_packet_on, read_capture_file, CaptureError,
-        CaptureOutput, CaptureSink, CaptureStats, Cursor, KernelHint, PacketFilter, PcapngWriter,
-        RecordDecoder, RingReader, TextOptions, DEFAULT_SNAPLEN, FILTER_HELP, PUBLISH_EVERY,
+        filter::FileFilter,
+        format::format_packet_on,
+        live::{kernel_filter, Epoll, KERNEL_SNAPLEN, MIN_KERNEL_COPY},
+        read_capture_file, CaptureError, CaptureOutput, CaptureSink, CaptureStats, Cursor,
+        PacketFilter, PcapngWriter, RecordDecoder, RingReader, TextOptions, DEFAULT_SNAPLEN,
+        FILTER_HELP, PUBLISH_EVERY,
     },
     node::{
         kernel::{DeviceSelector, NodeTracer, RawRing, TracerSpec},
@@ -27,16 +33,7 @@ use tracer::{
         netns,
     },
 };
-use tracer_common::{
-    pcapng_record, AddrPrefix, FilterConfig, RawEvent, MAX_FILTER_ADDRS, SNAP_LEN,
-};
-
-/// Bytes of each packet the kernel programs copy; `-s` cannot go beyond it.
-const KERNEL_SNAPLEN: u32 = SNAP_LEN as u32;
-const IPPROTO_UDP: u8 = 17;
-/// The kernel copies at least this much of each packet whatever `-s` says: userspace tells
-/// drops without a MAC header by their first 12 bytes being zero.
-const MIN_KERNEL_COPY: u32 = 16;
+use tracer_common::{pcapng_record, FilterConfig, RawEvent};
 
 fn after_help() -> String {
     format!(
@@ -56,7 +53,15 @@ Examples:
   netpath capture -i eth0 --netns pod-a -w a.pcapng 'tcp port 80'
   netpath capture -i 'veth*' -w - host 10.244.1.2 | tshark -r -
   netpath capture --drops -i any -c 10 host 10.1.0.1  also packets the kernel dropped, with why
-  netpath capture -r a.pcapng -e -v tcp              print a capture file (no root needed)"
+  netpath capture -r a.pcapng -e -v tcp              print a capture file (no root needed)
+  netpath capture --agents node-1=10.0.0.1:7101,node-2=10.0.0.2:7101 --tls-dir DIR \\
+      -w all.pcapng udp port 53                      from several nodes' agents, merged
+
+With --agents each agent compiles the filter and captures on its node (every namespace it \
+serves, or --netns there); packets go out in timestamp order within a {merge_ms} ms window \
+(each waits that long for earlier ones of other nodes). An agent that cannot be reached is \
+named and the capture goes on with the others.",
+        merge_ms = super::capture_agents::MERGE_WINDOW.as_millis()
     )
 }
 
@@ -115,6 +120,21 @@ pub struct CaptureArgs {
         default_value_t = 4096
     )]
     pub buffer_kib: u32,
+    /// Take the packets from these node agents (`netpath agent`) instead of this machine's
+    /// kernel: each agent captures as asked here (filter, -i, --netns, -s, --drops, -B) on the
+    /// namespaces it serves, and the packets are merged into one output, each interface named
+    /// NODE/NETNS/DEVICE.
+    #[arg(
+        long,
+        value_name = "NODE=ADDR:PORT,...",
+        value_delimiter = ',',
+        requires = "tls_dir",
+        conflicts_with_all = ["read", "pod"]
+    )]
+    pub agents: Vec<AgentAddr>,
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
+    #[arg(long, value_name = "DIR", requires = "agents")]
+    pub tls_dir: Option<PathBuf>,
     /// pcap-filter expression (tcpdump syntax); several words are joined with spaces.
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
     pub expression: Vec<String>,
@@ -146,40 +166,8 @@ impl Write for Deferred {
     }
 }
 
-/// Coarse in-kernel copy of the filter. It must admit a superset of what the expression
-/// accepts: the kernel matches hosts as "any of", family on outer or inner headers, and the
-/// protocol on the innermost header, so UDP is not pushed down (a VXLAN packet is UDP to
-/// libpcap but its innermost protocol is not).
-fn kernel_filter(hint: Option<&KernelHint>) -> FilterConfig {
-    let mut cfg = FilterConfig::default();
-    let Some(hint) = hint else {
-        return cfg;
-    };
-    cfg.family = hint.family.unwrap_or(0);
-    cfg.proto = hint.proto.filter(|p| *p != IPPROTO_UDP).unwrap_or(0);
-    cfg.port = hint.port.unwrap_or(0);
-    // libpcap's `host`/`net` without a protocol also match ARP and RARP addresses.
-    cfg.non_ip_passes =
-        u8::from(hint.family.is_none() && hint.proto.is_none() && hint.port.is_none());
-    if hint.hosts.len() <= MAX_FILTER_ADDRS {
-        for (slot, h) in cfg.addrs.iter_mut().zip(&hint.hosts) {
-            let (family, addr) = match h.addr {
-                std::net::IpAddr::V4(a) => {
-                    let mut b = [0u8; 16];
-                    b[..4].copy_from_slice(&a.octets());
-                    (4, b)
-                }
-                std::net::IpAddr::V6(a) => (6, a.octets()),
-            };
-            *slot = AddrPrefix::new(family, addr, h.prefix);
-        }
-        cfg.n_addrs = hint.hosts.len() as u8;
-    }
-    cfg
-}
-
 impl CaptureArgs {
-    fn snaplen(&self) -> u32 {
+    pub(super) fn snaplen(&self) -> u32 {
         match self.snaplen {
             0 => KERNEL_SNAPLEN,
             s => s.min(KERNEL_SNAPLEN),
@@ -193,7 +181,7 @@ impl CaptureArgs {
         }
     }
 
-    fn output<W: Write>(&self, out: W) -> Result<CaptureOutput<W>> {
+    pub(super) fn output<W: Write>(&self, out: W) -> Result<CaptureOutput<W>> {
         // The kernel's copy limits a live capture; a file's packets are copied as read.
         let snaplen = match self.read {
             Some(_) => DEFAULT_SNAPLEN,
@@ -208,7 +196,7 @@ impl CaptureArgs {
         })
     }
 
-    fn open_output(&self) -> Result<Box<dyn Write + Send>> {
+    pub(super) fn open_output(&self) -> Result<Box<dyn Write + Send>> {
         Ok(match self.write.as_deref() {
             None => Box::new(std::io::stdout()),
             // Bytes, not lines: past stdout's line buffering, straight to fd 1.
@@ -262,6 +250,13 @@ pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Resul
     if let Some(path) = &args.read {
         // Compiled for the file's link type(s), not for Ethernet.
         return read_file(&args, path, &expr);
+    }
+    if !args.agents.is_empty() {
+        // The agents compile the filter.
+        let Some(signals) = signals else {
+            anyhow::bail!("a live capture needs its signal handlers");
+        };
+        return super::capture_agents::run(args, signals).await;
     }
     let filter = if expr.trim().is_empty() {
         None
@@ -371,8 +366,8 @@ pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Resul
     Ok(code)
 }
 
-type LiveOutput = Box<dyn Write + Send>;
-const OUT_BUFFER: usize = 256 << 10;
+pub(super) type LiveOutput = Box<dyn Write + Send>;
+pub(super) const OUT_BUFFER: usize = 256 << 10;
 /// The longest a packet waits in the ring buffer: the kernel wakes the reader only once
 /// `wakeup_bytes` are queued, so at low rates the reader looks on this timer.
 const POLL_MS: i32 = 20;
@@ -533,45 +528,6 @@ fn write_run(
     Ok(())
 }
 
-/// An edge-triggered epoll set with one fd.
-struct Epoll(std::os::fd::OwnedFd);
-
-impl Epoll {
-    fn new(fd: std::os::fd::RawFd) -> std::io::Result<Self> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscalls; the new fd is owned by the returned value.
-        unsafe {
-            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            if ep < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let ep = std::os::fd::OwnedFd::from_raw_fd(ep);
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                u64: 0,
-            };
-            if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(Epoll(ep))
-        }
-    }
-
-    /// Waits for a wake-up or `timeout_ms`.
-    fn wait(&self, timeout_ms: i32) -> std::io::Result<()> {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: one-element output buffer, valid for the call.
-        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, timeout_ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-}
-
 fn print_status(s: &CaptureStats) {
     eprint!(
         "\r\x1b[K{} captured, {} dropped by kernel, {} lost by tracer",
@@ -618,6 +574,7 @@ fn read_file(args: &CaptureArgs, path: &str, expr: &str) -> Result<i32> {
                 writeln!(out, "{}", format_packet_on(pkt.link, &pkt.packet, opts))
                     .map_err(CaptureError::from)
             }
+            CaptureOutput::Packets(_) => unreachable!("a file is read to pcapng or text"),
         };
         match wrote {
             Err(e) if e.is_broken_pipe() => return Ok(0), // `| head`: done, as tcpdump
@@ -632,6 +589,7 @@ fn read_file(args: &CaptureArgs, path: &str, expr: &str) -> Result<i32> {
     let flushed = match &mut output {
         CaptureOutput::Pcapng(w) => w.flush(),
         CaptureOutput::Text { out, .. } => out.flush(),
+        CaptureOutput::Packets(_) => unreachable!("a file is read to pcapng or text"),
     };
     match flushed
         .and_then(|_| out.flush_now())
@@ -639,23 +597,5 @@ fn read_file(args: &CaptureArgs, path: &str, expr: &str) -> Result<i32> {
     {
         Err(e) if !e.is_broken_pipe() => Err(e.into()),
         _ => Ok(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_filter_keeps_a_superset() {
-        let f = PacketFilter::compile("udp and host 10.1.0.1 and port 53").unwrap();
-        let cfg = kernel_filter(f.kernel_hint());
-        assert_eq!((cfg.proto, cfg.port, cfg.n_addrs), (0, 53, 1));
-        assert_eq!(&cfg.addrs[0].addr_bytes()[..4], &[10, 1, 0, 1]);
-        let f = PacketFilter::compile("icmp6").unwrap();
-        let cfg = kernel_filter(f.kernel_hint());
-        assert_eq!((cfg.family, cfg.proto), (6, 58));
-        let f = PacketFilter::compile("udp or icmp").unwrap();
-        assert_eq!(kernel_filter(f.kernel_hint()), FilterConfig::default());
     }
 }

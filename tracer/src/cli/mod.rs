@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod bench;
 pub mod capture;
+pub mod capture_agents;
 pub mod certs;
 pub mod check;
 pub mod cleanup;

@@ -539,6 +539,16 @@ impl NodeTracer {
         }
     }
 
+    /// Also attaches, from the next [`NodeTracer::attach_devices`], to these devices (a
+    /// selector that matches nothing yet is looked at again on each pass).
+    pub fn add_devices(&mut self, selectors: impl IntoIterator<Item = DeviceSelector>) {
+        for sel in selectors {
+            if !self.spec.devices.contains(&sel) {
+                self.spec.devices.push(sel);
+            }
+        }
+    }
+
     /// Number of (namespace, device) pairs with tc programs attached.
     pub fn attached_devices(&self) -> usize {
         self.attached.len()

@@ -116,8 +116,13 @@ pub fn run(args: &[&str]) -> Result<()> {
     let agents_arg = agents
         .iter()
         .map(|a| {
+            // The lab's agents listen in their nodes' namespaces: dialed from the underlay.
+            let via = a["via_netns"]
+                .as_str()
+                .map(|ns| format!("@{ns}"))
+                .unwrap_or_default();
             format!(
-                "{}={}",
+                "{}={}{via}",
                 a["node"].as_str().unwrap_or("?"),
                 a["addr"].as_str().unwrap_or("?")
             )

@@ -46,6 +46,82 @@ const BUDGET_RATES: &[u64] = &[
 enum Capturer {
     Netpath,
     Tcpdump,
+    /// `netpath capture --agents` through a `netpath agent` on loopback.
+    ViaAgent,
+}
+
+impl Capturer {
+    fn name(self) -> &'static str {
+        match self {
+            Capturer::Netpath => "netpath",
+            Capturer::Tcpdump => "tcpdump",
+            Capturer::ViaAgent => "via agent",
+        }
+    }
+    /// Column prefix in the search's rows.
+    fn short(self) -> &'static str {
+        match self {
+            Capturer::Netpath => "np",
+            Capturer::Tcpdump => "td",
+            Capturer::ViaAgent => "ag",
+        }
+    }
+}
+
+/// A `netpath agent` confined to the capture side of the pair, on loopback, for
+/// [`Capturer::ViaAgent`]; stopped (its programs detached) and its certificates removed on
+/// drop.
+struct BenchAgent {
+    tool: Tool,
+    /// `bench=127.0.0.1:PORT`
+    agents_arg: String,
+    tls: std::path::PathBuf,
+}
+
+impl BenchAgent {
+    fn start(np: &str, pair: &VethPair) -> Result<BenchAgent> {
+        let tls = std::env::temp_dir().join(format!("netpath-bench-tls.{}", std::process::id()));
+        let tls_s = tls.to_str().context("path")?.to_string();
+        super::sh(&format!(
+            "{np} certs --out {tls_s} --nodes bench=127.0.0.1 >/dev/null 2>&1"
+        ))?;
+        let mut tool = Tool::spawn(
+            np,
+            &[
+                "agent",
+                "--node",
+                "bench",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-dir",
+                &tls_s,
+                "--netns-scope",
+                &pair.b,
+            ],
+        )?;
+        tool.wait_for("listening on", Duration::from_secs(30))?;
+        let line = tool.stderr.last().cloned().unwrap_or_default();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .with_context(|| format!("no address in {line:?}"))?
+            .to_string();
+        Ok(BenchAgent {
+            tool,
+            agents_arg: format!("bench={addr}"),
+            tls,
+        })
+    }
+}
+
+impl Drop for BenchAgent {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.tool.child.id() as i32, libc::SIGTERM) };
+        let _ = self.tool.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tls);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,17 +173,23 @@ impl Target {
     }
 }
 
+/// What the trials share: the binary, the veth pair, the agent (for [`Capturer::ViaAgent`]).
+struct Bench<'a> {
+    netpath: &'a Path,
+    pair: &'a VethPair,
+    agent: Option<&'a BenchAgent>,
+}
+
 fn trial(
     who: Capturer,
-    netpath: &Path,
-    pair: &VethPair,
+    bench: &Bench,
     rate: u64,
     budget: Option<&CpuBudget>,
     target: Target,
 ) -> Result<Trial> {
-    let np = netpath.to_str().context("netpath path")?;
+    let np = bench.netpath.to_str().context("netpath path")?;
     let out = target.path();
-    let result = trial_into(who, np, pair, rate, budget, &out);
+    let result = trial_into(who, np, bench, rate, budget, &out);
     if target == Target::TmpfsFile {
         let _ = std::fs::remove_file(&out);
     }
@@ -117,11 +199,13 @@ fn trial(
 fn trial_into(
     who: Capturer,
     np: &str,
-    pair: &VethPair,
+    bench: &Bench,
     rate: u64,
     budget: Option<&CpuBudget>,
     out: &str,
 ) -> Result<Trial> {
+    let pair = bench.pair;
+    let agent = bench.agent.filter(|_| who == Capturer::ViaAgent);
     let tool = match who {
         Capturer::Netpath => {
             let mut t = Tool::spawn(
@@ -145,13 +229,41 @@ fn trial_into(
             t.wait_for("listening on", Duration::from_secs(20))?;
             t
         }
+        Capturer::ViaAgent => {
+            let agent = agent.context("no agent started")?;
+            let mut t = Tool::spawn(
+                np,
+                &[
+                    "capture",
+                    "--agents",
+                    &agent.agents_arg,
+                    "--tls-dir",
+                    agent.tls.to_str().context("path")?,
+                    "-i",
+                    "vb",
+                    "--netns",
+                    &pair.b,
+                    "-w",
+                    out,
+                    "-s",
+                    SNAPLEN,
+                    "-B",
+                    BUFFER_KIB,
+                    FILTER,
+                ],
+            )?;
+            t.wait_for("listening through", Duration::from_secs(20))?;
+            t
+        }
     };
+    // Through an agent, its CPU (the capture's reading and encoding) counts too.
+    let agent_cpu = || agent.map_or(Ok(0.0), |a| a.tool.cpu_seconds());
     // The budget holds the capture, not the start-up: netpath's (the verifier) takes about a
     // second of CPU, which at 5 % would be 20 s.
     if let Some(b) = budget {
         b.add(tool.child.id())?;
     }
-    let cpu0 = tool.cpu_seconds()?;
+    let cpu0 = tool.cpu_seconds()? + agent_cpu()?;
     let rx0 = rx_packets(&pair.b, "vb")?;
     let dst: SocketAddr = "10.9.0.2:9999".parse()?;
     let flood = Flood {
@@ -166,12 +278,13 @@ fn trial_into(
     // Let the tool drain what is queued before it is stopped; tcpdump hands over TPACKET_V3
     // blocks only when full or after its 1 s timeout.
     std::thread::sleep(Duration::from_millis(1500));
-    let cpu = tool.cpu_seconds()? - cpu0;
+    let cpu = tool.cpu_seconds()? + agent_cpu()? - cpu0;
     let received = rx_packets(&pair.b, "vb")? - rx0;
     let lines = tool.stop()?;
     let captured = summary_count(&lines, "captured")?;
     let reported = match who {
-        Capturer::Netpath => summary_count(&lines, "lost by the tracer")?,
+        // Through an agent: what it could not deliver is in the tracer's losses too.
+        Capturer::Netpath | Capturer::ViaAgent => summary_count(&lines, "lost by the tracer")?,
         Capturer::Tcpdump => summary_count(&lines, "dropped by kernel")?,
     };
     let missing = received.saturating_sub(captured);
@@ -196,15 +309,22 @@ struct Outcome {
 /// Steps through `rates` (0 = flat out), each tool until it loses more than [`MAX_LOSS`],
 /// printing a row per rate.
 fn search(
-    netpath: &Path,
-    pair: &VethPair,
+    bench: &Bench,
+    tools: [Capturer; 2],
     rates: &[u64],
     budget: Option<&CpuBudget>,
     target: Target,
 ) -> Result<[Outcome; 2]> {
+    let [a, b] = tools.map(Capturer::short);
     println!(
         "{:>9} | {:>9} {:>8} {:>10} | {:>9} {:>8} {:>10}",
-        "offered", "np pps", "np loss", "np cpu s/M", "td pps", "td loss", "td cpu s/M"
+        "offered",
+        format!("{a} pps"),
+        format!("{a} loss"),
+        format!("{a} cpu s/M"),
+        format!("{b} pps"),
+        format!("{b} loss"),
+        format!("{b} cpu s/M")
     );
     let mut out = [Outcome::default(); 2];
     let mut rates = rates.iter().copied().peekable();
@@ -217,15 +337,12 @@ fn search(
         // Skip ahead only when no trial of the row got what was offered: one slow trial on a
         // busy 2-core machine is noise.
         let mut sender_limited = true;
-        for (i, who) in [Capturer::Netpath, Capturer::Tcpdump]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, who) in tools.into_iter().enumerate() {
             if out[i].failed.is_some() {
                 row.push_str(&format!(" | {:>9} {:>8} {:>10}", "-", "-", "-"));
                 continue;
             }
-            let t = trial(who, netpath, pair, rate, budget, target)?;
+            let t = trial(who, bench, rate, budget, target)?;
             row.push_str(&format!(
                 " | {:>9} {:>7.3}% {:>10.2}",
                 t.rate(),
@@ -256,12 +373,16 @@ fn search(
     Ok(out)
 }
 
-fn summary(out: &[Outcome; 2]) {
+fn summary(out: &[Outcome; 2], tools: [Capturer; 2]) {
     let rate = |o: &Outcome| o.best.map_or(0.0, |t| t.rate() as f64);
     let cpu = |o: &Outcome| o.best.map_or(f64::NAN, |t| t.cpu_per_mpkt);
+    let [a, b] = tools.map(Capturer::name);
     println!(
         "{:<34} {:>10} {:>10} {:>13}",
-        "", "netpath", "tcpdump", "ours/tcpdump"
+        "",
+        a,
+        b,
+        format!("{}/{}", tools[0].short(), tools[1].short())
     );
     println!(
         "{:<34} {:>10} {:>10} {:>13.2}",
@@ -277,7 +398,7 @@ fn summary(out: &[Outcome; 2]) {
         cpu(&out[1]),
         cpu(&out[0]) / cpu(&out[1])
     );
-    for (o, name) in out.iter().zip(["netpath", "tcpdump"]) {
+    for (o, name) in out.iter().zip([a, b]) {
         match o.failed {
             Some(t) => println!(
                 "{name}: limit found, {:.3} % loss at {} pps ({} reported lost, {} not written)",
@@ -295,9 +416,55 @@ delivered in its trials",
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(args: &[&str]) -> Result<()> {
+    match args {
+        [] => run_vs_tcpdump(),
+        ["--agent"] => run_via_agent(),
+        _ => anyhow::bail!("bench capture [--agent]"),
+    }
+}
+
+/// netpath's local capture against the same through a `netpath agent` on loopback (TLS,
+/// gRPC, the CLI's merge): what going through an agent costs.
+fn run_via_agent() -> Result<()> {
     let netpath = super::netpath_release()?;
     let pair = VethPair::new("c")?;
+    let np = netpath.to_str().context("netpath path")?;
+    let agent = BenchAgent::start(np, &pair)?;
+    let bench = Bench {
+        netpath: &netpath,
+        pair: &pair,
+        agent: Some(&agent),
+    };
+    let tools = [Capturer::Netpath, Capturer::ViaAgent];
+    let threads = default_sender_threads();
+    println!(
+        "UDP {PAYLOAD}-byte payloads for {SECS}s per rate ({threads} raw sendmmsg sender threads), \
+filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB, load average {}",
+        super::load_average()
+    );
+    println!(
+        "netpath capture on this machine against netpath capture --agents through one agent on \
+loopback (mutual TLS; CPU s/M counts the agent's and the CLI's), -w /dev/null:"
+    );
+    let out = search(&bench, tools, RATES, None, Target::DevNull)?;
+    summary(&out, tools);
+    println!();
+    println!("-w a file on tmpfs:");
+    let out = search(&bench, tools, RATES, None, Target::TmpfsFile)?;
+    summary(&out, tools);
+    Ok(())
+}
+
+fn run_vs_tcpdump() -> Result<()> {
+    let netpath = super::netpath_release()?;
+    let pair = VethPair::new("c")?;
+    let bench = Bench {
+        netpath: &netpath,
+        pair: &pair,
+        agent: None,
+    };
+    let tools = [Capturer::Netpath, Capturer::Tcpdump];
     let threads = default_sender_threads();
     println!(
         "UDP {PAYLOAD}-byte payloads for {SECS}s per rate ({threads} raw sendmmsg sender threads), \
@@ -305,8 +472,8 @@ filter '{FILTER}', -s {SNAPLEN}, -B {BUFFER_KIB} KiB"
     );
     println!();
     println!("1. each tool free to use the machine, -w /dev/null:");
-    let free = search(&netpath, &pair, RATES, None, Target::DevNull)?;
-    summary(&free);
+    let free = search(&bench, tools, RATES, None, Target::DevNull)?;
+    summary(&free, tools);
     // Here the sender, not either tool, is usually the limit: give each tool the same small
     // share of a CPU, as on a busy node, and find the rate it keeps up with.
     let budget = CpuBudget::new(
@@ -322,26 +489,20 @@ sender's CPU and is not in the budget",
     );
     println!();
     println!("2. {held}, -w /dev/null:");
-    let out = search(
-        &netpath,
-        &pair,
-        BUDGET_RATES,
-        Some(&budget),
-        Target::DevNull,
-    )?;
-    summary(&out);
+    let out = search(&bench, tools, BUDGET_RATES, Some(&budget), Target::DevNull)?;
+    summary(&out, tools);
     println!();
     println!(
         "3. {held}, -w a file on tmpfs (netpath writes pcapng, tcpdump pcap; the copy into \
 the page cache is in the budget):"
     );
     let out = search(
-        &netpath,
-        &pair,
+        &bench,
+        tools,
         BUDGET_RATES,
         Some(&budget),
         Target::TmpfsFile,
     )?;
-    summary(&out);
+    summary(&out, tools);
     Ok(())
 }

@@ -24,10 +24,10 @@ pub fn run(name: &str, args: &[&str]) -> Result<()> {
     match (name, args) {
         ("agent", args) => agent::run(args),
         ("attach", args) => attach::run(args),
-        ("capture", []) => capture::run(),
+        ("capture", args) => capture::run(args),
         ("decode", args) => decode::run(args),
         ("overhead", []) => overhead::run(),
-        ("capture" | "overhead", _) => bail!("{name} takes no arguments"),
+        ("overhead", _) => bail!("{name} takes no arguments"),
         (other, _) => {
             bail!("unknown benchmark {other:?} (known: agent, attach, capture, decode, overhead)")
         }
