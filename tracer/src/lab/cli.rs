@@ -236,7 +236,7 @@ fn print_agents(dir: &std::path::Path) {
                 );
             }
             println!(
-                "  trace through them: --agents {} --tls-dir {}",
+                "  trace, watch, capture through them: --agents {} --tls-dir {}",
                 rec.agents_arg(),
                 rec.tls_dir.display()
             );
