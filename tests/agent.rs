@@ -7,8 +7,9 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use integration_tests::{
-    case, exits_within, netpath, sh, tc_programs, unique, wait_reachable, NameServer, NetNsGuard,
-    NetpathProcess, Requires, ResolvConfGuard,
+    agents::{certs_for_two, TestAgent, Topology},
+    case, exits_within, netpath, tc_programs, NameServer, NetNsGuard, NetpathProcess, Requires,
+    ResolvConfGuard,
 };
 use netpath_agent::{
     certs::{Ca, Validity},
@@ -55,117 +56,25 @@ fn main() -> std::process::ExitCode {
 /// One test at a time: each starts agents that load kernel programs.
 static SLOTS: Mutex<()> = Mutex::new(());
 
-/// client (c) -- router (r) -- server (s): c 10.1.0.1 fd00:1::1, r 10.1.0.2 fd00:1::2 and
-/// 10.2.0.1 fd00:2::1, s 10.2.0.2 fd00:2::2; r forwards. Node A holds c and r, node B s.
-struct Topology {
-    c: NetNsGuard,
-    r: NetNsGuard,
-    s: NetNsGuard,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        let c = NetNsGuard::new(&unique("agc"));
-        let r = NetNsGuard::new(&unique("agr"));
-        let s = NetNsGuard::new(&unique("ags"));
-        sh(&format!(
-            "ip link add va netns {} type veth peer name vb netns {}",
-            c.name, r.name
-        ));
-        sh(&format!(
-            "ip link add vc netns {} type veth peer name vd netns {}",
-            r.name, s.name
-        ));
-        for (ns, dev, v4, v6) in [
-            (&c, "va", "10.1.0.1/24", "fd00:1::1/64"),
-            (&r, "vb", "10.1.0.2/24", "fd00:1::2/64"),
-            (&r, "vc", "10.2.0.1/24", "fd00:2::1/64"),
-            (&s, "vd", "10.2.0.2/24", "fd00:2::2/64"),
-        ] {
-            ns.exec(&format!(
-                "ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"
-            ));
-        }
-        r.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
-        c.exec("ip route add default via 10.1.0.2 && ip -6 route add default via fd00:1::2");
-        s.exec("ip route add default via 10.2.0.1 && ip -6 route add default via fd00:2::1");
-        wait_reachable(&c, "10.2.0.2");
-        wait_reachable(&c, "fd00:2::2");
-        Topology { c, r, s }
-    }
-}
-
 /// Certificates (`netpath certs`) and two agents: A confined to c and r, B to s.
 struct Cluster {
     tls: tempfile::TempDir,
     state: tempfile::TempDir,
-    a: Agent,
-    b: Agent,
+    a: TestAgent,
+    b: TestAgent,
 }
 
-struct Agent {
-    node: String,
-    addr: String,
-    process: NetpathProcess,
-}
-
-impl Agent {
-    fn start(node: &str, tls: &Path, scope: &[&str], extra: &[&str]) -> Agent {
-        let scope = scope.join(",");
-        let mut args = vec![
-            "agent",
-            "--node",
-            node,
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-dir",
-            tls.to_str().unwrap(),
-            "--netns-scope",
-            &scope,
-        ];
-        args.extend_from_slice(extra);
-        let mut process = NetpathProcess::spawn(&args);
-        process.wait_stderr("listening on", Duration::from_secs(20));
-        let line = process.stderr_seen.last().unwrap().clone();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Agent {
-            node: node.into(),
-            addr,
-            process,
-        }
-    }
-
-    fn at(&self) -> AgentAddr {
-        AgentAddr::new(&self.node, &self.addr)
-    }
-}
-
-fn certs(dir: &Path) {
-    let out = netpath(&[
-        "certs",
-        "--out",
-        dir.to_str().unwrap(),
-        "--nodes",
-        "node-a=127.0.0.1,node-b=127.0.0.1",
-    ]);
-    assert!(
-        out.status.success(),
-        "netpath certs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Agents here are named by node for the client's [`AgentAddr`].
+fn at(agent: &TestAgent) -> AgentAddr {
+    AgentAddr::new(&agent.node, &agent.addr)
 }
 
 impl Cluster {
     fn start(t: &Topology, extra_a: &[&str]) -> Cluster {
         let tls = tempfile::tempdir().unwrap();
-        certs(tls.path());
-        let a = Agent::start("node-a", tls.path(), &[&t.c.name, &t.r.name], extra_a);
-        let b = Agent::start("node-b", tls.path(), &[&t.s.name], &[]);
+        certs_for_two(tls.path());
+        let a = TestAgent::start("node-a", tls.path(), &[&t.c.name, &t.r.name], extra_a);
+        let b = TestAgent::start("node-b", tls.path(), &[&t.s.name], &[]);
         Cluster {
             tls,
             state: tempfile::tempdir().unwrap(),
@@ -228,7 +137,7 @@ fn hop_nodes(report: &Value) -> std::collections::BTreeSet<String> {
 
 fn traces_through_two_agents_give_the_local_verdicts_with_events_from_both() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let cluster = Cluster::start(&t, &[]);
     let from = format!("netns:{}", t.c.name);
     let to = format!("netns:{}", t.s.name);
@@ -362,7 +271,7 @@ impl netpath_core::world::Resolver for Nowhere {
 
 fn addresses_this_machine_cannot_place_resolve_through_the_agent_that_holds_them() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let cluster = Cluster::start(&t, &[]);
     let tls = cluster.tls.path().to_str().unwrap().to_string();
     let agents = cluster.agents_arg();
@@ -381,7 +290,7 @@ fn addresses_this_machine_cannot_place_resolve_through_the_agent_that_holds_them
         "10.77.77.77",
     ];
     let answers = resolve_through(
-        &[cluster.a.at(), cluster.b.at()],
+        &[at(&cluster.a), at(&cluster.b)],
         &tls_files(cluster.tls.path(), "client"),
         &specs,
     );
@@ -460,10 +369,10 @@ async fn info(at: &AgentAddr, tls: &TlsFiles) -> Result<String, String> {
 
 fn agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_one() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let cluster = Cluster::start(&t, &[]);
     let dir = cluster.tls.path();
-    let at = cluster.a.at();
+    let at = at(&cluster.a);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -485,7 +394,7 @@ fn agents_refuse_clients_without_a_certificate_of_their_ca_or_with_an_expired_on
 
     // A client certificate from another CA (trusting the right CA for the server).
     let other = tempfile::tempdir().unwrap();
-    certs(other.path());
+    certs_for_two(other.path());
     let foreign = TlsFiles {
         ca_pem: good.ca_pem.clone(),
         ..tls_files(other.path(), "client")
@@ -531,9 +440,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let cluster = Cluster::start(&t, &["--client-queue", "4"]);
-    let at = cluster.a.at();
+    let at = at(&cluster.a);
     let pid = cluster.a.process.child.id();
     let tls = tls_files(cluster.tls.path(), "client");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -610,7 +519,7 @@ fn a_slow_client_gets_counted_losses_and_the_agent_stays_small() {
 
 fn an_agent_killed_mid_trace_is_named_and_the_trace_goes_on() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let mut cluster = Cluster::start(&t, &[]);
     let from = format!("netns:{}", t.c.name);
     let to = format!("netns:{}", t.s.name);
@@ -658,7 +567,7 @@ fn an_agent_killed_mid_trace_is_named_and_the_trace_goes_on() {
 /// answer in the evidence; a name nobody knows is one line with the server's answer.
 fn names_are_looked_up_by_the_source_nodes_agent() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     // Addresses no other test's namespaces hold (an address resolves to the first holder).
     t.s.exec("ip addr add 10.77.3.53/24 dev vd && ip addr add fd77:3::53/64 dev vd nodad");
     t.r.exec("ip route add 10.77.3.0/24 via 10.2.0.2 && ip -6 route add fd77:3::/64 via fd00:2::2");
@@ -712,7 +621,7 @@ fn names_are_looked_up_by_the_source_nodes_agent() {
 /// client ends by itself.
 fn an_agent_stopped_with_a_stream_open_ends_it_and_detaches() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ag");
     let mut cluster = Cluster::start(&t, &[]);
     assert!(tc_programs(&t.s.name, "vd") > 0, "node-b's agent attached");
     let tls = cluster.tls.path().to_str().unwrap().to_string();

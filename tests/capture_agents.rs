@@ -6,15 +6,13 @@
 //! does not compile is one line and exit 2.
 use std::{
     collections::BTreeSet,
-    path::Path,
-    process::Command,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use integration_tests::{
-    case, exits_within, netpath, sh, tc_programs, unique, wait_reachable, NetNsGuard,
-    NetpathProcess, Requires,
+    agents::{certs_for_two, TestAgent, Topology},
+    case, exits_within, netpath, tc_programs, tshark_fields, NetpathProcess, Requires,
 };
 
 fn main() -> std::process::ExitCode {
@@ -38,102 +36,19 @@ fn main() -> std::process::ExitCode {
 /// One test at a time: each starts agents, and captures load kernel programs.
 static SLOTS: Mutex<()> = Mutex::new(());
 
-/// client (c) -- router (r) -- server (s): c 10.1.0.1 fd00:1::1, r 10.1.0.2 fd00:1::2 and
-/// 10.2.0.1 fd00:2::1, s 10.2.0.2 fd00:2::2; r forwards. Node A holds c and r, node B s.
-struct Topology {
-    c: NetNsGuard,
-    r: NetNsGuard,
-    s: NetNsGuard,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        let c = NetNsGuard::new(&unique("cac"));
-        let r = NetNsGuard::new(&unique("car"));
-        let s = NetNsGuard::new(&unique("cas"));
-        sh(&format!(
-            "ip link add va netns {} type veth peer name vb netns {}",
-            c.name, r.name
-        ));
-        sh(&format!(
-            "ip link add vc netns {} type veth peer name vd netns {}",
-            r.name, s.name
-        ));
-        for (ns, dev, v4, v6) in [
-            (&c, "va", "10.1.0.1/24", "fd00:1::1/64"),
-            (&r, "vb", "10.1.0.2/24", "fd00:1::2/64"),
-            (&r, "vc", "10.2.0.1/24", "fd00:2::1/64"),
-            (&s, "vd", "10.2.0.2/24", "fd00:2::2/64"),
-        ] {
-            ns.exec(&format!(
-                "ip addr add {v4} dev {dev} && ip addr add {v6} dev {dev} nodad && ip link set {dev} up"
-            ));
-        }
-        r.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
-        c.exec("ip route add default via 10.1.0.2 && ip -6 route add default via fd00:1::2");
-        s.exec("ip route add default via 10.2.0.1 && ip -6 route add default via fd00:2::1");
-        wait_reachable(&c, "10.2.0.2");
-        wait_reachable(&c, "fd00:2::2");
-        Topology { c, r, s }
-    }
-}
-
-/// A `netpath agent` confined to some namespaces, on a free loopback port.
-struct Agent {
-    addr: String,
-    process: NetpathProcess,
-}
-
-impl Agent {
-    fn start(node: &str, tls: &Path, scope: &[&str]) -> Agent {
-        let scope = scope.join(",");
-        let mut process = NetpathProcess::spawn(&[
-            "agent",
-            "--node",
-            node,
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-dir",
-            tls.to_str().unwrap(),
-            "--netns-scope",
-            &scope,
-        ]);
-        process.wait_stderr("listening on", Duration::from_secs(30));
-        let line = process.stderr_seen.last().unwrap().clone();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Agent { addr, process }
-    }
-}
-
 /// Certificates and the two agents: A confined to c and r, B to s.
 struct Cluster {
     tls: tempfile::TempDir,
-    a: Agent,
-    b: Agent,
+    a: TestAgent,
+    b: TestAgent,
 }
 
 impl Cluster {
     fn start(t: &Topology) -> Cluster {
         let tls = tempfile::tempdir().unwrap();
-        let out = netpath(&[
-            "certs",
-            "--out",
-            tls.path().to_str().unwrap(),
-            "--nodes",
-            "node-a=127.0.0.1,node-b=127.0.0.1",
-        ]);
-        assert!(
-            out.status.success(),
-            "netpath certs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let a = Agent::start("node-a", tls.path(), &[&t.c.name, &t.r.name]);
-        let b = Agent::start("node-b", tls.path(), &[&t.s.name]);
+        certs_for_two(tls.path());
+        let a = TestAgent::start("node-a", tls.path(), &[&t.c.name, &t.r.name], &[]);
+        let b = TestAgent::start("node-b", tls.path(), &[&t.s.name], &[]);
         Cluster { tls, a, b }
     }
 
@@ -142,31 +57,9 @@ impl Cluster {
     }
 }
 
-/// `tshark -r FILE -T fields -e F...` rows, split on tabs.
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=\t"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
-}
-
 fn packets_of_both_nodes_are_merged_into_one_pcapng_with_the_filter_applied() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ca");
     let cluster = Cluster::start(&t);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("merged.pcapng");
@@ -213,7 +106,7 @@ fn packets_of_both_nodes_are_merged_into_one_pcapng_with_the_filter_applied() {
         stderr.iter().any(|l| l.contains("24 packets captured")),
         "{stderr:#?}"
     );
-    let rows = tshark(
+    let rows = tshark_fields(
         &file,
         &[
             "frame.interface_name",
@@ -256,7 +149,7 @@ fn packets_of_both_nodes_are_merged_into_one_pcapng_with_the_filter_applied() {
 
 fn a_filter_the_agents_cannot_compile_is_one_line_and_exit_2() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ca");
     let cluster = Cluster::start(&t);
     let agents = format!("node-a={},node-b={}", cluster.a.addr, cluster.b.addr);
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +181,7 @@ fn a_filter_the_agents_cannot_compile_is_one_line_and_exit_2() {
 /// attached (its own and the capture's) detached, and the capture goes on with the other.
 fn an_agent_stopped_during_a_capture_ends_its_stream_and_detaches() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Topology::new();
+    let t = Topology::new("ca");
     let mut cluster = Cluster::start(&t);
     let agents = format!("node-a={},node-b={}", cluster.a.addr, cluster.b.addr);
     let dir = tempfile::tempdir().unwrap();

@@ -71,28 +71,6 @@ fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-/// `tshark -r FILE -T fields -e F...` rows, split on tabs.
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=\t"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
-}
-
 fn capture_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
@@ -122,7 +100,7 @@ fn capture_writes_pcapng_with_namespaced_names_and_directions() {
     p.a.exec("ping -c2 -i0.2 -W1 fd00:1::2 >/dev/null");
     let (code, _) = np.finish();
     assert_eq!(code, Some(0));
-    let rows = tshark(
+    let rows = tshark_fields(
         &file,
         &[
             "frame.interface_name",
@@ -177,7 +155,7 @@ fn capture_with_drops_records_the_kernel_reason() {
     p.a.exec("ping -c1 -W1 fd00:99::1 >/dev/null || true");
     let (code, _) = np.finish();
     assert_eq!(code, Some(0));
-    let rows = tshark(
+    let rows = tshark_fields(
         &file,
         &[
             "frame.interface_name",
@@ -290,7 +268,7 @@ fn kernel_written_pcapng_reads_back_whole_and_stops_at_the_count() {
             written > want / 2,
             "{written} of {want} packets written by the kernel"
         );
-        let rows = tshark(
+        let rows = tshark_fields(
             &file,
             &[
                 "frame.len",
@@ -369,7 +347,7 @@ fn is_nd_or_mld(row: &[String]) -> bool {
 /// Sorted packet keys (a multiset: a packet seen twice must be seen twice by both), and the
 /// total including ND/MLD.
 fn packet_keys(file: &Path) -> (Vec<String>, usize) {
-    let rows = tshark(file, KEY_FIELDS);
+    let rows = tshark_fields(file, KEY_FIELDS);
     let total = rows.len();
     let mut keys: Vec<String> = rows
         .into_iter()
@@ -466,7 +444,7 @@ fn same_rows_as_tcpdump(
     let (ours, theirs) = (base.with_extension("pcapng"), base.with_extension("pcap"));
     capture_both(ns, expr, &ours, &theirs, ready, traffic);
     let rows = |file: &Path| -> Vec<String> {
-        let mut rows: Vec<String> = tshark(file, fields)
+        let mut rows: Vec<String> = tshark_fields(file, fields)
             .into_iter()
             .filter(|r| keep(r))
             .map(|r| r.join("|"))
@@ -711,7 +689,7 @@ fn vlan_tags_are_put_back_at_drop_points_too() {
     np.interrupt();
     let (code, _) = np.finish();
     assert_eq!(code, Some(130), "Ctrl-C: 128 + SIGINT");
-    let mut rows: Vec<String> = tshark(
+    let mut rows: Vec<String> = tshark_fields(
         &file,
         &["vlan.id", "icmp.seq", "frame.len", "frame.comment"],
     )
@@ -761,7 +739,7 @@ fn filters_the_kernel_cannot_run_are_applied_in_userspace() {
     std::thread::sleep(Duration::from_millis(300));
     np.interrupt();
     assert_eq!(np.finish().0, Some(130), "Ctrl-C: 128 + SIGINT");
-    let rows = tshark(&ours, &["ip.src", "icmpv6.type"]);
+    let rows = tshark_fields(&ours, &["ip.src", "icmpv6.type"]);
     let echoes = rows
         .iter()
         .filter(|r| r[1] == "128" || r[1] == "129")

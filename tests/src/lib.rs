@@ -2,6 +2,7 @@
 //! a runner for the real `netpath` binary, and the test runner ([`harness`]) with what tests
 //! require of the machine ([`Requires`]): a test that cannot run here is reported as ignored,
 //! with the reason.
+pub mod agents;
 pub mod harness;
 
 pub use harness::{run, Feature, Requires};
@@ -514,4 +515,26 @@ pub fn exits_within(p: &mut NetpathProcess, limit: std::time::Duration, what: &s
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `tshark -r FILE -T fields -e F...` rows, split on tabs.
+pub fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=\t"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }

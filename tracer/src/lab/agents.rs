@@ -119,14 +119,7 @@ fn failed(what: impl Into<String>, detail: impl Into<String>) -> LabError {
 
 /// The recorded agents, `None` when there are none.
 pub fn record(dir: &Path) -> Result<Option<AgentsRecord>, LabError> {
-    let path = agents_file(dir);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|source| LabError::StateParse { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path)(e)),
-    }
+    super::state::read_json(&agents_file(dir))
 }
 
 /// The namespaces of each lab node: its own and its pods' (the underlay belongs to none).

@@ -68,14 +68,7 @@ fn api_error(e: apiserver::ApiError) -> LabError {
 
 /// The recorded server, `None` when there is none.
 pub fn record(dir: &Path) -> Result<Option<ApiRecord>, LabError> {
-    let path = api_file(dir);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|source| LabError::StateParse { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path)(e)),
-    }
+    state::read_json(&api_file(dir))
 }
 
 /// Writes a private file atomically: a new file (0600, O_EXCL: never an existing file or a

@@ -70,14 +70,7 @@ fn failed(detail: impl Into<String>) -> LabError {
 
 /// The recorded runtime, `None` when there is none.
 pub fn record(dir: &Path) -> Result<Option<CriRecord>, LabError> {
-    let path = cri_file(dir);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|source| LabError::StateParse { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path)(e)),
-    }
+    state::read_json(&cri_file(dir))
 }
 
 fn is_our_server(pid: u32, dir: &Path) -> bool {

@@ -169,15 +169,25 @@ pub fn state_file(dir: &Path) -> PathBuf {
 
 /// Reads the state, `None` when no lab is recorded.
 pub fn load(dir: &Path) -> Result<Option<LabState>, LabError> {
-    let path = state_file(dir);
-    let text = match std::fs::read_to_string(&path) {
+    read_json(&state_file(dir))
+}
+
+/// One of the lab's JSON records (state, agents, API, runtime), `None` when there is none.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LabError> {
+    let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(LabError::State { path, source }),
+        Err(source) => {
+            let path = path.to_path_buf();
+            return Err(LabError::State { path, source });
+        }
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| LabError::StateParse { path, source })
+        .map_err(|source| LabError::StateParse {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Writes the state atomically (temp file + rename), so a crash never leaves half a file.
