@@ -6,7 +6,8 @@
 //! namespaces, `netpath trace POD-A POD-B --agents ...` finds both pods through the agents,
 //! follows both families across both kernels and puts each packet's hops in order although
 //! node-b's clock runs 3 hours ahead of node-a's; a blackhole route on node-b then drops one
-//! family's answer there, with the kernel's reason.
+//! family's answer there, with the kernel's reason. `capture --agents` takes a trace's
+//! probes from both kernels into one pcapng.
 //!
 //! Every guest is killed (its process group) if the test fails, and the shared directory
 //! is removed.
@@ -19,7 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{case, guest_kernels, netpath, netpath_bin, sh, Requires};
+use integration_tests::{
+    case, guest_kernels, netpath, netpath_bin, sh, tshark_fields, NetpathProcess, Requires,
+};
 use netpath_agent::{
     client::{channel, describe, AgentAddr},
     proto::{self, agent_client::AgentClient},
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Requires::Root,
         Requires::Tool("vng"),
         Requires::Tool("qemu-system-x86_64"),
+        Requires::Tool("tshark"),
         Requires::GuestKernels
     )])
 }
@@ -420,6 +424,47 @@ fn two_guests_of_different_kernels_are_traced_as_two_nodes() {
         took.as_secs_f64(),
         a.release,
         b.release
+    );
+
+    // capture --agents across both kernels: a trace's probes, seen on both nodes, in one
+    // pcapng (each guest loads the capture's programs of its own: slow under emulation).
+    let pcap = dir.path().join("both.pcapng");
+    let tls_dir = dir.path().join("tls");
+    let capture_started = Instant::now();
+    let mut capture = NetpathProcess::spawn(&[
+        "capture",
+        "--agents",
+        &agents,
+        "--tls-dir",
+        tls_dir.to_str().unwrap(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--duration",
+        "300",
+        "icmp or icmp6",
+    ]);
+    capture.wait_stderr("listening through 2 of 2", Duration::from_secs(180));
+    let capture_ready = capture_started.elapsed();
+    let (code, report, _) = trace(dir.path(), &agents, "10.91.1.2", "10.91.2.2");
+    assert_eq!(code, 0, "{report:#}");
+    capture.interrupt();
+    let (code, _, stderr) = capture.finish_with_stderr();
+    assert_eq!(code, Some(130), "{stderr:#?}");
+    let rows = tshark_fields(&pcap, &["frame.interface_name", "icmp.type", "icmpv6.type"]);
+    for node in ["node-a", "node-b"] {
+        for (column, echo) in [(1, "8"), (2, "128")] {
+            assert!(
+                rows.iter()
+                    .any(|r| r[0].starts_with(&format!("{node}/")) && r[column] == echo),
+                "no echo request (type {echo}) captured on {node}: {rows:?}\n{stderr:#?}"
+            );
+        }
+    }
+    eprintln!(
+        "capture --agents across both kernels: listening after {:.1} s, {} packets; {:?}",
+        capture_ready.as_secs_f64(),
+        rows.len(),
+        stderr.iter().rev().take(2).collect::<Vec<_>>()
     );
 
     // node-b loses its IPv4 route to node-a's pods: the answer is dropped there.
