@@ -642,4 +642,7 @@ fn an_agent_stopped_with_a_stream_open_ends_it_and_detaches() {
     let stderr = watch.stderr_so_far().join("\n");
     eprintln!("watch ended ({code:?}): {stderr}");
     assert!(stderr.contains("stopping"), "{stderr}");
+    // Its only agent gone, nothing more can come: said, and not a success.
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no more events can come"), "{stderr}");
 }

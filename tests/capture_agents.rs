@@ -178,7 +178,8 @@ fn a_filter_the_agents_cannot_compile_is_one_line_and_exit_2() {
 
 /// SIGTERM to one agent while a capture reads from it (a DaemonSet pod being stopped): its
 /// stream ends with the agent's word, the agent exits 0 within seconds with every program it
-/// attached (its own and the capture's) detached, and the capture goes on with the other.
+/// attached (its own and the capture's) detached, and the capture goes on with the other;
+/// when that one stops too, the capture ends by itself with exit 2.
 fn an_agent_stopped_during_a_capture_ends_its_stream_and_detaches() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
     let t = Topology::new("ca");
@@ -208,11 +209,24 @@ fn an_agent_stopped_during_a_capture_ends_its_stream_and_detaches() {
     np.wait_stderr("node-b", Duration::from_secs(15));
     t.c.exec("ping -c2 -i0.2 -W1 10.2.0.2 >/dev/null");
     std::thread::sleep(Duration::from_millis(500));
-    np.interrupt();
-    let (code, _, stderr) = np.finish_with_stderr();
-    eprintln!("capture after node-b stopped: {stderr:#?}");
-    // Ended by Ctrl-C: 130, as a local capture.
-    assert_eq!(code, Some(130), "{stderr:#?}");
+    // node-a stops too: nothing more can come, the capture ends by itself, not a success.
+    cluster.a.process.signal(libc::SIGTERM);
+    let code = exits_within(
+        &mut cluster.a.process,
+        Duration::from_secs(10),
+        "node-a's agent",
+    );
+    assert_eq!(code, Some(0), "{:?}", cluster.a.process.stderr_so_far());
+    let code = exits_within(&mut np, Duration::from_secs(15), "capture --agents");
+    let (_, _, stderr) = np.finish_with_stderr();
+    eprintln!("capture after both agents stopped: {stderr:#?}");
+    assert_eq!(code, Some(2), "{stderr:#?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("no more packets can come")),
+        "{stderr:#?}"
+    );
     assert!(
         stderr
             .iter()

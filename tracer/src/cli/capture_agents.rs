@@ -79,11 +79,16 @@ pub async fn run(args: CaptureArgs, mut signals: super::stop::Stop) -> Result<i3
     let mut code = 0;
     let mut listening = false;
     let mut finished = false;
+    let mut all_gone = false;
     while !finished {
         let sleep = super::until(deadline);
         tokio::select! {
             item = news.recv() => match item {
-                None => break, // every agent's stream is over
+                None => {
+                    // Every agent's stream is over: nothing more can come.
+                    all_gone = true;
+                    break;
+                }
                 Some((i, CaptureNews::Message(m))) => match m.item {
                     Some(Item::Started(s)) => {
                         let node = &mut nodes[i];
@@ -196,6 +201,10 @@ pub async fn run(args: CaptureArgs, mut signals: super::stop::Stop) -> Result<i3
             if n.packets == 1 { "packet" } else { "packets" },
             n.lost
         );
+    }
+    if all_gone && code == 0 {
+        eprintln!("netpath: every agent's capture has ended (above): no more packets can come");
+        return Ok(2);
     }
     Ok(code)
 }

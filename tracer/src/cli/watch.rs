@@ -225,6 +225,7 @@ async fn run_agents(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i
     );
     let deadline = super::deadline(args.duration);
     let (mut seen, mut lost, mut code) = (0u64, 0u64, 0);
+    let mut all_gone = false;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut line = String::with_capacity(256);
@@ -246,7 +247,11 @@ async fn run_agents(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i
                     lost += count;
                     let _ = write_lost(&mut out, args.json, &node, count).and_then(|_| out.flush());
                 }
-                None => break,
+                None => {
+                    // Every agent's stream is over: nothing more can come.
+                    all_gone = true;
+                    break;
+                }
             },
             _ = sleep => break,
             signalled = signals.recv() => { code = signalled; break; }
@@ -257,6 +262,10 @@ async fn run_agents(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i
         eprintln!("netpath: {problem}");
     }
     eprintln!("netpath: {seen} events, {lost} lost");
+    if all_gone && code == 0 {
+        eprintln!("netpath: every agent's stream has ended (above): no more events can come");
+        return Ok(2);
+    }
     Ok(code)
 }
 
