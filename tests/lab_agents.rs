@@ -2,7 +2,8 @@
 //! (confined to the node's namespace and its pods'), records them in agents.json, and its
 //! Kubernetes API shows them as Running DaemonSet pods with their real ports (read by
 //! kubectl, an independent client). A trace through the agents gives the verdicts of a trace
-//! without them; `lab down`, and a `lab up` whose agents cannot start, leave no agent process,
+//! without them; `watch` and `capture` take both nodes' events and packets through them (the
+//! capture finding them through the API); `lab down`, and a `lab up` whose agents cannot start, leave no agent process,
 //! file or namespace.
 //!
 //! Each lab has its own namespace prefix and state directory and is brought down by a guard,
@@ -379,6 +380,41 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
         new_dev.contains("npn0") && new_dev.contains("npn1"),
         "hops on the devices made while the agents ran: {new_dev:?}"
     );
+
+    // `capture` through the agents the lab's API lists (as on a cluster, where the CLI finds
+    // the DaemonSet's pods): one pcap-filter, packets of both nodes merged into one output.
+    let kubeconfig = lab.dir.join("kubeconfig");
+    let mut capture = NetpathProcess::spawn(&[
+        "capture",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--tls-dir",
+        tls,
+        "-c",
+        "8",
+        "--duration",
+        "30",
+        "icmp and host 10.244.1.2",
+    ]);
+    capture.wait_stderr("listening through 2 of 2", Duration::from_secs(30));
+    integration_tests::sh(&format!(
+        "ip netns exec {p}-pod-a ping -c 3 -i 0.2 -W 1 10.244.2.2 >/dev/null 2>&1 || true"
+    ));
+    let (code, out, stderr) = capture.finish_with_stderr();
+    assert_eq!(
+        code,
+        Some(0),
+        "capture through the API's agents: {stderr:?}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    for node in ["node-1", "node-2"] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!(" {node}/"))),
+            "no packet from {node}: {out}"
+        );
+    }
+    assert!(lines.iter().all(|l| l.contains("10.244.1.2")), "{out}");
 
     // `lab down`: no agent, no file, no namespace.
     let t = Instant::now();

@@ -26,8 +26,12 @@ fn main() {
         Err(e) => usage_error(e),
     };
     if plugin {
-        if let cli::Command::Trace(args) = &mut cli.command {
-            args.kube.k8s = true;
+        // Names, and with --tls-dir the node agents, from kubectl's cluster.
+        match &mut cli.command {
+            cli::Command::Trace(args) => args.kube.k8s = true,
+            cli::Command::Watch(args) => args.kube.k8s = true,
+            cli::Command::Capture(args) => args.kube.k8s = true,
+            _ => {}
         }
     }
     if matches!(&cli.command, cli::Command::Lab(c) if !c.is_server()) {

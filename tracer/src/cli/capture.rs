@@ -56,6 +56,8 @@ Examples:
   netpath capture -r a.pcapng -e -v tcp              print a capture file (no root needed)
   netpath capture --agents node-1=10.0.0.1:7101,node-2=10.0.0.2:7101 --tls-dir DIR \\
       -w all.pcapng udp port 53                      from several nodes' agents, merged
+  kubectl netpath capture --tls-dir DIR -w all.pcapng icmp6
+                                                     the agents found through the cluster's API
 
 With --agents each agent compiles the filter and captures on its node (every namespace it \
 serves, or --netns there); packets go out in timestamp order within a {merge_ms} ms window \
@@ -126,15 +128,17 @@ pub struct CaptureArgs {
     /// NODE/NETNS/DEVICE.
     #[arg(
         long,
-        value_name = "NODE=ADDR:PORT,...",
+        value_name = "NODE=ADDR:PORT[@NETNS],...",
         value_delimiter = ',',
         requires = "tls_dir",
         conflicts_with_all = ["read", "pod"]
     )]
     pub agents: Vec<AgentAddr>,
-    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
-    #[arg(long, value_name = "DIR", requires = "agents")]
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for the agents.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["read", "pod"])]
     pub tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: super::kube::KubeAgentsArgs,
     /// pcap-filter expression (tcpdump syntax); several words are joined with spaces.
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
     pub expression: Vec<String>,
@@ -251,7 +255,12 @@ pub async fn run(args: CaptureArgs, signals: Option<super::stop::Stop>) -> Resul
         // Compiled for the file's link type(s), not for Ethernet.
         return read_file(&args, path, &expr);
     }
-    if !args.agents.is_empty() {
+    let agents = args
+        .kube
+        .agents(&args.agents, args.tls_dir.is_some())
+        .await?;
+    if !agents.is_empty() {
+        let args = CaptureArgs { agents, ..args };
         // The agents compile the filter.
         let Some(signals) = signals else {
             anyhow::bail!("a live capture needs its signal handlers");

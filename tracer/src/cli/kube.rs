@@ -31,6 +31,64 @@ pub struct KubeArgs {
     pub k8s: bool,
 }
 
+/// The Kubernetes flags of the commands that only need the node agents (`watch`, `capture`):
+/// the agents are then found through the API, as `trace` finds them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeAgentsArgs {
+    /// Find the node agents through the Kubernetes API of this kubeconfig (the agent
+    /// DaemonSet's pods; with --tls-dir), instead of --agents.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Kubernetes",
+        requires = "tls_dir",
+        conflicts_with = "agents"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Kubernetes",
+        requires = "tls_dir",
+        conflicts_with = "agents"
+    )]
+    pub context: Option<String>,
+    /// Find the node agents through the Kubernetes API of $KUBECONFIG, ~/.kube/config or,
+    /// inside a pod, its service account (with --tls-dir; implied as `kubectl netpath`).
+    #[arg(
+        long,
+        help_heading = "Kubernetes",
+        requires = "tls_dir",
+        conflicts_with = "agents"
+    )]
+    pub k8s: bool,
+}
+
+impl KubeAgentsArgs {
+    /// The agents to use: `given` (--agents), else, with `tls` (--tls-dir) and a Kubernetes
+    /// flag (or as `kubectl netpath`), those the API lists; empty: this machine's kernel.
+    pub async fn agents(&self, given: &[AgentAddr], tls: bool) -> Result<Vec<AgentAddr>> {
+        if !given.is_empty() {
+            return Ok(given.to_vec());
+        }
+        let opts = KubeArgs {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: None,
+            k8s: self.k8s,
+        }
+        .options()?;
+        match (opts, tls) {
+            (Some(opts), true) => agents(&Kube::connect(&opts).await?).await,
+            (None, true) => {
+                bail!("--tls-dir is for node agents: give --agents, or --k8s/--kubeconfig to find them")
+            }
+            (_, false) => Ok(Vec::new()),
+        }
+    }
+}
+
 /// A Kubernetes name: lowercase letters, digits and '-', at most 63 characters.
 fn check_label(flag: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
@@ -180,6 +238,31 @@ pub async fn agents(kube: &Kube) -> Result<Vec<AgentAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_come_from_the_flags_else_the_api_else_none() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let none = KubeAgentsArgs::default();
+        let given = vec![AgentAddr::new("node-1", "10.0.0.1:7101")];
+        assert_eq!(rt.block_on(none.agents(&given, true)).unwrap(), given);
+        // No agents, no TLS: this machine's kernel.
+        assert!(rt.block_on(none.agents(&[], false)).unwrap().is_empty());
+        // TLS material but nothing to find agents with: one line saying what is missing.
+        let err = rt.block_on(none.agents(&[], true)).unwrap_err().to_string();
+        assert!(err.contains("--tls-dir is for node agents"), "{err}");
+        // A kubeconfig that is not there is said before any connection.
+        let missing = KubeAgentsArgs {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..Default::default()
+        };
+        let err = rt
+            .block_on(missing.agents(&[], true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such file"), "{err}");
+    }
 
     #[test]
     fn kubernetes_flags_are_checked_once() {

@@ -23,7 +23,9 @@ use super::filter::FilterArgs;
   netpath watch --dev-hops --host fd00::/8           device hops via tracepoints, no tc attach
   netpath watch --routes --neigh --host 10.244.2.2   route lookups and neighbour failures for one host
   netpath watch --agents node-1=10.0.0.1:7101,node-2=10.0.0.2:7101 --tls-dir DIR --host 10.244.2.2
-                                                     the same from several nodes' agents, merged")]
+                                                     the same from several nodes' agents, merged
+  kubectl netpath watch --tls-dir DIR --host 10.244.2.2
+                                                     the agents found through the cluster's API")]
 pub struct WatchArgs {
     /// Attach tc ingress/egress to this device (repeatable; globs like 'cali*' or 'veth*';
     /// `NS/IF` names a device in another namespace, e.g. 'node-1/*').
@@ -80,9 +82,11 @@ pub struct WatchArgs {
         conflicts_with_all = ["ifaces", "all", "dev_hops", "neigh"]
     )]
     pub agents: Vec<AgentAddr>,
-    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for --agents.
-    #[arg(long, value_name = "DIR", requires = "agents")]
+    /// Directory with ca.pem, client.pem and client.key (`netpath certs`), for the agents.
+    #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: super::kube::KubeAgentsArgs,
 }
 
 impl WatchArgs {
@@ -270,8 +274,16 @@ async fn run_agents(args: WatchArgs, mut signals: super::stop::Stop) -> Result<i
 }
 
 pub async fn run(args: WatchArgs, signals: super::stop::Stop) -> Result<i32> {
-    if !args.agents.is_empty() {
-        return run_agents(args, signals).await;
+    let agents = args
+        .kube
+        .agents(&args.agents, args.tls_dir.is_some())
+        .await?;
+    if !agents.is_empty() {
+        if !args.ifaces.is_empty() || args.all || args.dev_hops || args.neigh {
+            // As clap refuses them with --agents.
+            bail!("--iface, --all, --dev-hops and --neigh are for this machine's kernel, not for node agents");
+        }
+        return run_agents(WatchArgs { agents, ..args }, signals).await;
     }
     let mut signals = signals;
     let spec = args.spec()?;
