@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{case, netpath, unique, NetNsGuard, NetpathProcess, Requires};
+use integration_tests::{agents::TestAgent, alive, case, netpath, unique, NetNsGuard, Requires};
 use netpath_agent::{
     client::{channel, describe, AgentAddr},
     cri::Cri,
@@ -91,17 +91,6 @@ fn inode(path: impl AsRef<Path>) -> u64 {
     std::fs::metadata(path.as_ref())
         .unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
         .ino()
-}
-
-/// Whether `pid` is alive and not a zombie.
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Runs `f` on a runtime of its own.
@@ -329,32 +318,6 @@ fn certs(node: &str) -> tempfile::TempDir {
     dir
 }
 
-/// `netpath agent` for `node` confined to `scope`; its process and address.
-fn start_agent(node: &str, tls: &Path, scope: &str, extra: &[&str]) -> (NetpathProcess, String) {
-    let mut args = vec![
-        "agent",
-        "--node",
-        node,
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-dir",
-        tls.to_str().unwrap(),
-        "--netns-scope",
-        scope,
-    ];
-    args.extend_from_slice(extra);
-    let mut process = NetpathProcess::spawn(&args);
-    process.wait_stderr("listening on", Duration::from_secs(30));
-    let line = process.stderr_seen.last().unwrap().clone();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (process, addr)
-}
-
 fn without_a_runtime_socket_pods_are_found_by_their_addresses() {
     let _slot = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
     let pod = NetNsGuard::new(&unique("crp"));
@@ -375,7 +338,8 @@ fn without_a_runtime_socket_pods_are_found_by_their_addresses() {
         eprintln!("a runtime socket is here ({present:?}): the agent runs with --no-cri");
         &["--no-cri"]
     };
-    let (process, addr) = start_agent("node-x", tls.path(), &pod.name, extra);
+    let TestAgent { process, addr, .. } =
+        TestAgent::start("node-x", tls.path(), &[&pod.name], extra);
     let said = process.stderr_seen.join("\n");
     assert!(
         said.contains("pods are found by their addresses only"),

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{case, netpath, unique, NetpathProcess, Requires};
+use integration_tests::{alive, case, netpath, unique, NetpathProcess, Requires};
 use serde_json::Value;
 use tracer::lab::{self, agents::AgentsRecord, LabState};
 
@@ -76,17 +76,6 @@ impl Drop for Lab {
     }
 }
 
-/// Whether `pid` is a running process (a zombie is not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 /// Every live `netpath agent` whose command line names a path under `dir`.
 fn agents_under(dir: &Path) -> Vec<u32> {
     let want = dir.as_os_str().as_encoded_bytes();
@@ -97,7 +86,9 @@ fn agents_under(dir: &Path) -> Vec<u32> {
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.contains(&&b"agent"[..]) && args.iter().any(|a| a.starts_with(want)) && alive(*pid)
+            args.contains(&&b"agent"[..])
+                && args.iter().any(|a| a.starts_with(want))
+                && alive(u64::from(*pid))
         })
         .collect()
 }
@@ -188,7 +179,7 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
     assert_eq!(nodes, want);
     for a in &rec.agents {
         assert!(
-            alive(a.pid),
+            alive(a.pid.into()),
             "agent of {} (pid {}) is not running",
             a.node,
             a.pid
@@ -430,7 +421,7 @@ fn lab_up_runs_one_agent_per_node_that_kubectl_sees_and_traces_go_through() {
     );
     for a in &rec.agents {
         assert!(
-            !alive(a.pid),
+            !alive(a.pid.into()),
             "agent {} (pid {}) outlived lab down",
             a.node,
             a.pid

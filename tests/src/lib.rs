@@ -538,3 +538,14 @@ pub fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Vec<Vec<String>
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
+
+/// Whether `pid` is a running process (a zombie is not).
+pub fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
